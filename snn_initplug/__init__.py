@@ -1,0 +1,59 @@
+"""snn-initplug: principled weight initialization for existing snnTorch and SpikingJelly networks.
+
+The public names are loaded on first use (PEP 562), so ``import snn_initplug`` costs almost nothing and
+never imports snnTorch, SpikingJelly or torchvision; only ``snn_initplug.adapters`` touches the frameworks.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Dict
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it
+_PUBLIC: Dict[str, str] = {
+    "SurrogateError": "surrogate",
+    "StochasticSurrogateError": "surrogate",
+    "Uniform": "surrogate",
+    "Normal": "surrogate",
+    "SurrogateMoments": "surrogate",
+    "describe_surrogate": "surrogate",
+    "surrogate_derivative": "surrogate",
+    "surrogate_moments": "surrogate",
+    "clear_moment_cache": "surrogate",
+    "moment_cache_info": "surrogate",
+    "NeuronSpec": "neuron",
+    "NeuronSpecError": "neuron",
+    "kernel_sums_from_response": "neuron",
+    "simulate_impulse_response": "neuron",
+}
+
+__all__ = sorted(_PUBLIC) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .neuron import NeuronSpec, NeuronSpecError, kernel_sums_from_response, simulate_impulse_response
+    from .surrogate import (
+        Normal,
+        StochasticSurrogateError,
+        SurrogateError,
+        SurrogateMoments,
+        Uniform,
+        clear_moment_cache,
+        describe_surrogate,
+        moment_cache_info,
+        surrogate_derivative,
+        surrogate_moments,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'snn_initplug' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))
