@@ -26,11 +26,17 @@ _PUBLIC: Dict[str, str] = {
     "NeuronSpecError": "neuron",
     "kernel_sums_from_response": "neuron",
     "simulate_impulse_response": "neuron",
+    "register_neuron": "adapters",
+    "unregister_neuron": "adapters",
+    "neuron_spec": "adapters",
+    "InternalWeight": "adapters",
+    "UnsupportedNeuronError": "adapters",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .adapters import InternalWeight, UnsupportedNeuronError, neuron_spec, register_neuron, unregister_neuron
     from .neuron import NeuronSpec, NeuronSpecError, kernel_sums_from_response, simulate_impulse_response
     from .surrogate import (
         Normal,

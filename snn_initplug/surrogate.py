@@ -194,8 +194,10 @@ def describe_surrogate(fn: Any) -> Tuple[str, Dict[str, Any]]:
         return owner.__name__, _forward_defaults(owner)
     if inspect.isfunction(fn):
         qualname = fn.__qualname__
-        # 'atan.<locals>.inner' -> 'atan': the factory that built the closure names the surrogate
-        kind = qualname.split(".<locals>.")[-2].split(".")[-1] if "<locals>" in qualname else qualname
+        # A closure built by a factory is named by the factory ('atan.<locals>.inner' -> 'atan'); snnTorch's
+        # parameterless factories (heaviside, straight_through_estimator) return a closure-free 'inner'.
+        built = "<locals>" in qualname and (fn.__closure__ or fn.__name__ == "inner")
+        kind = qualname.split(".<locals>.")[-2].split(".")[-1] if built else fn.__name__
         return kind, _closure_params(fn)
     params = {
         k: _plain(v)

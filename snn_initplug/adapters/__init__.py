@@ -1,0 +1,193 @@
+"""Neuron adapters: the registry that turns a framework's neuron module into a :class:`NeuronSpec`.
+
+This package is the only place that imports snnTorch or SpikingJelly, and it imports a framework's adapter
+only when that framework is already imported by the user's code (a model built from snnTorch neurons has
+imported snnTorch), so planning a SpikingJelly model never imports snnTorch and vice versa.
+
+Users register their own neuron classes::
+
+    import snn_initplug as sip
+    sip.register_neuron(MyLIF, to_spec=lambda m: sip.NeuronSpec(threshold=m.theta, beta=m.decay,
+                                                               surrogate=m.spike_fn))
+
+Third-party packages ship adapters without changes here through the entry-point group
+``snn_initplug.adapters``: each entry point names a callable that is called once, with no arguments, the
+first time a neuron is looked up, and registers its classes with :func:`register_neuron`::
+
+    [project.entry-points."snn_initplug.adapters"]
+    norse = "my_package.snn_initplug_adapter:register"
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch.nn as nn
+
+from ..neuron import NeuronSpec
+
+__all__ = [
+    "NeuronAdapter",
+    "InternalWeight",
+    "UnsupportedNeuronError",
+    "register_neuron",
+    "register_unsupported",
+    "unregister_neuron",
+    "find_adapter",
+    "is_neuron",
+    "neuron_spec",
+    "ENTRY_POINT_GROUP",
+]
+
+ENTRY_POINT_GROUP = "snn_initplug.adapters"
+
+
+class UnsupportedNeuronError(TypeError):
+    """A module that is a spiking neuron of a known framework, of a class no adapter supports yet."""
+
+
+@dataclass(frozen=True)
+class InternalWeight:
+    """A weight tensor that lives inside a neuron module (snnTorch ``RLeaky.recurrent``, ``LeakyParallel.rnn``).
+
+    ``role`` is ``"input"`` (it feeds the neuron from the previous layer) or ``"recurrent"``.
+    ``name`` is the parameter's name relative to the neuron module, e.g. ``"recurrent.weight"``.
+    """
+
+    name: str
+    role: str
+    fan_in: int
+
+
+@dataclass(frozen=True)
+class NeuronAdapter:
+    """How to read one neuron class.
+
+    ``to_spec(module) -> NeuronSpec`` reads the live values; ``internal_weights(module)`` lists weights
+    inside the neuron (default: none); ``framework`` is a label for reports.
+    """
+
+    cls: type
+    to_spec: Callable[[nn.Module], NeuronSpec]
+    internal_weights: Optional[Callable[[nn.Module], Sequence[InternalWeight]]] = None
+    framework: str = "user"
+
+
+_registry: Dict[type, NeuronAdapter] = {}
+_unsupported: Dict[type, str] = {}  # base class -> framework: its unregistered subclasses are "not supported yet"
+_lock = threading.RLock()
+_loaded_frameworks: set = set()
+_entry_points_loaded = False
+
+# framework module name -> our adapter module, imported only once the framework itself is imported
+_FRAMEWORK_ADAPTERS = {"snntorch": ".snntorch", "spikingjelly": ".spikingjelly"}
+
+
+def register_neuron(
+    cls: type,
+    to_spec: Callable[[nn.Module], NeuronSpec],
+    internal_weights: Optional[Callable[[nn.Module], Sequence[InternalWeight]]] = None,
+    framework: str = "user",
+) -> None:
+    """Register (or replace) the adapter of a neuron class; subclasses use it too unless they have their own."""
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        raise TypeError(f"register_neuron: cls must be an nn.Module subclass, got {cls!r}")
+    if not callable(to_spec):
+        raise TypeError(f"register_neuron: to_spec must be callable, got {type(to_spec).__name__}")
+    if internal_weights is not None and not callable(internal_weights):
+        raise TypeError("register_neuron: internal_weights must be callable or None")
+    with _lock:
+        _registry[cls] = NeuronAdapter(cls, to_spec, internal_weights, framework)
+
+
+def unregister_neuron(cls: type) -> None:
+    with _lock:
+        _registry.pop(cls, None)
+
+
+def register_unsupported(base: type, framework: str) -> None:
+    """Declare ``base`` a framework's neuron base class: subclasses without an adapter are reported as
+    "not supported yet" rather than silently ignored."""
+    with _lock:
+        _unsupported[base] = framework
+
+
+def _load_framework_adapters() -> None:
+    for framework, module in _FRAMEWORK_ADAPTERS.items():
+        if framework in sys.modules and framework not in _loaded_frameworks:
+            _loaded_frameworks.add(framework)
+            importlib.import_module(module, __name__)
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    try:
+        found = entry_points(group=ENTRY_POINT_GROUP)
+    except TypeError:  # Python 3.9: entry_points() returns a dict
+        found = entry_points().get(ENTRY_POINT_GROUP, [])
+    for entry in found:
+        try:
+            entry.load()()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break planning
+            warnings.warn(f"snn_initplug: adapter entry point {entry.name!r} failed to load: {exc}", stacklevel=2)
+
+
+def _ensure_loaded() -> None:
+    with _lock:
+        _load_framework_adapters()
+        _load_entry_points()
+
+
+def find_adapter(module: nn.Module) -> Optional[NeuronAdapter]:
+    """The adapter for ``module`` (most specific registered class in its MRO), None if it is not a neuron.
+
+    Raises :class:`UnsupportedNeuronError` for a framework neuron with no adapter.
+    """
+    _ensure_loaded()
+    with _lock:
+        for klass in type(module).__mro__:
+            adapter = _registry.get(klass)
+            if adapter is not None:
+                return adapter
+        for base, framework in _unsupported.items():
+            if isinstance(module, base):
+                raise UnsupportedNeuronError(
+                    f"not supported yet: {type(module).__module__}.{type(module).__qualname__} ({framework} neuron); "
+                    "register it with snn_initplug.register_neuron(cls, to_spec)"
+                )
+    return None
+
+
+def is_neuron(module: nn.Module) -> bool:
+    """True for a module with an adapter (unsupported framework neurons raise, see :func:`find_adapter`)."""
+    return find_adapter(module) is not None
+
+
+def neuron_spec(module: nn.Module) -> NeuronSpec:
+    """The :class:`NeuronSpec` of a neuron module, read by its adapter."""
+    adapter = find_adapter(module)
+    if adapter is None:
+        raise TypeError(f"{type(module).__qualname__} is not a registered spiking neuron")
+    return adapter.to_spec(module)
+
+
+def internal_weights(module: nn.Module) -> Tuple[InternalWeight, ...]:
+    adapter = find_adapter(module)
+    if adapter is None or adapter.internal_weights is None:
+        return ()
+    return tuple(adapter.internal_weights(module))
+
+
+def registered_classes() -> List[type]:
+    _ensure_loaded()
+    with _lock:
+        return list(_registry)
