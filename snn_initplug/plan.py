@@ -1,0 +1,520 @@
+"""Model walk: pair every spiking neuron with the weight layer(s) that feed it.
+
+With an example input, one forward pass is recorded and the autograd graph of each neuron's input is followed
+backwards until it reaches weight parameters (the feeding Linear/Conv layers), passing through BatchNorm
+(recorded), pooling, dropout, flatten and residual additions, and stopping at the outputs of other neurons
+(a skip path carrying spikes). This works for ``nn.Sequential`` stacks, SpikingJelly containers in multi-step
+mode, custom time loops (the snnTorch tutorial style) and the SpikingJelly model zoo alike.
+Each weight layer's input statistics (mean, second moment, fraction of non-zeros) are recorded too.
+
+Without an example input, a model made only of sequential containers is walked in module order (and the plan
+says so); any other model needs the example input.
+
+The walk leaves the model exactly as it was: parameters, buffers (BatchNorm running statistics included),
+neuron states (snnTorch hidden states, SpikingJelly memories), ``requires_grad`` flags and the RNG state are
+restored, and all hooks are removed.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from .adapters import InternalWeight, find_adapter, internal_weights
+from .neuron import NeuronSpec
+
+__all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYERS"]
+
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
+# Containers whose forward runs the children in registration order (SpikingJelly's containers subclass these).
+SEQUENTIAL = (nn.Sequential,)
+
+
+class PlanError(ValueError):
+    """The model cannot be planned (no neurons, needs an example input, does not run, ...)."""
+
+
+@dataclass
+class InputStats:
+    """Statistics of a weight layer's input over the example batch and all time steps."""
+
+    mean: float
+    second_moment: float
+    nonzero_fraction: float  # the spike probability per step when the input is binary
+    binary: bool
+    count: int
+
+    @property
+    def spike_probability(self) -> Optional[float]:
+        return self.nonzero_fraction if self.binary else None
+
+
+class _StatsAccumulator:
+    def __init__(self):
+        self.total = self.squares = self.nonzero = 0.0
+        self.count = 0
+        self.binary = True
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach()
+        if not x.is_floating_point():
+            x = x.float()
+        x64 = x.to(torch.float64)
+        self.total += float(x64.sum())
+        self.squares += float((x64 * x64).sum())
+        self.nonzero += float((x64 != 0).sum())
+        self.count += x.numel()
+        if self.binary:
+            self.binary = bool(((x64 == 0) | (x64 == 1)).all())
+
+    def result(self) -> Optional[InputStats]:
+        if self.count == 0:
+            return None
+        n = self.count
+        return InputStats(self.total / n, self.squares / n, self.nonzero / n, self.binary, n)
+
+
+@dataclass
+class LayerPlan:
+    """One weight tensor that feeds a neuron."""
+
+    name: str  # qualified parameter name, e.g. "features.0.weight" or "lif1.recurrent.weight"
+    module_name: str
+    module: nn.Module
+    parameter: str  # attribute path of the weight inside ``module``
+    kind: str  # Linear, Conv2d, ..., or "internal"
+    role: str  # "input" or "recurrent"
+    fan_in: int
+    fan_out: int
+    neuron_name: str
+    neuron: nn.Module
+    spec: NeuronSpec
+    norm: Optional[str] = None  # the BatchNorm (or other norm) module between the layer and the neuron
+    between: Tuple[str, ...] = ()  # module kinds passed through (MaxPool2d, Dropout, Flatten, ...)
+    residual: Tuple[str, ...] = ()  # other sources summed into the same neuron (layers or neurons' spikes)
+    input_stats: Optional[InputStats] = None
+    source: str = "example"  # "example" or "module-order"
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.module.get_parameter(self.parameter)
+
+
+@dataclass
+class Plan:
+    layers: List[LayerPlan]
+    neurons: List[Tuple[str, nn.Module, NeuronSpec]]
+    unfed: List[str] = field(default_factory=list)  # neurons with no weight layer before them (encoders)
+    source: str = "example"
+    notes: List[str] = field(default_factory=list)
+
+    def __iter__(self) -> Iterator[LayerPlan]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def layer(self, name: str) -> LayerPlan:
+        for entry in self.layers:
+            if name in (entry.name, entry.module_name):
+                return entry
+        raise KeyError(name)
+
+    def rows(self) -> List[Dict[str, Any]]:
+        rows = []
+        for e in self.layers:
+            kind, params = e.spec.surrogate_description or ("?", {})
+            stats = e.input_stats
+            rows.append({
+                "layer": e.name, "kind": e.kind, "role": e.role, "fan_in": e.fan_in, "fan_out": e.fan_out,
+                "norm": e.norm or "", "neuron": f"{e.neuron_name} ({type(e.neuron).__name__})",
+                "threshold": _short(e.spec.threshold), "beta": _short(e.spec.beta),
+                "reset": e.spec.reset if e.spec.reset != "hard" else f"hard({e.spec.reset_value:g})",
+                "surrogate": f"{kind}({', '.join(f'{k}={_short(v)}' for k, v in params.items() if not callable(v))})",
+                "input_mean": None if stats is None else stats.mean,
+                "input_second_moment": None if stats is None else stats.second_moment,
+                "spike_probability": None if stats is None else stats.spike_probability,
+                "residual": ", ".join(e.residual),
+            })
+        return rows
+
+    def __str__(self) -> str:
+        header = ["layer", "kind", "fan_in", "norm", "neuron", "threshold", "beta", "reset", "surrogate",
+                  "E[x]", "E[x^2]", "p(spike)"]
+        table = [header]
+        for row in self.rows():
+            fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
+            table.append([row["layer"] + (" (rec)" if row["role"] == "recurrent" else ""), row["kind"],
+                          str(row["fan_in"]), row["norm"], row["neuron"], row["threshold"], row["beta"],
+                          row["reset"], row["surrogate"], fmt(row["input_mean"]), fmt(row["input_second_moment"]),
+                          fmt(row["spike_probability"])])
+        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(f"[{len(self.layers)} weight tensors, {len(self.neurons)} neurons; paired from "
+                     f"{'one forward pass of the example input' if self.source == 'example' else 'module order'}]")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        if value.numel() == 1:
+            return f"{value.item():.4g}"
+        return f"[{value.min().item():.3g}..{value.max().item():.3g}]"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def fans(weight: torch.Tensor) -> Tuple[int, int]:
+    """PyTorch's fan convention (``torch.nn.init._calculate_fan_in_and_fan_out``)."""
+    if weight.dim() < 2:
+        raise PlanError(f"a weight needs at least 2 dimensions to have fans, got shape {tuple(weight.shape)}")
+    receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
+
+
+# --------------------------------------------------------------------------------------------------------
+# Leaving the model as it was
+# --------------------------------------------------------------------------------------------------------
+_SKIP_ATTRS = {"_parameters", "_modules", "_buffers", "training"}
+
+
+def _clone(value: Any) -> Any:
+    return value.detach().clone() if isinstance(value, torch.Tensor) else value
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module):
+    """Restore every module's buffers, tensor attributes, SpikingJelly memories, the parameters'
+    ``requires_grad`` flags and the RNG state on exit; the parameters themselves are never written."""
+    saved = []
+    for module in model.modules():
+        buffers = {k: (v, _clone(v)) for k, v in module._buffers.items()}
+        extras = {k: _clone(v) if not isinstance(v, dict) else {kk: _clone(vv) for kk, vv in v.items()}
+                  for k, v in vars(module).items()
+                  if k not in _SKIP_ATTRS and (isinstance(v, torch.Tensor) or k in ("_memories",))}
+        saved.append((module, buffers, extras, set(vars(module))))
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for module, buffers, extras, keys in saved:
+            for name in list(vars(module)):
+                if name not in keys:  # attributes the forward created
+                    delattr(module, name)
+            module._buffers.clear()
+            for name, (original, value) in buffers.items():
+                if isinstance(original, torch.Tensor):
+                    with torch.no_grad():
+                        if original.shape == value.shape:
+                            original.copy_(value)
+                        else:
+                            original = value
+                module._buffers[name] = original
+            for name, value in extras.items():
+                object.__setattr__(module, name, value)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The walk
+# --------------------------------------------------------------------------------------------------------
+@dataclass
+class _NeuronCall:
+    name: str
+    module: nn.Module
+    input_node: Any  # grad_fn of the first call's input (None: input not connected to any parameter)
+    input: Optional[torch.Tensor]
+
+
+def _neurons(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    found, inside = [], []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in inside):
+            continue  # a neuron's own submodules (its surrogate, its recurrent layer) are not separate neurons
+        if find_adapter(module) is not None:
+            found.append((name, module))
+            inside.append(name)
+    return found
+
+
+def _first_tensor(value: Any) -> Optional[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)):
+        for item in value:
+            tensor = _first_tensor(item)
+            if tensor is not None:
+                return tensor
+    return None
+
+
+def _all_tensors(value: Any) -> List[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (tuple, list)):
+        return [t for item in value for t in _all_tensors(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in _all_tensors(item)]
+    return []
+
+
+def _trace_sources(node, boundaries: Dict[int, str], weights: Dict[int, str], norms: Dict[int, str],
+                   passes: Dict[int, str]):
+    """Follow the autograd graph back from a neuron's input to weight layers and other neurons' spikes.
+
+    Returns ``({layer: (norms on its path, modules passed through)}, [neurons whose spikes arrive directly])``.
+    """
+    layers: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {}
+    spikes: List[str] = []
+    stack, visited = [(node, (), ())], set()
+    while stack:
+        current, path_norms, path_passes = stack.pop()
+        if current is None or id(current) in visited:
+            continue
+        visited.add(id(current))
+        if id(current) in boundaries:
+            if boundaries[id(current)] not in spikes:
+                spikes.append(boundaries[id(current)])
+            continue
+        if id(current) in passes:
+            path_passes = path_passes + (passes[id(current)],)
+        children = [fn for fn, _ in getattr(current, "next_functions", ()) if fn is not None]
+        hit_weight = False
+        for child in children:
+            variable = getattr(child, "variable", None)
+            if variable is None:
+                continue
+            if id(variable) in weights:
+                layers.setdefault(weights[id(variable)], (path_norms, path_passes[::-1]))
+                hit_weight = True
+            elif id(variable) in norms and norms[id(variable)] not in path_norms:
+                path_norms = path_norms + (norms[id(variable)],)
+        if not hit_weight:
+            stack.extend((child, path_norms, path_passes) for child in children if getattr(child, "variable", None) is None)
+    return layers, spikes
+
+
+def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
+    """Pair every neuron of ``model`` with the weight layer(s) that feed it.
+
+    Args:
+        model: an snnTorch or SpikingJelly model (or one with registered custom neurons).
+        example_input: a batch as the model's forward takes it (a tensor, or a tuple of positional arguments).
+            Without it, only models made of sequential containers can be planned (module order).
+        forward: optional ``callable(model, example_input)`` running the model, for models whose forward
+            needs more than ``model(*inputs)`` (for example an explicit loop over time steps).
+    """
+    if not isinstance(model, nn.Module):
+        raise PlanError(f"plan: model must be a torch.nn.Module, got {type(model).__name__}")
+    if any(p.device.type == "meta" for p in model.parameters()):
+        raise PlanError("plan: the model is on the meta device (no data); materialize it first (to_empty + init)")
+    neurons = _neurons(model)
+    if not neurons:
+        raise PlanError(f"plan: no spiking neurons found in {type(model).__name__} "
+                        "(supported: snnTorch, SpikingJelly, and classes registered with register_neuron)")
+    specs = {name: find_adapter(module).to_spec(module) for name, module in neurons}
+    if example_input is None and forward is None:
+        return _plan_by_module_order(model, neurons, specs)
+    return _plan_by_example(model, neurons, specs, example_input, forward)
+
+
+def _internal_layers(neuron_name: str, neuron: nn.Module, spec: NeuronSpec, stats, source: str) -> List[LayerPlan]:
+    out = []
+    for item in internal_weights(neuron):
+        weight = neuron.get_parameter(item.name)
+        owner_path, _, attr = item.name.rpartition(".")
+        fan_in, fan_out = fans(weight)
+        out.append(LayerPlan(
+            name=f"{neuron_name}.{item.name}" if neuron_name else item.name, module_name=neuron_name, module=neuron,
+            parameter=item.name, kind="internal", role=item.role, fan_in=item.fan_in or fan_in, fan_out=fan_out,
+            neuron_name=neuron_name, neuron=neuron, spec=spec, input_stats=stats.get((neuron_name, item.role)),
+            source=source))
+    return out
+
+
+def _weight_map(model: nn.Module, neuron_names: Sequence[str]):
+    weights, norms, modules = {}, {}, {}
+    for name, module in model.named_modules():
+        if any(name == n or name.startswith(n + ".") for n in neuron_names if n):
+            continue
+        if isinstance(module, WEIGHT_LAYERS):
+            weights[id(module.weight)] = name
+            modules[name] = module
+        elif isinstance(module, NORM_LAYERS):
+            for p in module.parameters(recurse=False):
+                norms[id(p)] = name
+    return weights, norms, modules
+
+
+def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
+    neuron_names = [n for n, _ in neurons]
+    weights, norms, modules = _weight_map(model, neuron_names)
+    accumulators: Dict[Any, _StatsAccumulator] = {}
+    calls: Dict[str, _NeuronCall] = {}
+    boundaries: Dict[int, str] = {}
+    passes: Dict[int, str] = {}
+    keep_alive: List[Any] = []  # graph nodes whose id() is used as a key
+    handles = []
+
+    def stats_hook(key):
+        def hook(module, args):
+            tensor = _first_tensor(args)
+            if tensor is not None:
+                accumulators.setdefault(key, _StatsAccumulator()).add(tensor)
+        return hook
+
+    def neuron_pre_hook(name):
+        def hook(module, args):
+            tensor = _first_tensor(args)
+            if tensor is not None:
+                accumulators.setdefault((name, "input"), _StatsAccumulator()).add(tensor)
+            if name not in calls:
+                calls[name] = _NeuronCall(name, module, getattr(tensor, "grad_fn", None), tensor)
+        return hook
+
+    def neuron_hook(name):
+        def hook(module, args, output):
+            tensors = _all_tensors(output)
+            if tensors:
+                accumulators.setdefault((name, "recurrent"), _StatsAccumulator()).add(tensors[0])
+            for t in tensors:
+                if t.grad_fn is not None:
+                    boundaries.setdefault(id(t.grad_fn), name)
+                    keep_alive.append(t.grad_fn)  # keeps the node (and its id) alive even if t changes in place
+        return hook
+
+    def pass_hook(name, module):
+        def hook(mod, args, output):
+            tensor = _first_tensor(output)
+            if tensor is not None and tensor.grad_fn is not None and id(tensor.grad_fn) not in passes:
+                passes[id(tensor.grad_fn)] = f"{type(module).__name__}"
+                keep_alive.append(tensor.grad_fn)
+        return hook
+
+    with preserved(model):
+        for p in model.parameters():
+            p.requires_grad_(True)
+        try:
+            for name, module in modules.items():
+                handles.append(module.register_forward_pre_hook(stats_hook(name)))
+            for name, module in neurons:
+                handles.append(module.register_forward_pre_hook(neuron_pre_hook(name)))
+                handles.append(module.register_forward_hook(neuron_hook(name)))
+            for name, module in model.named_modules():
+                if not list(module.children()) and not isinstance(module, WEIGHT_LAYERS + NORM_LAYERS) \
+                        and name not in neuron_names and not any(name.startswith(n + ".") for n in neuron_names if n):
+                    handles.append(module.register_forward_hook(pass_hook(name, module)))
+            with torch.enable_grad():
+                try:
+                    if forward is not None:
+                        forward(model, example_input)
+                    elif isinstance(example_input, tuple):
+                        model(*example_input)
+                    else:
+                        model(example_input)
+                except PlanError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    raise PlanError(f"plan: the model does not run on the example input: {type(exc).__name__}: {exc}") from exc
+            stats = {k: acc.result() for k, acc in accumulators.items()}
+            layers, unfed, notes = [], [], []
+            for name, module in neurons:
+                spec = specs[name]
+                internal = _internal_layers(name, module, spec, stats, "example")
+                call = calls.get(name)
+                if call is None:
+                    notes.append(f"neuron {name} was not called by the forward pass")
+                    layers.extend(internal)
+                    continue
+                found, spikes = _trace_sources(call.input_node, boundaries, weights, norms, passes)
+                if not found and not any(i.role == "input" for i in internal):
+                    unfed.append(name)
+                for layer_name, (path_norms, path_passes) in found.items():
+                    module_ = modules[layer_name]
+                    fan_in, fan_out = fans(module_.weight)
+                    others = tuple(x for x in found if x != layer_name) + tuple(f"spikes of {s}" for s in spikes)
+                    layers.append(LayerPlan(
+                        name=f"{layer_name}.weight" if layer_name else "weight", module_name=layer_name, module=module_,
+                        parameter="weight", kind=type(module_).__name__, role="input", fan_in=fan_in, fan_out=fan_out,
+                        neuron_name=name, neuron=module, spec=spec, norm=path_norms[0] if path_norms else None,
+                        between=path_passes, residual=others if len(found) + len(spikes) > 1 else (),
+                        input_stats=stats.get(layer_name), source="example"))
+                layers.extend(internal)
+        finally:
+            for handle in handles:
+                handle.remove()
+            keep_alive.clear()
+            calls.clear()
+    layers = _drop_shared(layers, notes)
+    return Plan(layers, [(n, m, specs[n]) for n, m in neurons], unfed, "example", notes)
+
+
+def _drop_shared(layers: List[LayerPlan], notes: List[str]) -> List[LayerPlan]:
+    """A weight that feeds two different neurons is planned for the first one only, and the plan says so."""
+    owners: Dict[int, LayerPlan] = {}
+    kept = []
+    for entry in layers:
+        first = owners.setdefault(id(entry.weight), entry)
+        if first is entry:
+            kept.append(entry)
+        elif first.neuron is not entry.neuron:
+            notes.append(f"{entry.name} also feeds {entry.neuron_name}; it is planned for {first.neuron_name} only")
+    return kept
+
+
+def _plan_by_module_order(model, neurons, specs) -> Plan:
+    neuron_ids = {id(m): n for n, m in neurons}
+
+    def leaves(module: nn.Module, prefix: str):
+        if id(module) in neuron_ids:
+            yield prefix, module
+            return
+        children = list(module.named_children())
+        if not children:
+            yield prefix, module
+            return
+        if not isinstance(module, SEQUENTIAL):
+            raise PlanError(
+                f"plan: {type(module).__name__} ({prefix or 'the model'}) has its own forward, so module order need "
+                "not be execution order; pass example_input= (one batch as the model takes it)")
+        for name, child in children:
+            yield from leaves(child, f"{prefix}.{name}" if prefix else name)
+
+    layers, unfed = [], []
+    pending: Optional[Tuple[str, nn.Module]] = None
+    norm, between = None, []
+    for name, module in leaves(model, ""):
+        if isinstance(module, WEIGHT_LAYERS):
+            pending, norm, between = (name, module), None, []
+        elif isinstance(module, NORM_LAYERS):
+            norm = name
+        elif id(module) in neuron_ids:
+            spec = specs[name]
+            internal = _internal_layers(name, module, spec, {}, "module-order")
+            if pending is None and not any(i.role == "input" for i in internal):
+                unfed.append(name)
+            if pending is not None:
+                layer_name, layer = pending
+                fan_in, fan_out = fans(layer.weight)
+                layers.append(LayerPlan(
+                    name=f"{layer_name}.weight", module_name=layer_name, module=layer, parameter="weight",
+                    kind=type(layer).__name__, role="input", fan_in=fan_in, fan_out=fan_out, neuron_name=name,
+                    neuron=module, spec=spec, norm=norm, between=tuple(between), source="module-order"))
+            layers.extend(internal)
+            pending, norm, between = None, None, []
+        else:
+            between.append(type(module).__name__)
+    notes = ["no example input: layers paired by module order (sequential containers only); "
+             "input statistics were not measured"]
+    return Plan(layers, [(n, m, specs[n]) for n, m in neurons], unfed, "module-order", notes)
