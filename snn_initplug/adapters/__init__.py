@@ -110,8 +110,8 @@ def unregister_neuron(cls: type) -> None:
 
 
 def register_unsupported(base: type, framework: str) -> None:
-    """Declare ``base`` a framework's neuron base class: subclasses without an adapter are reported as
-    "not supported yet" rather than silently ignored."""
+    """Declare ``base`` unsupported: it and its subclasses without a more specific adapter are reported as
+    "not supported yet" rather than silently ignored (used for the frameworks' neuron base classes)."""
     with _lock:
         _unsupported[base] = framework
 
@@ -154,15 +154,16 @@ def find_adapter(module: nn.Module) -> Optional[NeuronAdapter]:
     """
     _ensure_loaded()
     with _lock:
+        # The most specific class decides: a registered adapter, or a class declared unsupported (so that an
+        # unsupported subclass of a supported neuron is not read with its parent's adapter).
         for klass in type(module).__mro__:
             adapter = _registry.get(klass)
             if adapter is not None:
                 return adapter
-        for base, framework in _unsupported.items():
-            if isinstance(module, base):
+            if klass in _unsupported:
                 raise UnsupportedNeuronError(
-                    f"not supported yet: {type(module).__module__}.{type(module).__qualname__} ({framework} neuron); "
-                    "register it with snn_initplug.register_neuron(cls, to_spec)"
+                    f"not supported yet: {type(module).__module__}.{type(module).__qualname__} "
+                    f"({_unsupported[klass]} neuron); register it with snn_initplug.register_neuron(cls, to_spec)"
                 )
     return None
 

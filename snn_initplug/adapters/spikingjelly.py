@@ -1,0 +1,166 @@
+r"""SpikingJelly neurons (2.x and 0.0.0.0.14) read into :class:`~snn_initplug.neuron.NeuronSpec`.
+
+Imported by the registry only once ``spikingjelly`` is in ``sys.modules``. Both versions keep the neurons in
+``spikingjelly.activation_based.neuron``; every difference between them is detected from the classes and
+attributes that exist, never from a version string.
+
+The equations as SpikingJelly implements them (``H`` is the membrane after charging, ``V`` after the reset,
+:math:`v_r` = ``v_reset``, read as 0 when it is None, :math:`\theta` = ``v_threshold``):
+
+.. math::
+
+    \text{IF:}\quad & H[t] = V[t-1] + X[t]
+
+    \text{LIF, decay\_input=True:}\quad & H[t] = V[t-1] + \big(X[t] - (V[t-1] - v_r)\big)/\tau
+
+    \text{LIF, decay\_input=False:}\quad & H[t] = V[t-1] - (V[t-1] - v_r)/\tau + X[t]
+
+    \text{ParametricLIF:}\quad & \text{as LIF with } 1/\tau = \sigma(w) \text{ (} w \text{ is learned)}
+
+    \text{CUBALIF:}\quad & I[t] = \alpha_c I[t-1] + X[t], \qquad H[t] = \beta_v V[t-1] + I[t]
+
+    \text{fire:}\quad & S[t] = \Theta(H[t] - \theta) \text{ (fires at equality; backward: surrogate}'(H - \theta))
+
+    \text{reset:}\quad & V[t] = S[t]\,v_r + (1 - S[t])\,H[t] \text{ (hard, float } v_r),
+                          \qquad V[t] = H[t] - S[t]\,\theta \text{ (soft, } v_r = \text{None)}
+
+So the canonical form :math:`u[t] = \beta u[t-1] + c\,x[t]` holds with :math:`u = H`: IF :math:`\beta = c = 1`;
+LIF :math:`\beta = 1 - 1/\tau` and :math:`c = 1/\tau` (``decay_input=True``) or 1; CUBALIF adds the synaptic
+stage :math:`\alpha = \alpha_c`, :math:`\beta = \beta_v`, :math:`c = 1`. SpikingJelly's soft reset subtracts
+:math:`\theta` *before* the next decay (:math:`H[t+1] = \beta(H[t] - \theta S[t]) + c X[t+1]`).
+
+Reset mapping: ``v_reset=None`` gives ``reset="subtract"``; a float gives ``reset="hard"``,
+``reset_value=v_reset``. ``step_mode`` ('s'/'m') and 0.0.0.0.14's ``backend`` ('torch'/'cupy') select an
+implementation of the same equations, so they are not read.
+
+Left unsupported (reported as "not supported yet"), because their update is not the canonical form: QIF, EIF,
+Izhikevich / AdaptBaseNode (non-linear or adaptive), KLIF (``relu(k H)``), RAF (resonant, a rotation), LIAF
+(analog output), ILIF (integer spike counts fired on ``H/θ``), Ternary IF/LIF (a second, negative threshold),
+ComplementaryLIF (reset by ``θ + σ(m)``), MPBN LIF (batch norm on the membrane); and any subclass of a
+supported class that replaces its update methods.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from spikingjelly.activation_based import neuron as sj_neuron
+
+from ..neuron import NeuronSpec
+from . import UnsupportedNeuronError, register_neuron, register_unsupported
+
+FRAMEWORK = "spikingjelly"
+
+# The methods that carry a neuron's update in either version (0.0.0.0.14 and the 2.x ``Simple*`` classes:
+# neuronal_charge/fire/reset; 2.x: the *_functional_forward transitions). A subclass that replaces one of them
+# has its own dynamics, which the parent's reader would misdescribe (LIAFNode and ILIFNode subclass LIFNode).
+_UPDATE_METHODS = (
+    "forward",
+    "single_step_forward",
+    "multi_step_forward",
+    "single_step_functional_forward",
+    "multi_step_functional_forward",
+    "neuronal_charge",
+    "neuronal_fire",
+    "neuronal_reset",
+)
+
+
+def _common(m: nn.Module) -> dict:
+    """Threshold, reset and surrogate: the same attributes on every supported class, in both versions."""
+    fields = dict(
+        threshold=m.v_threshold,
+        # The module's own object, not a copy: the default is one instance shared by every neuron of a class
+        # (a default argument), and reading it must neither detach a neuron from it nor change it.
+        surrogate=m.surrogate_function,
+        name=f"{FRAMEWORK}.{type(m).__name__}",
+    )
+    fields.update(_reset(m.v_reset))
+    return fields
+
+
+def _reset(v_reset) -> dict:
+    if v_reset is None:
+        return dict(reset="subtract")
+    # Hard reset. For LIF/PLIF with v_reset != 0 SpikingJelly also decays toward v_reset, which in the
+    # canonical form is a constant drive (1 - beta) * v_reset; it does not depend on the input, so the
+    # impulse response (the kernel) is unaffected and the spec does not carry it.
+    return dict(reset="hard", reset_value=float(v_reset))
+
+
+def _read_if(m: nn.Module) -> NeuronSpec:
+    # HalfThresholdIFNode is this IF too: it only starts at V = θ/2, an input-independent offset.
+    return NeuronSpec(beta=1.0, input_scale=1.0, **_common(m))
+
+
+def _read_lif(m: nn.Module) -> NeuronSpec:
+    # tau is read live: SpikingJelly reads m.tau at call time, so a changed tau changes the dynamics.
+    return NeuronSpec.from_tau(m.tau, decay_input=bool(m.decay_input), **_common(m))
+
+
+def _read_plif(m: nn.Module) -> NeuronSpec:
+    # 1/tau = sigmoid(w) with w the learned parameter, read at every call so training updates are seen.
+    # float64 before the sigmoid keeps beta = 1 - sigmoid(w) accurate for large w.
+    tau = 1.0 / torch.sigmoid(m.w.detach().to(torch.float64))
+    return NeuronSpec.from_tau(tau, decay_input=bool(m.decay_input), **_common(m))
+
+
+def _read_cuba_lif(m: nn.Module) -> NeuronSpec:
+    # The current stage decays by c_decay and the membrane by v_decay, with no input scaling.
+    return NeuronSpec(beta=m.v_decay, input_scale=1.0, synaptic_decay=m.c_decay, **_common(m))
+
+
+# Class name -> reader. Looked up by name because each version has a different set (2.x adds
+# HalfThresholdIFNode, CUBALIFNode, the online-learning LIFs and the Simple* teaching classes).
+_READERS = {
+    "IFNode": _read_if,
+    "HalfThresholdIFNode": _read_if,
+    "SimpleIFNode": _read_if,
+    "LIFNode": _read_lif,
+    "SimpleLIFNode": _read_lif,
+    # OTTT/SLTT: LIF forward exactly; in training they detach V between steps (no gradient through time).
+    "OTTTLIFNode": _read_lif,
+    "SLTTLIFNode": _read_lif,
+    "ParametricLIFNode": _read_plif,
+    "CUBALIFNode": _read_cuba_lif,
+}
+
+
+def _replaced_update(module: nn.Module, cls: type):
+    """The first update method that ``type(module)`` defines differently from ``cls``, or None."""
+    for name in _UPDATE_METHODS:
+        if getattr(type(module), name, None) is not getattr(cls, name, None):
+            return name
+    return None
+
+
+def _checked(cls: type, reader):
+    """``reader`` for ``cls`` and for subclasses that keep its update; others raise UnsupportedNeuronError."""
+
+    def to_spec(module: nn.Module) -> NeuronSpec:
+        replaced = _replaced_update(module, cls)
+        if replaced is not None:
+            klass = type(module)
+            raise UnsupportedNeuronError(
+                f"not supported yet: {klass.__module__}.{klass.__qualname__} ({FRAMEWORK} neuron; it replaces "
+                f"{cls.__name__}.{replaced}, so its dynamics are not {cls.__name__}'s); register it with "
+                "snn_initplug.register_neuron(cls, to_spec)"
+            )
+        return reader(module)
+
+    return to_spec
+
+
+def _register() -> None:
+    for name, reader in _READERS.items():
+        cls = getattr(sj_neuron, name, None)
+        if isinstance(cls, type) and issubclass(cls, nn.Module):
+            register_neuron(cls, _checked(cls, reader), framework=FRAMEWORK)
+    # Every other neuron is "not supported yet" rather than silently no neuron at all. SimpleBaseNode (2.x
+    # only) is the base users subclass to write their own charge equation.
+    register_unsupported(sj_neuron.BaseNode, FRAMEWORK)
+    simple_base = getattr(sj_neuron, "SimpleBaseNode", None)
+    if isinstance(simple_base, type):
+        register_unsupported(simple_base, FRAMEWORK)
+
+
+_register()
