@@ -99,6 +99,10 @@ class LayerPlan:
     residual: Tuple[str, ...] = ()  # other sources summed into the same neuron (layers or neurons' spikes)
     input_stats: Optional[InputStats] = None
     source: str = "example"  # "example" or "module-order"
+    # where this layer's input comes from: "neurons" (spikes), "layers" (a weight layer with no neuron between),
+    # "data" (the model input) or "unknown"
+    input_source: str = "unknown"
+    upstream: Tuple[str, ...] = ()  # the neurons whose spikes reach this layer's input
 
     @property
     def weight(self) -> torch.Tensor:
@@ -329,7 +333,20 @@ def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
     return _plan_by_example(model, neurons, specs, example_input, forward)
 
 
-def _internal_layers(neuron_name: str, neuron: nn.Module, spec: NeuronSpec, stats, source: str) -> List[LayerPlan]:
+def _input_source(node, boundaries, weights, norms, passes) -> Dict[str, Any]:
+    """Where a tensor came from: other neurons' spikes, weight layers, or the data."""
+    if node is None:
+        return {"input_source": "data", "upstream": ()}
+    layers, spikes = _trace_sources(node, boundaries, weights, norms, passes)
+    if spikes:
+        return {"input_source": "neurons", "upstream": tuple(spikes)}
+    return {"input_source": "layers" if layers else "data", "upstream": ()}
+
+
+def _internal_layers(neuron_name: str, neuron: nn.Module, spec: NeuronSpec, stats, source: str,
+                     feed: Optional[Dict[str, Any]] = None) -> List[LayerPlan]:
+    """Weights inside a neuron: a recurrent weight sees the neuron's own spikes; an input projection sees
+    whatever feeds the neuron (``feed``)."""
     out = []
     for item in internal_weights(neuron):
         weight = neuron.get_parameter(item.name)
@@ -339,7 +356,8 @@ def _internal_layers(neuron_name: str, neuron: nn.Module, spec: NeuronSpec, stat
             name=f"{neuron_name}.{item.name}" if neuron_name else item.name, module_name=neuron_name, module=neuron,
             parameter=item.name, kind="internal", role=item.role, fan_in=item.fan_in or fan_in, fan_out=fan_out,
             neuron_name=neuron_name, neuron=neuron, spec=spec, input_stats=stats.get((neuron_name, item.role)),
-            source=source))
+            source=source,
+            **({"input_source": "neurons", "upstream": (neuron_name,)} if item.role == "recurrent" else (feed or {}))))
     return out
 
 
@@ -367,11 +385,16 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
     keep_alive: List[Any] = []  # graph nodes whose id() is used as a key
     handles = []
 
+    layer_inputs: Dict[str, Any] = {}
+
     def stats_hook(key):
         def hook(module, args):
             tensor = _first_tensor(args)
             if tensor is not None:
                 accumulators.setdefault(key, _StatsAccumulator()).add(tensor)
+                if key not in layer_inputs:
+                    layer_inputs[key] = tensor.grad_fn
+                    keep_alive.append(tensor.grad_fn)
         return hook
 
     def neuron_pre_hook(name):
@@ -431,8 +454,9 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
             layers, unfed, notes = [], [], []
             for name, module in neurons:
                 spec = specs[name]
-                internal = _internal_layers(name, module, spec, stats, "example")
                 call = calls.get(name)
+                internal = _internal_layers(name, module, spec, stats, "example",
+                                            _input_source(call and call.input_node, boundaries, weights, norms, passes))
                 if call is None:
                     notes.append(f"neuron {name} was not called by the forward pass")
                     layers.extend(internal)
@@ -449,7 +473,8 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
                         parameter="weight", kind=type(module_).__name__, role="input", fan_in=fan_in, fan_out=fan_out,
                         neuron_name=name, neuron=module, spec=spec, norm=path_norms[0] if path_norms else None,
                         between=path_passes, residual=others if len(found) + len(spikes) > 1 else (),
-                        input_stats=stats.get(layer_name), source="example"))
+                        input_stats=stats.get(layer_name), source="example",
+                        **_input_source(layer_inputs.get(layer_name), boundaries, weights, norms, passes)))
                 layers.extend(internal)
         finally:
             for handle in handles:
@@ -494,14 +519,23 @@ def _plan_by_module_order(model, neurons, specs) -> Plan:
     layers, unfed = [], []
     pending: Optional[Tuple[str, nn.Module]] = None
     norm, between = None, []
+    last_neuron: Optional[str] = None
+    feed = {"input_source": "data", "upstream": ()}
     for name, module in leaves(model, ""):
         if isinstance(module, WEIGHT_LAYERS):
+            if pending is None:  # a layer straight after a neuron (or the input) reads its spikes (or the data)
+                feed = {"input_source": "neurons", "upstream": (last_neuron,)} if last_neuron else \
+                    {"input_source": "data", "upstream": ()}
+            else:
+                feed = {"input_source": "layers", "upstream": ()}
             pending, norm, between = (name, module), None, []
         elif isinstance(module, NORM_LAYERS):
             norm = name
         elif id(module) in neuron_ids:
             spec = specs[name]
-            internal = _internal_layers(name, module, spec, {}, "module-order")
+            neuron_feed = feed if pending is not None else (
+                {"input_source": "neurons", "upstream": (last_neuron,)} if last_neuron else {"input_source": "data", "upstream": ()})
+            internal = _internal_layers(name, module, spec, {}, "module-order", neuron_feed)
             if pending is None and not any(i.role == "input" for i in internal):
                 unfed.append(name)
             if pending is not None:
@@ -510,9 +544,10 @@ def _plan_by_module_order(model, neurons, specs) -> Plan:
                 layers.append(LayerPlan(
                     name=f"{layer_name}.weight", module_name=layer_name, module=layer, parameter="weight",
                     kind=type(layer).__name__, role="input", fan_in=fan_in, fan_out=fan_out, neuron_name=name,
-                    neuron=module, spec=spec, norm=norm, between=tuple(between), source="module-order"))
+                    neuron=module, spec=spec, norm=norm, between=tuple(between), source="module-order", **feed))
             layers.extend(internal)
             pending, norm, between = None, None, []
+            last_neuron = name
         else:
             between.append(type(module).__name__)
     notes = ["no example input: layers paired by module order (sequential containers only); "
