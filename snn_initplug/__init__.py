@@ -31,13 +31,40 @@ _PUBLIC: Dict[str, str] = {
     "neuron_spec": "adapters",
     "InternalWeight": "adapters",
     "UnsupportedNeuronError": "adapters",
+    "plan": "plan",
+    "Plan": "plan",
+    "PlanError": "plan",
+    "initialize": "apply",
+    "Report": "apply",
+    "METHODS": "apply",
+    "InitError": "theory",
+    "ikun_": "init",
+    "spike_aware_": "init",
+    "fluctuation_": "init",
+    "baseline_": "init",
+    "calculate_ikun_gain": "init",
+    "calculate_spike_aware_gain": "init",
+    "calculate_fluctuation": "init",
+    "baseline_law": "init",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .adapters import InternalWeight, UnsupportedNeuronError, neuron_spec, register_neuron, unregister_neuron
+    from .apply import METHODS, Report, initialize
+    from .init import (
+        baseline_,
+        baseline_law,
+        calculate_fluctuation,
+        calculate_ikun_gain,
+        calculate_spike_aware_gain,
+        fluctuation_,
+        ikun_,
+        spike_aware_,
+    )
     from .neuron import NeuronSpec, NeuronSpecError, kernel_sums_from_response, simulate_impulse_response
+    from .plan import Plan, PlanError, plan
     from .surrogate import (
         Normal,
         StochasticSurrogateError,
@@ -50,6 +77,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         surrogate_derivative,
         surrogate_moments,
     )
+    from .theory import InitError
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,363 @@
+"""``initialize(model, method=...)``: plan the model, compute every new weight, then write them all.
+
+Each method is a rule that turns one planned layer (its fans, its neuron's :class:`NeuronSpec`, its input
+statistics) into a weight law; the rules only read, so an error in any layer leaves the model untouched.
+Only after every law is known and every tensor sampled are the weights written, under ``torch.no_grad()``.
+Biases, BatchNorm parameters and layers that feed no neuron (a plain readout) are left as they are.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from . import theory
+from .init import BASELINES, Law, baseline_law, calculate_fluctuation, calculate_ikun_gain, calculate_spike_aware_gain, sample
+from .neuron import NeuronSpec, NeuronSpecError
+from .plan import LayerPlan, Plan, PlanError, plan
+from .surrogate import Normal, SurrogateError, Uniform
+from .theory import InitError
+
+__all__ = ["initialize", "Report", "LayerReport", "METHODS", "compute_laws"]
+
+
+@dataclass
+class LayerReport:
+    layer: str
+    method: str
+    neuron: str
+    surrogate: str
+    fan_in: int
+    fan_out: int
+    gain: float  # fan_in · Var(W)
+    std: float
+    mean: float
+    law: str
+    assumed: Dict[str, Any] = field(default_factory=dict)  # statistics assumed, with where they came from
+    notes: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    method: str
+    layers: List[LayerReport]
+    skipped: List[str]
+    plan_source: str
+    notes: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), default=str, **kwargs)
+
+    def layer(self, name: str) -> LayerReport:
+        for row in self.layers:
+            if row.layer == name or row.layer == f"{name}.weight":
+                return row
+        raise KeyError(name)
+
+    def __str__(self) -> str:
+        header = ["layer", "method", "neuron", "surrogate", "fan_in", "gain", "std", "mean", "assumed"]
+        table = [header]
+        for r in self.layers:
+            assumed = "; ".join(f"{k}={_fmt(v)}" for k, v in r.assumed.items())
+            table.append([r.layer, r.method, r.neuron, r.surrogate, str(r.fan_in), f"{r.gain:.4g}", f"{r.std:.4g}",
+                          f"{r.mean:.3g}", assumed])
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        if self.skipped:
+            lines.append(f"skipped: {', '.join(self.skipped)}")
+        lines += [f"note: {n}" for n in self.notes + [f"{r.layer}: {n}" for r in self.layers for n in r.notes]]
+        return "\n".join(lines)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _scalar(value: Any) -> float:
+    """Per-neuron parameters enter the formulas through their mean (the report says so)."""
+    return float(value.mean()) if isinstance(value, torch.Tensor) else float(value)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rules: (layer, options, context) -> (law, assumed, notes)
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class _Context:
+    plan: Plan
+    feeds: Dict[str, List[LayerPlan]]  # neuron name -> layers feeding it (input role)
+    recurrent: Dict[str, List[LayerPlan]]
+
+
+def _distribution(value: Any):
+    if value is None or isinstance(value, (Uniform, Normal)):
+        return value
+    raise InitError(f"distribution must be snn_initplug.Uniform or Normal, got {value!r}")
+
+
+def _rule_ikun(layer: LayerPlan, opts: Dict[str, Any], ctx: _Context):
+    variant = opts.get("variant", "surrogate")
+    version, mode = opts.get("version"), opts.get("mode")
+    if version is not None and mode is not None:
+        raise InitError("ikun: give either version= or mode=, not both")
+    if version is not None and version not in ("v1", "v2"):
+        raise InitError(f"ikun: version must be 'v1' or 'v2', got {version!r}")
+    mode = mode or ("fan_sum" if version == "v2" else "fan_in")
+    fan = theory.fan_for_mode(layer.fan_in, layer.fan_out, mode)
+    kappa = calculate_ikun_gain(layer.spec.surrogate, variant=variant, distribution=_distribution(opts.get("distribution")),
+                                moment=opts.get("moment", 1))
+    std = math.sqrt(theory.ikun_variance(fan, kappa))
+    assumed = {"kappa": kappa, "fan": f"{mode}={fan:g}", "variant": variant}
+    notes = []
+    if layer.norm:
+        notes.append(f"BatchNorm {layer.norm} follows: in training mode it undoes the weight scale in the forward pass")
+    return Law("normal", 0.0, std), assumed, notes
+
+
+def _membrane_target(spec: NeuronSpec, opts: Dict[str, Any], mu_u: float = 0.0) -> Tuple[float, float]:
+    """(θ, σ_u) for a neuron whose membrane should have mean μ_u: σ_u given, derived from a target rate
+    (P(u > θ) = rate), or θ − μ_u (the papers' σ_u = 1 at θ = 1, μ_u = 0)."""
+    theta = _scalar(spec.threshold)
+    distance = theta - mu_u
+    if distance <= 0:
+        raise InitError(f"the membrane mean mu_u = {mu_u} is not below the threshold {theta}")
+    sigma_u, rate = opts.get("sigma_u"), opts.get("rate")
+    if sigma_u is not None and rate is not None:
+        raise InitError("give the target as sigma_u= or as rate=, not both")
+    if rate is not None:
+        return theta, theory.sigma_u_for_rate(distance, float(rate))
+    return theta, distance if sigma_u is None else float(sigma_u)
+
+
+def _upstream_rate(layer: LayerPlan, opts: Dict[str, Any], ctx: _Context, mu_u: float = 0.0) -> Tuple[float, str]:
+    """Spike probability of the neurons feeding this layer: the target rate when one is given, else the
+    self-consistent 1 − Φ((θ − μ_u)/σ_u) of the upstream neurons at their own target."""
+    if opts.get("rate") is not None:
+        return float(opts["rate"]), "target rate"
+    specs = {name: spec for name, _, spec in ctx.plan.neurons}
+    upstream = [specs[n] for n in layer.upstream if n in specs] or [layer.spec]
+    rates = [theory.firing_probability(*_membrane_target(spec, opts, mu_u), mu_u) for spec in upstream]
+    return sum(rates) / len(rates), "self-consistent 1-Φ((θ-μ)/σ_u) of " + (", ".join(layer.upstream) or "this layer")
+
+
+def _data_moments(layer: LayerPlan, opts: Dict[str, Any], method: str) -> Tuple[float, float, str]:
+    if opts.get("input_second_moment") is not None:
+        q = float(opts["input_second_moment"])
+        return float(opts.get("input_mean", q)), q, "given"
+    stats = layer.input_stats
+    if stats is None:
+        raise InitError(f"{method}: {layer.name} reads the model input, whose statistics are unknown; pass "
+                        "example_input= (or input_second_moment= in overrides for this layer)")
+    return stats.mean, stats.second_moment, "measured"
+
+
+def _kernel_sums(spec: NeuronSpec, horizon: Any, method: str, layer: LayerPlan) -> Tuple[float, float]:
+    try:
+        if horizon == "single":
+            sums = spec.kernel_sums(1)
+        elif horizon == "stationary":
+            sums = spec.kernel_sums(None)
+        elif isinstance(horizon, int) and horizon >= 1:
+            sums = spec.kernel_sums(horizon)
+        else:
+            raise InitError(f"{method}: horizon must be 'single', 'stationary' or a number of steps, got {horizon!r}")
+    except NeuronSpecError as exc:
+        raise InitError(f"{method}: {layer.name}: {exc}") from exc
+    return _scalar(sums[0]), _scalar(sums[1])
+
+
+def _share(layer: LayerPlan, ctx: _Context, alpha: Optional[float]) -> float:
+    """Fraction of the membrane variance this weight provides: split evenly between the layers summed into
+    one neuron; with recurrent weights, a fraction α goes to the feed-forward input (Rossbroich et al.)."""
+    feeds, recurrent = ctx.feeds.get(layer.neuron_name, []), ctx.recurrent.get(layer.neuron_name, [])
+    if not recurrent or alpha is None:
+        return 1.0 / max(1, len(feeds) + len(recurrent))
+    if layer.role == "recurrent":
+        return (1 - alpha) / len(recurrent)
+    return alpha / max(1, len(feeds))
+
+
+def _rule_spike_aware(layer: LayerPlan, opts: Dict[str, Any], ctx: _Context):
+    theta, sigma_u = _membrane_target(layer.spec, opts)
+    assumed: Dict[str, Any] = {"sigma_u": sigma_u}
+    if layer.input_source == "neurons" and opts.get("input_second_moment") is None:
+        q, how = _upstream_rate(layer, opts, ctx)
+        assumed["q_in"] = f"{q:.4g} ({how})"
+    else:
+        _, q, how = _data_moments(layer, opts, "spike_aware")
+        assumed["q_in"] = f"{q:.4g} ({how} E[x^2])"
+    _, k2 = _kernel_sums(layer.spec, opts.get("horizon", "single"), "spike_aware", layer)
+    share = _share(layer, ctx, opts.get("recurrent_fraction"))
+    gain = calculate_spike_aware_gain(theta, sigma_u=sigma_u, input_second_moment=q, kernel_sq_sum=k2) * share
+    assumed["sum_K2"] = k2
+    if share != 1.0:
+        assumed["variance_share"] = share
+    return Law("normal", 0.0, math.sqrt(gain / layer.fan_in)), assumed, []
+
+
+def _rule_fluctuation(layer: LayerPlan, opts: Dict[str, Any], ctx: _Context):
+    mu_u = float(opts.get("mu_u", 0.0))
+    _, sigma_u = _membrane_target(layer.spec, opts, mu_u)
+    assumed: Dict[str, Any] = {"mu_u": mu_u, "sigma_u": sigma_u}
+    if opts.get("input_rate") is not None:
+        m = q = float(opts["input_rate"])
+        assumed["p_in"] = f"{m:.4g} (given)"
+    elif layer.input_source == "neurons":
+        m = q = _upstream_rate(layer, opts, ctx, mu_u)[0]
+        assumed["p_in"] = f"{m:.4g} ({_upstream_rate(layer, opts, ctx, mu_u)[1]})"
+    else:
+        m, q, how = _data_moments(layer, opts, "fluctuation")
+        assumed["input"] = f"mean {m:.4g}, E[x^2] {q:.4g} ({how})"
+    k1, k2 = _kernel_sums(layer.spec, opts.get("steps") or "stationary", "fluctuation", layer)
+    share = _share(layer, ctx, float(opts.get("recurrent_fraction", 0.9)))
+    # μ_w is shared over the total drive of every population that feeds the neuron
+    sources = ctx.feeds.get(layer.neuron_name, []) + ctx.recurrent.get(layer.neuron_name, [])
+    drive = sum(source.fan_in for source in sources or [layer]) * m
+    law = calculate_fluctuation(layer.fan_in, kernel_sums=(k1, k2), input_mean=m, input_second_moment=q, mu_u=mu_u,
+                                sigma_u=sigma_u, variance_share=share, total_drive=drive)
+    assumed.update(sum_K=k1, sum_K2=k2)
+    if share != 1.0:
+        assumed["variance_share"] = share
+    return law, assumed, []
+
+
+def _rule_baseline(name: str):
+    def rule(layer: LayerPlan, opts: Dict[str, Any], ctx: _Context):
+        return baseline_law(name, layer.fan_in, layer.fan_out), {}, []
+    return rule
+
+
+_RULES: Dict[str, Tuple[Callable, Tuple[str, ...]]] = {
+    "ikun": (_rule_ikun, ("variant", "version", "mode", "distribution", "moment")),
+    "spike_aware": (_rule_spike_aware, ("sigma_u", "rate", "horizon", "input_second_moment", "input_mean",
+                                        "recurrent_fraction")),
+    "fluctuation": (_rule_fluctuation, ("mu_u", "sigma_u", "rate", "input_rate", "steps", "input_second_moment",
+                                        "input_mean", "recurrent_fraction")),
+}
+_RULES.update({name: (_rule_baseline(name), ()) for name in BASELINES})
+METHODS = tuple(_RULES)
+
+
+def _check_options(method: str, opts: Dict[str, Any], where: str) -> None:
+    if method not in _RULES:
+        raise InitError(f"initialize: unknown method {method!r}{where}; choose from {list(METHODS)}")
+    unknown = sorted(set(opts) - set(_RULES[method][1]))
+    if unknown:
+        raise InitError(f"initialize: unknown option(s) {unknown} for method {method!r}{where}; "
+                        f"valid: {list(_RULES[method][1])}")
+
+
+def _matches(layer: LayerPlan, pattern: str) -> bool:
+    return any(fnmatch.fnmatchcase(name, pattern) for name in (layer.name, layer.module_name, layer.neuron_name))
+
+
+def compute_laws(p: Plan, method: str, options: Dict[str, Any], overrides=None, skip=None):
+    """The law of every planned layer (nothing is written). Returns ``([(layer, law, LayerReport)], skipped)``."""
+    _check_options(method, options, "")
+    overrides = dict(overrides or {})
+    for pattern, extra in overrides.items():
+        if not isinstance(extra, dict):
+            raise InitError(f"initialize: overrides[{pattern!r}] must be a dict of options, got {type(extra).__name__}")
+        if not any(_matches(layer, pattern) for layer in p.layers):
+            raise InitError(f"initialize: override pattern {pattern!r} matches no planned layer")
+    skips: Sequence[Any] = [skip] if isinstance(skip, str) or callable(skip) else list(skip or [])
+    ctx = _Context(p, {}, {})
+    for layer in p.layers:
+        bucket = ctx.recurrent if layer.role == "recurrent" else ctx.feeds
+        bucket.setdefault(layer.neuron_name, []).append(layer)
+    results, skipped = [], []
+    for layer in p.layers:
+        if any(s(layer) if callable(s) else _matches(layer, s) for s in skips):
+            skipped.append(layer.name)
+            continue
+        opts = dict(options)
+        layer_method = method
+        for pattern, extra in overrides.items():
+            if _matches(layer, pattern):
+                extra = dict(extra)
+                if "method" in extra:
+                    layer_method = extra.pop("method")
+                    opts = {}  # another method's options do not carry over
+                opts.update(extra)
+        _check_options(layer_method, opts, f" (layer {layer.name})")
+        try:
+            law, assumed, notes = _RULES[layer_method][0](layer, opts, ctx)
+        except (SurrogateError, NeuronSpecError) as exc:
+            raise InitError(f"{layer_method}: {layer.name}: {exc}") from exc
+        except InitError as exc:
+            message = str(exc)
+            raise InitError(message if layer.name in message else f"{message} (layer {layer.name})") from exc
+        if not (math.isfinite(law.std) and law.std > 0 and math.isfinite(law.mean)):
+            raise InitError(f"{layer_method}: {layer.name}: the computed law (mean {law.mean}, std {law.std}) is not finite and positive")
+        kind, params = layer.spec.surrogate_description or ("?", {})
+        surrogate = f"{kind}({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in params.items() if not callable(v))})"
+        report = LayerReport(layer.name, layer_method, f"{layer.neuron_name} ({type(layer.neuron).__name__})", surrogate,
+                             layer.fan_in, layer.fan_out, layer.fan_in * (law.std**2 + law.mean**2), law.std, law.mean,
+                             law.kind, assumed, notes)
+        results.append((layer, law, report))
+    return results, skipped
+
+
+def initialize(
+    model: nn.Module,
+    method: str = "spike_aware",
+    example_input: Any = None,
+    *,
+    generator: Optional[torch.Generator] = None,
+    overrides: Optional[Dict[str, Dict[str, Any]]] = None,
+    skip: Union[None, str, Callable[[LayerPlan], bool], Sequence[Union[str, Callable[[LayerPlan], bool]]]] = None,
+    forward: Optional[Callable[[nn.Module, Any], Any]] = None,
+    **options,
+) -> Report:
+    """Initialize every weight that feeds a spiking neuron of ``model``; return a :class:`Report`.
+
+    Args:
+        model: an snnTorch / SpikingJelly model (or one with neurons registered by ``register_neuron``).
+        method: ``"ikun"``, ``"spike_aware"``, ``"fluctuation"``, or a baseline (``"default"``, ``"kaiming_normal"``,
+            ``"kaiming_uniform"``, ``"xavier_normal"``, ``"xavier_uniform"``, ``"lecun_normal"``, ``"spikingjelly"``).
+        example_input: a batch as the model takes it; needed for models with a custom forward and for the
+            statistics of layers that read the model input.
+        generator: a CPU ``torch.Generator``; the same seed gives the same weights on every device and dtype.
+        overrides: ``{pattern: {option: value, "method": other}}`` per layer (``fnmatch`` on the parameter,
+            layer or neuron name).
+        skip: layer name patterns (or predicates on the :class:`LayerPlan`) to leave untouched, e.g. the readout.
+        forward: ``callable(model, example_input)`` for models that need more than ``model(example_input)``.
+        **options: the method's options (``ikun``: variant, version, mode, distribution, moment; ``spike_aware``:
+            sigma_u, rate, horizon, input_second_moment; ``fluctuation``: mu_u, sigma_u, rate, input_rate, steps,
+            recurrent_fraction).
+
+    All new weights are computed and sampled before any is written, so an error leaves the model unchanged.
+    """
+    if not isinstance(model, nn.Module):
+        raise InitError(f"initialize: model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_options(method, options, "")
+    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
+        raise InitError("initialize: generator must be a CPU torch.Generator")
+    p = plan(model, example_input, forward=forward)
+    results, skipped = compute_laws(p, method, options, overrides, skip)
+    new = []
+    for layer, law, _ in results:
+        weight = layer.weight
+        if weight.numel() == 0:
+            raise InitError(f"initialize: {layer.name} has zero elements")
+        if weight.is_floating_point() is False:
+            raise InitError(f"initialize: {layer.name} is not a floating-point tensor ({weight.dtype})")
+        new.append((weight, sample(law, weight.shape, dtype=weight.dtype, device=weight.device, generator=generator)))
+    for weight, value in new:
+        if not torch.isfinite(value).all():
+            raise InitError("initialize: a sampled weight is not finite (a law too wide for the parameter's dtype)")
+    with torch.no_grad():
+        for weight, value in new:
+            weight.copy_(value)
+    notes = list(p.notes)
+    if p.unfed:
+        notes.append(f"neurons with no weight layer before them (left as they are): {', '.join(p.unfed)}")
+    return Report(method, [r for _, _, r in results], skipped, p.source, notes)

@@ -1,0 +1,141 @@
+r"""The formulas behind each initializer: numbers in, numbers out (no tensors to fill, no model walking).
+
+Notation (``shared/docs/theory.md``): a weight layer with ``fan_in`` inputs feeds neurons
+:math:`u[t] = \beta u[t-1] + c\,I[t]`, :math:`s = H(u - \theta)`, impulse response sums
+:math:`\Sigma K`, :math:`\Sigma K^2`, surrogate derivative :math:`h`.
+
+* IKUN (Chang et al. 2024): :math:`\mathrm{Var}(W) = \kappa/\mathrm{fan}` with :math:`\kappa = 1/E_D[h^k]`.
+  The released code uses :math:`h(u) = 1/(1+u^2)` on a 1000-point grid of [-1, 1]:
+  :math:`\kappa_\mathrm{ref} = 1.27370\ldots` (:func:`ikun_reference_kappa`).
+* Spike-aware (Micheli et al. 2024): :math:`\mathrm{Var}(W) = \sigma_u^2/(\mathrm{fan\_in}\; q_\mathrm{in}\,\Sigma K^2)`,
+  :math:`q_\mathrm{in} = E[x_\mathrm{in}^2]` (for spikes the firing probability); hidden layers assume the
+  self-consistent :math:`q = 1 - \Phi(\theta/\sigma_u)`. With one step and :math:`c = 1`, :math:`\Sigma K^2 = 1`:
+  the paper's form, gain :math:`1/(1-\Phi(1)) = 6.30` at :math:`\theta = \sigma_u = 1`.
+* Fluctuation-driven (Rossbroich et al. 2022), with input mean :math:`m` and second moment :math:`q`
+  (both :math:`p` for spikes): :math:`\mu_w = \mu_U/(\mathrm{fan\_in}\; m\,\Sigma K)`,
+  :math:`\sigma_w^2 = \sigma_U^2/(\mathrm{fan\_in}\; q\,\Sigma K^2) - \mu_w^2`; a recurrent population splits
+  the variance budget, a fraction :math:`\alpha` (0.9) to the feed-forward input.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+from scipy import special
+
+__all__ = [
+    "InitError",
+    "ikun_reference_kappa",
+    "ikun_variance",
+    "normal_cdf",
+    "normal_quantile",
+    "sigma_u_for_rate",
+    "firing_probability",
+    "spike_aware_variance",
+    "FluctuationStats",
+    "fluctuation_stats",
+    "fan_for_mode",
+]
+
+
+class InitError(ValueError):
+    """An initializer cannot produce valid weights (negative or infinite variance, missing statistics, ...)."""
+
+
+def ikun_reference_kappa() -> float:
+    """κ of IKUN's released code: 1 / mean of 1/(1+u²) over ``linspace(-1, 1, 1000)`` = 1.27370..."""
+    u = np.linspace(-1.0, 1.0, 1000)
+    return float(1.0 / np.mean(np.abs(1.0 / (1.0 + u * u))))
+
+
+def fan_for_mode(fan_in: int, fan_out: int, mode: str) -> float:
+    """``fan_in``, ``fan_out``, ``fan_avg`` = (fan_in + fan_out)/2, or ``fan_sum`` = fan_in + fan_out
+    (IKUN v2 as released: without Glorot's factor 2)."""
+    fans = {"fan_in": fan_in, "fan_out": fan_out, "fan_avg": (fan_in + fan_out) / 2, "fan_sum": fan_in + fan_out}
+    if mode not in fans:
+        raise InitError(f"mode must be one of {sorted(fans)}, got {mode!r}")
+    if fans[mode] <= 0:
+        raise InitError(f"{mode} is {fans[mode]}: a zero-element weight has no variance to set")
+    return float(fans[mode])
+
+
+def ikun_variance(fan: float, kappa: float) -> float:
+    """Var(W) = κ / fan."""
+    if not (math.isfinite(kappa) and kappa > 0):
+        raise InitError(f"IKUN gain κ = {kappa} is not a positive finite number")
+    return kappa / fan
+
+
+def normal_cdf(x: float) -> float:
+    return float(special.ndtr(x))
+
+
+def normal_quantile(p: float) -> float:
+    return float(special.ndtri(p))
+
+
+def sigma_u_for_rate(threshold: float, rate: float) -> float:
+    """σ_u such that P(u > θ) = rate for u ~ N(0, σ_u²): σ_u = θ / Φ⁻¹(1 − rate). Needs 0 < rate < 1/2."""
+    if not 0.0 < rate < 0.5:
+        raise InitError(f"target rate must lie in (0, 0.5) for a zero-mean membrane, got {rate}")
+    return threshold / normal_quantile(1.0 - rate)
+
+
+def firing_probability(threshold: float, sigma_u: float, mu_u: float = 0.0) -> float:
+    """P(u > θ) for u ~ N(μ_u, σ_u²) = 1 − Φ((θ − μ_u)/σ_u)."""
+    if not sigma_u > 0:
+        raise InitError(f"sigma_u must be > 0, got {sigma_u}")
+    return 1.0 - normal_cdf((threshold - mu_u) / sigma_u)
+
+
+def spike_aware_variance(fan_in: float, sigma_u: float, input_second_moment: float, kernel_sq_sum: float = 1.0) -> float:
+    """Var(W) = σ_u² / (fan_in · q_in · ΣK²)."""
+    for name, value in (("input second moment", input_second_moment), ("kernel sum ΣK²", kernel_sq_sum)):
+        if not (math.isfinite(value) and value > 0):
+            raise InitError(f"spike-aware: {name} is {value}; it must be positive and finite (a silent input "
+                            "cannot be scaled up to any membrane variance)")
+    if not (math.isfinite(sigma_u) and sigma_u > 0):
+        raise InitError(f"spike-aware: sigma_u must be positive and finite, got {sigma_u}")
+    return sigma_u**2 / (fan_in * input_second_moment * kernel_sq_sum)
+
+
+@dataclass(frozen=True)
+class FluctuationStats:
+    mean: float
+    std: float
+
+
+def fluctuation_stats(
+    fan_in: float,
+    input_mean: float,
+    input_second_moment: float,
+    kernel_sum: float,
+    kernel_sq_sum: float,
+    mu_u: float = 0.0,
+    sigma_u: float = 1.0,
+    variance_share: float = 1.0,
+    total_drive: Optional[float] = None,
+) -> FluctuationStats:
+    """Weight mean and std that put the free membrane at mean μ_U and standard deviation σ_U.
+
+    μ_w = μ_U / (D · ΣK) with the total drive D = fan_in · m (or ``total_drive`` when several populations
+    feed the neuron, e.g. feed-forward plus recurrent), σ_w² = share · σ_U² / (fan_in · q · ΣK²) − μ_w².
+    """
+    values = {"input mean": input_mean, "input second moment": input_second_moment, "ΣK": kernel_sum, "ΣK²": kernel_sq_sum}
+    for name, value in values.items():
+        if not (math.isfinite(value) and value > 0):
+            raise InitError(f"fluctuation-driven: {name} is {value}; it must be positive and finite")
+    if not (math.isfinite(sigma_u) and sigma_u > 0) or not math.isfinite(mu_u):
+        raise InitError(f"fluctuation-driven: need finite mu_u and sigma_u > 0, got mu_u={mu_u}, sigma_u={sigma_u}")
+    drive = fan_in * input_mean if total_drive is None else total_drive
+    mean = mu_u / (drive * kernel_sum)
+    variance = variance_share * sigma_u**2 / (fan_in * input_second_moment * kernel_sq_sum) - mean**2
+    if not variance > 0:
+        raise InitError(
+            f"fluctuation-driven: the requested statistics are impossible: σ_w² = {variance:.3g} ≤ 0 "
+            f"(μ_U = {mu_u}, σ_U = {sigma_u}, fan_in = {fan_in}, input mean {input_mean:.3g}, second moment "
+            f"{input_second_moment:.3g}); lower |μ_U| or raise σ_U"
+        )
+    return FluctuationStats(mean, math.sqrt(variance))
