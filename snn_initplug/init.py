@@ -64,10 +64,13 @@ def sample(law: Law, shape, *, dtype=torch.float32, device=None, generator: Opti
     if generator is not None and generator.device.type != "cpu":
         raise InitError("generator must be a CPU torch.Generator (samples are drawn on the CPU for reproducibility)")
     work = torch.float64 if dtype == torch.float64 else torch.float32
+    if dtype.is_floating_point and dtype.itemsize < 4 and abs(law.mean) + 12 * law.std > torch.finfo(dtype).max:
+        raise InitError(f"a law with mean {law.mean:.3g} and std {law.std:.3g} overflows {dtype}")
+    out = torch.empty(shape, dtype=work)
     if law.kind == "normal":
-        out = torch.randn(shape, generator=generator, dtype=work) * law.std + law.mean
+        out.normal_(law.mean, law.std, generator=generator)
     elif law.kind == "uniform":
-        out = (torch.rand(shape, generator=generator, dtype=work) * 2 - 1) * law.bound + law.mean
+        out.uniform_(law.mean - law.bound, law.mean + law.bound, generator=generator)
     else:
         raise InitError(f"unknown law {law.kind!r}")
     return out.to(device=device, dtype=dtype)

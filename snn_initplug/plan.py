@@ -64,13 +64,13 @@ class _StatsAccumulator:
         x = x.detach()
         if not x.is_floating_point():
             x = x.float()
-        x64 = x.to(torch.float64)
-        self.total += float(x64.sum())
-        self.squares += float((x64 * x64).sum())
-        self.nonzero += float((x64 != 0).sum())
+        self.total += float(x.sum(dtype=torch.float64))
+        self.squares += float((x * x).sum(dtype=torch.float64))
+        nonzero = int(torch.count_nonzero(x))
+        self.nonzero += nonzero
         self.count += x.numel()
-        if self.binary:
-            self.binary = bool(((x64 == 0) | (x64 == 1)).all())
+        if self.binary:  # spikes: every non-zero entry is 1
+            self.binary = int(torch.count_nonzero(x == 1)) == nonzero
 
     def result(self) -> Optional[InputStats]:
         if self.count == 0:
@@ -397,10 +397,13 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
                     keep_alive.append(tensor.grad_fn)
         return hook
 
+    # statistics of a neuron's own input and output are needed only for the weights inside it
+    with_internal = {name for name, module in neurons if internal_weights(module)}
+
     def neuron_pre_hook(name):
         def hook(module, args):
             tensor = _first_tensor(args)
-            if tensor is not None:
+            if tensor is not None and name in with_internal:
                 accumulators.setdefault((name, "input"), _StatsAccumulator()).add(tensor)
             if name not in calls:
                 calls[name] = _NeuronCall(name, module, getattr(tensor, "grad_fn", None), tensor)
@@ -409,7 +412,7 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
     def neuron_hook(name):
         def hook(module, args, output):
             tensors = _all_tensors(output)
-            if tensors:
+            if tensors and name in with_internal:
                 accumulators.setdefault((name, "recurrent"), _StatsAccumulator()).add(tensors[0])
             for t in tensors:
                 if t.grad_fn is not None:
