@@ -27,7 +27,7 @@ import torch.nn as nn
 from .adapters import InternalWeight, find_adapter, internal_weights
 from .neuron import NeuronSpec
 
-__all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYERS"]
+__all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYERS", "StateSnapshot", "preserved"]
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -194,26 +194,23 @@ def _clone(value: Any) -> Any:
     return value.detach().clone() if isinstance(value, torch.Tensor) else value
 
 
-@contextlib.contextmanager
-def preserved(model: nn.Module):
-    """Restore every module's buffers, tensor attributes, SpikingJelly memories, the parameters'
-    ``requires_grad`` flags and the RNG state on exit; the parameters themselves are never written."""
-    saved = []
-    for module in model.modules():
-        buffers = {k: (v, _clone(v)) for k, v in module._buffers.items()}
-        extras = {k: _clone(v) if not isinstance(v, dict) else {kk: _clone(vv) for kk, vv in v.items()}
-                  for k, v in vars(module).items()
-                  if k not in _SKIP_ATTRS and (isinstance(v, torch.Tensor) or k in ("_memories",))}
-        saved.append((module, buffers, extras, set(vars(module))))
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
-    try:
-        with torch.random.fork_rng(devices=devices):
-            yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        for module, buffers, extras, keys in saved:
+class StateSnapshot:
+    """The state of every module under ``root``: buffers (BatchNorm statistics, snnTorch hidden states),
+    tensor attributes and SpikingJelly memories; parameters are not included. ``restore()`` puts back the
+    same buffer objects with their old values and removes attributes created since, so it can be called
+    repeatedly (for example before each re-run of a neuron during calibration)."""
+
+    def __init__(self, root: nn.Module):
+        self._saved = []
+        for module in root.modules():
+            buffers = {k: (v, _clone(v)) for k, v in module._buffers.items()}
+            extras = {k: _clone(v) if not isinstance(v, dict) else {kk: _clone(vv) for kk, vv in v.items()}
+                      for k, v in vars(module).items()
+                      if k not in _SKIP_ATTRS and (isinstance(v, torch.Tensor) or k in ("_memories",))}
+            self._saved.append((module, buffers, extras, set(vars(module))))
+
+    def restore(self) -> None:
+        for module, buffers, extras, keys in self._saved:
             for name in list(vars(module)):
                 if name not in keys:  # attributes the forward created
                     delattr(module, name)
@@ -224,10 +221,27 @@ def preserved(model: nn.Module):
                         if original.shape == value.shape:
                             original.copy_(value)
                         else:
-                            original = value
+                            original = value.clone()
                 module._buffers[name] = original
             for name, value in extras.items():
-                object.__setattr__(module, name, value)
+                copy = {k: _clone(v) for k, v in value.items()} if isinstance(value, dict) else _clone(value)
+                object.__setattr__(module, name, copy)
+
+
+@contextlib.contextmanager
+def preserved(model: nn.Module):
+    """Restore every module's state (:class:`StateSnapshot`), the parameters' ``requires_grad`` flags and the
+    RNG state on exit; the parameters themselves are never written."""
+    snapshot = StateSnapshot(model)
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        snapshot.restore()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -294,19 +308,38 @@ def _trace_sources(node, boundaries: Dict[int, str], weights: Dict[int, str], no
         if id(current) in passes:
             path_passes = path_passes + (passes[id(current)],)
         children = [fn for fn, _ in getattr(current, "next_functions", ()) if fn is not None]
+        variables = [_leaf_variable(child) for child in children]
+        for variable in variables:  # a norm's parameters first: it lies between the layer and the neuron
+            if variable is not None and id(variable) in norms and norms[id(variable)] not in path_norms:
+                path_norms = path_norms + (norms[id(variable)],)
         hit_weight = False
-        for child in children:
-            variable = getattr(child, "variable", None)
-            if variable is None:
-                continue
-            if id(variable) in weights:
+        for variable in variables:
+            if variable is not None and id(variable) in weights:
                 layers.setdefault(weights[id(variable)], (path_norms, path_passes[::-1]))
                 hit_weight = True
-            elif id(variable) in norms and norms[id(variable)] not in path_norms:
-                path_norms = path_norms + (norms[id(variable)],)
         if not hit_weight:
-            stack.extend((child, path_norms, path_passes) for child in children if getattr(child, "variable", None) is None)
+            stack.extend((child, path_norms, path_passes) for child, variable in zip(children, variables)
+                         if variable is None)
     return layers, spikes
+
+
+def _leaf_variable(node, hops: int = 4):
+    """The parameter behind a graph node: an AccumulateGrad leaf, possibly reached through single-input
+    view-like nodes (``weight.t()`` inside ``F.linear``, a dtype cast, an expand)."""
+    for _ in range(hops):
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            return variable
+        inputs = [fn for fn, _ in getattr(node, "next_functions", ()) if fn is not None]
+        if len(inputs) != 1 or not type(node).__name__.startswith(_VIEW_NODES):
+            return None
+        node = inputs[0]
+    return getattr(node, "variable", None)
+
+
+_VIEW_NODES = ("TBackward", "ViewBackward", "ReshapeAlias", "UnsafeViewBackward", "ExpandBackward", "ToCopyBackward",
+               "PermuteBackward", "TransposeBackward", "UnsqueezeBackward", "SqueezeBackward", "CloneBackward",
+               "AliasBackward")
 
 
 def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:

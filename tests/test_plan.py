@@ -301,3 +301,16 @@ def test_spikingjelly_zoo_vgg11_bn():
     assert pairs(p) == expected
     assert len(expected) == 8 + 2  # 8 convs, 2 hidden Linear layers; the last Linear is the readout
     assert [e for e in pairs(p) if e[0].startswith("classifier")] == expected[-2:]
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_plain_chain_has_no_residual_and_records_input_sources():
+    import snntorch as snn
+
+    net = nn.Sequential(nn.Linear(8, 8), snn.Leaky(beta=0.9, init_hidden=True), nn.Linear(8, 8),
+                        snn.Leaky(beta=0.9, init_hidden=True))
+    p = plan(net, torch.rand(4, 8))
+    assert [e.residual for e in p.layers] == [(), ()]  # F.linear reads weight.t(): still the layer, not a skip
+    assert [(e.input_source, e.upstream) for e in p.layers] == [("data", ()), ("neurons", ("1",))]
+    assert [(e.input_source, e.upstream) for e in plan(net).layers] == [("data", ()), ("neurons", ("1",))]

@@ -1,0 +1,492 @@
+r"""Data-calibrated initialization: hold the firing rate at every depth, any T, any neuron.
+
+Starting from the current (typically analytic) weights, each neuron layer is visited in forward order; on the
+real batch and the real neuron dynamics over all time steps, one scale factor :math:`s` of the weight that
+feeds it is searched until the measured firing rate (over batch, neurons and time) equals the target:
+
+.. math::
+
+    r(s) = \frac{1}{N T}\sum_{n,t} S_{n,t}\big(W \leftarrow sW\big) = r^\star .
+
+Where BatchNorm sits between the layer and the neuron, the BatchNorm weight :math:`\gamma` is scaled instead
+(the weight's scale is normalised away in training mode). :math:`r(s)` grows with :math:`s` for zero-mean
+weights, so the search brackets the target by doubling or halving :math:`s` and then refines it by regula
+falsi on :math:`\log s` (Illinois variant), stopping at ``|r/r* - 1| <= tolerance``.
+
+Two execution modes:
+
+* **chain** (a model built of ``nn.Sequential`` containers): each layer's input is cached, so a search step
+  re-runs only that layer's neuron (for a bare Linear/Conv the pre-activation is affine in :math:`s` and is
+  not even recomputed); the cost is a few passes of one layer per layer.
+* **model** (anything else: custom time loops, residual networks): each search step runs the whole model;
+  correct for any architecture, slower.
+
+Neuron states, BatchNorm statistics and the RNG are restored afterwards; only the weights change, and only
+once every layer has been calibrated (an error leaves the model as it was).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+
+from .plan import NORM_LAYERS, WEIGHT_LAYERS, LayerPlan, Plan, PlanError, StateSnapshot, plan, preserved
+from .theory import InitError, normal_cdf
+
+__all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET_RATE"]
+
+DEFAULT_TARGET_RATE = 1.0 - normal_cdf(1.0)  # 0.1587: the spike-aware rule's rate at θ = σ_u
+
+
+@dataclass
+class LayerCalibration:
+    neuron: str
+    parameters: List[str]  # what was scaled ("fc1.weight", or "bn1.weight" when BatchNorm follows the layer)
+    target: float
+    initial_rate: float
+    rate: float
+    scale: float
+    evaluations: int
+    status: str  # "ok", or why the target was not reached
+
+
+@dataclass
+class CalibrationReport:
+    layers: List[LayerCalibration]
+    mode: str  # "chain" or "model"
+    tolerance: float
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(layer.status == "ok" for layer in self.layers)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def __str__(self) -> str:
+        header = ["neuron", "scaled", "target", "initial", "rate", "scale", "evals", "status"]
+        rows = [header] + [[c.neuron, ", ".join(c.parameters), f"{c.target:.4g}", f"{c.initial_rate:.4g}",
+                            f"{c.rate:.4g}", f"{c.scale:.4g}", str(c.evaluations), c.status] for c in self.layers]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(f"[calibrated in {self.mode} mode, tolerance ±{self.tolerance:.0%}]")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The scale search
+# ----------------------------------------------------------------------------------------------------------
+def _search(rate_at: Callable[[float], float], target: float, tolerance: float, max_evals: int):
+    """Find s with |rate_at(s)/target - 1| <= tolerance; returns (s, rate, initial rate, evaluations, status)."""
+    cache: Dict[float, float] = {}
+
+    def f(s: float) -> float:
+        if s not in cache:
+            cache[s] = rate_at(s)
+        return cache[s]
+
+    def good(r: float) -> bool:
+        return abs(r / target - 1.0) <= tolerance
+
+    initial = f(1.0)
+    if good(initial):
+        return 1.0, initial, initial, len(cache), "ok"
+    # bracket: rate grows with the scale
+    step = 2.0 if initial < target else 0.5
+    lo, hi = (1.0, None) if initial < target else (None, 1.0)
+    s = 1.0
+    for _ in range(60):
+        if len(cache) >= max_evals:
+            break
+        s *= step
+        r = f(s)
+        if good(r):
+            return s, r, initial, len(cache), "ok"
+        if r < target:
+            lo = s
+        else:
+            hi = s
+        if lo is not None and hi is not None:
+            break
+    if hi is None:
+        return s, f(s), initial, len(cache), (f"unreachable: the rate stays at {f(s):.3g} below the target even with "
+                                              f"the weight scaled ×{s:.3g} (a silent input?)")
+    if lo is None:
+        return s, f(s), initial, len(cache), (f"unreachable: the rate stays at {f(s):.3g} above the target with the "
+                                              f"weight scaled ×{s:.3g} (driven by a bias or offset; try bias='zero')")
+    # regula falsi on log s (Illinois), rates bracketing the target
+    a, b = math.log(lo), math.log(hi)
+    fa, fb = f(lo) - target, f(hi) - target
+    side = 0
+    while len(cache) < max_evals:
+        c = (a * fb - b * fa) / (fb - fa) if fb != fa else 0.5 * (a + b)
+        if not (min(a, b) < c < max(a, b)):
+            c = 0.5 * (a + b)
+        r = f(math.exp(c))
+        if good(r):
+            return math.exp(c), r, initial, len(cache), "ok"
+        fc = r - target
+        if fc < 0:
+            a, fa = c, fc
+            if side == -1:
+                fb *= 0.5
+            side = -1
+        else:
+            b, fb = c, fc
+            if side == 1:
+                fa *= 0.5
+            side = 1
+        if abs(b - a) < 1e-9:
+            break
+    best = min(cache, key=lambda k: abs(cache[k] / target - 1.0))
+    return best, cache[best], initial, len(cache), (f"tolerance not reached in {len(cache)} evaluations "
+                                                    f"(best rate {cache[best]:.4g}; the rate may jump in steps: "
+                                                    "few neurons or a small batch)")
+
+
+def _spike_rate(outputs: Sequence[torch.Tensor]) -> float:
+    total = sum(int(torch.count_nonzero(o)) for o in outputs)
+    count = sum(o.numel() for o in outputs)
+    return total / max(count, 1)
+
+
+def _first_tensor(value: Any) -> Optional[torch.Tensor]:
+    if isinstance(value, torch.Tensor):
+        return value
+    if isinstance(value, (tuple, list)) and value:
+        return _first_tensor(value[0])
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# What to scale for each neuron
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class _Group:
+    neuron_name: str
+    neuron: nn.Module
+    params: List[Tuple[str, torch.nn.Parameter]]  # scaled together
+    layers: List[LayerPlan]
+    biases: List[Tuple[str, torch.nn.Parameter]]
+
+
+def _groups(model: nn.Module, p: Plan) -> List[_Group]:
+    modules = dict(model.named_modules())
+    groups: Dict[str, _Group] = {}
+    for layer in p.layers:
+        if layer.role != "input":
+            continue
+        group = groups.setdefault(layer.neuron_name, _Group(layer.neuron_name, layer.neuron, [], [], []))
+        group.layers.append(layer)
+        if layer.norm is not None and isinstance(modules.get(layer.norm), NORM_LAYERS) and modules[layer.norm].weight is not None:
+            norm = modules[layer.norm]
+            group.params.append((f"{layer.norm}.weight", norm.weight))
+            if norm.bias is not None:
+                group.biases.append((f"{layer.norm}.bias", norm.bias))
+        else:
+            group.params.append((layer.name, layer.weight))
+            bias = getattr(layer.module, "bias", None) if layer.kind != "internal" else None
+            if isinstance(bias, torch.Tensor):
+                group.biases.append((f"{layer.module_name}.bias", bias))
+    order = [name for name, _, _ in p.neurons]
+    return sorted(groups.values(), key=lambda g: order.index(g.neuron_name))
+
+
+def _target_for(name: str, target_rate: Union[float, Dict[str, float], Callable[[str], float]]) -> float:
+    if callable(target_rate):
+        value = target_rate(name)
+    elif isinstance(target_rate, dict):
+        import fnmatch
+
+        matches = [v for pattern, v in target_rate.items() if fnmatch.fnmatchcase(name, pattern)]
+        value = matches[-1] if matches else target_rate.get("*", DEFAULT_TARGET_RATE)
+    else:
+        value = target_rate
+    value = float(value)
+    if not 0.0 < value < 1.0:
+        raise InitError(f"calibrate: the target rate of {name} must lie in (0, 1), got {value}")
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Chain mode: nn.Sequential stacks, with cached inputs
+# ----------------------------------------------------------------------------------------------------------
+def _units(module: nn.Module, prefix: str = "") -> List[Tuple[str, nn.Module]]:
+    """Plain ``nn.Sequential`` containers are transparent; anything else runs as one unit."""
+    if type(module) is nn.Sequential:
+        return [u for name, child in module.named_children() for u in _units(child, f"{prefix}.{name}" if prefix else name)]
+    return [(prefix, module)]
+
+
+def _owner_unit(units: List[Tuple[str, nn.Module]], param: torch.Tensor) -> Optional[int]:
+    for index, (_, unit) in enumerate(units):
+        if any(p is param for p in unit.parameters()):
+            return index
+    return None
+
+
+def _chain_ready(model: nn.Module, groups: List[_Group]) -> Optional[List[Tuple[str, nn.Module]]]:
+    if type(model) is not nn.Sequential:
+        return None
+    units = _units(model)
+    position = {id(u): i for i, (_, u) in enumerate(units)}
+    previous = -1
+    for group in groups:
+        if id(group.neuron) not in position or len(group.params) != 1 or any(l.residual for l in group.layers):
+            return None
+        owner = _owner_unit(units, group.params[0][1])
+        here = position[id(group.neuron)]
+        if owner is None or not previous < owner <= here:
+            return None
+        previous = here
+    return units
+
+
+def _run_units(units: Sequence[nn.Module], calls: List[torch.Tensor]) -> List[torch.Tensor]:
+    out = []
+    for x in calls:
+        for unit in units:
+            x = _first_tensor(unit(x))
+        out.append(x)
+    return out
+
+
+def _calibrate_chain(model, units, groups, calls, target_rate, tolerance, max_evals, seed):
+    results, scales = [], []
+    by_neuron = {id(g.neuron): g for g in groups}
+    acts = calls
+    pending: List[nn.Module] = []
+    for name, unit in units:
+        group = by_neuron.get(id(unit))
+        if group is None:
+            if _is_neuron_unit(unit):  # a neuron with no layer before it (an encoder): just run it
+                acts = _run_units(pending + [unit], acts)
+                pending = []
+            else:
+                pending.append(unit)
+            continue
+        segment = pending + [unit]
+        pname, param = group.params[0]
+        owner = next(i for i, u in enumerate(segment) if any(p is param for p in u.parameters()))
+        pre, scaled, post = segment[:owner], segment[owner], segment[owner + 1:-1]
+        with torch.no_grad():
+            x_pre = _run_units(pre, acts)
+        affine = isinstance(scaled, WEIGHT_LAYERS) and scaled.weight is param
+        snapshot = StateSnapshot(nn.ModuleList(segment))
+        if affine:
+            with torch.no_grad():
+                bias = scaled.bias
+                z1 = [scaled(x) for x in x_pre]
+                direction = [z - _bias_like(scaled, z) for z in z1] if bias is not None else z1
+        original = param.detach().clone()
+
+        def outputs_at(s: float) -> List[torch.Tensor]:
+            snapshot.restore()
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                if affine:
+                    z = [s * d + _bias_like(scaled, d) if bias is not None else s * d for d in direction]
+                else:
+                    param.copy_(original * s)
+                    try:
+                        z = [_first_tensor(scaled(x)) for x in x_pre]
+                    finally:
+                        param.copy_(original)
+                out = []
+                for zz in z:
+                    for module in post:
+                        zz = _first_tensor(module(zz))
+                    out.append(_first_tensor(unit(zz)))
+            return out
+
+        target = _target_for(group.neuron_name, target_rate)
+        s, rate, initial, evals, status = _search(lambda v: _spike_rate(outputs_at(v)), target, tolerance, max_evals)
+        acts = outputs_at(s)
+        snapshot.restore()
+        results.append(LayerCalibration(group.neuron_name, [pname], target, initial, rate, s, evals, status))
+        scales.append((param, s))
+        pending = []
+    return results, scales
+
+
+def _is_neuron_unit(unit: nn.Module) -> bool:
+    from .adapters import find_adapter
+
+    try:
+        return find_adapter(unit) is not None
+    except TypeError:
+        return False
+
+
+def _bias_like(layer: nn.Module, z: torch.Tensor) -> torch.Tensor:
+    """The layer's bias shaped to broadcast over its output: last dim for Linear, channel dim for Conv."""
+    if isinstance(layer, nn.Linear):
+        return layer.bias
+    return layer.bias.reshape((-1,) + (1,) * (z.dim() - 2))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model mode: any architecture, one whole forward pass per evaluation
+# ----------------------------------------------------------------------------------------------------------
+def _calibrate_model(model, groups, run, target_rate, tolerance, max_evals, seed):
+    results, scales = [], []
+    snapshot = StateSnapshot(model)
+    for group in groups:
+        originals = [(param, param.detach().clone()) for _, param in group.params]
+        recorded: List[torch.Tensor] = []
+        handle = group.neuron.register_forward_hook(lambda m, a, out: recorded.append(_first_tensor(out).detach()))
+
+        def rate_at(s: float) -> float:
+            snapshot.restore()
+            recorded.clear()
+            with torch.no_grad():
+                for param, value in originals:
+                    param.copy_(value * s)
+                try:
+                    with torch.random.fork_rng(devices=[]):
+                        torch.manual_seed(seed)
+                        run()
+                finally:
+                    for param, value in originals:
+                        param.copy_(value)
+            if not recorded:
+                raise PlanError(f"calibrate: neuron {group.neuron_name} was not called by the forward pass")
+            return _spike_rate(recorded)
+
+        target = _target_for(group.neuron_name, target_rate)
+        try:
+            s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals)
+        finally:
+            handle.remove()
+        with torch.no_grad():  # later layers are calibrated on top of this one
+            for param, value in originals:
+                param.copy_(value * s)
+        results.append(LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s,
+                                        evals, status))
+        scales.extend((param, s) for _, param in group.params)
+    snapshot.restore()
+    return results, scales
+
+
+# ----------------------------------------------------------------------------------------------------------
+def calibrate(
+    model: nn.Module,
+    example_input: Any,
+    target_rate: Union[float, Dict[str, float], Callable[[str], float]] = DEFAULT_TARGET_RATE,
+    *,
+    tolerance: float = 0.05,
+    max_evaluations: int = 30,
+    steps: Optional[int] = None,
+    forward: Optional[Callable[[nn.Module, Any], Any]] = None,
+    bias: str = "keep",
+    mode: str = "auto",
+    seed: int = 0,
+    plan_: Optional[Plan] = None,
+) -> CalibrationReport:
+    """Scale the weight (or BatchNorm weight) that feeds each neuron until its firing rate equals the target.
+
+    Args:
+        model: the network, already initialized (e.g. by ``initialize(model, "spike_aware", ...)``).
+        example_input: a real batch as the model takes it. For a model called once per time step (snnTorch
+            ``nn.Sequential`` with ``init_hidden=True``), give ``steps=T``: the batch is presented at every step,
+            or pass a list of T per-step tensors.
+        target_rate: spikes per neuron per step: a number, ``{pattern: rate}`` on neuron names, or a callable.
+        tolerance: relative tolerance on the rate (default ±5%).
+        max_evaluations: evaluations of the rate per layer.
+        forward: ``callable(model, example_input)`` for models that need more than ``model(example_input)``.
+        bias: ``"keep"`` or ``"zero"`` (set the feeding layer's, or BatchNorm's, bias to 0 first, removing offsets
+            that can make a low target unreachable).
+        mode: ``"auto"`` (chain when the model is a plain ``nn.Sequential`` stack), ``"chain"`` or ``"model"``.
+        seed: RNG seed used for every evaluation (dropout and stochastic encoders see the same draws each time).
+
+    Returns a :class:`CalibrationReport`; layers that cannot reach their target say why (``status``).
+    """
+    if not isinstance(model, nn.Module):
+        raise InitError(f"calibrate: model must be a torch.nn.Module, got {type(model).__name__}")
+    if not 0 < tolerance < 1:
+        raise InitError(f"calibrate: tolerance must lie in (0, 1), got {tolerance}")
+    if bias not in ("keep", "zero"):
+        raise InitError(f"calibrate: bias must be 'keep' or 'zero', got {bias!r}")
+    if mode not in ("auto", "chain", "model"):
+        raise InitError(f"calibrate: mode must be 'auto', 'chain' or 'model', got {mode!r}")
+    if example_input is None:
+        raise InitError("calibrate: needs a real batch (example_input)")
+    calls = _calls(example_input, steps)
+    if plan_ is not None:
+        p = plan_
+    elif forward is not None:
+        p = plan(model, example_input, forward=forward)
+    else:
+        p = plan(model, calls[0])
+    groups = _groups(model, p)
+    for group in groups:
+        _target_for(group.neuron_name, target_rate)  # validate every target before touching anything
+    if not groups:
+        raise PlanError("calibrate: no weight layer feeds a neuron")
+    units = _chain_ready(model, groups) if mode in ("auto", "chain") and forward is None else None
+    if mode == "chain" and units is None:
+        raise InitError("calibrate: mode='chain' needs a plain nn.Sequential stack with one layer per neuron")
+    originals = [(param, param.detach().clone()) for g in groups for _, param in g.params + g.biases]
+    notes = []
+    with preserved(model):
+        try:
+            _reset_neurons(p)  # calibrate as a fresh batch is processed: from the neurons' resting state
+            if bias == "zero":
+                with torch.no_grad():
+                    for group in groups:
+                        for _, b in group.biases:
+                            b.zero_()
+            if units is not None:
+                results, scales = _calibrate_chain(model, units, groups, calls, target_rate, tolerance, max_evaluations, seed)
+                chosen = "chain"
+            else:
+                run = _runner(model, example_input, calls, steps, forward)
+                results, scales = _calibrate_model(model, groups, run, target_rate, tolerance, max_evaluations, seed)
+                chosen = "model"
+        except BaseException:
+            with torch.no_grad():
+                for param, value in originals:
+                    param.copy_(value)
+            raise
+        with torch.no_grad():
+            if chosen == "chain":  # the chain search never wrote the weights; model mode already did
+                for param, s in scales:
+                    param.mul_(s)
+    if not all(r.status == "ok" for r in results):
+        notes.append("some layers did not reach their target; see status")
+    return CalibrationReport(results, chosen, tolerance, notes)
+
+
+def _reset_neurons(p: Plan) -> None:
+    """snnTorch neurons reset with ``reset_mem()``, SpikingJelly's with ``reset()``; others are left alone."""
+    for _, neuron, _ in p.neurons:
+        for method in ("reset_mem", "reset"):
+            if callable(getattr(neuron, method, None)):
+                getattr(neuron, method)()
+                break
+
+
+def _calls(example_input: Any, steps: Optional[int]) -> List[Any]:
+    if isinstance(example_input, list):
+        return list(example_input)
+    if steps is not None:
+        if int(steps) < 1:
+            raise InitError(f"calibrate: steps must be >= 1, got {steps}")
+        return [example_input] * int(steps)
+    return [example_input]
+
+
+def _runner(model, example_input, calls, steps, forward) -> Callable[[], Any]:
+    if forward is not None:
+        return lambda: forward(model, example_input)
+    if len(calls) > 1 or steps is not None:
+        return lambda: [model(x) for x in calls]
+    if isinstance(example_input, tuple):
+        return lambda: model(*example_input)
+    return lambda: model(example_input)
