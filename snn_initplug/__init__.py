@@ -46,6 +46,15 @@ _PUBLIC: Dict[str, str] = {
     "calculate_spike_aware_gain": "init",
     "calculate_fluctuation": "init",
     "baseline_law": "init",
+    "calibrate": "calibrate",
+    "CalibrationReport": "calibrate",
+    "diagnose": "diagnostics",
+    "Diagnosis": "diagnostics",
+    "LayerDiagnosis": "diagnostics",
+    "DiagnoseError": "diagnostics",
+    "compare": "diagnostics",
+    "compare_methods": "diagnostics",
+    "plot_comparison": "diagnostics",
 }
 
 __all__ = sorted(_PUBLIC) + ["__version__"]
@@ -53,6 +62,16 @@ __all__ = sorted(_PUBLIC) + ["__version__"]
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .adapters import InternalWeight, UnsupportedNeuronError, neuron_spec, register_neuron, unregister_neuron
     from .apply import METHODS, Report, initialize
+    from .calibrate import CalibrationReport, calibrate
+    from .diagnostics import (
+        DiagnoseError,
+        Diagnosis,
+        LayerDiagnosis,
+        compare,
+        compare_methods,
+        diagnose,
+        plot_comparison,
+    )
     from .init import (
         baseline_,
         baseline_law,

@@ -51,6 +51,7 @@ class Report:
     skipped: List[str]
     plan_source: str
     notes: List[str] = field(default_factory=list)
+    calibration: Optional[Any] = None  # a CalibrationReport for method="calibrated"
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -77,6 +78,8 @@ class Report:
         if self.skipped:
             lines.append(f"skipped: {', '.join(self.skipped)}")
         lines += [f"note: {n}" for n in self.notes + [f"{r.layer}: {n}" for r in self.layers for n in r.notes]]
+        if self.calibration is not None:
+            lines += ["", "calibration:", str(self.calibration)]
         return "\n".join(lines)
 
 
@@ -245,7 +248,7 @@ _RULES: Dict[str, Tuple[Callable, Tuple[str, ...]]] = {
                                         "input_mean", "recurrent_fraction")),
 }
 _RULES.update({name: (_rule_baseline(name), ()) for name in BASELINES})
-METHODS = tuple(_RULES)
+METHODS = tuple(_RULES) + ("calibrated",)
 
 
 def _check_options(method: str, opts: Dict[str, Any], where: str) -> None:
@@ -261,6 +264,12 @@ def _matches(layer: LayerPlan, pattern: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for name in (layer.name, layer.module_name, layer.neuron_name))
 
 
+def is_skipped(layer: LayerPlan, skip) -> bool:
+    """``skip``: a pattern, a predicate on the :class:`LayerPlan`, or a sequence of them."""
+    skips: Sequence[Any] = [skip] if isinstance(skip, str) or callable(skip) else list(skip or [])
+    return any(s(layer) if callable(s) else _matches(layer, s) for s in skips)
+
+
 def compute_laws(p: Plan, method: str, options: Dict[str, Any], overrides=None, skip=None):
     """The law of every planned layer (nothing is written). Returns ``([(layer, law, LayerReport)], skipped)``."""
     _check_options(method, options, "")
@@ -270,14 +279,13 @@ def compute_laws(p: Plan, method: str, options: Dict[str, Any], overrides=None, 
             raise InitError(f"initialize: overrides[{pattern!r}] must be a dict of options, got {type(extra).__name__}")
         if not any(_matches(layer, pattern) for layer in p.layers):
             raise InitError(f"initialize: override pattern {pattern!r} matches no planned layer")
-    skips: Sequence[Any] = [skip] if isinstance(skip, str) or callable(skip) else list(skip or [])
     ctx = _Context(p, {}, {})
     for layer in p.layers:
         bucket = ctx.recurrent if layer.role == "recurrent" else ctx.feeds
         bucket.setdefault(layer.neuron_name, []).append(layer)
     results, skipped = [], []
     for layer in p.layers:
-        if any(s(layer) if callable(s) else _matches(layer, s) for s in skips):
+        if is_skipped(layer, skip):
             skipped.append(layer.name)
             continue
         opts = dict(options)
@@ -340,6 +348,8 @@ def initialize(
     """
     if not isinstance(model, nn.Module):
         raise InitError(f"initialize: model must be a torch.nn.Module, got {type(model).__name__}")
+    if method == "calibrated":
+        return _initialize_calibrated(model, example_input, generator, overrides, skip, forward, options)
     _check_options(method, options, "")
     if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
         raise InitError("initialize: generator must be a CPU torch.Generator")
@@ -369,3 +379,33 @@ def initialize(
     if p.unfed:
         notes.append(f"neurons with no weight layer before them (left as they are): {', '.join(p.unfed)}")
     return Report(method, [r for _, _, r in results], skipped, p.source, notes)
+
+
+_CALIBRATION_OPTIONS = ("target_rate", "tolerance", "max_evaluations", "steps", "bias", "mode", "seed")
+
+
+def _initialize_calibrated(model, example_input, generator, overrides, skip, forward, options) -> Report:
+    """``method="calibrated"``: an analytic start (``start=``, default spike-aware, with its options), then
+    :func:`snn_initplug.calibrate.calibrate` on the example batch. Either both happen or neither."""
+    from .calibrate import calibrate
+
+    options = dict(options)
+    start = options.pop("start", "spike_aware")
+    calibration = {k: options.pop(k) for k in _CALIBRATION_OPTIONS if k in options}
+    if start == "calibrated" or start not in _RULES:
+        raise InitError(f"initialize: start must be one of {list(METHODS)}, got {start!r}")
+    _check_options(start, options, " (the start of calibrated)")
+    if example_input is None:
+        raise InitError("initialize: method='calibrated' needs example_input= (a real batch)")
+    saved = [(p, p.detach().clone()) for p in model.parameters()]
+    try:
+        report = initialize(model, start, example_input, generator=generator, overrides=overrides, skip=skip,
+                            forward=forward, **options)
+        report.calibration = calibrate(model, example_input, forward=forward, skip=skip, **calibration)
+    except BaseException:
+        with torch.no_grad():
+            for p, value in saved:
+                p.copy_(value)
+        raise
+    report.method = f"calibrated (from {start})"
+    return report

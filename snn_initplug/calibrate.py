@@ -114,12 +114,14 @@ def _search(rate_at: Callable[[float], float], target: float, tolerance: float, 
             hi = s
         if lo is not None and hi is not None:
             break
+    # Unreachable: the weight is left as it was (scale 1), and the report says why.
     if hi is None:
-        return s, f(s), initial, len(cache), (f"unreachable: the rate stays at {f(s):.3g} below the target even with "
-                                              f"the weight scaled ×{s:.3g} (a silent input?)")
+        return 1.0, initial, initial, len(cache), (f"unreachable: the rate stays at {f(s):.3g} below the target even "
+                                                   f"with the weight scaled ×{s:.3g} (a silent input?)")
     if lo is None:
-        return s, f(s), initial, len(cache), (f"unreachable: the rate stays at {f(s):.3g} above the target with the "
-                                              f"weight scaled ×{s:.3g} (driven by a bias or offset; try bias='zero')")
+        return 1.0, initial, initial, len(cache), (f"unreachable: the rate stays at {f(s):.3g} above the target with "
+                                                   f"the weight scaled ×{s:.3g} (driven by a bias or offset; try "
+                                                   "bias='zero')")
     # regula falsi on log s (Illinois), rates bracketing the target
     a, b = math.log(lo), math.log(hi)
     fa, fb = f(lo) - target, f(hi) - target
@@ -176,11 +178,13 @@ class _Group:
     biases: List[Tuple[str, torch.nn.Parameter]]
 
 
-def _groups(model: nn.Module, p: Plan) -> List[_Group]:
+def _groups(model: nn.Module, p: Plan, skip=None) -> List[_Group]:
+    from .apply import is_skipped
+
     modules = dict(model.named_modules())
     groups: Dict[str, _Group] = {}
     for layer in p.layers:
-        if layer.role != "input":
+        if layer.role != "input" or is_skipped(layer, skip):
             continue
         group = groups.setdefault(layer.neuron_name, _Group(layer.neuron_name, layer.neuron, [], [], []))
         group.layers.append(layer)
@@ -387,6 +391,7 @@ def calibrate(
     bias: str = "keep",
     mode: str = "auto",
     seed: int = 0,
+    skip=None,
     plan_: Optional[Plan] = None,
 ) -> CalibrationReport:
     """Scale the weight (or BatchNorm weight) that feeds each neuron until its firing rate equals the target.
@@ -404,6 +409,7 @@ def calibrate(
             that can make a low target unreachable).
         mode: ``"auto"`` (chain when the model is a plain ``nn.Sequential`` stack), ``"chain"`` or ``"model"``.
         seed: RNG seed used for every evaluation (dropout and stochastic encoders see the same draws each time).
+        skip: layers to leave alone (patterns or predicates, as in ``initialize``).
 
     Returns a :class:`CalibrationReport`; layers that cannot reach their target say why (``status``).
     """
@@ -424,7 +430,7 @@ def calibrate(
         p = plan(model, example_input, forward=forward)
     else:
         p = plan(model, calls[0])
-    groups = _groups(model, p)
+    groups = _groups(model, p, skip)
     for group in groups:
         _target_for(group.neuron_name, target_rate)  # validate every target before touching anything
     if not groups:

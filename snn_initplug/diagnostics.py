@@ -1,0 +1,641 @@
+r"""Diagnostics of a spiking network at initialization: firing, membrane and gradient statistics per neuron layer.
+
+:func:`diagnose` runs one forward pass of an example batch (and, with a target or a loss, one backward pass)
+and measures, for every neuron layer in execution order (its *depth*):
+
+* the firing rate :math:`r_j = \frac{1}{N}\sum_{n} s_j[n]` of each neuron :math:`j` over the :math:`N` samples
+  and time steps, reported as the mean :math:`\bar r` and the spread :math:`\operatorname{sd}_j(r_j)` over the
+  neurons of the layer, plus the fractions of *silent* (:math:`r_j = 0`) and *saturated* (:math:`r_j = 1`)
+  neurons;
+* the membrane the spike is computed from, relative to the threshold:
+  :math:`\mathbb{E}[u/\theta]` and :math:`\operatorname{sd}(u/\theta)` over neurons, samples and steps
+  (snnTorch: the membrane after the update, before the reset; SpikingJelly: :math:`H[t]`, before the reset);
+* the fraction of membrane values inside the surrogate's effective support,
+  :math:`P\big(|h(u-\theta)| > 0.01 \max_x |h(x)|\big)`, with :math:`h` evaluated by autograd through the
+  neuron's own spike function (:func:`~snn_initplug.surrogate.surrogate_derivative`): outside it, almost no
+  gradient passes the neuron;
+* with ``target`` or ``loss_fn``: the gradient reaching each layer,
+  :math:`\lVert \partial L / \partial W \rVert_2` for every weight feeding the neuron (the layers of
+  :func:`~snn_initplug.plan.plan`), and their root sum of squares per neuron layer.
+
+How the membrane is observed. The argument of the spike function is :math:`x = u - \theta`, so the neuron's
+spike function (snnTorch ``spike_grad``, SpikingJelly ``surrogate_function``, or the attribute holding a
+registered neuron's ``NeuronSpec.surrogate``) is replaced for the pass by a recorder that stores ``x`` and
+returns the original function's output, so spikes and gradients are unchanged:
+
+* snnTorch calls ``spike_grad`` twice per step, first on the *previous* membrane (the detached reset signal),
+  then on the new one; the last call of each forward call is the one that fires.
+* SpikingJelly 2.x runs a fused kernel for its built-in surrogates, where nothing can be observed; a surrogate
+  class defined outside ``spikingjelly.activation_based.surrogate`` makes it take its torch reference path,
+  which computes the same spikes and gradients. Every call is one time step.
+* SpikingJelly 0.0.0.0.14 runs TorchScript kernels without the surrogate in eval mode and CuPy kernels that
+  need the surrogate's CUDA code, so the neuron module alone (not BatchNorm or Dropout) is switched to training
+  mode and the ``torch`` backend for the pass: the same equations, run step by step.
+
+A ``forward_hook`` on the neuron counts spikes in its output (the first tensor it returns; any non-zero
+value is a spike, so graded spikes count) and files the recorded membranes. Everything is restored afterwards
+(:func:`~snn_initplug.plan.preserved`: parameters are never written, buffers, neuron states, ``requires_grad``
+flags and the RNG are put back; the spike functions, training flags and backends are put back; no ``.grad`` is
+set, since gradients come from :func:`torch.autograd.grad`).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .adapters import find_adapter
+from .plan import Plan, _first_tensor, plan, preserved
+from .surrogate import SurrogateError, surrogate_derivative
+
+__all__ = [
+    "diagnose",
+    "Diagnosis",
+    "LayerDiagnosis",
+    "DiagnoseError",
+    "default_loss",
+    "compare",
+    "compare_methods",
+    "plot_comparison",
+    "SUPPORT_FRACTION",
+]
+
+# |h| above this fraction of its peak counts as "inside the surrogate's support".
+SUPPORT_FRACTION = 0.01
+
+# Neurons that take a whole sequence [T, B, ...] in one call (besides SpikingJelly's step_mode='m').
+_TIME_MAJOR = {"LeakyParallel"}
+
+# Where the peak of h is searched: dense near 0, where every built-in surrogate has its features.
+_PEAK_GRID = torch.cat([torch.linspace(-20.0, 20.0, 8001, dtype=torch.float64),
+                        torch.logspace(-6, 1.3, 400, dtype=torch.float64),
+                        -torch.logspace(-6, 1.3, 400, dtype=torch.float64)])
+
+
+class DiagnoseError(ValueError):
+    """The diagnostics cannot be computed (no input, a loss that does not fit the output, ...)."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# The record
+# --------------------------------------------------------------------------------------------------------
+@dataclass
+class LayerDiagnosis:
+    """Statistics of one neuron layer. Membrane values are in units of the threshold (u/θ)."""
+
+    neuron: str  # module name of the neuron layer
+    kind: str  # its class
+    depth: int  # position in execution order, from 0
+    layers: Tuple[str, ...]  # the weights feeding it
+    threshold: float  # θ (the mean, for per-neuron thresholds)
+    neurons: int  # neurons in the layer
+    observations: int  # samples × time steps seen by each neuron
+    rate: float  # mean firing rate over neurons
+    rate_std: float  # spread of the per-neuron rates
+    silent: float  # fraction of neurons that never fire
+    saturated: float  # fraction of neurons that fire at every step
+    membrane_mean: Optional[float] = None  # E[u/θ]
+    membrane_std: Optional[float] = None  # sd(u/θ)
+    in_support: Optional[float] = None  # P(|h(u-θ)| > 1% of its peak)
+    grad_norm: Optional[float] = None  # sqrt(Σ ||dL/dW||²) over the layers feeding the neuron
+    layer_grad_norms: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Diagnosis:
+    """Per-layer diagnostics of one model; prints as a table."""
+
+    layers: List[LayerDiagnosis]
+    loss: Optional[float] = None
+    loss_description: Optional[str] = None
+    label: Optional[str] = None  # e.g. the initialization method
+    notes: List[str] = field(default_factory=list)
+
+    def layer(self, name: str) -> LayerDiagnosis:
+        for row in self.layers:
+            if row.neuron == name:
+                return row
+        raise KeyError(name)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, path: Optional[str] = None, **kwargs) -> str:
+        """The record as JSON (``None`` for quantities not measured); also written to ``path`` when given."""
+        kwargs.setdefault("indent", 2)
+        text = json.dumps(self.to_dict(), default=str, **kwargs)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(text + "\n")
+        return text
+
+    def __str__(self) -> str:
+        header = ["depth", "neuron", "kind", "n", "rate", "rate sd", "silent", "saturated", "E[u]/θ", "sd(u)/θ",
+                  "in support", "|dL/dW|"]
+        table = [header]
+        for r in self.layers:
+            table.append([str(r.depth), r.neuron, r.kind, str(r.neurons), _fmt(r.rate), _fmt(r.rate_std),
+                          _fmt(r.silent), _fmt(r.saturated), _fmt(r.membrane_mean), _fmt(r.membrane_std),
+                          _fmt(r.in_support), _fmt(r.grad_norm)])
+        lines = _render(table)
+        if self.label:
+            lines.insert(0, f"[{self.label}]")
+        if self.loss is not None:
+            lines.append(f"loss {self.loss:.6g} ({self.loss_description})")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def plot(self, path: Optional[str] = None, ax=None):
+        """Rate, membrane sd/θ and gradient norm against depth, in three panels.
+
+        ``ax``: three matplotlib Axes to draw into (default: a new figure). Saved to ``path`` when given.
+        Returns the figure.
+        """
+        return plot_comparison({self.label or "model": self}, path=path, ax=ax)
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _render(table: List[List[str]]) -> List[str]:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------------
+# Accumulators
+# --------------------------------------------------------------------------------------------------------
+class _SpikeCounter:
+    """Per-neuron spike counts :math:`\\sum_n s_j[n]` over samples and steps."""
+
+    def __init__(self, leading_dims: int):
+        self.leading_dims = leading_dims
+        self.counts: Optional[torch.Tensor] = None
+        self.observations = 0
+
+    def add(self, spikes: torch.Tensor) -> None:
+        lead = min(self.leading_dims, spikes.dim() - 1)  # a 1-d output is one observation of each neuron
+        per_neuron = spikes.detach().reshape(math.prod(spikes.shape[:lead]) if lead > 0 else 1, -1)
+        fired = (per_neuron != 0).sum(0, dtype=torch.float64).cpu()
+        if self.counts is not None and self.counts.shape != fired.shape:
+            raise DiagnoseError(f"a neuron layer changed size between calls ({tuple(self.counts.shape)} -> "
+                                f"{tuple(fired.shape)} neurons)")
+        self.counts = fired if self.counts is None else self.counts + fired
+        self.observations += per_neuron.shape[0]
+
+    def rates(self) -> torch.Tensor:
+        return self.counts / self.observations
+
+
+class _MembraneStats:
+    """Moments of z = u/θ and the count of values inside the surrogate's support."""
+
+    def __init__(self, spike_fn: Callable, threshold: Any):
+        self.spike_fn = spike_fn
+        self.threshold = threshold
+        self.total = self.squares = 0.0
+        self.count = 0
+        self.in_support = 0
+        self.peak: Optional[float] = None
+        self.support_error: Optional[str] = None
+        try:
+            self.peak = float(surrogate_derivative(spike_fn, _PEAK_GRID).abs().max())
+        except SurrogateError as exc:  # e.g. snnTorch surrogate_disable=True: no gradient at all
+            self.support_error = str(exc)
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.detach().to(torch.float64)
+        theta = torch.as_tensor(self.threshold, dtype=torch.float64, device=x.device)
+        try:
+            z = x / theta + 1.0  # u/θ = (x + θ)/θ
+        except RuntimeError:  # per-neuron θ that does not broadcast: fall back to its mean
+            z = x / theta.mean() + 1.0
+        self.total += float(z.sum())
+        self.squares += float((z * z).sum())
+        self.count += z.numel()
+        if self.peak is not None and self.peak > 0:
+            h = surrogate_derivative(self.spike_fn, x)
+            self.in_support += int((h.abs() > SUPPORT_FRACTION * self.peak).sum())
+
+    def result(self) -> Tuple[Optional[float], Optional[float], Optional[float]]:
+        if self.count == 0:
+            return None, None, None
+        mean = self.total / self.count
+        std = math.sqrt(max(self.squares / self.count - mean * mean, 0.0))
+        support = None if self.peak is None else (self.in_support / self.count if self.peak > 0 else 0.0)
+        return mean, std, support
+
+
+# --------------------------------------------------------------------------------------------------------
+# Recording the spike function's argument
+# --------------------------------------------------------------------------------------------------------
+class _Recorder:
+    """Calls the original spike function and keeps its argument x = u - θ."""
+
+    def __init__(self, original: Callable):
+        self.original = original
+        self.pending: List[torch.Tensor] = []
+
+    def __call__(self, x, *args, **kwargs):
+        self.pending.append(x.detach())
+        return self.original(x, *args, **kwargs)
+
+
+class _ModuleRecorder(nn.Module):
+    """The recorder for spike functions stored as child modules (SpikingJelly). Being defined outside
+    SpikingJelly's surrogate module, it makes SpikingJelly 2.x take its torch reference path."""
+
+    def __init__(self, original: nn.Module):
+        super().__init__()
+        # not a registered child: the model's module list, devices and state_dict stay as they were
+        object.__setattr__(self, "recorder", _Recorder(original))
+
+    @property
+    def pending(self) -> List[torch.Tensor]:
+        return self.recorder.pending
+
+    def forward(self, x, *args, **kwargs):
+        return self.recorder(x, *args, **kwargs)
+
+
+def _install_recorder(module: nn.Module, spike_fn: Callable):
+    """Replace every attribute of ``module`` that holds ``spike_fn`` by one recorder. Returns the recorder
+    and an undo function, or (None, no-op) when the neuron does not keep its spike function as an attribute."""
+    children = [name for name, child in module._modules.items() if child is spike_fn]
+    plain = [name for name, value in vars(module).items() if value is spike_fn]
+    if not children and not plain:
+        return None, lambda: None
+    recorder = _ModuleRecorder(spike_fn) if children else _Recorder(spike_fn)
+    for name in children:
+        module._modules[name] = recorder
+    for name in plain:
+        module.__dict__[name] = recorder.recorder if isinstance(recorder, _ModuleRecorder) else recorder
+
+    def undo():
+        for name in children:
+            module._modules[name] = spike_fn
+        for name in plain:
+            module.__dict__[name] = spike_fn
+
+    return recorder, undo
+
+
+def _step_by_step(module: nn.Module):
+    """SpikingJelly 0.0.0.0.14: the neuron's differentiable step-by-step path (training mode, torch backend),
+    which calls the surrogate. Returns an undo function."""
+    if not any(name.startswith("jit_eval") for name in dir(type(module))):
+        return lambda: None
+    training, backend = module.training, getattr(module, "backend", None)
+    module.training = True  # this module only: BatchNorm and Dropout keep the model's mode
+    if backend not in (None, "torch"):
+        module.backend = "torch"
+
+    def undo():
+        module.training = training
+        if backend not in (None, "torch"):
+            module.backend = backend
+
+    return undo
+
+
+def _keeps_last_call_only(module: nn.Module) -> bool:
+    """snnTorch neurons call the spike function on the previous membrane first (the detached reset signal);
+    only the last call of a forward call fires."""
+    adapter = find_adapter(module)
+    return adapter is not None and adapter.framework == "snntorch"
+
+
+def _leading_dims(module: nn.Module) -> int:
+    """How many leading dimensions of a neuron's output are samples (and time): [B, ...] per step, or [T, B, ...]
+    for a whole sequence in one call."""
+    return 2 if getattr(module, "step_mode", "s") == "m" or type(module).__name__ in _TIME_MAJOR else 1
+
+
+def _reset_neuron(module: nn.Module) -> None:
+    """Resting state: SpikingJelly memories to their defaults, snnTorch states to zero."""
+    if hasattr(module, "_memories") and callable(getattr(module, "reset", None)):
+        module.reset()
+    elif callable(getattr(module, "reset_mem", None)):
+        module.reset_mem()
+
+
+# --------------------------------------------------------------------------------------------------------
+# The loss
+# --------------------------------------------------------------------------------------------------------
+def default_loss(output: Any, target: torch.Tensor) -> Tuple[torch.Tensor, str]:
+    r"""The loss used when only ``target`` is given. Returns ``(loss, description)``.
+
+    The output (its first tensor, for a tuple) is averaged over its leading dimensions (time first, as both
+    frameworks stack it) until it matches the target:
+
+    * integer targets (class indices, shape ``[B]``): cross-entropy of the time-averaged output
+      :math:`\bar o = \frac{1}{T}\sum_t o_t` of shape ``[B, C]``, :math:`L = -\frac{1}{B}\sum_b \log
+      \operatorname{softmax}(\bar o_b)_{y_b}`;
+    * floating targets: :math:`L = \operatorname{mean}\,(\bar o - y)^2` with :math:`\bar o` of the target's shape.
+    """
+    out = _first_tensor(output)
+    if out is None:
+        raise DiagnoseError("the model's output contains no tensor to compute a loss from")
+    target = torch.as_tensor(target, device=out.device)
+    classes = not (target.is_floating_point() or target.is_complex())
+    wanted = target.dim() + (1 if classes else 0)
+    if out.dim() < wanted:
+        raise DiagnoseError(f"the output has shape {tuple(out.shape)}, too few dimensions for a target of shape "
+                            f"{tuple(target.shape)}")
+    while out.dim() > wanted:
+        out = out.mean(0)
+    if classes:
+        if out.shape[:-1] != target.shape:
+            raise DiagnoseError(f"class targets of shape {tuple(target.shape)} do not match the time-averaged "
+                                f"output of shape {tuple(out.shape)}")
+        return F.cross_entropy(out.float(), target.long()), "cross-entropy of the time-averaged output"
+    if out.shape != target.shape:
+        raise DiagnoseError(f"the target has shape {tuple(target.shape)}, the time-averaged output "
+                            f"{tuple(out.shape)}")
+    return F.mse_loss(out, target.to(out.dtype)), "MSE of the time-averaged output"
+
+
+def _loss(output: Any, target, loss_fn) -> Tuple[torch.Tensor, str]:
+    if loss_fn is not None:
+        loss, description = loss_fn(output), getattr(loss_fn, "description", "loss_fn")
+    else:
+        loss, description = default_loss(output, target)
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise DiagnoseError(f"the loss must be a scalar tensor, got {type(loss).__name__} "
+                            f"{tuple(getattr(loss, 'shape', ()))}")
+    if not loss.requires_grad:
+        raise DiagnoseError("the loss does not depend on any weight (no gradient path from the output)")
+    return loss.reshape(()), description
+
+
+# --------------------------------------------------------------------------------------------------------
+# diagnose
+# --------------------------------------------------------------------------------------------------------
+def _run(model: nn.Module, example_input: Any, forward) -> Any:
+    if forward is not None:
+        return forward(model, example_input)
+    if isinstance(example_input, tuple):
+        return model(*example_input)
+    return model(example_input)
+
+
+def _weights_by_neuron(p: Plan) -> Dict[str, List[Tuple[str, torch.Tensor]]]:
+    feeding: Dict[str, List[Tuple[str, torch.Tensor]]] = {}
+    for entry in p.layers:
+        feeding.setdefault(entry.neuron_name, []).append((entry.name, entry.weight))
+    return feeding
+
+
+def _gradient_norms(loss: torch.Tensor, feeding: Dict[str, List[Tuple[str, torch.Tensor]]]) -> Dict[str, float]:
+    """||dL/dW||₂ of every feeding weight, by torch.autograd.grad (nothing is accumulated into .grad)."""
+    named = {}
+    for entries in feeding.values():
+        for name, weight in entries:
+            named.setdefault(name, weight)
+    names, weights = list(named), list(named.values())
+    grads = torch.autograd.grad(loss, weights, allow_unused=True) if weights else []
+    return {name: 0.0 if g is None else float(g.detach().double().norm()) for name, g in zip(names, grads)}
+
+
+def _mean_threshold(threshold: Any) -> float:
+    return float(threshold.mean()) if isinstance(threshold, torch.Tensor) else float(threshold)
+
+
+def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
+             loss_fn: Optional[Callable[[Any], torch.Tensor]] = None,
+             forward: Optional[Callable[[nn.Module, Any], Any]] = None, *,
+             reset_state: bool = True, label: Optional[str] = None) -> Diagnosis:
+    """Firing, membrane and gradient statistics of every neuron layer of ``model`` on ``example_input``.
+
+    Args:
+        model: an snnTorch or SpikingJelly model (or one with neurons registered with ``register_neuron``).
+        example_input: one batch as the model takes it (a tensor, or a tuple of positional arguments).
+        target: optional targets for the default loss (see :func:`default_loss`): class indices give the
+            cross-entropy of the time-averaged output, floating targets the MSE of the time-averaged output.
+        loss_fn: optional ``callable(output) -> scalar loss`` instead of ``target``.
+        forward: optional ``callable(model, example_input) -> output`` for models that need more than
+            ``model(example_input)`` (a loop over time steps, a reset first, ...).
+        reset_state: start from the neurons' resting state (SpikingJelly ``reset()``, snnTorch ``reset_mem()``)
+            rather than from whatever state the last batch left; the state is restored afterwards either way.
+        label: a name for the record (e.g. the initialization method).
+
+    Gradient norms are measured only with ``target`` or ``loss_fn``. The model is left as it was.
+    """
+    if target is not None and loss_fn is not None:
+        raise DiagnoseError("diagnose: give target= or loss_fn=, not both")
+    if example_input is None and forward is None:
+        raise DiagnoseError("diagnose: needs example_input= (one batch as the model takes it) to run the model")
+    p = plan(model, example_input, forward=forward)
+    feeding = _weights_by_neuron(p)
+    want_grad = target is not None or loss_fn is not None
+
+    order: List[str] = []
+    counters: Dict[str, _SpikeCounter] = {}
+    membranes: Dict[str, _MembraneStats] = {}
+    recorders: Dict[str, Any] = {}
+    notes: List[str] = []
+    loss_value = loss_description = None
+    grad_norms: Dict[str, float] = {}
+
+    def pre_hook(name):
+        def hook(module, args):
+            if name not in counters:
+                order.append(name)
+                counters[name] = _SpikeCounter(_leading_dims(module))
+            if name in recorders:
+                recorders[name].pending.clear()
+        return hook
+
+    def post_hook(name, last_only):
+        def hook(module, args, output):
+            spikes = _first_tensor(output)
+            if spikes is not None:
+                counters[name].add(spikes)
+            if name in recorders:
+                calls = recorders[name].pending
+                for x in (calls[-1:] if last_only else calls):
+                    membranes[name].add(x)
+                calls.clear()
+        return hook
+
+    with preserved(model), contextlib.ExitStack() as undo:
+        for name, module, spec in p.neurons:
+            if reset_state:
+                _reset_neuron(module)
+            recorder, remove = _install_recorder(module, spec.surrogate) if spec.surrogate is not None else (None, None)
+            if recorder is not None:
+                undo.callback(remove)
+                recorders[name] = recorder
+                membranes[name] = _MembraneStats(spec.surrogate, spec.threshold)
+            else:
+                notes.append(f"{name}: the membrane is not observable (its spike function is not an attribute of "
+                             "the module)")
+            undo.callback(_step_by_step(module))
+            undo.callback(module.register_forward_pre_hook(pre_hook(name)).remove)
+            undo.callback(module.register_forward_hook(post_hook(name, _keeps_last_call_only(module))).remove)
+        if want_grad:
+            for entries in feeding.values():
+                for _, weight in entries:
+                    weight.requires_grad_(True)  # frozen layers too; preserved() restores the flags
+        with torch.set_grad_enabled(want_grad):
+            try:
+                output = _run(model, example_input, forward)
+            except Exception as exc:  # noqa: BLE001 - re-raised with context
+                raise DiagnoseError(f"diagnose: the model does not run on the example input: "
+                                    f"{type(exc).__name__}: {exc}") from exc
+            if want_grad:
+                loss, loss_description = _loss(output, target, loss_fn)
+                loss_value = float(loss.detach())
+                grad_norms = _gradient_norms(loss, feeding)
+
+    for name, module, _ in p.neurons:
+        if name not in counters:
+            notes.append(f"{name} was not called by the forward pass")
+        elif name in membranes and membranes[name].count == 0:
+            notes.append(f"{name}: the membrane is not observable (the neuron did not call the spike function "
+                         "it keeps as an attribute)")
+    layers = [_layer_record(depth, name, p, counters[name], membranes.get(name), feeding, grad_norms, want_grad)
+              for depth, name in enumerate(order)]
+    return Diagnosis(layers, loss_value, loss_description, label, notes + list(p.notes))
+
+
+def _layer_record(depth, name, p: Plan, counter: _SpikeCounter, membrane: Optional[_MembraneStats],
+                  feeding, grad_norms: Dict[str, float], want_grad: bool) -> LayerDiagnosis:
+    module, spec = next((m, s) for n, m, s in p.neurons if n == name)
+    names = tuple(layer for layer, _ in feeding.get(name, []))
+    if counter.counts is None:  # called, but returned no tensor
+        rates = torch.zeros(0, dtype=torch.float64)
+    else:
+        rates = counter.rates()
+    mean, std, support = membrane.result() if membrane is not None else (None, None, None)
+    per_layer = {layer: grad_norms[layer] for layer in names if layer in grad_norms}
+    grad = math.sqrt(sum(v * v for v in per_layer.values())) if want_grad and names else None
+    return LayerDiagnosis(
+        neuron=name, kind=type(module).__name__, depth=depth, layers=names,
+        threshold=_mean_threshold(spec.threshold), neurons=rates.numel(), observations=counter.observations,
+        rate=float(rates.mean()) if rates.numel() else 0.0,
+        rate_std=float(rates.std(unbiased=False)) if rates.numel() else 0.0,
+        silent=float((rates == 0).double().mean()) if rates.numel() else 0.0,
+        saturated=float((rates == 1).double().mean()) if rates.numel() else 0.0,
+        membrane_mean=mean, membrane_std=std, in_support=support, grad_norm=grad, layer_grad_norms=per_layer)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Several records side by side
+# --------------------------------------------------------------------------------------------------------
+def compare_methods(model: nn.Module, example_input: Any, methods: Iterable[Optional[str]], *, target: Any = None,
+                    loss_fn=None, forward=None, seed: int = 0, **options) -> Dict[str, Diagnosis]:
+    """``{method: diagnose(copy of model initialized with method)}``; ``None`` stands for the model as built.
+
+    Each copy is a ``copy.deepcopy`` of ``model`` (left untouched), initialized with a generator seeded by
+    ``seed`` and the method's ``options``.
+    """
+    from .apply import initialize
+
+    records = {}
+    for method in methods:
+        try:
+            twin = copy.deepcopy(model)
+        except Exception as exc:  # noqa: BLE001 - e.g. non-leaf neuron states left by a training step
+            raise DiagnoseError(f"compare_methods: the model cannot be copied ({type(exc).__name__}: {exc}); "
+                                "reset its neuron states first") from exc
+        if method is not None:
+            initialize(twin, method, example_input, generator=torch.Generator().manual_seed(seed), forward=forward,
+                       **options)
+        label = method or "as built"
+        records[label] = diagnose(twin, example_input, target=target, loss_fn=loss_fn, forward=forward, label=label)
+    return records
+
+
+_QUANTITIES = (("rate", "firing rate"), ("membrane_std", "sd(u)/θ"), ("grad_norm", "|dL/dW|"))
+
+
+def compare(records: Mapping[str, Diagnosis]) -> str:
+    """A text table with one row per neuron layer and, for each record, its rate, sd(u)/θ and gradient norm."""
+    if not records:
+        return "(no records)"
+    labels = list(records)
+    depth_names = _layer_names(records)
+    header = ["depth", "neuron"] + [f"{quantity} [{label}]" for label in labels for _, quantity in _QUANTITIES]
+    table = [header]
+    for depth, name in enumerate(depth_names):
+        row = [str(depth), name]
+        for label in labels:
+            try:
+                entry = records[label].layer(name)
+            except KeyError:
+                row += ["-"] * len(_QUANTITIES)
+                continue
+            row += [_fmt(getattr(entry, key)) for key, _ in _QUANTITIES]
+        table.append(row)
+    return "\n".join(_render(table))
+
+
+def _layer_names(records: Mapping[str, Diagnosis]) -> List[str]:
+    names: List[str] = []
+    for record in records.values():
+        for entry in record.layers:
+            if entry.neuron not in names:
+                names.append(entry.neuron)
+    return names
+
+
+def _matplotlib_figure():
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as exc:
+        raise ImportError("plotting diagnostics needs matplotlib: pip install matplotlib "
+                          "(or the 'examples' extra of snn-initplug)") from exc
+    return Figure
+
+
+def plot_comparison(records: Mapping[str, Diagnosis], path: Optional[str] = None, ax: Optional[Sequence] = None):
+    """One line per record in three panels against depth: firing rate, membrane sd(u)/θ and gradient norm
+    (log scale). ``ax``: three matplotlib Axes (default: a new figure). Saved to ``path`` when given; returns
+    the figure."""
+    Figure = _matplotlib_figure()
+    if ax is None:
+        figure = Figure(figsize=(12, 3.6), layout="constrained")
+        axes = figure.subplots(1, 3)
+    else:
+        axes = list(ax) if not hasattr(ax, "flat") else list(ax.flat)
+        if len(axes) != 3:
+            raise ValueError(f"plot: ax must be three Axes (rate, membrane, gradient), got {len(axes)}")
+        figure = axes[0].figure
+    names = _layer_names(records)
+    positive = {key: True for key, _ in _QUANTITIES}
+    for label, record in records.items():
+        for panel, (key, _) in zip(axes, _QUANTITIES):
+            points = [(names.index(e.neuron), getattr(e, key)) for e in record.layers if getattr(e, key) is not None]
+            if points:
+                xs, ys = zip(*points)
+                panel.plot(xs, ys, marker="o", label=label)
+                positive[key] = positive[key] and min(ys) > 0
+    for panel, (key, title) in zip(axes, _QUANTITIES):
+        panel.set_title(title)
+        panel.set_xlabel("depth")
+        panel.set_xticks(range(len(names)))
+        panel.set_xticklabels(names, rotation=45, ha="right", fontsize="small")
+        if key == "grad_norm" and panel.lines and positive[key]:  # norms span decades across depth
+            panel.set_yscale("log")
+    if len(records) > 1:
+        axes[0].legend(fontsize="small")
+    if path is not None:
+        figure.savefig(path, dpi=120)
+    return figure

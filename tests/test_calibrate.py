@@ -1,0 +1,141 @@
+"""Calibrated init: the measured rate of every layer hits its target, checked by an independent forward pass."""
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn as nn
+
+import snn_initplug as sip
+from snn_initplug.calibrate import calibrate
+from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
+
+pytestmark = []
+
+
+def measured_rates(model, run, neuron_type):
+    """Spikes counted with our own hooks over a real forward pass: rate per neuron module, in call order."""
+    counts = {}
+    hooks = []
+    for module in model.modules():
+        if isinstance(module, neuron_type):
+            def hook(m, args, out, key=id(module)):
+                spikes = out[0] if isinstance(out, tuple) else out
+                total, n = counts.get(key, (0, 0))
+                counts[key] = (total + int(torch.count_nonzero(spikes)), n + spikes.numel())
+            hooks.append(module.register_forward_hook(hook))
+    with torch.no_grad():
+        run()
+    for h in hooks:
+        h.remove()
+    return [total / n for total, n in counts.values()]
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+@pytest.mark.parametrize("beta,steps,target", [(0.9, 8, 0.1), (0.5, 1, 0.2), (1.0, 4, 0.05)])
+def test_snntorch_chain_hits_target_at_every_layer(beta, steps, target):
+    import snntorch as snn
+    from snntorch import utils
+
+    torch.manual_seed(0)
+    net = nn.Sequential(*[m for _ in range(12) for m in (nn.Linear(128, 128), snn.Leaky(beta=beta, init_hidden=True))])
+    x = (torch.rand(32, 128) < 0.3).float()
+    sip.initialize(net, "kaiming_normal", x)  # a start that falls silent with depth
+    report = calibrate(net, x, target, steps=steps, tolerance=0.05)
+    assert report.mode == "chain" and report.ok, str(report)
+
+    def run():
+        utils.reset(net)
+        for _ in range(steps):
+            net(x)
+
+    rates = measured_rates(net, run, snn.Leaky)
+    assert len(rates) == 12
+    assert all(abs(r / target - 1) <= 0.05 + 1e-9 for r in rates), rates
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_model_mode_custom_time_loop_and_initialize_calibrated():
+    import snntorch as snn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.lif1 = nn.Linear(100, 200), snn.Leaky(beta=0.8)
+            self.fc2, self.lif2 = nn.Linear(200, 50), snn.Leaky(beta=0.8)
+
+        def forward(self, x):
+            m1, m2 = self.lif1.reset_mem(), self.lif2.reset_mem()
+            for t in range(x.shape[0]):
+                s1, m1 = self.lif1(self.fc1(x[t]), m1)
+                s2, m2 = self.lif2(self.fc2(s1), m2)
+            return s2
+
+    torch.manual_seed(1)
+    net = Net()
+    x = (torch.rand(6, 16, 100) < 0.2).float()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    report = sip.initialize(net, "calibrated", x, target_rate={"lif1": 0.1, "lif2": 0.05}, generator=torch.Generator().manual_seed(0))
+    assert report.calibration.mode == "model" and report.calibration.ok
+    rates = measured_rates(net, lambda: net(x), snn.Leaky)
+    assert rates[0] == pytest.approx(0.1, rel=0.05) and rates[1] == pytest.approx(0.05, rel=0.05)
+    assert torch.equal(net.fc1.bias, before["fc1.bias"])  # only weights are scaled
+    # deterministic: the same start and batch give the same weights
+    twin = Net()
+    twin.load_state_dict(before)
+    sip.initialize(twin, "calibrated", x, target_rate={"lif1": 0.1, "lif2": 0.05}, generator=torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(net.parameters(), twin.parameters()))
+
+
+@pytest.mark.spikingjelly
+@pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
+@pytest.mark.parametrize("train", [True, False])
+def test_spikingjelly_batchnorm_is_calibrated_instead_of_the_conv(train):
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        layer.SeqToANNContainer(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)),
+        neuron.IFNode(step_mode="m"),
+        layer.SeqToANNContainer(nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * 8 * 8, 64)),
+        neuron.LIFNode(tau=2.0, step_mode="m"),
+    )
+    net.train(train)
+    x = torch.rand(4, 8, 1, 16, 16)
+    bn_stats = net[0][1].running_mean.clone()
+    report = calibrate(net, x, 0.15)
+    assert report.ok, str(report)
+    assert report.layers[0].parameters == ["0.1.weight"] and report.layers[1].parameters == ["2.3.weight"]
+    assert torch.equal(net[0][1].running_mean, bn_stats)  # statistics restored
+    functional.reset_net(net)
+
+    def run():
+        with torch.random.fork_rng():
+            torch.manual_seed(0)  # calibration evaluates dropout with seed 0
+            functional.reset_net(net)
+            net(x)
+
+    rates = measured_rates(net, run, (neuron.IFNode, neuron.LIFNode))
+    assert rates == pytest.approx([0.15, 0.15], rel=0.05)
+
+
+def test_unreachable_target_is_reported_honestly():
+    class Step(nn.Module):
+        def forward(self, x):
+            return (x > 1.0).float()
+
+    sip.register_neuron(Step, lambda m: sip.NeuronSpec(threshold=1.0, surrogate=lambda v: torch.sigmoid(4 * v)))
+    try:
+        net = nn.Sequential(nn.Linear(10, 10, bias=False), Step(), nn.Linear(10, 10, bias=False), Step())
+        x = torch.zeros(8, 10)  # silent input: no weight scale can make the first layer fire
+        before = [p.clone() for p in net.parameters()]
+        report = calibrate(net, x, 0.2)
+        assert not report.ok and report.layers[0].status.startswith("unreachable")
+        assert "silent" in report.layers[0].status
+        with pytest.raises(sip.InitError, match="target rate"):
+            calibrate(net, torch.rand(8, 10), 1.5)
+        assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    finally:
+        sip.unregister_neuron(Step)
