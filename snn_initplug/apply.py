@@ -399,7 +399,9 @@ def _initialize_calibrated(model, example_input, generator, overrides, skip, for
         raise InitError("initialize: method='calibrated' needs example_input= (a real batch)")
     saved = [(p, p.detach().clone()) for p in model.parameters()]
     try:
-        report = initialize(model, start, example_input, generator=generator, overrides=overrides, skip=skip,
+        # a list holds one input per time step (a model called once per step): the start plans on the first
+        start_input = example_input[0] if isinstance(example_input, list) else example_input
+        report = initialize(model, start, start_input, generator=generator, overrides=overrides, skip=skip,
                             forward=forward, **options)
         report.calibration = calibrate(model, example_input, forward=forward, skip=skip, **calibration)
     except BaseException:
