@@ -60,8 +60,7 @@ def main(argv=None):
         raise SystemExit("SpikingJelly is not installed: pip install snn-initplug[spikingjelly]")
     if args.threads:
         torch.set_num_threads(args.threads)
-    common.seed_everything(args.seed,
-                               **common.parse_init_options(args.init_opt))
+    common.seed_everything(args.seed)
     device = common.select_device(args.device)
     print(f"[spikingjelly] version {common.sj_version()}")
     backend_kwargs = common.sj_backend(neuron.LIFNode, args.backend, device)

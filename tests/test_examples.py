@@ -180,9 +180,11 @@ def _run_example(script: str, tmp_path: Path, *args: str, dataset: str) -> dict:
 @pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_snntorch_mnist_example(tmp_path):
     result = _run_example("snntorch_mnist.py", tmp_path, "-T", "4", "-hidden", "100", "-init", "ikun",
-                          dataset="mnist")
+                          "-init-opt", "version=v2", dataset="mnist")
     report = result["metrics"]["init_report"]
     assert "fc1.weight" in report and "fc2.weight" in report and "ikun" in report
+    assert "fan_sum=" in report  # the -init-opt reached initialize (IKUN v2 uses fan_in + fan_out)
+    assert "diagnostics at init" in report
 
 
 @pytest.mark.spikingjelly
