@@ -33,7 +33,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from .plan import NORM_LAYERS, WEIGHT_LAYERS, LayerPlan, Plan, PlanError, StateSnapshot, plan, preserved
+from .plan import (NORM_LAYERS, WEIGHT_LAYERS, LayerPlan, Plan, PlanError, StateSnapshot, _first_tensor, plan,
+                   preserved, reset_neuron)
 from .theory import InitError, normal_cdf
 
 __all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET_RATE"]
@@ -156,14 +157,6 @@ def _spike_rate(outputs: Sequence[torch.Tensor]) -> float:
     total = sum(int(torch.count_nonzero(o)) for o in outputs)
     count = sum(o.numel() for o in outputs)
     return total / max(count, 1)
-
-
-def _first_tensor(value: Any) -> Optional[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value:
-        return _first_tensor(value[0])
-    return None
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -442,7 +435,8 @@ def calibrate(
     notes = []
     with preserved(model):
         try:
-            _reset_neurons(p)  # calibrate as a fresh batch is processed: from the neurons' resting state
+            for _, neuron, _ in p.neurons:  # calibrate as a fresh batch is processed: from rest
+                reset_neuron(neuron)
             if bias == "zero":
                 with torch.no_grad():
                     for group in groups:
@@ -467,15 +461,6 @@ def calibrate(
     if not all(r.status == "ok" for r in results):
         notes.append("some layers did not reach their target; see status")
     return CalibrationReport(results, chosen, tolerance, notes)
-
-
-def _reset_neurons(p: Plan) -> None:
-    """snnTorch neurons reset with ``reset_mem()``, SpikingJelly's with ``reset()``; others are left alone."""
-    for _, neuron, _ in p.neurons:
-        for method in ("reset_mem", "reset"):
-            if callable(getattr(neuron, method, None)):
-                getattr(neuron, method)()
-                break
 
 
 def _calls(example_input: Any, steps: Optional[int]) -> List[Any]:

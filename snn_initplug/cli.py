@@ -116,11 +116,11 @@ def _stepped(forward: Optional[Callable], steps: Optional[int]) -> Optional[Call
         return forward
 
     def run(model, x):
-        from .diagnostics import _first_tensor, _reset_neuron
+        from .plan import _first_tensor, reset_neuron
         from .plan import _neurons
 
         for _, neuron in _neurons(model):
-            _reset_neuron(neuron)
+            reset_neuron(neuron)
         outputs = [_first_tensor(forward(model, x) if forward else model(x)) for _ in range(steps)]
         return torch.stack(outputs)
 

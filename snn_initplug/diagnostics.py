@@ -52,7 +52,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapters import find_adapter
-from .plan import Plan, _first_tensor, plan, preserved
+from .plan import Plan, _first_tensor, plan, preserved, reset_neuron
 from .surrogate import SurrogateError, surrogate_derivative
 
 __all__ = [
@@ -327,14 +327,6 @@ def _leading_dims(module: nn.Module) -> int:
     return 2 if getattr(module, "step_mode", "s") == "m" or type(module).__name__ in _TIME_MAJOR else 1
 
 
-def _reset_neuron(module: nn.Module) -> None:
-    """Resting state: SpikingJelly memories to their defaults, snnTorch states to zero."""
-    if hasattr(module, "_memories") and callable(getattr(module, "reset", None)):
-        module.reset()
-    elif callable(getattr(module, "reset_mem", None)):
-        module.reset_mem()
-
-
 # --------------------------------------------------------------------------------------------------------
 # The loss
 # --------------------------------------------------------------------------------------------------------
@@ -477,7 +469,7 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
     with preserved(model), contextlib.ExitStack() as undo:
         for name, module, spec in p.neurons:
             if reset_state:
-                _reset_neuron(module)
+                reset_neuron(module)
             recorder, remove = _install_recorder(module, spec.surrogate) if spec.surrogate is not None else (None, None)
             if recorder is not None:
                 undo.callback(remove)

@@ -266,6 +266,15 @@ def _neurons(model: nn.Module) -> List[Tuple[str, nn.Module]]:
     return found
 
 
+def reset_neuron(module: nn.Module) -> None:
+    """Put a neuron in its resting state: SpikingJelly memories to their defaults (``reset()``), snnTorch
+    states to zero (``reset_mem()``); other modules are left alone."""
+    if hasattr(module, "_memories") and callable(getattr(module, "reset", None)):
+        module.reset()
+    elif callable(getattr(module, "reset_mem", None)):
+        module.reset_mem()
+
+
 def _first_tensor(value: Any) -> Optional[torch.Tensor]:
     if isinstance(value, torch.Tensor):
         return value
