@@ -310,3 +310,32 @@ def test_initialize_fluctuation_with_residual_share(registered):
     report = sip.initialize(net, "fluctuation", torch.rand(32, 50), generator=torch.Generator().manual_seed(0))
     assert report.layer("b").assumed["variance_share"] == 0.5 and report.layer("skip").assumed["variance_share"] == 0.5
     assert report.layer("a").assumed.get("variance_share") is None
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_fluctuation_recurrent_split_on_rleaky():
+    import snntorch as snn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(50, 80)
+            self.rlif = snn.RLeaky(beta=0.9, linear_features=80)
+
+        def forward(self, x):
+            spk, mem = self.rlif.init_rleaky()
+            for t in range(x.shape[0]):
+                spk, mem = self.rlif(self.fc(x[t]), spk, mem)
+            return spk
+
+    net = Net()
+    x = (torch.rand(5, 16, 50) < 0.2).float()
+    report = sip.initialize(net, "fluctuation", x, generator=torch.Generator().manual_seed(0))
+    ff, rec = report.layer("fc"), report.layer("rlif.recurrent.weight")
+    assert ff.assumed["variance_share"] == pytest.approx(0.9) and rec.assumed["variance_share"] == pytest.approx(0.1)
+    # the shared mean: mu_w = mu_U / ((n_ff + n_rec) p sum K) = 0 here; the variances follow the shares
+    p_in = x.double().mean().item()
+    k2 = 1 / (1 - 0.9**2)
+    assert ff.std == pytest.approx(math.sqrt(0.9 / (50 * p_in * k2)), rel=1e-6)
+    assert rec.std**2 == pytest.approx(0.1 / (80 * float(rec.assumed["p_in"].split()[0]) * k2), rel=1e-3)

@@ -314,3 +314,36 @@ def test_plain_chain_has_no_residual_and_records_input_sources():
     assert [e.residual for e in p.layers] == [(), ()]  # F.linear reads weight.t(): still the layer, not a skip
     assert [(e.input_source, e.upstream) for e in p.layers] == [("data", ()), ("neurons", ("1",))]
     assert [(e.input_source, e.upstream) for e in plan(net).layers] == [("data", ()), ("neurons", ("1",))]
+
+
+def test_entry_point_adapters_are_loaded_once(monkeypatch):
+    """A third-party package registers its neuron through the entry-point group, without changes here."""
+    import snn_initplug.adapters as adapters
+
+    class ThirdPartyNeuron(nn.Module):
+        def forward(self, x):
+            return (x > 1).float() + torch.sigmoid(x) - torch.sigmoid(x).detach()
+
+    calls = []
+
+    def register():
+        calls.append(1)
+        sip.register_neuron(ThirdPartyNeuron, lambda m: sip.NeuronSpec(threshold=1.0, surrogate=torch.sigmoid))
+
+    class EntryPoint:
+        name = "thirdparty"
+
+        def load(self):
+            return register
+
+    import importlib.metadata as metadata
+
+    monkeypatch.setattr(metadata, "entry_points", lambda **kw: [EntryPoint()] if kw.get("group") == adapters.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(adapters, "_entry_points_loaded", False)
+    try:
+        p = plan(nn.Sequential(nn.Linear(4, 4), ThirdPartyNeuron()), torch.rand(2, 4))
+        plan(nn.Sequential(nn.Linear(4, 4), ThirdPartyNeuron()), torch.rand(2, 4))
+        assert [(e.module_name, e.neuron_name) for e in p.layers] == [("0", "1")]
+        assert calls == [1]
+    finally:
+        sip.unregister_neuron(ThirdPartyNeuron)
