@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 import snn_initplug as sip
-from snn_initplug.calibrate import DEFAULT_TARGET_RATE
+from snn_initplug.calibration import DEFAULT_TARGET_RATE
 
 TARGET = DEFAULT_TARGET_RATE
 

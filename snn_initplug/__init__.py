@@ -2,6 +2,8 @@
 
 The public names are loaded on first use (PEP 562), so ``import snn_initplug`` costs almost nothing and
 never imports snnTorch, SpikingJelly or torchvision; only ``snn_initplug.adapters`` touches the frameworks.
+No submodule shares its name with a public function (``plan`` lives in ``planning``, ``calibrate`` in
+``calibration``): importing a submodule binds its name on the package, which would shadow the function.
 """
 from __future__ import annotations
 
@@ -31,9 +33,9 @@ _PUBLIC: Dict[str, str] = {
     "neuron_spec": "adapters",
     "InternalWeight": "adapters",
     "UnsupportedNeuronError": "adapters",
-    "plan": "plan",
-    "Plan": "plan",
-    "PlanError": "plan",
+    "plan": "planning",
+    "Plan": "planning",
+    "PlanError": "planning",
     "initialize": "apply",
     "Report": "apply",
     "METHODS": "apply",
@@ -46,8 +48,8 @@ _PUBLIC: Dict[str, str] = {
     "calculate_spike_aware_gain": "init",
     "calculate_fluctuation": "init",
     "baseline_law": "init",
-    "calibrate": "calibrate",
-    "CalibrationReport": "calibrate",
+    "calibrate": "calibration",
+    "CalibrationReport": "calibration",
     "diagnose": "diagnostics",
     "Diagnosis": "diagnostics",
     "LayerDiagnosis": "diagnostics",
@@ -62,7 +64,7 @@ __all__ = sorted(_PUBLIC) + ["__version__"]
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .adapters import InternalWeight, UnsupportedNeuronError, neuron_spec, register_neuron, unregister_neuron
     from .apply import METHODS, Report, initialize
-    from .calibrate import CalibrationReport, calibrate
+    from .calibration import CalibrationReport, calibrate
     from .diagnostics import (
         DiagnoseError,
         Diagnosis,
@@ -83,7 +85,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         spike_aware_,
     )
     from .neuron import NeuronSpec, NeuronSpecError, kernel_sums_from_response, simulate_impulse_response
-    from .plan import Plan, PlanError, plan
+    from .planning import Plan, PlanError, plan
     from .surrogate import (
         Normal,
         StochasticSurrogateError,

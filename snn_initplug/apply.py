@@ -21,7 +21,7 @@ import torch.nn as nn
 from . import theory
 from .init import BASELINES, Law, baseline_law, calculate_fluctuation, calculate_ikun_gain, calculate_spike_aware_gain, sample
 from .neuron import NeuronSpec, NeuronSpecError
-from .plan import LayerPlan, Plan, PlanError, plan
+from .planning import LayerPlan, Plan, PlanError, plan
 from .surrogate import Normal, SurrogateError, Uniform
 from .theory import InitError
 
@@ -386,8 +386,8 @@ _CALIBRATION_OPTIONS = ("target_rate", "tolerance", "max_evaluations", "steps", 
 
 def _initialize_calibrated(model, example_input, generator, overrides, skip, forward, options) -> Report:
     """``method="calibrated"``: an analytic start (``start=``, default spike-aware, with its options), then
-    :func:`snn_initplug.calibrate.calibrate` on the example batch. Either both happen or neither."""
-    from .calibrate import calibrate
+    :func:`snn_initplug.calibration.calibrate` on the example batch. Either both happen or neither."""
+    from .calibration import calibrate
 
     options = dict(options)
     start = options.pop("start", "spike_aware")

@@ -116,8 +116,8 @@ def _stepped(forward: Optional[Callable], steps: Optional[int]) -> Optional[Call
         return forward
 
     def run(model, x):
-        from .plan import _first_tensor, reset_neuron
-        from .plan import _neurons
+        from .planning import _first_tensor, reset_neuron
+        from .planning import _neurons
 
         for _, neuron in _neurons(model):
             reset_neuron(neuron)

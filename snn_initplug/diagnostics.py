@@ -16,7 +16,7 @@ and measures, for every neuron layer in execution order (its *depth*):
   gradient passes the neuron;
 * with ``target`` or ``loss_fn``: the gradient reaching each layer,
   :math:`\lVert \partial L / \partial W \rVert_2` for every weight feeding the neuron (the layers of
-  :func:`~snn_initplug.plan.plan`), and their root sum of squares per neuron layer.
+  :func:`~snn_initplug.planning.plan`), and their root sum of squares per neuron layer.
 
 How the membrane is observed. The argument of the spike function is :math:`x = u - \theta`, so the neuron's
 spike function (snnTorch ``spike_grad``, SpikingJelly ``surrogate_function``, or the attribute holding a
@@ -34,7 +34,7 @@ returns the original function's output, so spikes and gradients are unchanged:
 
 A ``forward_hook`` on the neuron counts spikes in its output (the first tensor it returns; any non-zero
 value is a spike, so graded spikes count) and files the recorded membranes. Everything is restored afterwards
-(:func:`~snn_initplug.plan.preserved`: parameters are never written, buffers, neuron states, ``requires_grad``
+(:func:`~snn_initplug.planning.preserved`: parameters are never written, buffers, neuron states, ``requires_grad``
 flags and the RNG are put back; the spike functions, training flags and backends are put back; no ``.grad`` is
 set, since gradients come from :func:`torch.autograd.grad`).
 """
@@ -52,7 +52,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapters import find_adapter
-from .plan import Plan, _first_tensor, plan, preserved, reset_neuron
+from .planning import Plan, _first_tensor, plan, preserved, reset_neuron
 from .surrogate import SurrogateError, surrogate_derivative
 
 __all__ = [

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 import snn_initplug as sip
-from snn_initplug.calibrate import calibrate
+from snn_initplug.calibration import calibrate
 from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
 
 pytestmark = []

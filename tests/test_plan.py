@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 import snn_initplug as sip
-from snn_initplug.plan import PlanError, plan
+from snn_initplug.planning import PlanError, plan
 from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
 
 

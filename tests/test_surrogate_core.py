@@ -186,3 +186,10 @@ def test_import_needs_no_framework_and_loads_lazily():
     assert out.returncode == 0, out.stderr
     expected = (special.expit(4.0) - special.expit(-4.0)) / 2.0
     assert float(out.stdout.strip()) == pytest.approx(expected, rel=1e-9)
+
+
+def test_public_functions_are_not_shadowed_by_submodules():
+    """Importing a submodule binds its name on the package: no public function may share a submodule's name."""
+    code = "import snn_initplug.planning, snn_initplug.calibration, snn_initplug as s; print(callable(s.plan), callable(s.calibrate))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["True", "True"], out.stderr

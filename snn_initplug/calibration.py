@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn as nn
 
-from .plan import (NORM_LAYERS, WEIGHT_LAYERS, LayerPlan, Plan, PlanError, StateSnapshot, _first_tensor, plan,
+from .planning import (NORM_LAYERS, WEIGHT_LAYERS, LayerPlan, Plan, PlanError, StateSnapshot, _first_tensor, plan,
                    preserved, reset_neuron)
 from .theory import InitError, normal_cdf
 
