@@ -75,7 +75,9 @@ def measure(framework, neuron, depth, width, steps, batch, method, seed):
             sip.initialize(model, "calibrated", x if style == "per-step" else first,
                            generator=torch.Generator().manual_seed(seed), target_rate=TARGET)
         else:
-            sip.initialize(model, method, first, generator=torch.Generator().manual_seed(seed))
+            # IF neurons never leak: the fluctuation rule needs the horizon of its kernel sums
+            options = {"steps": steps} if method == "fluctuation" and neuron == "if" else {}
+            sip.initialize(model, method, first, generator=torch.Generator().manual_seed(seed), **options)
         record = sip.diagnose(model, x, forward=lambda m, inp: run_forward(m, style, inp))
     return [layer.rate for layer in record.layers], [layer.membrane_std for layer in record.layers]
 
@@ -113,6 +115,7 @@ def main():
     parser.add_argument("--out", default="results/depth")
     parser.add_argument("--quick", action="store_true", help="depth 30, T in {1, 4}, LIF 0.5 and IF, 5 methods")
     parser.add_argument("--no-cost", action="store_true", help="skip the calibration-cost measurement")
+    parser.add_argument("--cost-only", action="store_true", help="only the calibration-cost measurement")
     args = parser.parse_args()
     if args.quick:
         args.depth, args.steps, args.neurons = 30, [1, 4], ["lif0.5", "if"]
@@ -121,7 +124,7 @@ def main():
     results = {}
     print(f"target rate {TARGET:.4f}; width {args.width}, depth {args.depth}, batch {args.batch}")
     print(f"{'config':<28}{'method':<18}{'L1':>7}{'L10':>7}{'L50':>7}{'last':>7}{'worst dev':>11}")
-    for framework in args.frameworks:
+    for framework in [] if args.cost_only else args.frameworks:
         for neuron in args.neurons:
             for steps in args.steps:
                 config = f"{framework}/{neuron}/T={steps}"
@@ -137,6 +140,7 @@ def main():
                     pick = lambda i: f"{rates[i]:7.3f}" if i < len(rates) else f"{'-':>7}"  # noqa: E731
                     worst = max(abs(r / TARGET - 1) for r in rates)
                     print(f"{config:<28}{method:<18}{pick(0)}{pick(9)}{pick(49)}{pick(len(rates) - 1)}{worst:10.0%}")
+    save(args, results, {})
     costs = {}
     if not args.no_cost:
         for framework in args.frameworks:
@@ -145,10 +149,15 @@ def main():
                                 "mode": mode, "min_rate": low, "max_rate": high}
             print(f"calibrate 100x512, T=16, batch 64 ({framework}, {mode} mode): {calibration:.2f} s = "
                   f"{calibration / forward:.2f}x one forward pass ({forward:.2f} s); rates {low:.4f}..{high:.4f}")
+    save(args, results, costs)
+
+
+def save(args, results, costs):
     with open(os.path.join(args.out, "depth.json"), "w") as f:
         json.dump({"target": TARGET, "args": vars(args), "results": results, "calibration_cost": costs}, f, indent=1)
-    plot(results, os.path.join(args.out, "depth.png"))
-    print(f"wrote {args.out}/depth.json and depth.png")
+    if results:
+        plot(results, os.path.join(args.out, "depth.png"))
+    print(f"wrote {args.out}/depth.json" + (" and depth.png" if results else ""))
 
 
 def plot(results, path):
