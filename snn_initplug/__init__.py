@@ -37,6 +37,7 @@ _PUBLIC: Dict[str, str] = {
     "Plan": "planning",
     "PlanError": "planning",
     "initialize": "apply",
+    "reinitialize": "apply",
     "Report": "apply",
     "METHODS": "apply",
     "InitError": "theory",
@@ -63,7 +64,7 @@ __all__ = sorted(_PUBLIC) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .adapters import InternalWeight, UnsupportedNeuronError, neuron_spec, register_neuron, unregister_neuron
-    from .apply import METHODS, Report, initialize
+    from .apply import METHODS, Report, initialize, reinitialize
     from .calibration import CalibrationReport, calibrate
     from .diagnostics import (
         DiagnoseError,

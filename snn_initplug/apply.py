@@ -4,12 +4,19 @@ Each method is a rule that turns one planned layer (its fans, its neuron's :clas
 statistics) into a weight law; the rules only read, so an error in any layer leaves the model untouched.
 Only after every law is known and every tensor sampled are the weights written, under ``torch.no_grad()``.
 Biases, BatchNorm parameters and layers that feed no neuron (a plain readout) are left as they are.
+
+Under ``torch.distributed`` (``process_group=``) the input statistics are those of the global batch and the
+written weights are broadcast from rank 0 (:mod:`snn_initplug.distributed`). Every :class:`Report` records the
+settings and the per-layer seeds, so ``Report.save`` / ``Report.load`` / :func:`reinitialize` reproduce the
+weights bit for bit.
 """
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import math
+import numbers
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -20,12 +27,13 @@ import torch.nn as nn
 
 from . import theory
 from .init import BASELINES, Law, baseline_law, calculate_fluctuation, calculate_ikun_gain, calculate_spike_aware_gain, sample
+from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, world_size
 from .neuron import NeuronSpec, NeuronSpecError
-from .planning import LayerPlan, Plan, PlanError, plan
+from .planning import InputStats, LayerPlan, Plan, PlanError, plan
 from .surrogate import Normal, SurrogateError, Uniform
 from .theory import InitError
 
-__all__ = ["initialize", "Report", "LayerReport", "METHODS", "compute_laws"]
+__all__ = ["initialize", "reinitialize", "Report", "LayerReport", "METHODS", "compute_laws"]
 
 
 @dataclass
@@ -42,6 +50,7 @@ class LayerReport:
     law: str
     assumed: Dict[str, Any] = field(default_factory=dict)  # statistics assumed, with where they came from
     notes: List[str] = field(default_factory=list)
+    seed: Optional[int] = None  # seed of this layer's own random stream (drawn in plan order from the generator)
 
 
 @dataclass
@@ -52,12 +61,38 @@ class Report:
     plan_source: str
     notes: List[str] = field(default_factory=list)
     calibration: Optional[Any] = None  # a CalibrationReport for method="calibrated"
+    # how initialize was called (method, options, overrides, skip, input fingerprint): what reinitialize replays
+    settings: Dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), default=str, **kwargs)
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Write the report as indented JSON. Floats are written by ``repr``, so they load back exactly."""
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json(indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Union[str, "os.PathLike[str]"]) -> "Report":
+        """Read a report written by :meth:`save`; :func:`reinitialize` replays it."""
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_dict(json.load(handle))
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Report":
+        """Inverse of :meth:`to_dict` (the calibration comes back as a ``CalibrationReport``)."""
+        calibration = data.get("calibration")
+        if calibration is not None:
+            from .calibration import CalibrationReport, LayerCalibration
+
+            calibration = CalibrationReport([LayerCalibration(**row) for row in calibration["layers"]],
+                                            calibration["mode"], calibration["tolerance"],
+                                            list(calibration.get("notes", [])))
+        return cls(data["method"], [LayerReport(**row) for row in data["layers"]], list(data["skipped"]),
+                   data["plan_source"], list(data.get("notes", [])), calibration, dict(data.get("settings") or {}))
 
     def layer(self, name: str) -> LayerReport:
         for row in self.layers:
@@ -325,6 +360,7 @@ def initialize(
     overrides: Optional[Dict[str, Dict[str, Any]]] = None,
     skip: Union[None, str, Callable[[LayerPlan], bool], Sequence[Union[str, Callable[[LayerPlan], bool]]]] = None,
     forward: Optional[Callable[[nn.Module, Any], Any]] = None,
+    process_group: Any = None,
     **options,
 ) -> Report:
     """Initialize every weight that feeds a spiking neuron of ``model``; return a :class:`Report`.
@@ -340,20 +376,44 @@ def initialize(
             layer or neuron name).
         skip: layer name patterns (or predicates on the :class:`LayerPlan`) to leave untouched, e.g. the readout.
         forward: ``callable(model, example_input)`` for models that need more than ``model(example_input)``.
+        process_group: under an initialized ``torch.distributed`` group (None: the world group; False: no
+            synchronisation), the measured input statistics are those of the global batch (sums all-reduced
+            over the ranks, each rank passing its own share as ``example_input``) and the written weights are
+            broadcast from rank 0, so every rank ends with rank 0's weights bit for bit, whatever its own
+            generator held. All ranks must call ``initialize`` together. A no-op outside ``torch.distributed``.
         **options: the method's options (``ikun``: variant, version, mode, distribution, moment; ``spike_aware``:
             sigma_u, rate, horizon, input_second_moment; ``fluctuation``: mu_u, sigma_u, rate, input_rate, steps,
             recurrent_fraction).
 
     All new weights are computed and sampled before any is written, so an error leaves the model unchanged.
+    The report records the settings (``report.settings``) and each layer's seed (``LayerReport.seed``):
+    ``report.save(path)`` then :func:`reinitialize` reproduces the weights exactly.
     """
+    return _initialize(model, method, example_input, generator, overrides, skip, forward, process_group, options)
+
+
+def _initialize(model, method, example_input, generator, overrides, skip, forward, group, options,
+                replay: Optional[Report] = None) -> Report:
+    """``initialize``, optionally replaying the seeds (and checking the laws) of a recorded report."""
     if not isinstance(model, nn.Module):
         raise InitError(f"initialize: model must be a torch.nn.Module, got {type(model).__name__}")
     if method == "calibrated":
-        return _initialize_calibrated(model, example_input, generator, overrides, skip, forward, options)
+        report = _initialize_calibrated(model, example_input, generator, overrides, skip, forward, group, options,
+                                        replay)
+    else:
+        report = _initialize_analytic(model, method, example_input, generator, overrides, skip, forward, group,
+                                      options, replay)
+    report.settings = _settings(method, options, overrides, skip, example_input, forward, group)
+    return report
+
+
+def _initialize_analytic(model, method, example_input, generator, overrides, skip, forward, group, options,
+                         replay: Optional[Report]) -> Report:
     _check_options(method, options, "")
     if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
         raise InitError("initialize: generator must be a CPU torch.Generator")
     p = plan(model, example_input, forward=forward)
+    _use_global_input_stats(p, group)
     results, skipped = compute_laws(p, method, options, overrides, skip)
     for layer, _, _ in results:
         if layer.weight.numel() == 0:
@@ -362,7 +422,11 @@ def initialize(
             raise InitError(f"initialize: {layer.name} is not a floating-point tensor ({layer.weight.dtype})")
     # Each layer draws from its own stream, seeded in plan order from ``generator`` (or the global RNG): the
     # draws can run in parallel, and skipping or overriding one layer does not change the others' weights.
-    seeds = torch.randint(0, 2**62, (len(results),), generator=generator).tolist()
+    # The seeds go into the report: replaying them needs no generator state.
+    if replay is not None:
+        seeds = _replayed_seeds(results, replay)
+    else:
+        seeds = torch.randint(0, 2**62, (len(results),), generator=generator).tolist()
 
     def draw(item):
         (layer, law, _), seed = item
@@ -375,16 +439,48 @@ def initialize(
     with torch.no_grad():
         for weight, value in new:
             weight.copy_(value)
+    # rank 0's draws win everywhere: robust to ranks whose generators (or global RNGs) differ
+    broadcast_parameters([weight for weight, _ in new], src=0, group=group)
+    for (_, _, row), seed in zip(results, seeds):
+        row.seed = int(seed)
     notes = list(p.notes)
     if p.unfed:
         notes.append(f"neurons with no weight layer before them (left as they are): {', '.join(p.unfed)}")
+    if is_distributed(group):
+        notes.append(f"torch.distributed: input statistics of the global batch of {world_size(group)} ranks; "
+                     "weights broadcast from rank 0 (the seeds recorded are this rank's)")
     return Report(method, [r for _, _, r in results], skipped, p.source, notes)
+
+
+def _use_global_input_stats(p: Plan, group) -> None:
+    """Under ``torch.distributed``, replace each layer's measured input statistics by the global batch's.
+
+    From each rank's mean m, second moment q, non-zero fraction f and element count n, the sums n·m, n·q, n·f
+    and n are all-reduced (float64) and divided again: E[x] = Σ n·m / Σ n, E[x²] = Σ n·q / Σ n, i.e. the
+    statistics of the concatenated batch up to float64 rounding (~1e-16 relative). The input is binary only
+    if it is binary on every rank. Every rank then computes the same laws.
+    """
+    if not is_distributed(group):
+        return
+    fields = 5
+    rows: List[float] = []
+    for layer in p.layers:
+        s = layer.input_stats
+        rows += [0.0] * fields if s is None else [s.mean * s.count, s.second_moment * s.count,
+                                                  s.nonzero_fraction * s.count, float(s.count), float(not s.binary)]
+    sums = all_reduce_sums(rows, group)
+    for index, layer in enumerate(p.layers):
+        total, squares, nonzero, count, not_binary = sums[fields * index:fields * (index + 1)]
+        if count > 0:
+            layer.input_stats = InputStats(total / count, squares / count, round(nonzero) / count, not_binary == 0,
+                                           int(count))
 
 
 _CALIBRATION_OPTIONS = ("target_rate", "tolerance", "max_evaluations", "steps", "bias", "mode", "seed")
 
 
-def _initialize_calibrated(model, example_input, generator, overrides, skip, forward, options) -> Report:
+def _initialize_calibrated(model, example_input, generator, overrides, skip, forward, group, options,
+                           replay: Optional[Report] = None) -> Report:
     """``method="calibrated"``: an analytic start (``start=``, default spike-aware, with its options), then
     :func:`snn_initplug.calibration.calibrate` on the example batch. Either both happen or neither."""
     from .calibration import calibrate
@@ -401,9 +497,12 @@ def _initialize_calibrated(model, example_input, generator, overrides, skip, for
     try:
         # a list holds one input per time step (a model called once per step): the start plans on the first
         start_input = example_input[0] if isinstance(example_input, list) else example_input
-        report = initialize(model, start, start_input, generator=generator, overrides=overrides, skip=skip,
-                            forward=forward, **options)
-        report.calibration = calibrate(model, example_input, forward=forward, skip=skip, **calibration)
+        report = _initialize_analytic(model, start, start_input, generator, overrides, skip, forward, group, options,
+                                      replay)
+        report.calibration = calibrate(model, example_input, forward=forward, skip=skip, process_group=group,
+                                       **calibration)
+        if replay is not None:
+            _check_replayed_scales(report.calibration, replay.calibration)
     except BaseException:
         with torch.no_grad():
             for p, value in saved:
@@ -411,3 +510,165 @@ def _initialize_calibrated(model, example_input, generator, overrides, skip, for
         raise
     report.method = f"calibrated (from {start})"
     return report
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints: record the settings, replay them
+# ----------------------------------------------------------------------------------------------------------
+SETTINGS_FORMAT = 1
+_DISTRIBUTIONS = {"Uniform": Uniform, "Normal": Normal}
+
+
+def _encode(value: Any) -> Any:
+    """A JSON-safe form of an option value; what JSON cannot hold (callables, tensors) is marked
+    ``{"__unserializable__": repr}`` so that :func:`reinitialize` can refuse it by name."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, (Uniform, Normal)):
+        return {"__distribution__": type(value).__name__, **asdict(value)}
+    if isinstance(value, (list, tuple)):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return {k: _encode(v) for k, v in value.items()}
+    return {"__unserializable__": f"{type(value).__name__} {value!r}"}
+
+
+def _decode(value: Any, where: str) -> Any:
+    if isinstance(value, list):
+        return [_decode(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        if "__unserializable__" in value:
+            raise InitError(f"reinitialize: the report cannot be replayed: {where} was {value['__unserializable__']}, "
+                            "which a JSON report cannot hold (use name patterns and plain values instead of "
+                            "callables to make a report replayable)")
+        if "__distribution__" in value:
+            fields = {k: v for k, v in value.items() if k != "__distribution__"}
+            return _DISTRIBUTIONS[value["__distribution__"]](**fields)
+        return {k: _decode(v, f"{where}[{k!r}]") for k, v in value.items()}
+    return value
+
+
+def _skip_list(skip) -> List[Any]:
+    return [skip] if isinstance(skip, str) or callable(skip) else list(skip or [])
+
+
+def _tensors(value: Any):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+
+
+def input_fingerprint(example_input: Any) -> Optional[Dict[str, Any]]:
+    """SHA-256 of the example batch's tensors (dtype, shape and bytes), with their shapes: which batch a
+    report was made with (provenance only: :func:`reinitialize` checks the laws themselves)."""
+    tensors = [t.detach().cpu().contiguous() for t in _tensors(example_input)]
+    if not tensors:
+        return None
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(f"{t.dtype}{tuple(t.shape)};".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return {"sha256": digest.hexdigest(), "shapes": [list(t.shape) for t in tensors],
+            "dtypes": [str(t.dtype) for t in tensors]}
+
+
+def _settings(method, options, overrides, skip, example_input, forward, group) -> Dict[str, Any]:
+    """What :func:`reinitialize` needs besides the per-layer seeds (which live in the layer rows)."""
+    from . import __version__
+
+    return {
+        "format": SETTINGS_FORMAT,
+        "method": method,
+        "options": _encode(dict(options)),
+        "overrides": _encode(dict(overrides or {})),
+        "skip": _encode(_skip_list(skip)),
+        "forward": None if forward is None else f"custom ({getattr(forward, '__qualname__', repr(forward))}): "
+                                                 "pass it again to reinitialize",
+        "example_input": input_fingerprint(example_input),
+        "world_size": world_size(group),
+        "versions": {"snn_initplug": __version__, "torch": torch.__version__},
+    }
+
+
+def _replayed_seeds(results, replay: Report) -> List[int]:
+    """The recorded seeds, after checking that the fresh plan has the recorded layers and laws: the same law
+    and seed give the same weights, bit for bit (each layer's draw depends on nothing else)."""
+    fresh, recorded = [row.layer for _, _, row in results], [row.layer for row in replay.layers]
+    if fresh != recorded:
+        raise InitError(f"reinitialize: the model's layers {fresh} are not the report's {recorded} "
+                        "(a different architecture, or a different plan without the same example_input)")
+    for (_, law, row), old in zip(results, replay.layers):
+        if old.seed is None:
+            raise InitError(f"reinitialize: the report has no seed for {old.layer} (written by an older version)")
+        if (row.method, law.kind, law.mean, law.std) != (old.method, old.law, old.mean, old.std):
+            raise InitError(f"reinitialize: {old.layer}: the law is {row.method} {law.kind}(mean {law.mean!r}, std "
+                            f"{law.std!r}), the report's {old.method} {old.law}(mean {old.mean!r}, std {old.std!r}): "
+                            "pass the same example_input (and model) as when the report was made")
+    return [int(old.seed) for old in replay.layers]
+
+
+def _check_replayed_scales(fresh, recorded) -> None:
+    if recorded is None:
+        raise InitError("reinitialize: the report says method='calibrated' but holds no calibration")
+    got = [(c.neuron, c.scale) for c in fresh.layers]
+    want = [(c.neuron, c.scale) for c in recorded.layers]
+    if got != want:
+        raise InitError(f"reinitialize: calibration found scales {got}, the report {want}: the rates depend on the "
+                        "batch and on the parameters initialize leaves alone (biases, BatchNorm): pass the same "
+                        "example_input, to a model whose other parameters equal the original's (e.g. built under "
+                        "the same torch.manual_seed)")
+
+
+def reinitialize(
+    model: nn.Module,
+    report: Union[Report, str, "os.PathLike[str]"],
+    example_input: Any = None,
+    *,
+    forward: Optional[Callable[[nn.Module, Any], Any]] = None,
+    process_group: Any = None,
+) -> Report:
+    """Re-run the :func:`initialize` call recorded in ``report`` (a :class:`Report` or a path to its JSON),
+    reproducing its weights bit for bit on a freshly built ``model`` of the same architecture.
+
+    The recorded method, options, overrides and skip patterns are replayed, and each layer draws from its
+    recorded seed; nothing depends on the current random state. ``example_input`` (and ``forward``) must be
+    given again when the original call had them: the measured input statistics, and for ``"calibrated"`` the
+    searched scales, are recomputed and must match the report exactly, or an :class:`InitError` is raised and
+    the model is left unchanged (laws) or restored (scales). The searched scales depend on the parameters
+    ``initialize`` leaves alone (biases, BatchNorm), so replay ``"calibrated"`` on a model whose other
+    parameters equal the original's (e.g. built under the same ``torch.manual_seed``). A report whose ``skip``
+    or options held callables cannot be replayed (JSON cannot hold them): that too is an :class:`InitError`,
+    naming the value.
+
+    A report made under ``torch.distributed`` replays exactly under the same group with the same per-rank
+    batches (save it on rank 0: its seeds are rank 0's, whose weights every rank received).
+    """
+    if isinstance(report, (str, os.PathLike)):
+        report = Report.load(report)
+    if not isinstance(report, Report):
+        raise InitError(f"reinitialize: expected a Report or a path to one, got {type(report).__name__}")
+    settings = report.settings
+    if not settings:
+        raise InitError("reinitialize: the report records no settings (written by an older version)")
+    if settings.get("format") != SETTINGS_FORMAT:
+        raise InitError(f"reinitialize: unknown settings format {settings.get('format')!r} "
+                        f"(this version reads {SETTINGS_FORMAT})")
+    options = _decode(settings["options"], "options")
+    overrides = _decode(settings["overrides"], "overrides")
+    skip = _decode(settings["skip"], "skip")
+    if settings.get("example_input") is not None and example_input is None:
+        raise InitError(f"reinitialize: the report was made with an example_input (shapes "
+                        f"{settings['example_input']['shapes']}); pass the same batch")
+    if settings.get("forward") is not None and forward is None:
+        raise InitError("reinitialize: the report was made with a custom forward=; pass it again")
+    return _initialize(model, settings["method"], example_input, None, overrides or None, skip or None, forward,
+                       process_group, options, replay=report)

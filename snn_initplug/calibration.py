@@ -21,6 +21,10 @@ Two execution modes:
 * **model** (anything else: custom time loops, residual networks): each search step runs the whole model;
   correct for any architecture, slower.
 
+Under ``torch.distributed`` (``process_group=``) each rate is measured on the global batch: the spike and
+element counts are all-reduced (SUM) over the ranks, so all ranks take the same search steps, and the weights
+are broadcast from rank 0 before and after (see ``docs/distributed.md``).
+
 Neuron states, BatchNorm statistics and the RNG are restored afterwards; only the weights change, and only
 once every layer has been calibrated (an error leaves the model as it was).
 """
@@ -35,6 +39,7 @@ import torch.nn as nn
 
 from .planning import (NORM_LAYERS, WEIGHT_LAYERS, LayerPlan, Plan, PlanError, StateSnapshot, _first_tensor, plan,
                    preserved, reset_neuron)
+from .distributed import all_reduce_counts, broadcast_parameters, is_distributed, world_size
 from .theory import InitError, normal_cdf
 
 __all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET_RATE"]
@@ -153,9 +158,16 @@ def _search(rate_at: Callable[[float], float], target: float, tolerance: float, 
                                                     "few neurons or a small batch)")
 
 
-def _spike_rate(outputs: Sequence[torch.Tensor]) -> float:
+def _spike_rate(outputs: Sequence[torch.Tensor], group=None) -> float:
+    """Spikes per neuron per step: (non-zero entries) / (entries), over batch, neurons and time.
+
+    Under ``torch.distributed`` both integer counts are summed over ``group`` first, so the rate is that of the
+    global batch, bit-identical on every rank (integer sums do not depend on order), and the search on every
+    rank takes the same steps.
+    """
     total = sum(int(torch.count_nonzero(o)) for o in outputs)
     count = sum(o.numel() for o in outputs)
+    total, count = all_reduce_counts([total, count], group)
     return total / max(count, 1)
 
 
@@ -205,7 +217,10 @@ def _target_for(name: str, target_rate: Union[float, Dict[str, float], Callable[
         value = matches[-1] if matches else target_rate.get("*", DEFAULT_TARGET_RATE)
     else:
         value = target_rate
-    value = float(value)
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise InitError(f"calibrate: the target rate of {name} must be a number in (0, 1), got {value!r}") from None
     if not 0.0 < value < 1.0:
         raise InitError(f"calibrate: the target rate of {name} must lie in (0, 1), got {value}")
     return value
@@ -254,7 +269,7 @@ def _run_units(units: Sequence[nn.Module], calls: List[torch.Tensor]) -> List[to
     return out
 
 
-def _calibrate_chain(model, units, groups, calls, target_rate, tolerance, max_evals, seed):
+def _calibrate_chain(model, units, groups, calls, target_rate, tolerance, max_evals, seed, process_group=None):
     results, scales = [], []
     by_neuron = {id(g.neuron): g for g in groups}
     acts = calls
@@ -303,7 +318,11 @@ def _calibrate_chain(model, units, groups, calls, target_rate, tolerance, max_ev
             return out
 
         target = _target_for(group.neuron_name, target_rate)
-        s, rate, initial, evals, status = _search(lambda v: _spike_rate(outputs_at(v)), target, tolerance, max_evals)
+
+        def measured(v: float) -> float:  # the global batch's rate under torch.distributed
+            return _spike_rate(outputs_at(v), process_group)
+
+        s, rate, initial, evals, status = _search(measured, target, tolerance, max_evals)
         acts = outputs_at(s)
         snapshot.restore()
         results.append(LayerCalibration(group.neuron_name, [pname], target, initial, rate, s, evals, status))
@@ -331,7 +350,7 @@ def _bias_like(layer: nn.Module, z: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------
 # Model mode: any architecture, one whole forward pass per evaluation
 # ----------------------------------------------------------------------------------------------------------
-def _calibrate_model(model, groups, run, target_rate, tolerance, max_evals, seed):
+def _calibrate_model(model, groups, run, target_rate, tolerance, max_evals, seed, process_group=None):
     results, scales = [], []
     snapshot = StateSnapshot(model)
     for group in groups:
@@ -354,7 +373,7 @@ def _calibrate_model(model, groups, run, target_rate, tolerance, max_evals, seed
                         param.copy_(value)
             if not recorded:
                 raise PlanError(f"calibrate: neuron {group.neuron_name} was not called by the forward pass")
-            return _spike_rate(recorded)
+            return _spike_rate(recorded, process_group)
 
         target = _target_for(group.neuron_name, target_rate)
         try:
@@ -386,6 +405,7 @@ def calibrate(
     seed: int = 0,
     skip=None,
     plan_: Optional[Plan] = None,
+    process_group: Any = None,
 ) -> CalibrationReport:
     """Scale the weight (or BatchNorm weight) that feeds each neuron until its firing rate equals the target.
 
@@ -403,6 +423,13 @@ def calibrate(
         mode: ``"auto"`` (chain when the model is a plain ``nn.Sequential`` stack), ``"chain"`` or ``"model"``.
         seed: RNG seed used for every evaluation (dropout and stochastic encoders see the same draws each time).
         skip: layers to leave alone (patterns or predicates, as in ``initialize``).
+        process_group: under an initialized ``torch.distributed`` group (None: the world group; False: no
+            synchronisation), every rank calibrates on the global batch: the weights to scale are first
+            broadcast from rank 0, each measured rate is (spikes summed over ranks) / (elements summed over
+            ranks), so all ranks take the same search steps and find the same scales, and the final weights
+            are broadcast from rank 0 again as a safety net. Each rank passes its own share of the batch.
+            BatchNorm layers in training mode still normalise with per-rank batch statistics (use
+            ``SyncBatchNorm``). A no-op outside ``torch.distributed``.
 
     Returns a :class:`CalibrationReport`; layers that cannot reach their target say why (``status``).
     """
@@ -410,6 +437,8 @@ def calibrate(
         raise InitError(f"calibrate: model must be a torch.nn.Module, got {type(model).__name__}")
     if not 0 < tolerance < 1:
         raise InitError(f"calibrate: tolerance must lie in (0, 1), got {tolerance}")
+    if not isinstance(max_evaluations, int) or max_evaluations < 1:
+        raise InitError(f"calibrate: max_evaluations must be a positive integer, got {max_evaluations!r}")
     if bias not in ("keep", "zero"):
         raise InitError(f"calibrate: bias must be 'keep' or 'zero', got {bias!r}")
     if mode not in ("auto", "chain", "model"):
@@ -426,15 +455,23 @@ def calibrate(
     groups = _groups(model, p, skip)
     for group in groups:
         _target_for(group.neuron_name, target_rate)  # validate every target before touching anything
+        for name, param in group.params:
+            if not torch.isfinite(param).all():  # a scale search on NaN weights would misreport the cause
+                raise InitError(f"calibrate: {name} has non-finite values; initialize it first")
     if not groups:
         raise PlanError("calibrate: no weight layer feeds a neuron")
     units = _chain_ready(model, groups) if mode in ("auto", "chain") and forward is None else None
     if mode == "chain" and units is None:
         raise InitError("calibrate: mode='chain' needs a plain nn.Sequential stack with one layer per neuron")
     originals = [(param, param.detach().clone()) for g in groups for _, param in g.params + g.biases]
+    scaled_params = [param for g in groups for _, param in g.params]
     notes = []
+    if is_distributed(process_group):
+        notes.append(f"rates measured on the global batch of {world_size(process_group)} ranks; weights from rank 0")
     with preserved(model):
         try:
+            # every rank must scale the same weights, or the summed rates would mix different networks
+            broadcast_parameters(scaled_params, src=0, group=process_group)
             for _, neuron, _ in p.neurons:  # calibrate as a fresh batch is processed: from rest
                 reset_neuron(neuron)
             if bias == "zero":
@@ -443,11 +480,13 @@ def calibrate(
                         for _, b in group.biases:
                             b.zero_()
             if units is not None:
-                results, scales = _calibrate_chain(model, units, groups, calls, target_rate, tolerance, max_evaluations, seed)
+                results, scales = _calibrate_chain(model, units, groups, calls, target_rate, tolerance,
+                                                   max_evaluations, seed, process_group)
                 chosen = "chain"
             else:
                 run = _runner(model, example_input, calls, steps, forward)
-                results, scales = _calibrate_model(model, groups, run, target_rate, tolerance, max_evaluations, seed)
+                results, scales = _calibrate_model(model, groups, run, target_rate, tolerance, max_evaluations,
+                                                   seed, process_group)
                 chosen = "model"
         except BaseException:
             with torch.no_grad():
@@ -458,6 +497,8 @@ def calibrate(
             if chosen == "chain":  # the chain search never wrote the weights; model mode already did
                 for param, s in scales:
                     param.mul_(s)
+        # the scales agree on every rank already (same global rates); this guards against anything rank-local
+        broadcast_parameters(scaled_params, src=0, group=process_group)
     if not all(r.status == "ok" for r in results):
         notes.append("some layers did not reach their target; see status")
     return CalibrationReport(results, chosen, tolerance, notes)
