@@ -502,6 +502,12 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
         elif name in membranes and membranes[name].count == 0:
             notes.append(f"{name}: the membrane is not observable (the neuron did not call the spike function "
                          "it keeps as an attribute)")
+    # A NaN/Inf already in a parameter silently showed up as rate 1 / "saturated" (NaN spikes count as
+    # non-zero); say where it is instead of letting the numbers pass for a diagnosis.
+    broken = [n for n, q in model.named_parameters() if q.is_floating_point() and not bool(torch.isfinite(q).all())]
+    if broken:
+        notes.insert(0, f"non-finite values (NaN/Inf) in parameters {', '.join(broken)}: the statistics below "
+                        "are not meaningful")
     layers = [_layer_record(depth, name, p, counters[name], membranes.get(name), feeding, grad_norms, want_grad)
               for depth, name in enumerate(order)]
     return Diagnosis(layers, loss_value, loss_description, label, notes + list(p.notes))

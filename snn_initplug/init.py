@@ -53,6 +53,9 @@ class Law:
 
 def calculate_fans(tensor: torch.Tensor) -> Tuple[int, int]:
     """(fan_in, fan_out) with PyTorch's convention; needs at least 2 dimensions."""
+    # A clear TypeError for a list/array/None instead of "AttributeError: ... has no attribute 'dim'".
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor, got {type(tensor).__name__}")
     if tensor.dim() < 2:
         raise InitError(f"fans need a tensor with at least 2 dimensions, got shape {tuple(tensor.shape)}")
     receptive = math.prod(tensor.shape[2:]) if tensor.dim() > 2 else 1
@@ -61,7 +64,8 @@ def calculate_fans(tensor: torch.Tensor) -> Tuple[int, int]:
 
 def sample(law: Law, shape, *, dtype=torch.float32, device=None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Draw a tensor from ``law`` on the CPU and move it to ``device``/``dtype``."""
-    if generator is not None and generator.device.type != "cpu":
+    # isinstance first: a non-Generator (a seed int) raised AttributeError on ``.device``
+    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
         raise InitError("generator must be a CPU torch.Generator (samples are drawn on the CPU for reproducibility)")
     work = torch.float64 if dtype == torch.float64 else torch.float32
     if dtype.is_floating_point and dtype.itemsize < 4 and abs(law.mean) + 12 * law.std > torch.finfo(dtype).max:
@@ -76,10 +80,24 @@ def sample(law: Law, shape, *, dtype=torch.float32, device=None, generator: Opti
     return out.to(device=device, dtype=dtype)
 
 
+def _is_empty(tensor: torch.Tensor) -> bool:
+    """torch.nn.init's rule for zero-element tensors: warn and do nothing. Checked before any law is computed:
+    before, a (n, 0) tensor gave ZeroDivisionError (spike_aware_, fluctuation_) or InitError (ikun_, baseline_)
+    while a (0, n) tensor was a silent no-op for some functions and an error for baseline_."""
+    calculate_fans(tensor)  # type and dimension checks still apply
+    if tensor.numel() == 0:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        return True
+    return False
+
+
 def _fill_(tensor: torch.Tensor, law: Law, generator: Optional[torch.Generator]) -> torch.Tensor:
     if tensor.numel() == 0:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
         return tensor
+    # An integer tensor was silently filled with truncated draws (mostly 0 and ±1); torch.nn.init raises too.
+    if not tensor.is_floating_point():
+        raise InitError(f"cannot initialize a {tensor.dtype} tensor: weights must be floating point")
     new = sample(law, tensor.shape, dtype=tensor.dtype, device=tensor.device, generator=generator)
     with torch.no_grad():
         return tensor.copy_(new)
@@ -149,6 +167,8 @@ def ikun_(
     Otherwise ``mode`` is ``fan_in`` (default), ``fan_out``, ``fan_avg`` or ``fan_sum``. See
     :func:`calculate_ikun_gain` for ``variant``, ``distribution`` and ``moment``.
     """
+    if _is_empty(tensor):
+        return tensor
     if version is not None:
         if version not in ("v1", "v2"):
             raise InitError(f"IKUN version must be 'v1' or 'v2', got {version!r}")
@@ -185,8 +205,14 @@ def calculate_spike_aware_gain(
     (:math:`\sigma_u = \theta/\Phi^{-1}(1-r)`). Without ``input_second_moment`` the input is taken to be spikes at
     the self-consistent rate :math:`1 - \Phi(\theta/\sigma_u)`: 6.30 at :math:`\theta = \sigma_u = 1`.
     """
-    if not threshold > 0:
-        raise InitError(f"threshold must be > 0, got {threshold}")
+    # float() first and a finiteness check: a str threshold raised a bare TypeError from ">", and θ = inf passed
+    # and surfaced as "input second moment is nan"
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InitError(f"threshold must be a single number, got {threshold!r}") from exc
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise InitError(f"threshold must be a finite number > 0, got {threshold}")
     sigma = _target_sigma_u(threshold, sigma_u, rate)
     q = theory.firing_probability(threshold, sigma) if input_second_moment is None else input_second_moment
     return theory.spike_aware_variance(1.0, sigma, q, kernel_sq_sum)
@@ -207,6 +233,8 @@ def spike_aware_(
     ``kernel_sq_sum`` is :math:`\Sigma K^2` of the neuron over the horizon the variance should hold at:
     :math:`c^2` for the single-step form (1 for snnTorch), the stationary sum for the multi-step extension.
     """
+    if _is_empty(tensor):
+        return tensor
     fan_in, _ = calculate_fans(tensor)
     gain = calculate_spike_aware_gain(threshold, sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment,
                                       kernel_sq_sum=kernel_sq_sum)
@@ -246,6 +274,8 @@ def calculate_fluctuation(
 
 def fluctuation_(tensor: torch.Tensor, *, generator: Optional[torch.Generator] = None, **kwargs) -> torch.Tensor:
     """Fill ``tensor`` from :func:`calculate_fluctuation` (same keyword arguments, ``fan_in`` from the tensor)."""
+    if _is_empty(tensor):
+        return tensor
     fan_in, _ = calculate_fans(tensor)
     return _fill_(tensor, calculate_fluctuation(fan_in, **kwargs), generator)
 
@@ -288,5 +318,7 @@ BASELINES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "x
 
 def baseline_(tensor: torch.Tensor, name: str, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Fill ``tensor`` from :func:`baseline_law`."""
+    if _is_empty(tensor):
+        return tensor
     return _fill_(tensor, baseline_law(name, *calculate_fans(tensor)), generator)
 

@@ -59,6 +59,9 @@ def _as_value(name: str, value: Any) -> Scalar:
         if value.is_complex() or value.device.type == "meta":
             raise NeuronSpecError(f"NeuronSpec.{name} must be a real tensor with data, got {value.dtype} on {value.device}")
         tensor = value.detach().to("cpu", torch.float64).clone()
+        # an empty tensor crashed later in min() with a RuntimeError; it holds no parameter value at all
+        if tensor.numel() == 0:
+            raise NeuronSpecError(f"NeuronSpec.{name} is an empty tensor (no values)")
         if not torch.isfinite(tensor).all():
             raise NeuronSpecError(f"NeuronSpec.{name} must be finite, got non-finite values")
         return tensor.item() if tensor.numel() == 1 and tensor.dim() == 0 else tensor

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 
 from .adapters import InternalWeight, find_adapter, internal_weights
-from .neuron import NeuronSpec
+from .neuron import NeuronSpec, NeuronSpecError
 
 __all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYERS", "StateSnapshot", "preserved"]
 
@@ -62,7 +62,10 @@ class _StatsAccumulator:
 
     def add(self, x: torch.Tensor) -> None:
         x = x.detach()
-        if not x.is_floating_point():
+        # float16/bfloat16 too: ``x * x`` was rounded to the input's dtype before the float64 sum, so a half
+        # precision model got slightly different statistics (and weights) than float32 on the same values;
+        # in float32 the square of a half value is exact
+        if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()
         self.total += float(x.sum(dtype=torch.float64))
         self.squares += float((x * x).sum(dtype=torch.float64))
@@ -206,7 +209,9 @@ class StateSnapshot:
             buffers = {k: (v, _clone(v)) for k, v in module._buffers.items()}
             extras = {k: _clone(v) if not isinstance(v, dict) else {kk: _clone(vv) for kk, vv in v.items()}
                       for k, v in vars(module).items()
-                      if k not in _SKIP_ATTRS and (isinstance(v, torch.Tensor) or k in ("_memories",))}
+                      # ``v is None`` too: a state that starts as None (``self.mem = None`` until the first
+                      # call, common in hand-written neurons) was left holding the walk's last tensor
+                      if k not in _SKIP_ATTRS and (isinstance(v, torch.Tensor) or v is None or k in ("_memories",))}
             self._saved.append((module, buffers, extras, set(vars(module))))
 
     def restore(self) -> None:
@@ -369,10 +374,31 @@ def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
     if not neurons:
         raise PlanError(f"plan: no spiking neurons found in {type(model).__name__} "
                         "(supported: snnTorch, SpikingJelly, and classes registered with register_neuron)")
-    specs = {name: find_adapter(module).to_spec(module) for name, module in neurons}
+    specs = {name: _read_spec(name, module) for name, module in neurons}
     if example_input is None and forward is None:
         return _plan_by_module_order(model, neurons, specs)
     return _plan_by_example(model, neurons, specs, example_input, forward)
+
+
+def _read_spec(name: str, module: nn.Module) -> NeuronSpec:
+    """The neuron's spec from its adapter, with the neuron named in the error. Added because a NaN threshold
+    read by an adapter raised "NeuronSpec.threshold must be finite" without saying which neuron, a user
+    ``to_spec`` that returned something else was accepted (and crashed later, or planned nothing), and one
+    that raised leaked its own exception type out of plan()."""
+    from .adapters import UnsupportedNeuronError
+
+    label = f"{name or 'the model'} ({type(module).__name__})"
+    try:
+        spec = find_adapter(module).to_spec(module)
+    except NeuronSpecError as exc:
+        raise NeuronSpecError(f"plan: neuron {label}: {exc}") from exc
+    except UnsupportedNeuronError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a user's to_spec may raise anything
+        raise PlanError(f"plan: reading neuron {label} failed: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(spec, NeuronSpec):
+        raise PlanError(f"plan: the adapter of neuron {label} returned {type(spec).__name__}, not a NeuronSpec")
+    return spec
 
 
 def _input_source(node, boundaries, weights, norms, passes) -> Dict[str, Any]:
@@ -409,7 +435,10 @@ def _weight_map(model: nn.Module, neuron_names: Sequence[str]):
         if any(name == n or name.startswith(n + ".") for n in neuron_names if n):
             continue
         if isinstance(module, WEIGHT_LAYERS):
-            weights[id(module.weight)] = name
+            # setdefault: with tied weights (one Parameter in two modules) the first module names the weight;
+            # the last one used to win, so the layer feeding the first neuron was planned with the second
+            # module's input statistics (spikes instead of the data)
+            weights.setdefault(id(module.weight), name)
             modules[name] = module
         elif isinstance(module, NORM_LAYERS):
             for p in module.parameters(recurse=False):
@@ -550,7 +579,9 @@ def _plan_by_module_order(model, neurons, specs) -> Plan:
         if id(module) in neuron_ids:
             yield prefix, module
             return
-        children = list(module.named_children())
+        # _modules, not named_children(): the latter skips a module registered twice (one Linear used at two
+        # places of a Sequential), so the neuron after its second use was reported as having no weight layer
+        children = [(n, c) for n, c in module._modules.items() if c is not None]
         if not children:
             yield prefix, module
             return
@@ -597,4 +628,7 @@ def _plan_by_module_order(model, neurons, specs) -> Plan:
             between.append(type(module).__name__)
     notes = ["no example input: layers paired by module order (sequential containers only); "
              "input statistics were not measured"]
+    # as in the example walk: a weight shared by two layers (tied, or one module used twice) is planned once;
+    # before, module order planned it twice and the report listed two laws for one tensor (the last one won)
+    layers = _drop_shared(layers, notes)
     return Plan(layers, [(n, m, specs[n]) for n, m in neurons], unfed, "module-order", notes)

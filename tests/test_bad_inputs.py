@@ -1,0 +1,591 @@
+"""The bad-input matrix (issue 8, part 3): one test per row of ``docs/bad_inputs.md``.
+
+Every public entry point against wrong types, empty models, zero-element weights, non-finite values,
+unsupported neurons, inputs of the wrong shape, the meta device, half precision, shared and tied weights and
+frozen layers. A row either raises (the exception type and a fragment of its message, and the model is left
+bit-for-bit unchanged) or works (and a check says what "works" means).
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import pytest
+import torch
+import torch.nn as nn
+
+import snn_initplug as sip
+from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
+
+
+# ------------------------------------------------------------------------------------------------------
+# A framework-free neuron and small models
+# ------------------------------------------------------------------------------------------------------
+def spike_fn(v):
+    soft = torch.sigmoid(4 * v)
+    return soft + ((v > 0).to(v.dtype) - soft).detach()
+
+
+class Spk(nn.Module):
+    def __init__(self, theta=1.0):
+        super().__init__()
+        self.theta = theta
+
+    def forward(self, x):
+        return spike_fn(x - self.theta)
+
+
+class NotASpecNeuron(nn.Module):  # its adapter returns a string
+    forward = Spk.forward
+    theta = 1.0
+
+
+class BrokenAdapterNeuron(nn.Module):  # its adapter raises ZeroDivisionError
+    forward = Spk.forward
+    theta = 1.0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def neurons_registered():
+    sip.register_neuron(Spk, lambda m: sip.NeuronSpec(threshold=m.theta, beta=0.5, surrogate=spike_fn, name="Spk"))
+    sip.register_neuron(NotASpecNeuron, lambda m: "not a spec")
+    sip.register_neuron(BrokenAdapterNeuron, lambda m: 1 / 0)
+    yield
+    for cls in (Spk, NotASpecNeuron, BrokenAdapterNeuron):
+        sip.unregister_neuron(cls)
+
+
+def mlp(dtype=torch.float32) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 3), Spk(), nn.Linear(3, 2), Spk()).to(dtype)
+
+
+def batch(dtype=torch.float32) -> torch.Tensor:
+    return torch.rand(8, 4, generator=torch.Generator().manual_seed(1)).to(dtype)
+
+
+def seeded():
+    return torch.Generator().manual_seed(0)
+
+
+def with_nan_weight(model: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")
+    return model
+
+
+def frozen(model: nn.Module) -> nn.Module:
+    model.requires_grad_(False)
+    return model
+
+
+def shared_module_model() -> nn.Sequential:
+    """One Linear used at two places."""
+    torch.manual_seed(0)
+    shared = nn.Linear(3, 3)
+    return nn.Sequential(nn.Linear(4, 3), Spk(), shared, Spk(), shared, Spk())
+
+
+def tied_model() -> nn.Sequential:
+    """Two Linear modules holding one weight Parameter."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), Spk(), nn.Linear(4, 4), Spk())
+    model[2].weight = model[0].weight
+    return model
+
+
+def snntorch_model(**leaky) -> nn.Module:
+    import snntorch as snn
+
+    return nn.Sequential(nn.Linear(4, 3), snn.Leaky(init_hidden=True, **leaky))
+
+
+def spikingjelly_model(node: str, **kwargs) -> nn.Module:
+    from spikingjelly.activation_based import neuron
+
+    return nn.Sequential(nn.Linear(4, 3), getattr(neuron, node)(**kwargs))
+
+
+# ------------------------------------------------------------------------------------------------------
+# Rows
+# ------------------------------------------------------------------------------------------------------
+@dataclass
+class Row:
+    """``call(model)`` either raises ``raises`` with ``match`` in its message (and ``model`` is unchanged),
+    or returns, and ``check(result, model)`` says what "works" means."""
+
+    entry: str
+    bad_input: str
+    behaviour: str
+    call: Callable[[Any], Any]
+    model: Callable[[], Any] = lambda: None
+    raises: Optional[type] = None
+    match: str = ""
+    check: Optional[Callable[[Any, Any], None]] = None
+    marks: List[Any] = field(default_factory=list)
+
+
+def raises(exc: type, match: str) -> Dict[str, Any]:
+    return {"raises": exc, "match": match, "behaviour": f"`{exc.__name__}`: \"{match}\""}
+
+
+def works(behaviour: str, check: Callable[[Any, Any], None]) -> Dict[str, Any]:
+    return {"behaviour": f"works, and {behaviour}", "check": check}
+
+
+NEEDS_SNNTORCH = [pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")]
+NEEDS_SPIKINGJELLY = [pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed"),
+                      pytest.mark.spikingjelly]
+
+
+def xfail_in(module: str, reason: str):
+    return [pytest.mark.xfail(strict=True, reason=f"needs a fix in snn_initplug/{module}: {reason}")]
+
+
+# --- checks used by "works" rows ---------------------------------------------------------------------
+def weights_replaced_and_finite(report, model):
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert [layer.layer for layer in report.layers] == ["0.weight", "2.weight"]
+
+
+def equals_float32_draws(dtype):
+    def check(report, model):
+        reference = mlp()
+        sip.initialize(reference, "spike_aware", batch(dtype).float(), generator=seeded())
+        for name, value in model.named_parameters():
+            if name.endswith("weight"):
+                assert value.dtype == dtype
+                assert torch.equal(value, dict(reference.named_parameters())[name].to(dtype)), name
+    return check
+
+
+def planned_once_with_note(first, second, neuron):
+    def check(report, model):
+        assert [layer.layer for layer in report.layers] == [first, "2.weight"] or \
+            [layer.layer for layer in report.layers] == [first]
+        assert any(f"also feeds {neuron}" in note for note in report.notes), report.notes
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+    return check
+
+
+def tied_planned_once_from_data(report, model):
+    assert [layer.layer for layer in report.layers] == ["0.weight"]
+    assert "measured" in report.layers[0].assumed["q_in"]  # the data feeds the first use, not spikes
+    assert model[0].weight is model[2].weight
+
+
+def frozen_still_initialized(report, model):
+    before = mlp()
+    assert not torch.equal(model[0].weight, before[0].weight)
+    assert not any(p.requires_grad for p in model.parameters())
+
+
+def frozen_still_calibrated(report, model):
+    assert report.layers and not any(p.requires_grad for p in model.parameters())
+
+
+def tensor_fill(name: str) -> Callable[..., torch.Tensor]:
+    args = {"ikun_": (spike_fn,), "spike_aware_": (), "baseline_": ("kaiming_normal",), "fluctuation_": ()}[name]
+    kwargs = {"fluctuation_": {"kernel_sums": (2.0, 1.3), "input_rate": 0.2}}.get(name, {})
+    function = getattr(sip, name)
+    return lambda tensor, **extra: function(tensor, *args, **kwargs, **extra)
+
+
+def filled_like_float32(name, dtype):
+    def check(result, _):
+        reference = tensor_fill(name)(torch.empty(5, 3), generator=seeded())
+        assert result.dtype == dtype and torch.equal(result, reference.to(dtype))
+    return check
+
+
+def no_op(result, _):
+    assert result.numel() == 0
+
+
+def finite(result, _):
+    assert torch.isfinite(result).all()
+
+
+def still_meta(result, _):
+    assert result.device.type == "meta"
+
+
+def non_finite_note(diagnosis, _):
+    assert any("non-finite" in note and "0.weight" in note for note in diagnosis.notes), diagnosis.notes
+
+
+def ok(result, _):
+    pass
+
+
+def rows() -> Dict[str, Row]:
+    x = batch()
+    table: Dict[str, Row] = {}
+
+    def row(id_: str, entry: str, bad_input: str, call, model=lambda: None, marks=(), **expect):
+        assert id_ not in table, id_
+        table[id_] = Row(entry, bad_input, call=call, model=model, marks=list(marks), **expect)
+
+    # --- initialize ---------------------------------------------------------------------------------
+    row("initialize-model-not-module", "initialize", "model is a str", lambda m: sip.initialize("net", "ikun"),
+        **raises(sip.InitError, "model must be a torch.nn.Module"))
+    row("initialize-unknown-method", "initialize", "method='foo'", lambda m: sip.initialize(m, "foo", x), mlp,
+        **raises(sip.InitError, "unknown method"))
+    row("initialize-generator-not-generator", "initialize", "generator=0 (an int)",
+        lambda m: sip.initialize(m, "ikun", x, generator=0), mlp,
+        **raises(sip.InitError, "generator must be a CPU torch.Generator"))
+    row("initialize-empty-sequential", "initialize", "nn.Sequential()",
+        lambda m: sip.initialize(m, "ikun", x), nn.Sequential, **raises(sip.PlanError, "no spiking neurons"))
+    row("initialize-no-neurons", "initialize", "a model with no neuron",
+        lambda m: sip.initialize(m, "ikun", x), lambda: nn.Sequential(nn.Linear(4, 3)),
+        **raises(sip.PlanError, "no spiking neurons"))
+    row("initialize-zero-fan-in", "initialize", "Linear(0, 3) feeding a neuron",
+        lambda m: sip.initialize(m, "ikun", torch.rand(8, 0)), lambda: nn.Sequential(nn.Linear(0, 3), Spk()),
+        **raises(sip.InitError, "zero-element weight"))
+    row("initialize-zero-fan-out", "initialize", "Linear(4, 0) feeding a neuron",
+        lambda m: sip.initialize(m, "ikun", x), lambda: nn.Sequential(nn.Linear(4, 0), Spk()),
+        **raises(sip.InitError, "zero elements"))
+    row("initialize-nan-in-weight", "initialize", "NaN in a planned weight",
+        lambda m: sip.initialize(m, "spike_aware", x), lambda: with_nan_weight(mlp()),
+        **works("the NaN is overwritten: every weight is finite", weights_replaced_and_finite))
+    row("initialize-calibrated-nan-in-weight", "initialize", "NaN in a planned weight, method='calibrated'",
+        lambda m: sip.initialize(m, "calibrated", x, max_evaluations=4), lambda: with_nan_weight(mlp()),
+        **works("the analytic start overwrites the NaN before calibration", weights_replaced_and_finite))
+    row("initialize-nan-in-input", "initialize", "example_input full of NaN, method='spike_aware'",
+        lambda m: sip.initialize(m, "spike_aware", torch.full((8, 4), float("nan"))), mlp,
+        **raises(sip.InitError, "input second moment is nan"))
+    row("initialize-nan-threshold", "initialize", "registered neuron with θ = NaN",
+        lambda m: sip.initialize(m, "ikun", x), lambda: nn.Sequential(nn.Linear(4, 3), Spk(float("nan"))),
+        **raises(sip.NeuronSpecError, "neuron 1 (Spk): NeuronSpec.threshold must be finite"))
+    row("initialize-nan-threshold-snntorch", "initialize", "snnTorch Leaky(threshold=nan)",
+        lambda m: sip.initialize(m, "ikun", x), lambda: snntorch_model(beta=0.5, threshold=float("nan")),
+        marks=NEEDS_SNNTORCH, **raises(sip.NeuronSpecError, "neuron 1 (Leaky): NeuronSpec.threshold must be finite"))
+    row("initialize-inf-threshold-snntorch", "initialize", "snnTorch Leaky(threshold=inf)",
+        lambda m: sip.initialize(m, "ikun"), lambda: snntorch_model(beta=0.5, threshold=float("inf")),
+        marks=NEEDS_SNNTORCH, **raises(sip.NeuronSpecError, "NeuronSpec.threshold must be finite, got inf"))
+    row("initialize-nan-beta-snntorch", "initialize", "snnTorch Leaky(beta=nan)",
+        lambda m: sip.initialize(m, "ikun", x), lambda: snntorch_model(beta=float("nan")),
+        marks=NEEDS_SNNTORCH, **raises(sip.NeuronSpecError, "NeuronSpec.beta must be finite"))
+    row("initialize-nan-threshold-spikingjelly", "initialize", "SpikingJelly LIFNode(v_threshold=nan)",
+        lambda m: sip.initialize(m, "ikun", x), lambda: spikingjelly_model("LIFNode", v_threshold=float("nan")),
+        marks=NEEDS_SPIKINGJELLY, **raises(sip.NeuronSpecError, "neuron 1 (LIFNode): NeuronSpec.threshold must be finite"))
+    row("initialize-nan-plif-weight-spikingjelly", "initialize", "SpikingJelly ParametricLIFNode with w = NaN",
+        lambda m: sip.initialize(m, "ikun", x), lambda: _plif_with_nan_w(),
+        marks=NEEDS_SPIKINGJELLY, **raises(sip.NeuronSpecError, "NeuronSpec.tau must be finite"))
+    row("initialize-unsupported-snntorch", "initialize", "snnTorch SLSTM",
+        lambda m: sip.initialize(m, "ikun", x), lambda: _snntorch_slstm(), marks=NEEDS_SNNTORCH,
+        **raises(sip.UnsupportedNeuronError, "not supported yet"))
+    row("initialize-unsupported-spikingjelly", "initialize", "SpikingJelly IzhikevichNode",
+        lambda m: sip.initialize(m, "ikun", x), lambda: spikingjelly_model("IzhikevichNode"),
+        marks=NEEDS_SPIKINGJELLY, **raises(sip.UnsupportedNeuronError, "not supported yet"))
+    row("initialize-adapter-returns-non-spec", "initialize", "a registered to_spec returning a str",
+        lambda m: sip.initialize(m, "ikun", x), lambda: nn.Sequential(nn.Linear(4, 3), NotASpecNeuron()),
+        **raises(sip.PlanError, "returned str, not a NeuronSpec"))
+    row("initialize-adapter-raises", "initialize", "a registered to_spec raising ZeroDivisionError",
+        lambda m: sip.initialize(m, "ikun", x), lambda: nn.Sequential(nn.Linear(4, 3), BrokenAdapterNeuron()),
+        **raises(sip.PlanError, "reading neuron 1 (BrokenAdapterNeuron) failed: ZeroDivisionError"))
+    row("initialize-wrong-input-shape", "initialize", "example_input of shape (8, 7) for Linear(4, ·)",
+        lambda m: sip.initialize(m, "ikun", torch.rand(8, 7)), mlp,
+        **raises(sip.PlanError, "does not run on the example input"))
+    row("initialize-input-not-tensor", "initialize", "example_input='abc'",
+        lambda m: sip.initialize(m, "ikun", "abc"), mlp, **raises(sip.PlanError, "does not run on the example input"))
+    row("initialize-meta", "initialize", "model on the meta device", lambda m: sip.initialize(m, "ikun", x),
+        lambda: mlp().to("meta"), **raises(sip.PlanError, "meta device"))
+    row("initialize-meta-module-order", "initialize", "model on the meta device, no example input",
+        lambda m: sip.initialize(m, "ikun"), lambda: mlp().to("meta"), **raises(sip.PlanError, "meta device"))
+    for dtype in (torch.float16, torch.bfloat16):
+        short = str(dtype).split(".")[1]
+        row(f"initialize-{short}", "initialize", f"{short} parameters and input",
+            lambda m, dtype=dtype: sip.initialize(m, "spike_aware", batch(dtype), generator=seeded()),
+            lambda dtype=dtype: mlp(dtype),
+            **works("the weights equal the float32 draws cast", equals_float32_draws(dtype)))
+        row(f"initialize-calibrated-{short}", "initialize", f"{short} parameters, method='calibrated'",
+            lambda m, dtype=dtype: sip.initialize(m, "calibrated", batch(dtype), max_evaluations=4),
+            lambda dtype=dtype: mlp(dtype), **works("every weight is finite", weights_replaced_and_finite))
+    row("initialize-shared-module", "initialize", "one Linear used at two places",
+        lambda m: sip.initialize(m, "spike_aware", x), shared_module_model,
+        **works("the shared weight is planned once, for its first neuron, with a note",
+                planned_once_with_note("0.weight", "2.weight", "5")))
+    row("initialize-shared-module-module-order", "initialize", "one Linear used at two places, no example input",
+        lambda m: sip.initialize(m, "ikun"), shared_module_model,
+        **works("the same: planned once, with a note", planned_once_with_note("0.weight", "2.weight", "5")))
+    row("initialize-tied-weights", "initialize", "two Linear modules sharing one weight Parameter",
+        lambda m: sip.initialize(m, "spike_aware", x), tied_model,
+        **works("planned once, for the first module (with the data's statistics), with a note",
+                tied_planned_once_from_data))
+    row("initialize-tied-weights-module-order", "initialize", "tied weights, no example input",
+        lambda m: sip.initialize(m, "ikun"), tied_model,
+        **works("planned once, with a note", planned_once_with_note("0.weight", "2.weight", "3")))
+    row("initialize-frozen", "initialize", "requires_grad=False everywhere",
+        lambda m: sip.initialize(m, "spike_aware", x), lambda: frozen(mlp()),
+        **works("the weights are initialized and stay frozen", frozen_still_initialized))
+    row("initialize-calibrated-frozen", "initialize", "requires_grad=False, method='calibrated'",
+        lambda m: sip.initialize(m, "calibrated", x, max_evaluations=4), lambda: frozen(mlp()),
+        **works("the weights are initialized and stay frozen", frozen_still_initialized))
+    row("initialize-calibrated-no-input", "initialize", "method='calibrated' without example_input",
+        lambda m: sip.initialize(m, "calibrated"), mlp, **raises(sip.InitError, "needs example_input"))
+
+    # --- calibrate ----------------------------------------------------------------------------------
+    row("calibrate-model-not-module", "calibrate", "model is a str", lambda m: sip.calibrate("net", x),
+        **raises(sip.InitError, "model must be a torch.nn.Module"))
+    row("calibrate-empty-sequential", "calibrate", "nn.Sequential()", lambda m: sip.calibrate(m, x),
+        nn.Sequential, **raises(sip.PlanError, "no spiking neurons"))
+    row("calibrate-no-input", "calibrate", "example_input=None", lambda m: sip.calibrate(m, None), mlp,
+        **raises(sip.InitError, "needs a real batch"))
+    row("calibrate-target-nan", "calibrate", "target_rate=nan", lambda m: sip.calibrate(m, x, float("nan")), mlp,
+        **raises(sip.InitError, "must lie in (0, 1)"))
+    row("calibrate-target-not-number", "calibrate", "target_rate='high'", lambda m: sip.calibrate(m, x, "high"), mlp,
+        **raises(sip.InitError, "target rate"))
+    row("calibrate-max-evaluations-zero", "calibrate", "max_evaluations=0",
+        lambda m: sip.calibrate(m, x, max_evaluations=0), mlp,
+        **raises(sip.InitError, "max_evaluations"))
+    row("calibrate-nan-in-weight", "calibrate", "NaN in a weight it scales",
+        lambda m: sip.calibrate(m, x, max_evaluations=4), lambda: with_nan_weight(mlp()),
+        **raises(sip.InitError, "non-finite"))
+    row("calibrate-wrong-input-shape", "calibrate", "example_input of the wrong shape",
+        lambda m: sip.calibrate(m, torch.rand(8, 7)), mlp, **raises(sip.PlanError, "does not run on the example input"))
+    row("calibrate-meta", "calibrate", "model on the meta device", lambda m: sip.calibrate(m, x),
+        lambda: mlp().to("meta"), **raises(sip.PlanError, "meta device"))
+    row("calibrate-float16", "calibrate", "float16 parameters and input",
+        lambda m: sip.calibrate(m, batch(torch.float16), max_evaluations=4), lambda: mlp(torch.float16),
+        **works("the weights stay finite float16", lambda r, m: weights_finite_in(m, torch.float16)))
+    row("calibrate-frozen", "calibrate", "requires_grad=False everywhere",
+        lambda m: sip.calibrate(m, x, max_evaluations=4), lambda: frozen(mlp()),
+        **works("the layers are calibrated and stay frozen", frozen_still_calibrated))
+
+    # --- plan ---------------------------------------------------------------------------------------
+    row("plan-model-not-module", "plan", "model is a str", lambda m: sip.plan("net"),
+        **raises(sip.PlanError, "model must be a torch.nn.Module"))
+    row("plan-empty-sequential", "plan", "nn.Sequential()", lambda m: sip.plan(m), nn.Sequential,
+        **raises(sip.PlanError, "no spiking neurons"))
+    row("plan-meta", "plan", "model on the meta device", lambda m: sip.plan(m, x), lambda: mlp().to("meta"),
+        **raises(sip.PlanError, "meta device"))
+    row("plan-wrong-input-shape", "plan", "example_input of the wrong shape", lambda m: sip.plan(m, torch.rand(8, 7)),
+        mlp, **raises(sip.PlanError, "does not run on the example input"))
+    row("plan-nan-threshold", "plan", "registered neuron with θ = NaN", lambda m: sip.plan(m),
+        lambda: nn.Sequential(nn.Linear(4, 3), Spk(float("nan"))),
+        **raises(sip.NeuronSpecError, "neuron 1 (Spk): NeuronSpec.threshold must be finite"))
+    row("plan-zero-fan-in", "plan", "Linear(0, 3) feeding a neuron", lambda m: sip.plan(m, torch.rand(8, 0)),
+        lambda: nn.Sequential(nn.Linear(0, 3), Spk()),
+        **works("the layer is planned with fan_in 0 (initialize refuses it)", lambda p, m: _fan_in_is(p, 0)))
+    row("plan-tied-weights", "plan", "two Linear modules sharing one weight Parameter", lambda m: sip.plan(m, x),
+        tied_model, **works("one entry, named after the first module, fed by the data", _tied_plan))
+
+    # --- diagnose -----------------------------------------------------------------------------------
+    row("diagnose-model-not-module", "diagnose", "model is a str", lambda m: sip.diagnose("net", x),
+        **raises(sip.PlanError, "model must be a torch.nn.Module"))
+    row("diagnose-empty-sequential", "diagnose", "nn.Sequential()", lambda m: sip.diagnose(m, x), nn.Sequential,
+        **raises(sip.PlanError, "no spiking neurons"))
+    row("diagnose-no-input", "diagnose", "example_input=None", lambda m: sip.diagnose(m), mlp,
+        **raises(sip.DiagnoseError, "needs example_input"))
+    row("diagnose-wrong-input-shape", "diagnose", "example_input of the wrong shape",
+        lambda m: sip.diagnose(m, torch.rand(8, 7)), mlp, **raises(sip.PlanError, "does not run on the example input"))
+    row("diagnose-meta", "diagnose", "model on the meta device", lambda m: sip.diagnose(m, x),
+        lambda: mlp().to("meta"), **raises(sip.PlanError, "meta device"))
+    row("diagnose-nan-in-weight", "diagnose", "NaN in a weight", lambda m: sip.diagnose(m, x),
+        lambda: with_nan_weight(mlp()), **works("a note names the non-finite parameter", non_finite_note))
+    row("diagnose-float16", "diagnose", "float16 parameters and input", lambda m: sip.diagnose(m, batch(torch.float16)),
+        lambda: mlp(torch.float16), **works("it returns rates for both layers", lambda d, m: _two_layers(d)))
+
+    # --- tensor initializers ------------------------------------------------------------------------
+    for name in ("ikun_", "spike_aware_", "fluctuation_", "baseline_"):
+        fill = tensor_fill(name)
+        row(f"{name}-not-a-tensor", name, "a list", lambda m, fill=fill: fill([[1.0, 2.0]]),
+            **raises(TypeError, "expected a torch.Tensor"))
+        row(f"{name}-one-dimensional", name, "shape (3,)", lambda m, fill=fill: fill(torch.empty(3)),
+            **raises(sip.InitError, "at least 2 dimensions"))
+        for shape in ((0, 3), (3, 0)):
+            row(f"{name}-zero-element-{shape[0]}x{shape[1]}", name, f"shape {shape}",
+                lambda m, fill=fill, shape=shape: _warns_no_op(fill, shape),
+                **works("it is a no-op with torch.nn.init's warning", no_op))
+        row(f"{name}-integer", name, "an int64 tensor", lambda m, fill=fill: fill(torch.zeros(3, 3, dtype=torch.int64)),
+            **raises(sip.InitError, "must be floating point"))
+        row(f"{name}-nan", name, "a tensor full of NaN",
+            lambda m, fill=fill: fill(torch.full((3, 3), float("nan"))), **works("every value is replaced", finite))
+        row(f"{name}-meta", name, "a meta tensor", lambda m, fill=fill: fill(torch.empty(3, 3, device="meta")),
+            **works("it stays a meta tensor (no data to fill), as with torch.nn.init", still_meta))
+        for dtype in (torch.float16, torch.bfloat16):
+            short = str(dtype).split(".")[1]
+            row(f"{name}-{short}", name, f"a {short} tensor",
+                lambda m, fill=fill, dtype=dtype: fill(torch.empty(5, 3, dtype=dtype), generator=seeded()),
+                **works("the values equal the float32 draws cast", filled_like_float32(name, dtype)))
+        row(f"{name}-generator-not-generator", name, "generator=0 (an int)",
+            lambda m, fill=fill: fill(torch.empty(3, 3), generator=0),
+            **raises(sip.InitError, "generator must be a CPU torch.Generator"))
+        row(f"{name}-frozen-parameter", name, "an nn.Parameter with requires_grad=False",
+            lambda m, fill=fill: fill(nn.Parameter(torch.empty(3, 3), requires_grad=False)),
+            **works("it is filled and stays frozen", lambda r, m: _filled_frozen(r)))
+    row("ikun_-no-surrogate", "ikun_", "surrogate=None", lambda m: sip.ikun_(torch.empty(3, 3), None),
+        **raises(sip.InitError, "needs the neuron's surrogate"))
+    row("ikun_-surrogate-not-callable", "ikun_", "surrogate='atan'", lambda m: sip.ikun_(torch.empty(3, 3), "atan"),
+        **raises(sip.SurrogateError, "fails in forward"))
+    for value, label in ((float("nan"), "nan"), (float("inf"), "inf"), ("high", "str"), ([1.0, 2.0], "list")):
+        row(f"spike_aware_-threshold-{label}", "spike_aware_", f"threshold={value!r}",
+            lambda m, value=value: sip.spike_aware_(torch.empty(3, 3), value), **raises(sip.InitError, "threshold"))
+    row("baseline_-unknown-name", "baseline_", "name='foo'", lambda m: sip.baseline_(torch.empty(3, 3), "foo"),
+        **raises(sip.InitError, "unknown baseline"))
+
+    # --- surrogate_moments --------------------------------------------------------------------------
+    row("surrogate_moments-not-callable", "surrogate_moments", "fn='atan'", lambda m: sip.surrogate_moments("atan"),
+        **raises(sip.SurrogateError, "fails in forward"))
+    row("surrogate_moments-none", "surrogate_moments", "fn=None", lambda m: sip.surrogate_moments(None),
+        **raises(sip.SurrogateError, "no spike function given"))
+    row("surrogate_moments-nan-derivative", "surrogate_moments", "a spike function with a NaN derivative",
+        lambda m: sip.surrogate_moments(lambda v: v * float("nan")), **raises(sip.SurrogateError, "non-finite derivative"))
+    row("surrogate_moments-no-gradient", "surrogate_moments", "a plain step function (no gradient)",
+        lambda m: sip.surrogate_moments(lambda v: (v > 0).float()), **raises(sip.SurrogateError, "no gradient path"))
+    row("surrogate_moments-raises", "surrogate_moments", "a spike function raising ZeroDivisionError",
+        lambda m: sip.surrogate_moments(lambda v: 1 / 0), **raises(sip.SurrogateError, "fails in forward"))
+    row("surrogate_moments-distribution-not-law", "surrogate_moments", "distribution='uniform'",
+        lambda m: sip.surrogate_moments(spike_fn, "uniform"), **raises(TypeError, "must be snn_initplug.Uniform or Normal"))
+    row("surrogate_moments-distribution-nan", "surrogate_moments", "Uniform(nan, 1)",
+        lambda m: sip.surrogate_moments(spike_fn, sip.Uniform(float("nan"), 1.0)), **raises(ValueError, "need finite"))
+
+    # --- NeuronSpec ---------------------------------------------------------------------------------
+    spec_rows = [
+        ("threshold-none", "threshold=None", dict(threshold=None), "must be a number or a tensor"),
+        ("threshold-str", "threshold='1'", dict(threshold="1"), "must be a number or a tensor"),
+        ("threshold-nan", "threshold=nan", dict(threshold=float("nan")), "must be finite"),
+        ("threshold-inf", "threshold=inf", dict(threshold=float("inf")), "must be finite"),
+        ("threshold-tensor-nan", "threshold=tensor([1, nan])", dict(threshold=torch.tensor([1.0, float("nan")])),
+         "non-finite values"),
+        ("threshold-meta", "threshold on the meta device", dict(threshold=torch.tensor(1.0, device="meta")),
+         "real tensor with data"),
+        ("threshold-empty", "threshold=torch.empty(0)", dict(threshold=torch.empty(0)), "empty tensor"),
+        ("beta-out-of-range", "beta=2", dict(threshold=1.0, beta=2.0), "beta must lie in [0, 1]"),
+        ("reset-unknown", "reset='zero'", dict(threshold=1.0, reset="zero"), "reset must be one of"),
+        ("surrogate-not-callable", "surrogate='atan'", dict(threshold=1.0, surrogate="atan"), "must be callable"),
+    ]
+    for key, label, kwargs, match in spec_rows:
+        row(f"NeuronSpec-{key}", "NeuronSpec", label, lambda m, kwargs=kwargs: sip.NeuronSpec(**kwargs),
+            **raises(sip.NeuronSpecError, match))
+    row("NeuronSpec-threshold-float16", "NeuronSpec", "threshold=tensor(1.5, float16)",
+        lambda m: sip.NeuronSpec(threshold=torch.tensor(1.5, dtype=torch.float16)),
+        **works("it is stored as the float 1.5", lambda spec, m: _equals(spec.threshold, 1.5)))
+
+    # --- register_neuron ----------------------------------------------------------------------------
+    row("register_neuron-instance", "register_neuron", "a module instance instead of its class",
+        lambda m: sip.register_neuron(Spk(), lambda n: None), **raises(TypeError, "cls must be an nn.Module subclass"))
+    row("register_neuron-not-module", "register_neuron", "cls=int",
+        lambda m: sip.register_neuron(int, lambda n: None), **raises(TypeError, "cls must be an nn.Module subclass"))
+    row("register_neuron-to-spec-none", "register_neuron", "to_spec=None",
+        lambda m: sip.register_neuron(Spk, None), **raises(TypeError, "to_spec must be callable"))
+    row("register_neuron-internal-weights-not-callable", "register_neuron", "internal_weights=3",
+        lambda m: sip.register_neuron(Spk, lambda n: None, internal_weights=3),
+        **raises(TypeError, "internal_weights must be callable or None"))
+    return table
+
+
+# --- small helpers used by rows -----------------------------------------------------------------------
+def _plif_with_nan_w():
+    model = spikingjelly_model("ParametricLIFNode")
+    with torch.no_grad():
+        model[1].w.fill_(float("nan"))
+    return model
+
+
+def _snntorch_slstm():
+    import snntorch as snn
+
+    return nn.Sequential(nn.Linear(4, 3), snn.SLSTM(3, 3, init_hidden=True))
+
+
+def weights_finite_in(model, dtype):
+    assert all(p.dtype == dtype and torch.isfinite(p).all() for p in model.parameters())
+
+
+def _fan_in_is(p, fan_in):
+    assert [layer.fan_in for layer in p.layers] == [fan_in]
+
+
+def _tied_plan(p, model):
+    assert [(layer.name, layer.input_source) for layer in p.layers] == [("0.weight", "data")]
+    assert any("also feeds 3" in note for note in p.notes)
+
+
+def _two_layers(diagnosis):
+    assert len(diagnosis.layers) == 2
+
+
+def _warns_no_op(fill, shape):
+    with pytest.warns(UserWarning, match="zero-element"):
+        return fill(torch.empty(shape))
+
+
+def _filled_frozen(result):
+    assert torch.isfinite(result).all() and not result.requires_grad
+
+
+def _equals(value, expected):
+    assert value == expected
+
+
+ROWS = rows()
+
+
+# ------------------------------------------------------------------------------------------------------
+# The test: one per row
+# ------------------------------------------------------------------------------------------------------
+def state(model) -> Dict[str, torch.Tensor]:
+    if not isinstance(model, nn.Module):
+        return {}
+    tensors = dict(model.state_dict(keep_vars=True))
+    return {k: v.detach().clone() if v.device.type != "meta" else v for k, v in tensors.items()}
+
+
+def assert_unchanged(before: Dict[str, torch.Tensor], model) -> None:
+    after = state(model)
+    assert set(after) == set(before)
+    for name, value in before.items():
+        if value.device.type == "meta":
+            continue
+        assert torch.equal(value, after[name]) or (value.isnan() == after[name].isnan()).all() and \
+            torch.equal(value.nan_to_num(), after[name].nan_to_num()), f"{name} changed although the call raised"
+
+
+@pytest.mark.parametrize("row_id", [pytest.param(k, marks=r.marks, id=k) for k, r in ROWS.items()])
+def test_bad_input(row_id):
+    row = ROWS[row_id]
+    model = row.model()
+    before = state(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if row.raises is not None:
+            with pytest.raises(row.raises, match=re.escape(row.match)):
+                row.call(model)
+            assert_unchanged(before, model)
+            return
+        warnings.resetwarnings()  # rows that check a warning need it
+        result = row.call(model)
+    row.check(result, model)
+
+
+def test_every_row_is_documented():
+    """docs/bad_inputs.md lists exactly the rows tested here, with the same behaviour text."""
+    text = DOC.read_text()
+    documented = set(re.findall(r"^\| `([^`]+)` \|", text, flags=re.M))
+    assert documented == set(ROWS), (sorted(set(ROWS) - documented), sorted(documented - set(ROWS)))
+    for row_id, row in ROWS.items():
+        assert row.behaviour in text, f"{row_id}: the behaviour in the doc differs from the test's"
+
+
+def markdown_table() -> str:
+    """The table of docs/bad_inputs.md (``python tests/test_bad_inputs.py`` prints it)."""
+    lines = ["| row | entry point | bad input | behaviour |", "|---|---|---|---|"]
+    for row_id, row in ROWS.items():
+        note = ""
+        for mark in row.marks:
+            if mark.name == "xfail":
+                note = f" **Today: wrong** ({mark.kwargs['reason']})."
+        cell = row.behaviour.replace("|", "\\|") + note
+        lines.append(f"| `{row_id}` | `{row.entry}` | {row.bad_input.replace('|', chr(92) + '|')} | {cell} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
