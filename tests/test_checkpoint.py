@@ -8,30 +8,16 @@ import torch.nn as nn
 import snn_initplug as sip
 from snn_initplug.apply import Report, reinitialize
 from snn_initplug.theory import InitError
+from user_neuron import MyLIF, register, unregister
 
 
-class MyLIF(nn.Module):
-    """A framework-free neuron: u = decay*u + x, hard spike with a straight-through surrogate, subtract reset."""
-
-    def __init__(self, decay=0.8, theta=1.0):
-        super().__init__()
-        self.decay, self.theta = decay, theta
-        self.register_buffer("u", torch.zeros(()), persistent=False)
-
-    def forward(self, x):
-        self.u = self.decay * self.u + x
-        soft = torch.sigmoid(4 * (self.u - self.theta))
-        spikes = (soft > 0.5).float() + soft - soft.detach()
-        self.u = self.u - spikes.detach() * self.theta
-        return spikes
 
 
 @pytest.fixture(autouse=True)
 def registered():
-    sip.register_neuron(MyLIF, to_spec=lambda m: sip.NeuronSpec(threshold=m.theta, beta=m.decay,
-                                                               surrogate=lambda x: torch.sigmoid(4 * x), name="MyLIF"))
+    register()
     yield
-    sip.unregister_neuron(MyLIF)
+    unregister()
 
 
 def build(seed: int) -> nn.Module:

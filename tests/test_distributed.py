@@ -17,6 +17,7 @@ import torch.nn as nn
 import snn_initplug as sip
 from snn_initplug import distributed as sipdist
 from snn_initplug.calibration import calibrate
+from user_neuron import MyLIF, register
 
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
@@ -26,25 +27,6 @@ PER_RANK = 8  # rows of the batch on each rank
 STEPS = 4
 
 
-class MyLIF(nn.Module):
-    """A framework-free neuron: u = decay*u + x, hard spike with a straight-through surrogate, subtract reset."""
-
-    def __init__(self, decay=0.8, theta=1.0):
-        super().__init__()
-        self.decay, self.theta = decay, theta
-        self.register_buffer("u", torch.zeros(()), persistent=False)
-
-    def forward(self, x):
-        self.u = self.decay * self.u + x
-        soft = torch.sigmoid(4 * (self.u - self.theta))
-        spikes = (soft > 0.5).float() + soft - soft.detach()
-        self.u = self.u - spikes.detach() * self.theta
-        return spikes
-
-
-def register():
-    sip.register_neuron(MyLIF, to_spec=lambda m: sip.NeuronSpec(threshold=m.theta, beta=m.decay,
-                                                               surrogate=lambda x: torch.sigmoid(4 * x), name="MyLIF"))
 
 
 def build(rank_seed: int) -> nn.Module:

@@ -8,6 +8,7 @@ import torch.nn as nn
 import snn_initplug as sip
 from snn_initplug.planning import PlanError, plan
 from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
+from user_neuron import MyLIF, register, unregister
 
 
 def pairs(p):
@@ -75,28 +76,13 @@ def check_untouched(make, run, example, **kwargs):
 # ------------------------------------------------------------------------------------------------------
 # framework-free: a registered user neuron
 # ------------------------------------------------------------------------------------------------------
-class MyLIF(nn.Module):
-    """A user's own neuron: u = decay*u + x, spike through a custom surrogate, subtract reset."""
-
-    def __init__(self, decay=0.8, theta=1.0):
-        super().__init__()
-        self.decay, self.theta = decay, theta
-        self.register_buffer("u", torch.zeros(()), persistent=False)
-
-    def forward(self, x):
-        self.u = self.decay * self.u + x
-        spikes = torch.sigmoid(4 * (self.u - self.theta))
-        spikes = (spikes > 0.5).float() + spikes - spikes.detach()
-        self.u = self.u - spikes.detach() * self.theta
-        return spikes
 
 
 @pytest.fixture
 def registered():
-    sip.register_neuron(MyLIF, to_spec=lambda m: sip.NeuronSpec(threshold=m.theta, beta=m.decay,
-                                                               surrogate=lambda x: torch.sigmoid(4 * x), name="MyLIF"))
+    register()
     yield
-    sip.unregister_neuron(MyLIF)
+    unregister()
 
 
 def test_registered_user_neuron_is_planned(registered):
