@@ -89,6 +89,34 @@ def train(method, data, args):
     return {"history": history, "initial_rates": rates}
 
 
+def readout_probe(depth, data, args):
+    """Test accuracy of a ridge-regression readout on the untrained network's time-averaged last-layer spikes:
+    how much of the input survives ``depth`` layers at init (no training of the hidden layers)."""
+    x_tr, y_tr, x_te, y_te = data
+    torch.manual_seed(args.seed)
+    model = DeepLIF(depth, args.width, args.beta, args.steps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sip.initialize(model, "calibrated", x_tr[: args.batch], target_rate=args.target, skip="readout*",
+                       generator=torch.Generator().manual_seed(args.seed))
+
+    def features(x):
+        x = x.flatten(1)
+        mems = [n.reset_mem() for n in model.neurons]
+        total = 0
+        with torch.no_grad():
+            for _ in range(model.steps):
+                h = x
+                for i, (layer, neuron) in enumerate(zip(model.layers, model.neurons)):
+                    h, mems[i] = neuron(layer(h), mems[i])
+                total = total + h
+        return torch.cat([total / model.steps, torch.ones(len(x), 1)], 1)
+
+    a = features(x_tr)
+    weights = torch.linalg.solve(a.T @ a + 0.1 * torch.eye(a.shape[1]), a.T @ F.one_hot(y_tr, 10).float())
+    return (features(x_te).matmul(weights).argmax(1) == y_te).float().mean().item()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--depth", type=int, default=20)
@@ -104,12 +132,19 @@ def main():
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
+    parser.add_argument("--probe-depths", type=int, nargs="*", default=None,
+                        help="instead of training: readout-only accuracy of the calibrated, untrained network at these depths")
     parser.add_argument("--out", default="results/deep_mnist")
     args = parser.parse_args()
     from data import load
 
     data = load("mnist", args.data_dir, subset=args.train_subset, seed=args.seed)
     torch.set_num_threads(args.threads)
+    if args.probe_depths:
+        for depth in args.probe_depths:
+            print(f"depth {depth:3d}: readout-only test accuracy at init (calibrated) {readout_probe(depth, data, args):.3f}",
+                  flush=True)
+        return
     results = {}
     for method in args.methods:
         results[method] = train(method, data, args)
