@@ -332,11 +332,11 @@ def _calibrate_chain(model, units, groups, calls, target_rate, tolerance, max_ev
 
 
 def _is_neuron_unit(unit: nn.Module) -> bool:
-    from .adapters import find_adapter
+    from .adapters import UnsupportedNeuronError, is_neuron
 
     try:
-        return find_adapter(unit) is not None
-    except TypeError:
+        return is_neuron(unit)
+    except UnsupportedNeuronError:  # planning has already refused those; anything else is not a neuron here
         return False
 
 

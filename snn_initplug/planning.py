@@ -17,7 +17,6 @@ restored, and all hooks are removed.
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
@@ -25,7 +24,9 @@ import torch
 import torch.nn as nn
 
 from .adapters import InternalWeight, find_adapter, internal_weights
+from .init import calculate_fans
 from .neuron import NeuronSpec, NeuronSpecError
+from .theory import InitError
 
 __all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYERS", "StateSnapshot", "preserved"]
 
@@ -180,11 +181,11 @@ def _short(value: Any) -> str:
 
 
 def fans(weight: torch.Tensor) -> Tuple[int, int]:
-    """PyTorch's fan convention (``torch.nn.init._calculate_fan_in_and_fan_out``)."""
-    if weight.dim() < 2:
-        raise PlanError(f"a weight needs at least 2 dimensions to have fans, got shape {tuple(weight.shape)}")
-    receptive = math.prod(weight.shape[2:]) if weight.dim() > 2 else 1
-    return weight.shape[1] * receptive, weight.shape[0] * receptive
+    """PyTorch's fan convention (:func:`snn_initplug.init.calculate_fans`), failing as a planning error."""
+    try:
+        return calculate_fans(weight)
+    except InitError as exc:
+        raise PlanError(f"plan: weight {exc}") from exc
 
 
 # --------------------------------------------------------------------------------------------------------
