@@ -25,13 +25,14 @@ import snn_initplug as sip  # noqa: E402
 
 
 class DeepLIF(nn.Module):
-    def __init__(self, depth, width, beta, steps):
+    def __init__(self, depth, width, beta, steps, alpha=2.0):
         super().__init__()
         import snntorch as snn
+        from snntorch import surrogate
 
         sizes = [784] + [width] * depth
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.neurons = nn.ModuleList(snn.Leaky(beta=beta) for _ in range(depth))
+        self.neurons = nn.ModuleList(snn.Leaky(beta=beta, spike_grad=surrogate.atan(alpha=alpha)) for _ in range(depth))
         self.readout = nn.Linear(width, 10)
         self.steps = steps
 
@@ -57,15 +58,26 @@ def accuracy(model, x, y, batch=1000):
     return correct / len(x)
 
 
-def train(method, data, args):
+def method_options(name, args):
+    """``"calibrated"``, ``"spike_aware:relay"``, ...: the initialize method and its options."""
+    method, _, structure = name.partition(":")
+    options = {"target_rate": args.target} if method == "calibrated" else {}
+    if structure == "relay":
+        options["relay"] = args.relay
+    elif structure:
+        raise SystemExit(f"unknown structure {structure!r} in {name!r} (only ':relay')")
+    return method, options
+
+
+def train(name, data, args):
     x_tr, y_tr, x_te, y_te = data
     torch.manual_seed(args.seed)
-    model = DeepLIF(args.depth, args.width, args.beta, args.steps)
+    model = DeepLIF(args.depth, args.width, args.beta, args.steps, args.alpha)
     batch0 = x_tr[: args.batch]
+    method, options = method_options(name, args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if method != "none":
-            options = {"target_rate": args.target} if method == "calibrated" else {}
             sip.initialize(model, method, batch0, generator=torch.Generator().manual_seed(args.seed),
                            skip="readout*", **options)
     rates = [layer.rate for layer in sip.diagnose(model, batch0).layers]
@@ -84,21 +96,22 @@ def train(method, data, args):
         acc = accuracy(model, x_te, y_te)
         history.append({"epoch": epoch, "test_accuracy": acc, "last_loss": loss.item(),
                         "wall_s": time.perf_counter() - start})
-        print(f"{method:<16} epoch {epoch}: test accuracy {acc:.4f} (loss {loss.item():.3f}, "
+        print(f"{name:<20} epoch {epoch}: test accuracy {acc:.4f} (loss {loss.item():.3f}, "
               f"{time.perf_counter() - start:.0f} s)", flush=True)
     return {"history": history, "initial_rates": rates}
 
 
-def readout_probe(depth, data, args):
+def readout_probe(name, depth, data, args):
     """Test accuracy of a ridge-regression readout on the untrained network's time-averaged last-layer spikes:
     how much of the input survives ``depth`` layers at init (no training of the hidden layers)."""
     x_tr, y_tr, x_te, y_te = data
     torch.manual_seed(args.seed)
-    model = DeepLIF(depth, args.width, args.beta, args.steps)
+    model = DeepLIF(depth, args.width, args.beta, args.steps, args.alpha)
+    method, options = method_options(name, args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sip.initialize(model, "calibrated", x_tr[: args.batch], target_rate=args.target, skip="readout*",
-                       generator=torch.Generator().manual_seed(args.seed))
+        sip.initialize(model, method, x_tr[: args.batch], skip="readout*",
+                       generator=torch.Generator().manual_seed(args.seed), **options)
 
     def features(x):
         x = x.flatten(1)
@@ -128,12 +141,17 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--target", type=float, default=0.1587)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--methods", nargs="+", default=["calibrated", "spike_aware", "kaiming_normal", "default"])
+    parser.add_argument("--alpha", type=float, default=2.0, help="ATan surrogate width (snnTorch default 2)")
+    parser.add_argument("--relay", type=float, default=0.9, help="relay= for the ':relay' methods")
+    parser.add_argument("--methods", nargs="+", default=["calibrated:relay", "spike_aware:relay", "calibrated",
+                                                         "spike_aware", "kaiming_normal", "default"],
+                        help="initialize methods; ':relay' adds the relay structure (relay=--relay)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a busy 2-core machine)")
     parser.add_argument("--probe-depths", type=int, nargs="*", default=None,
-                        help="instead of training: readout-only accuracy of the calibrated, untrained network at these depths")
+                        help="instead of training: readout-only accuracy of the untrained network at these depths, "
+                             "for each of --methods")
     parser.add_argument("--out", default="results/deep_mnist")
     args = parser.parse_args()
     from data import load
@@ -141,18 +159,19 @@ def main():
     data = load("mnist", args.data_dir, subset=args.train_subset, seed=args.seed)
     torch.set_num_threads(args.threads)
     if args.probe_depths:
-        for depth in args.probe_depths:
-            print(f"depth {depth:3d}: readout-only test accuracy at init (calibrated) {readout_probe(depth, data, args):.3f}",
-                  flush=True)
+        for name in args.methods:
+            for depth in args.probe_depths:
+                print(f"{name:<20} depth {depth:3d}: readout-only test accuracy at init "
+                      f"{readout_probe(name, depth, data, args):.3f}", flush=True)
         return
     results = {}
     for method in args.methods:
         results[method] = train(method, data, args)
-    print(f"\n{'method':<16}" + "".join(f"{'ep' + str(e):>8}" for e in range(1, args.epochs + 1)) + "   initial rate L1/L10/last")
+    print(f"\n{'method':<20}" + "".join(f"{'ep' + str(e):>8}" for e in range(1, args.epochs + 1)) + "   initial rate L1/L10/last")
     for method, result in results.items():
         accs = "".join(f"{h['test_accuracy']:8.3f}" for h in result["history"])
         r = result["initial_rates"]
-        print(f"{method:<16}{accs}   {r[0]:.3f}/{r[min(9, len(r) - 1)]:.3f}/{r[-1]:.3f}")
+        print(f"{method:<20}{accs}   {r[0]:.3f}/{r[min(9, len(r) - 1)]:.3f}/{r[-1]:.3f}")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "deep_mnist.json"), "w") as f:
         json.dump({"args": vars(args), "results": results}, f, indent=1)

@@ -26,7 +26,8 @@ import torch
 import torch.nn as nn
 
 from . import theory
-from .init import BASELINES, Law, baseline_law, calculate_fluctuation, calculate_ikun_gain, calculate_spike_aware_gain, sample
+from .init import (BASELINES, Law, baseline_law, calculate_fluctuation, calculate_ikun_gain, calculate_relay,
+                   calculate_spike_aware_gain, check_relay, sample)
 from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, world_size
 from .neuron import NeuronSpec, NeuronSpecError
 from .planning import InputStats, LayerPlan, Plan, PlanError, plan
@@ -51,6 +52,7 @@ class LayerReport:
     assumed: Dict[str, Any] = field(default_factory=dict)  # statistics assumed, with where they came from
     notes: List[str] = field(default_factory=list)
     seed: Optional[int] = None  # seed of this layer's own random stream (drawn in plan order from the generator)
+    relay: float = 0.0  # weight of the one-to-one relay path added to the random law (spike_aware relay=)
 
 
 @dataclass
@@ -240,7 +242,19 @@ def _rule_spike_aware(layer: LayerPlan, opts: Dict[str, Any], ctx: _Context):
     assumed["sum_K2"] = k2
     if share != 1.0:
         assumed["variance_share"] = share
-    return Law("normal", 0.0, math.sqrt(gain / layer.fan_in)), assumed, []
+    std, notes = math.sqrt(gain / layer.fan_in), []
+    relay = check_relay(opts.get("relay", 0.0))
+    # one relay per neuron: only a neuron fed by this one weight of spikes gets it
+    if relay and layer.input_source == "neurons" and layer.role == "input" and len(ctx.feeds.get(layer.neuron_name, [])) == 1 \
+            and not ctx.recurrent.get(layer.neuron_name):
+        c, _ = _kernel_sums(layer.spec, "single", "spike_aware", layer)  # one step: K[0] = c
+        std, weight = calculate_relay(relay, std, layer.fan_in, theta, q, c)
+        assumed.update(relay=relay, relay_weight=weight)
+        return Law("normal", 0.0, std, weight), assumed, notes
+    if relay:
+        notes.append("relay: not applied (the input is not spikes from upstream neurons, or the neuron has "
+                     "several inputs)")
+    return Law("normal", 0.0, std), assumed, notes
 
 
 def _rule_fluctuation(layer: LayerPlan, opts: Dict[str, Any], ctx: _Context):
@@ -278,7 +292,7 @@ def _rule_baseline(name: str):
 _RULES: Dict[str, Tuple[Callable, Tuple[str, ...]]] = {
     "ikun": (_rule_ikun, ("variant", "version", "mode", "distribution", "moment")),
     "spike_aware": (_rule_spike_aware, ("sigma_u", "rate", "horizon", "input_second_moment", "input_mean",
-                                        "recurrent_fraction")),
+                                        "recurrent_fraction", "relay")),
     "fluctuation": (_rule_fluctuation, ("mu_u", "sigma_u", "rate", "input_rate", "steps", "input_second_moment",
                                         "input_mean", "recurrent_fraction")),
 }
@@ -345,8 +359,8 @@ def compute_laws(p: Plan, method: str, options: Dict[str, Any], overrides=None, 
         kind, params = layer.spec.surrogate_description or ("?", {})
         surrogate = f"{kind}({', '.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in params.items() if not callable(v))})"
         report = LayerReport(layer.name, layer_method, f"{layer.neuron_name} ({type(layer.neuron).__name__})", surrogate,
-                             layer.fan_in, layer.fan_out, layer.fan_in * (law.std**2 + law.mean**2), law.std, law.mean,
-                             law.kind, assumed, notes)
+                             layer.fan_in, layer.fan_out, layer.fan_in * (law.std**2 + law.mean**2) + law.relay**2,
+                             law.std, law.mean, law.kind, assumed, notes, relay=law.relay)
         results.append((layer, law, report))
     return results, skipped
 
@@ -382,7 +396,7 @@ def initialize(
             broadcast from rank 0, so every rank ends with rank 0's weights bit for bit, whatever its own
             generator held. All ranks must call ``initialize`` together. A no-op outside ``torch.distributed``.
         **options: the method's options (``ikun``: variant, version, mode, distribution, moment; ``spike_aware``:
-            sigma_u, rate, horizon, input_second_moment; ``fluctuation``: mu_u, sigma_u, rate, input_rate, steps,
+            sigma_u, rate, horizon, input_second_moment, relay; ``fluctuation``: mu_u, sigma_u, rate, input_rate, steps,
             recurrent_fraction).
 
     All new weights are computed and sampled before any is written, so an error leaves the model unchanged.
@@ -609,9 +623,10 @@ def _replayed_seeds(results, replay: Report) -> List[int]:
     for (_, law, row), old in zip(results, replay.layers):
         if old.seed is None:
             raise InitError(f"reinitialize: the report has no seed for {old.layer} (written by an older version)")
-        if (row.method, law.kind, law.mean, law.std) != (old.method, old.law, old.mean, old.std):
+        if (row.method, law.kind, law.mean, law.std, law.relay) != (old.method, old.law, old.mean, old.std, old.relay):
             raise InitError(f"reinitialize: {old.layer}: the law is {row.method} {law.kind}(mean {law.mean!r}, std "
-                            f"{law.std!r}), the report's {old.method} {old.law}(mean {old.mean!r}, std {old.std!r}): "
+                            f"{law.std!r}, relay {law.relay!r}), the report's {old.method} {old.law}(mean {old.mean!r}, "
+                            f"std {old.std!r}, relay {old.relay!r}): "
                             "pass the same example_input (and model) as when the report was made")
     return [int(old.seed) for old in replay.layers]
 

@@ -28,6 +28,8 @@ __all__ = [
     "ikun_",
     "calculate_spike_aware_gain",
     "spike_aware_",
+    "relay_pattern",
+    "calculate_relay",
     "calculate_fluctuation",
     "fluctuation_",
     "baseline_law",
@@ -40,11 +42,13 @@ KAPPA_TYPICAL = (1.0, 3.0)  # the range of κ for the common unit-area surrogate
 
 @dataclass(frozen=True)
 class Law:
-    """A weight distribution: ``normal`` (mean, std) or ``uniform`` on [mean − bound, mean + bound]."""
+    """A weight distribution: ``normal`` (mean, std) or ``uniform`` on [mean − bound, mean + bound], plus
+    ``relay`` added at the positions of :func:`relay_pattern` (0: none)."""
 
     kind: str
     mean: float
     std: float
+    relay: float = 0.0
 
     @property
     def bound(self) -> float:
@@ -68,7 +72,7 @@ def sample(law: Law, shape, *, dtype=torch.float32, device=None, generator: Opti
     if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
         raise InitError("generator must be a CPU torch.Generator (samples are drawn on the CPU for reproducibility)")
     work = torch.float64 if dtype == torch.float64 else torch.float32
-    if dtype.is_floating_point and dtype.itemsize < 4 and abs(law.mean) + 12 * law.std > torch.finfo(dtype).max:
+    if dtype.is_floating_point and dtype.itemsize < 4 and abs(law.mean) + abs(law.relay) + 12 * law.std > torch.finfo(dtype).max:
         raise InitError(f"a law with mean {law.mean:.3g} and std {law.std:.3g} overflows {dtype}")
     out = torch.empty(shape, dtype=work)
     if law.kind == "normal":
@@ -77,7 +81,26 @@ def sample(law: Law, shape, *, dtype=torch.float32, device=None, generator: Opti
         out.uniform_(law.mean - law.bound, law.mean + law.bound, generator=generator)
     else:
         raise InitError(f"unknown law {law.kind!r}")
+    if law.relay:
+        out.add_(relay_pattern(shape, dtype=work), alpha=law.relay)
     return out.to(device=device, dtype=dtype)
+
+
+def relay_pattern(shape, *, dtype=torch.float32) -> torch.Tensor:
+    """0/1 tensor with one entry per output unit: output ``i`` relays input ``i mod fan_in``.
+
+    Linear ``(out, in)``: ``P[i, i % in] = 1`` (the identity when square). Convolution
+    ``(out, in/groups, *kernel)``: the kernel centre of input channel ``i % (in/groups)`` of output channel
+    ``i`` (within its group), so a "same"-padded convolution copies that channel, as ``torch.nn.init.dirac_``.
+    """
+    shape = tuple(shape)
+    if len(shape) < 2:
+        raise InitError(f"a relay pattern needs a weight with at least 2 dimensions, got shape {shape}")
+    pattern = torch.zeros(shape, dtype=dtype)
+    rows = torch.arange(shape[0])
+    centre = tuple(k // 2 for k in shape[2:])
+    pattern[(rows, rows % shape[1]) + tuple(torch.full_like(rows, c) for c in centre)] = 1.0
+    return pattern
 
 
 def _is_empty(tensor: torch.Tensor) -> bool:
@@ -218,6 +241,39 @@ def calculate_spike_aware_gain(
     return theory.spike_aware_variance(1.0, sigma, q, kernel_sq_sum)
 
 
+def check_relay(relay) -> float:
+    """``relay`` as a float in [0, 1), or an :class:`InitError`."""
+    try:
+        value = float(relay)
+    except (TypeError, ValueError) as exc:
+        raise InitError(f"relay must be a number in [0, 1), got {relay!r}") from exc
+    if not 0.0 <= value < 1.0:  # also refuses NaN
+        raise InitError(f"relay must be a number in [0, 1), got {relay!r}")
+    return value
+
+
+def calculate_relay(relay: float, dense_std: float, fan_in: int, threshold: float, input_rate: float,
+                    input_scale: float = 1.0) -> Tuple[float, float]:
+    r"""(dense std, relay weight) of a relay-structured layer: :math:`W = g\,P + \sqrt{1-\rho}\;\sigma_w Z`.
+
+    ``relay`` :math:`\rho \in [0, 1)` moves that fraction of the law's variance out of the dense random part;
+    each output unit instead receives one strong input (:func:`relay_pattern`) whose weight :math:`g/c`
+    (:math:`c` = ``input_scale``, the neuron's input scaling) keeps the firing probability at the input rate
+    :math:`p` for one step (:func:`snn_initplug.theory.relay_gain` with the dense membrane std
+    :math:`\sigma_d = c\sqrt{1-\rho}\,\sigma_w\sqrt{\mathrm{fan\_in}\,p}`).
+
+    Why: threshold units with dense random weights are chaotic, so the class information of the input fades
+    within a few layers even when every layer fires at its target; a dominant one-to-one path carries it
+    through depth (measured in ``benchmarks/deep_mnist.py``).
+    """
+    relay = check_relay(relay)
+    dense = dense_std * math.sqrt(1.0 - relay)
+    if relay == 0.0:
+        return dense, 0.0
+    sigma_dense = input_scale * dense * math.sqrt(fan_in * input_rate)
+    return dense, theory.relay_gain(threshold, sigma_dense, input_rate) / input_scale
+
+
 def spike_aware_(
     tensor: torch.Tensor,
     threshold: float = 1.0,
@@ -226,19 +282,30 @@ def spike_aware_(
     rate: Optional[float] = None,
     input_second_moment: Optional[float] = None,
     kernel_sq_sum: float = 1.0,
+    relay: float = 0.0,
+    input_scale: float = 1.0,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
     r"""Fill ``tensor`` with :math:`\mathcal{N}(0, \sigma_u^2/(\mathrm{fan\_in}\, q_\mathrm{in}\, \Sigma K^2))`.
 
     ``kernel_sq_sum`` is :math:`\Sigma K^2` of the neuron over the horizon the variance should hold at:
     :math:`c^2` for the single-step form (1 for snnTorch), the stationary sum for the multi-step extension.
+    ``relay`` :math:`\rho > 0` (spike inputs only) keeps :math:`1-\rho` of that variance random and adds a
+    one-to-one relay path (:func:`calculate_relay`, :func:`relay_pattern`), for depth; ``input_scale`` is the
+    neuron's input scaling :math:`c` (1 for snnTorch, :math:`1/\tau` for SpikingJelly's LIF with decay_input).
     """
     if _is_empty(tensor):
         return tensor
     fan_in, _ = calculate_fans(tensor)
     gain = calculate_spike_aware_gain(threshold, sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment,
                                       kernel_sq_sum=kernel_sq_sum)
-    return _fill_(tensor, Law("normal", 0.0, math.sqrt(gain / fan_in)), generator)
+    std = math.sqrt(gain / fan_in)
+    if relay:
+        sigma = _target_sigma_u(float(threshold), sigma_u, rate)
+        q = theory.firing_probability(float(threshold), sigma) if input_second_moment is None else input_second_moment
+        std, weight = calculate_relay(relay, std, fan_in, float(threshold), q, input_scale)
+        return _fill_(tensor, Law("normal", 0.0, std, weight), generator)
+    return _fill_(tensor, Law("normal", 0.0, std), generator)
 
 
 # ------------------------------------------------------------------------------------------------------

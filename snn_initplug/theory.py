@@ -34,6 +34,7 @@ __all__ = [
     "sigma_u_for_rate",
     "firing_probability",
     "spike_aware_variance",
+    "relay_gain",
     "FluctuationStats",
     "fluctuation_stats",
     "fan_for_mode",
@@ -99,6 +100,29 @@ def spike_aware_variance(fan_in: float, sigma_u: float, input_second_moment: flo
     if not (math.isfinite(sigma_u) and sigma_u > 0):
         raise InitError(f"spike-aware: sigma_u must be positive and finite, got {sigma_u}")
     return sigma_u**2 / (fan_in * input_second_moment * kernel_sq_sum)
+
+
+def relay_gain(threshold: float, sigma_dense: float, rate: float) -> float:
+    r"""Membrane jump :math:`g` of the relay path that keeps the firing probability at ``rate`` for one step.
+
+    A neuron receives one strong "relay" input (a spike of probability :math:`p`) and a dense Gaussian
+    input :math:`\xi \sim \mathcal{N}(0, \sigma_d^2)`: :math:`u = g\,s + \xi`. It fires with probability
+    :math:`p\,\Phi((g - \theta)/\sigma_d) + (1 - p)(1 - \Phi(\theta/\sigma_d))`. Setting that to :math:`p`
+    (relayed spikes lost = spikes the dense input creates):
+
+    .. math:: g = \theta - \sigma_d\,\Phi^{-1}\!\left(\frac{(1-p)\,(1 - \Phi(\theta/\sigma_d))}{p}\right)
+
+    Needs the dense input alone to fire less often than :math:`p/(1-p)`, i.e. a relay share large enough.
+    """
+    if not 0.0 < rate < 1.0:
+        raise InitError(f"relay: the input spike rate must lie in (0, 1), got {rate}")
+    if not (math.isfinite(sigma_dense) and sigma_dense > 0):
+        raise InitError(f"relay: the dense membrane std must be positive and finite, got {sigma_dense}")
+    lost = (1.0 - rate) * (1.0 - normal_cdf(threshold / sigma_dense)) / rate
+    if not lost < 1.0:
+        raise InitError(f"relay: the dense input alone (std {sigma_dense:.3g}) fires more often than the rate "
+                        f"{rate:.3g} can balance; raise relay= (move more variance into the relay path)")
+    return threshold - sigma_dense * normal_quantile(lost)
 
 
 @dataclass(frozen=True)

@@ -259,6 +259,12 @@ def rows() -> Dict[str, Row]:
     row("initialize-nan-in-input", "initialize", "example_input full of NaN, method='spike_aware'",
         lambda m: sip.initialize(m, "spike_aware", torch.full((8, 4), float("nan"))), mlp,
         **raises(sip.InitError, "input second moment is nan"))
+    for value, label in ((1.0, "one"), (-0.1, "negative"), (float("nan"), "nan"), ("most", "str")):
+        row(f"initialize-relay-{label}", "initialize", f"method='spike_aware', relay={value!r}",
+            lambda m, value=value: sip.initialize(m, "spike_aware", x, relay=value), mlp,
+            **raises(sip.InitError, "relay must be a number in [0, 1)"))
+    row("initialize-relay-ikun", "initialize", "method='ikun', relay=0.9 (relay is a spike_aware option)",
+        lambda m: sip.initialize(m, "ikun", x, relay=0.9), mlp, **raises(sip.InitError, "unknown option(s) ['relay']"))
     row("initialize-nan-threshold", "initialize", "registered neuron with θ = NaN",
         lambda m: sip.initialize(m, "ikun", x), lambda: nn.Sequential(nn.Linear(4, 3), Spk(float("nan"))),
         **raises(sip.NeuronSpecError, "neuron 1 (Spk): NeuronSpec.threshold must be finite"))
