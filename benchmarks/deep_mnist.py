@@ -22,6 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 
 import snn_initplug as sip  # noqa: E402
+from methods import split_method  # noqa: E402  (benchmarks/methods.py)
 
 
 class DeepLIF(nn.Module):
@@ -60,12 +61,11 @@ def accuracy(model, x, y, batch=1000):
 
 def method_options(name, args):
     """``"calibrated"``, ``"spike_aware:relay"``, ...: the initialize method and its options."""
-    method, _, structure = name.partition(":")
-    options = {"target_rate": args.target} if method == "calibrated" else {}
-    if structure == "relay":
-        options["relay"] = args.relay
-    elif structure:
-        raise SystemExit(f"unknown structure {structure!r} in {name!r} (only ':relay')")
+    method, options = split_method(name, args.relay)
+    if method == "calibrated":
+        options["target_rate"] = args.target
+    if method in ("spike_aware", "calibrated") and args.horizon != "single":  # calibrated starts from spike_aware
+        options["horizon"] = int(args.horizon) if args.horizon.isdigit() else args.horizon
     return method, options
 
 
@@ -143,6 +143,8 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--alpha", type=float, default=2.0, help="ATan surrogate width (snnTorch default 2)")
     parser.add_argument("--relay", type=float, default=0.9, help="relay= for the ':relay' methods")
+    parser.add_argument("--horizon", default="single",
+                        help="spike_aware's horizon= (also the start of calibrated): single, stationary or a number of steps")
     parser.add_argument("--methods", nargs="+", default=["calibrated:relay", "spike_aware:relay", "calibrated",
                                                          "spike_aware", "kaiming_normal", "default"],
                         help="initialize methods; ':relay' adds the relay structure (relay=--relay)")

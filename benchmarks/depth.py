@@ -5,7 +5,8 @@
 
 Grid: frameworks (snnTorch ``Leaky``, SpikingJelly ``LIFNode``/``IFNode``), neurons (LIF β = 0.5 and 0.9,
 IF), T ∈ {1, 4, 16}, depth up to 100, one width (256 by default), every method of ``snn_initplug.METHODS``
-(``calibrated`` starts from spike-aware and targets 1 − Φ(1)). The input is Bernoulli spikes at that rate,
+(``calibrated`` starts from spike-aware and targets 1 − Φ(1)), and the relay structure (``spike_aware:relay``,
+``calibrated:relay``, ``relay=0.9``). The input is Bernoulli spikes at that rate,
 fresh at every step. For each configuration it measures, with ``snn_initplug.diagnose``, the rate and
 sd(u/θ) of every layer, writes ``depth.json`` and ``depth.png`` (rate against depth, one curve per method,
 one panel per configuration) to ``--out``, and prints a table.
@@ -23,6 +24,7 @@ import torch
 import torch.nn as nn
 
 import snn_initplug as sip
+from methods import split_method
 from snn_initplug.calibration import DEFAULT_TARGET_RATE
 
 TARGET = DEFAULT_TARGET_RATE
@@ -64,7 +66,8 @@ def run_forward(model, style, x):
     return model(x)
 
 
-def measure(framework, neuron, depth, width, steps, batch, method, seed):
+def measure(framework, neuron, depth, width, steps, batch, name, seed, relay=0.9):
+    method, structure = split_method(name, relay)
     torch.manual_seed(seed)
     model, style = make_stack(framework, neuron, depth, width, steps)
     x = inputs(style, steps, batch, width, torch.Generator().manual_seed(seed))
@@ -73,11 +76,11 @@ def measure(framework, neuron, depth, width, steps, batch, method, seed):
         warnings.simplefilter("ignore")
         if method == "calibrated":
             sip.initialize(model, "calibrated", x if style == "per-step" else first,
-                           generator=torch.Generator().manual_seed(seed), target_rate=TARGET)
+                           generator=torch.Generator().manual_seed(seed), target_rate=TARGET, **structure)
         else:
             # IF neurons never leak: the fluctuation rule needs the horizon of its kernel sums
             options = {"steps": steps} if method == "fluctuation" and neuron == "if" else {}
-            sip.initialize(model, method, first, generator=torch.Generator().manual_seed(seed), **options)
+            sip.initialize(model, method, first, generator=torch.Generator().manual_seed(seed), **options, **structure)
         record = sip.diagnose(model, x, forward=lambda m, inp: run_forward(m, style, inp))
     return [layer.rate for layer in record.layers], [layer.membrane_std for layer in record.layers]
 
@@ -110,7 +113,9 @@ def main():
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--methods", nargs="+", default=list(sip.METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(sip.METHODS) + ["spike_aware:relay", "calibrated:relay"],
+                        help="initialize methods; ':relay' adds the relay structure (relay=--relay)")
+    parser.add_argument("--relay", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="results/depth")
     parser.add_argument("--quick", action="store_true", help="depth 30, T in {1, 4}, LIF 0.5 and IF, 5 methods")
@@ -131,7 +136,8 @@ def main():
                 results[config] = {}
                 for method in args.methods:
                     try:
-                        rates, membrane = measure(framework, neuron, args.depth, args.width, steps, args.batch, method, args.seed)
+                        rates, membrane = measure(framework, neuron, args.depth, args.width, steps, args.batch, method,
+                                                  args.seed, args.relay)
                     except (sip.InitError, sip.PlanError, ImportError) as exc:
                         results[config][method] = {"error": str(exc)}
                         print(f"{config:<28}{method:<18}  error: {str(exc)[:80]}")

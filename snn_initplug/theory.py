@@ -118,11 +118,12 @@ def relay_gain(threshold: float, sigma_dense: float, rate: float) -> float:
         raise InitError(f"relay: the input spike rate must lie in (0, 1), got {rate}")
     if not (math.isfinite(sigma_dense) and sigma_dense > 0):
         raise InitError(f"relay: the dense membrane std must be positive and finite, got {sigma_dense}")
-    lost = (1.0 - rate) * (1.0 - normal_cdf(threshold / sigma_dense)) / rate
-    if not lost < 1.0:
+    # in log space: for a small dense std, 1 − Φ(θ/σ_d) underflows and Φ⁻¹(0) would give an infinite weight
+    log_lost = math.log1p(-rate) + float(special.log_ndtr(-threshold / sigma_dense)) - math.log(rate)
+    if not log_lost < 0.0:
         raise InitError(f"relay: the dense input alone (std {sigma_dense:.3g}) fires more often than the rate "
                         f"{rate:.3g} can balance; raise relay= (move more variance into the relay path)")
-    return threshold - sigma_dense * normal_quantile(lost)
+    return threshold - sigma_dense * float(special.ndtri_exp(log_lost))
 
 
 @dataclass(frozen=True)

@@ -215,3 +215,14 @@ def test_relay_replays_bit_for_bit(tmp_path):
     sip.reinitialize(second, tmp_path / "r.json", x)
     assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters()))
     assert sip.Report.load(tmp_path / "r.json").layers[1].relay == report.layers[1].relay > 0
+
+
+def test_relay_gain_is_finite_for_a_tiny_dense_part():
+    """1 − Φ(θ/σ_d) underflows to 0 for σ_d = 0.02 (θ/σ_d = 50). The two tails must balance, so
+    (g − θ)/σ_d ≈ θ/σ_d: g tends to 2θ from below as σ_d → 0, and must be finite."""
+    g = theory.relay_gain(1.0, 0.02, 0.16)
+    assert math.isfinite(g) and 1.95 < g < 2.0
+    # continuity with the direct formula where it does not underflow
+    sigma = 0.2
+    direct = 1.0 - sigma * stats.norm.ppf(0.84 * stats.norm.sf(1.0 / sigma) / 0.16)
+    assert theory.relay_gain(1.0, sigma, 0.16) == pytest.approx(direct, rel=1e-12)
