@@ -138,10 +138,10 @@ def main():
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--target", type=float, default=0.1587)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--alpha", type=float, default=2.0, help="ATan surrogate width (snnTorch default 2)")
+    parser.add_argument("--alpha", type=float, default=1.0, help="ATan surrogate alpha (snnTorch default 2; 1 is wider)")
     parser.add_argument("--relay", type=float, default=0.9, help="relay= for the ':relay' methods")
     parser.add_argument("--horizon", default="single",
                         help="spike_aware's horizon= (also the start of calibrated): single, stationary or a number of steps")
