@@ -281,14 +281,17 @@ def allowed_to_change(model: nn.Module, report, method: str) -> set:
     weight_names = {f"{name}.weight" for name, m in model.named_modules()
                     if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d))}
     assert allowed <= weight_names, f"planned something that is not a layer's weight: {allowed - weight_names}"
-    if method == "calibrated" and report.calibration is not None:
+    if method.startswith("calibrated") and report.calibration is not None:
         for layer in report.calibration.layers:
             allowed.update(layer.parameters)
     return allowed
 
 
 def run_initialize(model, x, method, bp: Blueprint, with_input: bool = True, seed: int = 0):
+    method, _, structure = method.partition(":")  # "spike_aware:relay": the relay structure
     options = {"max_evaluations": 3} if method == "calibrated" else {}
+    if structure == "relay":
+        options["relay"] = 0.9
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # κ outside the typical range, module-order notes, ...
         return sip.initialize(model, method, x if with_input else None, generator=torch.Generator().manual_seed(seed),
@@ -319,7 +322,8 @@ def check_initialize_properties(bp: Blueprint, method: str, with_input: bool = T
         assert torch.equal(a, b), f"{name} differs between two runs with the same seed ({method})"
 
 
-ANALYTIC_METHODS = tuple(m for m in sip.METHODS if m != "calibrated")
+RELAY_METHODS = ("spike_aware:relay", "calibrated:relay")
+ANALYTIC_METHODS = tuple(m for m in sip.METHODS if m != "calibrated") + ("spike_aware:relay",)
 
 
 @settings(CI, max_examples=EXAMPLES["registered"])
@@ -329,9 +333,9 @@ def test_initialize_properties_registered_neuron(bp, method):
 
 
 @settings(CI, max_examples=EXAMPLES["registered_calibrated"])
-@given(bp=blueprints("registered"))
-def test_calibrated_properties_registered_neuron(bp):
-    check_initialize_properties(bp, "calibrated")
+@given(bp=blueprints("registered"), method=st.sampled_from(("calibrated", "calibrated:relay")))
+def test_calibrated_properties_registered_neuron(bp, method):
+    check_initialize_properties(bp, method)
 
 
 @settings(CI, max_examples=EXAMPLES["module_order"])
@@ -344,7 +348,7 @@ def test_initialize_properties_without_example_input(bp, method):
 @pytest.mark.snntorch
 @pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 @settings(CI, max_examples=EXAMPLES["snntorch"])
-@given(bp=blueprints("snntorch"), method=st.sampled_from(sip.METHODS))
+@given(bp=blueprints("snntorch"), method=st.sampled_from(sip.METHODS + RELAY_METHODS))
 def test_initialize_properties_snntorch(bp, method):
     check_initialize_properties(bp, method)
 
@@ -352,7 +356,7 @@ def test_initialize_properties_snntorch(bp, method):
 @pytest.mark.spikingjelly
 @pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
 @settings(CI, max_examples=EXAMPLES["spikingjelly"])
-@given(bp=blueprints("spikingjelly"), method=st.sampled_from(sip.METHODS))
+@given(bp=blueprints("spikingjelly"), method=st.sampled_from(sip.METHODS + RELAY_METHODS))
 def test_initialize_properties_spikingjelly(bp, method):
     check_initialize_properties(bp, method)
 
@@ -366,13 +370,15 @@ def fill(name: str, tensor: torch.Tensor, seed: int, theta: float, surrogate_par
         return sip.ikun_(tensor, sigmoid_surrogate(surrogate_param), generator=generator)
     if name == "spike_aware_":
         return sip.spike_aware_(tensor, theta, generator=generator)
+    if name == "spike_aware_relay":
+        return sip.spike_aware_(tensor, theta, relay=0.9, generator=generator)
     if name == "fluctuation_":
         return sip.fluctuation_(tensor, kernel_sums=(2.0, 1.3), input_rate=0.2, generator=generator)
     return sip.baseline_(tensor, "kaiming_normal", generator=generator)
 
 
 @settings(CI, max_examples=EXAMPLES["tensor"])
-@given(name=st.sampled_from(("ikun_", "spike_aware_", "fluctuation_", "baseline_")),
+@given(name=st.sampled_from(("ikun_", "spike_aware_", "spike_aware_relay", "fluctuation_", "baseline_")),
        shape=st.lists(st.integers(0, 12), min_size=2, max_size=4).map(tuple),
        dtype=st.sampled_from((torch.float32, torch.float64, torch.float16, torch.bfloat16)),
        seed=st.integers(0, 2**31 - 1), theta=st.floats(0.1, 4.0), surrogate_param=st.sampled_from(SURROGATE_PARAMS))
