@@ -48,6 +48,8 @@ _PUBLIC: Dict[str, str] = {
     "calculate_ikun_gain": "init",
     "calculate_spike_aware_gain": "init",
     "calculate_fluctuation": "init",
+    "calculate_relay": "init",
+    "relay_pattern": "init",
     "baseline_law": "init",
     "calibrate": "calibration",
     "CalibrationReport": "calibration",
@@ -80,9 +82,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         baseline_law,
         calculate_fluctuation,
         calculate_ikun_gain,
+        calculate_relay,
         calculate_spike_aware_gain,
         fluctuation_,
         ikun_,
+        relay_pattern,
         spike_aware_,
     )
     from .neuron import NeuronSpec, NeuronSpecError, kernel_sums_from_response, simulate_impulse_response

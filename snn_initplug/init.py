@@ -30,6 +30,7 @@ __all__ = [
     "spike_aware_",
     "relay_pattern",
     "calculate_relay",
+    "check_relay",
     "calculate_fluctuation",
     "fluctuation_",
     "baseline_law",
@@ -299,13 +300,12 @@ def spike_aware_(
     fan_in, _ = calculate_fans(tensor)
     gain = calculate_spike_aware_gain(threshold, sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment,
                                       kernel_sq_sum=kernel_sq_sum)
-    std = math.sqrt(gain / fan_in)
+    std, weight = math.sqrt(gain / fan_in), 0.0
     if relay:
         sigma = _target_sigma_u(float(threshold), sigma_u, rate)
         q = theory.firing_probability(float(threshold), sigma) if input_second_moment is None else input_second_moment
         std, weight = calculate_relay(relay, std, fan_in, float(threshold), q, input_scale)
-        return _fill_(tensor, Law("normal", 0.0, std, weight), generator)
-    return _fill_(tensor, Law("normal", 0.0, std), generator)
+    return _fill_(tensor, Law("normal", 0.0, std, weight), generator)
 
 
 # ------------------------------------------------------------------------------------------------------

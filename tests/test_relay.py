@@ -18,7 +18,7 @@ import snn_initplug as sip
 import user_neuron
 from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
 from snn_initplug import theory
-from snn_initplug.init import calculate_relay, relay_pattern
+from snn_initplug import calculate_relay, relay_pattern  # the public names
 
 TARGET = 1 - stats.norm.cdf(1.0)
 
