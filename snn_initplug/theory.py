@@ -15,6 +15,9 @@ Notation (``shared/docs/theory.md``): a weight layer with ``fan_in`` inputs feed
   (both :math:`p` for spikes): :math:`\mu_w = \mu_U/(\mathrm{fan\_in}\; m\,\Sigma K)`,
   :math:`\sigma_w^2 = \sigma_U^2/(\mathrm{fan\_in}\; q\,\Sigma K^2) - \mu_w^2`; a recurrent population splits
   the variance budget, a fraction :math:`\alpha` (0.9) to the feed-forward input.
+* Relay structure (ours, for depth): one strong input per neuron of weight :math:`g` plus a dense part of
+  membrane std :math:`\sigma_d`; :math:`g` keeps the one-step firing probability at the input rate
+  (:func:`relay_gain`).
 """
 from __future__ import annotations
 
