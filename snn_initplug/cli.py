@@ -146,10 +146,18 @@ def _loss_for_classes(classes: int, seed: int):
     return loss_fn
 
 
-def _initialize(model, method, x, forward, seed):
+RELAY_METHODS = ("spike_aware", "calibrated")  # the methods that take relay=
+
+
+def _initialize(model, method, x, forward, seed, relay=None):
     from .apply import initialize
 
-    return initialize(model, method, x, generator=torch.Generator().manual_seed(seed), forward=forward)
+    options = {"relay": relay} if relay is not None and method in RELAY_METHODS else {}
+    return initialize(model, method, x, generator=torch.Generator().manual_seed(seed), forward=forward, **options)
+
+
+def _label(method: str, relay) -> str:
+    return f"{method}+relay{relay:g}" if relay is not None and method in RELAY_METHODS else method
 
 
 def cmd_diagnose(args) -> int:
@@ -163,8 +171,9 @@ def cmd_diagnose(args) -> int:
         model, forward = build_model(factory, args.seed)
         forward = _stepped(forward, args.steps)
         if method != AS_BUILT:
-            _initialize(model, method, x, forward, args.seed)
-        records[method] = diagnose(model, x, loss_fn=loss_fn, forward=forward, label=method)
+            _initialize(model, method, x, forward, args.seed, args.relay)
+        label = _label(method, args.relay)
+        records[label] = diagnose(model, x, loss_fn=loss_fn, forward=forward, label=label)
     for record in records.values():
         print(record)
         print()
@@ -180,11 +189,13 @@ def cmd_diagnose(args) -> int:
 
 
 def cmd_init(args) -> int:
+    if args.relay is not None and args.method not in RELAY_METHODS:
+        raise CommandError(f"--relay applies to {' and '.join(RELAY_METHODS)}, not {args.method}")
     factory = load_factory(args.model)
     model, forward = build_model(factory, args.seed)
     forward = _stepped(forward, args.steps)
     x = make_input(args.input_shape, args.binary, args.seed)
-    report = _initialize(model, args.method, x, forward, args.seed)
+    report = _initialize(model, args.method, x, forward, args.seed, args.relay)
     print(report)
     torch.save(model.state_dict(), args.out)
     print(f"saved the state_dict to {args.out}")
@@ -280,6 +291,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the model, the input and the weights (default 0)")
     parser.add_argument("--steps", "-T", type=int, default=None, metavar="T",
                         help="call the model T times on the input and stack the outputs (one call per time step)")
+    parser.add_argument("--relay", type=float, default=None, metavar="RHO",
+                        help="relay structure for spike_aware and calibrated (e.g. 0.9; deep plain stacks)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -229,3 +229,33 @@ def test_python_dash_m_end_to_end(model_file, tmp_path):
     result = subprocess.run([sys.executable, "-m", "snn_initplug.cli", "diagnose", f"{model_file}:make",
                              "--input-shape", "6,4,9"], capture_output=True, text=True)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_relay_option(model_file, tmp_path, capsys):
+    """--relay reaches initialize for spike_aware/calibrated (the same weights as the API), labels the diagnosis,
+    and is refused for a method that has no relay structure."""
+    weights = tmp_path / "w.pt"
+    code, out, err = run(capsys, "init", f"{model_file}:make", "--method", "spike_aware", "--relay", 0.9,
+                         "--input-shape", "6,4,10", "--out", weights, "--seed", 3)
+    assert code == 0, err
+    assert "relay_weight=" in out
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("again_relay", model_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(3)
+    model = module.make()
+    x = torch.rand(6, 4, 10, generator=torch.Generator().manual_seed(3))
+    sip.initialize(model, "spike_aware", x, relay=0.9, generator=torch.Generator().manual_seed(3))
+    saved = torch.load(weights)
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+
+    code, out, err = run(capsys, "diagnose", f"{model_file}:make", "--input-shape", "6,4,10",
+                         "--init", "spike_aware", "kaiming_normal", "--relay", 0.9)
+    assert code == 0, err
+    assert "spike_aware+relay0.9" in out and "kaiming_normal" in out
+
+    code, out, err = run(capsys, "init", f"{model_file}:make", "--method", "ikun", "--relay", 0.9,
+                         "--input-shape", "6,4,10", "--out", weights)
+    assert code == 2 and "--relay applies to spike_aware and calibrated, not ikun" in err
