@@ -37,14 +37,19 @@ class DeepLIF(nn.Module):
         self.readout = nn.Linear(width, 10)
         self.steps = steps
 
-    def forward(self, x):
+    def last_layer_spikes(self, x):
+        """The last hidden layer's spikes at each of the T steps (the pixels are presented at every step)."""
         x = x.flatten(1)
         mems = [n.reset_mem() for n in self.neurons]
-        logits = 0
         for _ in range(self.steps):
             h = x
             for i, (layer, neuron) in enumerate(zip(self.layers, self.neurons)):
                 h, mems[i] = neuron(layer(h), mems[i])
+            yield h
+
+    def forward(self, x):
+        logits = 0
+        for h in self.last_layer_spikes(x):
             logits = logits + self.readout(h)
         return logits / self.steps
 
@@ -69,17 +74,23 @@ def method_options(name, args):
     return method, options
 
 
+def initialized_model(name, depth, batch, args):
+    """A seeded DeepLIF of ``depth`` layers, initialized by method ``name`` on ``batch`` (``"none"``: as built)."""
+    torch.manual_seed(args.seed)
+    model = DeepLIF(depth, args.width, args.beta, args.steps, args.alpha)
+    method, options = method_options(name, args)
+    if method != "none":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sip.initialize(model, method, batch, generator=torch.Generator().manual_seed(args.seed),
+                           skip="readout*", **options)
+    return model
+
+
 def train(name, data, args):
     x_tr, y_tr, x_te, y_te = data
-    torch.manual_seed(args.seed)
-    model = DeepLIF(args.depth, args.width, args.beta, args.steps, args.alpha)
     batch0 = x_tr[: args.batch]
-    method, options = method_options(name, args)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if method != "none":
-            sip.initialize(model, method, batch0, generator=torch.Generator().manual_seed(args.seed),
-                           skip="readout*", **options)
+    model = initialized_model(name, args.depth, batch0, args)
     rates = [layer.rate for layer in sip.diagnose(model, batch0).layers]
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     order = torch.Generator().manual_seed(args.seed)
@@ -105,24 +116,11 @@ def readout_probe(name, depth, data, args):
     """Test accuracy of a ridge-regression readout on the untrained network's time-averaged last-layer spikes:
     how much of the input survives ``depth`` layers at init (no training of the hidden layers)."""
     x_tr, y_tr, x_te, y_te = data
-    torch.manual_seed(args.seed)
-    model = DeepLIF(depth, args.width, args.beta, args.steps, args.alpha)
-    method, options = method_options(name, args)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sip.initialize(model, method, x_tr[: args.batch], skip="readout*",
-                       generator=torch.Generator().manual_seed(args.seed), **options)
+    model = initialized_model(name, depth, x_tr[: args.batch], args)
 
     def features(x):
-        x = x.flatten(1)
-        mems = [n.reset_mem() for n in model.neurons]
-        total = 0
         with torch.no_grad():
-            for _ in range(model.steps):
-                h = x
-                for i, (layer, neuron) in enumerate(zip(model.layers, model.neurons)):
-                    h, mems[i] = neuron(layer(h), mems[i])
-                total = total + h
+            total = sum(model.last_layer_spikes(x))
         return torch.cat([total / model.steps, torch.ones(len(x), 1)], 1)
 
     a = features(x_tr)
