@@ -79,6 +79,14 @@ def select_device(name: str) -> torch.device:
     return device
 
 
+def start(args) -> torch.device:
+    """What every example does first: ``-threads``, the seeds, then the device."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    seed_everything(args.seed)
+    return select_device(args.device)
+
+
 def progress(iterable: Iterable, quiet: bool = False, **kwargs):
     """tqdm when installed (the ``examples`` extra), else the plain iterable."""
     if quiet:
@@ -158,6 +166,19 @@ def sj_prepare_env(backend: str) -> None:
     if backend == "torch":
         for n in ("IF", "LIF"):
             os.environ.setdefault(f"SJ_{n}_CUDA_IMPLEMENTATION", "torch")
+
+
+def sj_start(args) -> torch.device:
+    """The SpikingJelly examples' start: the backend's environment (before the import), a clear exit without
+    SpikingJelly, :func:`start`, and the version in use."""
+    sj_prepare_env(args.backend)
+    try:
+        import spikingjelly.activation_based  # noqa: F401
+    except ImportError:
+        raise SystemExit("SpikingJelly is not installed: pip install snn-initplug[spikingjelly]")
+    device = start(args)
+    print(f"[spikingjelly] version {sj_version()}")
+    return device
 
 
 def sj_has_backend_arg(neuron_cls) -> bool:

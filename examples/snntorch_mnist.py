@@ -70,10 +70,7 @@ def main(argv=None):
         import snntorch.functional as SF
     except ImportError:
         raise SystemExit("snnTorch is not installed: pip install snn-initplug[snntorch]")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    common.seed_everything(args.seed)
-    device = common.select_device(args.device)
+    device = common.start(args)
     x_tr, y_tr, x_te, y_te = common.load_data(args, "mnist")
     train_loader, test_loader = common.loaders(args, x_tr, y_tr, x_te, y_te)
 

@@ -73,16 +73,8 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    common.sj_prepare_env(args.backend)
-    try:
-        from spikingjelly.activation_based import functional, neuron
-    except ImportError:
-        raise SystemExit("SpikingJelly is not installed: pip install snn-initplug[spikingjelly]")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    common.seed_everything(args.seed)
-    device = common.select_device(args.device)
-    print(f"[spikingjelly] version {common.sj_version()}")
+    device = common.sj_start(args)
+    from spikingjelly.activation_based import functional, neuron
     backend_kwargs = common.sj_backend(neuron.IFNode, args.backend, device)
     x_tr, y_tr, x_te, y_te = common.load_data(args, "fashion_mnist")
     train_loader, test_loader = common.loaders(args, x_tr, y_tr, x_te, y_te, drop_last=True)

@@ -53,16 +53,8 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    common.sj_prepare_env(args.backend)
-    try:
-        from spikingjelly.activation_based import encoding, functional, neuron
-    except ImportError:
-        raise SystemExit("SpikingJelly is not installed: pip install snn-initplug[spikingjelly]")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    common.seed_everything(args.seed)
-    device = common.select_device(args.device)
-    print(f"[spikingjelly] version {common.sj_version()}")
+    device = common.sj_start(args)
+    from spikingjelly.activation_based import encoding, functional, neuron
     backend_kwargs = common.sj_backend(neuron.LIFNode, args.backend, device)
     x_tr, y_tr, x_te, y_te = common.load_data(args, "mnist")
     train_loader, test_loader = common.loaders(args, x_tr, y_tr, x_te, y_te)
