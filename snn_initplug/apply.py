@@ -242,19 +242,18 @@ def _rule_spike_aware(layer: LayerPlan, opts: Dict[str, Any], ctx: _Context):
     assumed["sum_K2"] = k2
     if share != 1.0:
         assumed["variance_share"] = share
-    std, notes = math.sqrt(gain / layer.fan_in), []
+    std, weight, notes = math.sqrt(gain / layer.fan_in), 0.0, []
     relay = check_relay(opts.get("relay", 0.0))
-    # one relay per neuron: only a neuron fed by this one weight of spikes gets it
-    if relay and layer.input_source == "neurons" and layer.role == "input" and len(ctx.feeds.get(layer.neuron_name, [])) == 1 \
+    # one relay per neuron: only for a feed-forward weight of spikes that is its neuron's only input
+    if relay and layer.input_source == "neurons" and layer.role == "input" and share == 1.0 \
             and not ctx.recurrent.get(layer.neuron_name):
         c, _ = _kernel_sums(layer.spec, "single", "spike_aware", layer)  # one step: K[0] = c
         std, weight = calculate_relay(relay, std, layer.fan_in, theta, q, c)
         assumed.update(relay=relay, relay_weight=weight)
-        return Law("normal", 0.0, std, weight), assumed, notes
-    if relay:
+    elif relay:
         notes.append("relay: not applied (the input is not spikes from upstream neurons, or the neuron has "
                      "several inputs)")
-    return Law("normal", 0.0, std), assumed, notes
+    return Law("normal", 0.0, std, weight), assumed, notes
 
 
 def _rule_fluctuation(layer: LayerPlan, opts: Dict[str, Any], ctx: _Context):

@@ -255,3 +255,24 @@ def test_relay_in_a_deep_plain_conv_stack():
     assert all(abs(r / relayed[0] - 1) < 0.1 for r in relayed), [round(r, 3) for r in relayed]
     assert max(abs(r / plain[0] - 1) for r in plain) > 2 * max(abs(r / relayed[0] - 1) for r in relayed), \
         ([round(r, 3) for r in plain], [round(r, 3) for r in relayed])
+
+
+def test_no_relay_where_two_weights_feed_one_neuron():
+    """Two layers summed into one neuron would give it two relay paths: neither gets one, and the report says so."""
+    class TwoFeeds(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+            self.n1, self.n2 = user_neuron.MyLIF(), user_neuron.MyLIF()
+
+        def forward(self, x):
+            s = self.n1(self.a(x))
+            return self.n2(self.b(s) + self.c(s))
+
+    torch.manual_seed(0)
+    report = sip.initialize(TwoFeeds(), "spike_aware", torch.rand(16, 8), relay=0.9,
+                            generator=torch.Generator().manual_seed(0))
+    rows = {row.layer: row for row in report.layers}
+    assert set(rows) == {"a.weight", "b.weight", "c.weight"}
+    assert all(row.relay == 0.0 for row in rows.values())
+    assert all(any("relay: not applied" in note for note in rows[name].notes) for name in ("b.weight", "c.weight"))
