@@ -51,6 +51,7 @@ def load_factory(spec: str) -> Callable[[], Any]:
     if location.endswith(".py") or os.sep in location or "/" in location:
         module = _import_file(location)
     else:
+        _import_from_working_directory()
         try:
             module = importlib.import_module(location)
         except ImportError as exc:
@@ -61,6 +62,14 @@ def load_factory(spec: str) -> Callable[[], Any]:
     if not callable(factory):
         raise CommandError(f"{spec!r} is not callable")
     return factory
+
+
+def _import_from_working_directory() -> None:
+    """Let ``my_models:make`` import ``./my_models.py``, as ``python -m`` would: the console script's
+    ``sys.path`` starts with its own bin folder, not the folder it was started from."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def _import_file(path: str):
@@ -101,6 +110,53 @@ def parse_shape(text: str) -> Tuple[int, ...]:
     if not shape or any(n <= 0 for n in shape):
         raise argparse.ArgumentTypeError(f"shape must be positive integers, got {text!r}")
     return shape
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), got {text!r}")
+    return value
+
+
+def relay_share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a relay share in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a relay share in [0, 1), got {text!r}")
+    return value
+
+
+def writable_file(text: str) -> str:
+    """A path whose folder exists (checked before any work, so a typo does not cost a whole run)."""
+    folder = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"the folder {folder} does not exist (create it first)")
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name")
+    return text
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line (``snn-initplug init: error: ...``) with exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def make_input(shape: Sequence[int], binary: bool, seed: int) -> torch.Tensor:
@@ -288,34 +344,34 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input-shape", "-i", type=parse_shape, required=True, metavar="SHAPE",
                         help="shape of the example input, e.g. 4,1,28,28 (time first for multi-step models)")
     parser.add_argument("--binary", action="store_true", help="Bernoulli spikes instead of torch.rand values")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the model, the input and the weights (default 0)")
-    parser.add_argument("--steps", "-T", type=int, default=None, metavar="T",
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the model, the input and the weights (default 0)")
+    parser.add_argument("--steps", "-T", type=positive_int, default=None, metavar="T",
                         help="call the model T times on the input and stack the outputs (one call per time step)")
-    parser.add_argument("--relay", type=float, default=None, metavar="RHO",
+    parser.add_argument("--relay", type=relay_share, default=None, metavar="RHO",
                         help="relay structure for spike_aware and calibrated (e.g. 0.9; deep plain stacks)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from .apply import METHODS
 
-    parser = argparse.ArgumentParser(prog="snn-initplug", description="Weight initialization and diagnostics for "
+    parser = OneLineParser(prog="snn-initplug", description="Weight initialization and diagnostics for "
                                      "snnTorch and SpikingJelly networks.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     diagnose = commands.add_parser("diagnose", help="firing rates, membrane and gradient statistics per layer")
     _add_model_arguments(diagnose)
     diagnose.add_argument("--init", nargs="+", choices=(AS_BUILT,) + tuple(METHODS), metavar="METHOD",
                           help=f"initialize a fresh model with each method first ({AS_BUILT}: as the factory built it)")
-    diagnose.add_argument("--classes", type=int, default=None, metavar="K",
+    diagnose.add_argument("--classes", type=positive_int, default=None, metavar="K",
                           help="also measure gradient norms, for the cross-entropy against seeded random labels in [0, K)")
-    diagnose.add_argument("--json", metavar="PATH", help="write {label: record} as JSON")
-    diagnose.add_argument("--plot", metavar="PATH", help="plot rate, membrane sd/θ and gradient norm against depth")
+    diagnose.add_argument("--json", metavar="PATH", type=writable_file, help="write {label: record} as JSON")
+    diagnose.add_argument("--plot", metavar="PATH", type=writable_file, help="plot rate, membrane sd/θ and gradient norm against depth")
     diagnose.set_defaults(run=cmd_diagnose)
 
     init = commands.add_parser("init", help="initialize a model and save its state_dict")
     _add_model_arguments(init)
     init.add_argument("--method", "-m", required=True, choices=METHODS)
-    init.add_argument("--out", "-o", required=True, metavar="PATH", help="where to save the state_dict (torch.save)")
+    init.add_argument("--out", "-o", required=True, metavar="PATH", type=writable_file, help="where to save the state_dict (torch.save)")
     init.set_defaults(run=cmd_init)
 
     surrogates = commands.add_parser("surrogates", help="the built-in surrogates of the installed frameworks, "

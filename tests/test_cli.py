@@ -84,7 +84,7 @@ def test_diagnose_prints_and_writes_json(model_file, tmp_path, capsys):
     rows = data["as-built"]["layers"]
     assert [r["neuron"] for r in rows] == ["1", "3"] and all(r["grad_norm"] > 0 for r in rows)
 
-    # the same numbers as the Python API on the same model, input and labels
+    # the numbers recomputed by hand on the same model, input and labels: the LIF's spikes and autograd
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("again", model_file)
@@ -94,9 +94,11 @@ def test_diagnose_prints_and_writes_json(model_file, tmp_path, capsys):
     model = module.make()
     x = torch.rand(6, 4, 10, generator=torch.Generator().manual_seed(5))
     labels = torch.randint(3, (4,), generator=torch.Generator().manual_seed(6))
-    record = diagnose(model, x, target=labels)
-    assert rows[0]["rate"] == pytest.approx(record.layers[0].rate)
-    assert rows[1]["grad_norm"] == pytest.approx(record.layers[1].grad_norm, rel=1e-6)
+    hidden = model[1](model[0](x))
+    assert rows[0]["rate"] == pytest.approx(hidden.mean().item())
+    loss = torch.nn.functional.cross_entropy(model[3](model[2](hidden)).mean(0), labels)
+    loss.backward()
+    assert rows[1]["grad_norm"] == pytest.approx(model[2].weight.grad.norm().item(), rel=1e-5)
 
 
 def test_diagnose_several_methods_and_plot(model_file, tmp_path, capsys):
@@ -130,6 +132,10 @@ def test_init_saves_the_initialized_state_dict(model_file, tmp_path, capsys):
     sip.initialize(model, "ikun", x, generator=torch.Generator().manual_seed(7))
     assert saved.keys() == model.state_dict().keys()
     assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+    # IKUN with the file's surrogate d/dx sigmoid(4x): E[h] on U(-1, 1) = (σ(4) − σ(−4)) / 2, std = sqrt(κ / fan_in)
+    kappa = 2.0 / (torch.sigmoid(torch.tensor(4.0)) - torch.sigmoid(torch.tensor(-4.0))).item()
+    weight = saved["0.weight"]
+    assert weight.std().item() == pytest.approx((kappa / 10) ** 0.5, rel=0.15)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -259,3 +265,45 @@ def test_relay_option(model_file, tmp_path, capsys):
     code, out, err = run(capsys, "init", f"{model_file}:make", "--method", "ikun", "--relay", 0.9,
                          "--input-shape", "6,4,10", "--out", weights)
     assert code == 2 and "--relay applies to spike_aware and calibrated, not ikun" in err
+
+
+def _console_script():
+    from pathlib import Path
+
+    script = Path(sys.executable).with_name("snn-initplug")
+    if not script.is_file():
+        pytest.skip("the snn-initplug console script is not installed next to this Python (pip install -e .)")
+    return str(script)
+
+
+def test_console_script_imports_a_module_from_the_working_folder(model_file, tmp_path):
+    """``snn-initplug init my_models:make`` run from the folder holding my_models.py, as the README shows."""
+    script = _console_script()
+    folder = tmp_path / "project"
+    folder.mkdir()
+    (folder / "my_models.py").write_text(model_file.read_text())
+    weights = folder / "w.pt"
+    result = subprocess.run([script, "init", "my_models:make", "--method", "ikun", "--input-shape", "6,4,10",
+                             "--out", "w.pt"], cwd=folder, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert set(torch.load(weights)) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["init", "my_models:make", "-m", "ikun", "-i", "6,4,10", "--out", "missing/w.pt"], "does not exist"),
+    (["init", "my_models:make", "-m", "ikun", "-i", "6,4,10", "-T", "0", "--out", "w.pt"], "positive integer"),
+    (["init", "my_models:make", "-m", "ikun", "-i", "6,4,10", "-T", "-3", "--out", "w.pt"], "positive integer"),
+    (["diagnose", "my_models:make", "-i", "6,4,10", "--classes", "0"], "positive integer"),
+    (["init", "my_models:make", "-m", "ikun", "-i", "6,4,10", "--relay", "1.5", "--out", "w.pt"], "relay share"),
+    (["init", "my_models:make", "-m", "ikun", "-i", "6,4,10", "--seed", "-1", "--out", "w.pt"], "seed"),
+    (["diagnose", "my_models:make", "-i", "6,4,10", "--json", "missing/d.json"], "does not exist"),
+])
+def test_console_script_bad_arguments_before_any_work(tmp_path, argv, message):
+    """Bad arguments: one line on stderr, exit 2, and the model file is never imported (it would write a mark)."""
+    script = _console_script()
+    (tmp_path / "my_models.py").write_text("open('imported', 'w').close()\n" + USER_MODEL)
+    result = subprocess.run([script, *argv], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert not (tmp_path / "imported").exists() and not (tmp_path / "w.pt").exists()
