@@ -1,12 +1,9 @@
 """Method names used by the benchmarks: an ``initialize`` method, optionally with the relay structure
-(``"spike_aware:relay"``, ``"calibrated:relay"``: ``relay=`` passed to spike_aware or to calibrated's start)."""
+(``"spike_aware:relay"``, ``"calibrated:relay"``). The parsing lives in ``examples/common.py``, shared with the
+examples."""
+import os
+import sys
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 
-def split_method(name, relay=0.9):
-    """``"calibrated:relay"`` -> ``("calibrated", {"relay": relay})``; ``"ikun"`` -> ``("ikun", {})``."""
-    method, _, structure = name.partition(":")
-    if structure == "relay":
-        return method, {"relay": relay}
-    if structure:
-        raise SystemExit(f"unknown structure {structure!r} in {name!r} (only ':relay')")
-    return method, {}
+from common import split_method  # noqa: E402,F401  (examples/common.py)

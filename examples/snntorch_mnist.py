@@ -59,8 +59,8 @@ def encode(images: torch.Tensor, num_steps: int) -> torch.Tensor:
 
 def parser():
     p = common.base_parser(__doc__.split("\n")[0], T=25, batch=128, epochs=1, lr=5e-4, out="snntorch_mnist")
-    p.add_argument("-hidden", type=int, default=1000, help="hidden Leaky neurons")
-    p.add_argument("-beta", type=float, default=0.95, help="membrane decay of snn.Leaky")
+    p.add_argument("-hidden", type=common.positive_int, default=1000, help="hidden Leaky neurons")
+    p.add_argument("-beta", type=common.beta, default=0.95, help="membrane decay of snn.Leaky")
     return p
 
 

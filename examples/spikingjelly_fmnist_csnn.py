@@ -64,7 +64,7 @@ def init_defaults(T: int) -> dict:
 def parser():
     p = common.base_parser(__doc__.split("\n")[0], T=4, batch=128, epochs=64, lr=0.1, out="spikingjelly_fmnist_csnn",
                            subset=20000, opt="sgd")
-    p.add_argument("-channels", type=int, default=128, help="conv channels C (128 in the paper; try 8 on a CPU)")
+    p.add_argument("-channels", type=common.positive_int, default=128, help="conv channels C (128 in the paper; try 8 on a CPU)")
     p.add_argument("-backend", choices=["auto", "torch", "cupy"], default="auto",
                    help="neuron backend (CuPy only on SpikingJelly 0.0.0.0.14 with CUDA)")
     p.add_argument("-no-cosine", action="store_true", help="constant learning rate instead of cosine annealing")

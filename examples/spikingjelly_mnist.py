@@ -44,8 +44,8 @@ def build(layers: int, hidden: int, tau: float, backend_kwargs: dict) -> nn.Modu
 def parser():
     p = common.base_parser(__doc__.split("\n")[0], T=20, batch=64, epochs=1, lr=1e-3, out="spikingjelly_mnist")
     p.add_argument("-layers", type=int, choices=[1, 2], default=1, help="one or two LIF layers")
-    p.add_argument("-hidden", type=int, default=400, help="hidden LIF neurons (-layers 2)")
-    p.add_argument("-tau", type=float, default=2.0, help="membrane time constant of LIFNode")
+    p.add_argument("-hidden", type=common.positive_int, default=400, help="hidden LIF neurons (-layers 2)")
+    p.add_argument("-tau", type=common.tau, default=2.0, help="membrane time constant of LIFNode")
     p.add_argument("-backend", choices=["auto", "torch", "cupy"], default="auto",
                    help="neuron backend (CuPy only on SpikingJelly 0.0.0.0.14 with CUDA)")
     return p

