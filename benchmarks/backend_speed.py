@@ -101,9 +101,14 @@ def training_step(net, opt, x, y):
     return step
 
 
+def print_result(result: Dict[str, Any]) -> None:
+    print("RESULT " + json.dumps(result), flush=True)
+
+
 def worker(which: str, channels: int, Ts: Sequence[int], batch: int, seconds: float, warmup: int,
-           device_name: str) -> Dict[str, Any]:
-    """Time one backend ("torch" or "fast") of the SpikingJelly in this process's path, for every T."""
+           device_name: str, report=print_result) -> Dict[str, Any]:
+    """Time one backend ("torch" or "fast") of the SpikingJelly in this process's path, for every T; ``report``
+    gets the result so far after each T (a parent that must kill the worker keeps the finished T)."""
     sys.path.insert(0, str(ROOT / "examples"))
     import common
 
@@ -145,12 +150,14 @@ def worker(which: str, channels: int, Ts: Sequence[int], batch: int, seconds: fl
             timing = time_steps(step, seconds, warmup, lambda: _synchronize(torch, device))
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory at large T: record it, go on with the next T
             out["runs"][str(T)] = {"error": f"{type(exc).__name__}: {exc}"[:500]}
+            report(out)
             continue
         finally:
             del net, step
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         out["runs"][str(T)] = {**timing, "examples_per_s": timing["iters"] * batch / timing["seconds"]}
+        report(out)
     return out
 
 
@@ -181,12 +188,19 @@ def run_worker(which: str, *, channels: int, Ts: Sequence[int], batch: int, seco
         proc = subprocess.run(cmd, capture_output=True, text=True, env=worker_env(which, pythonpath),
                               timeout=timeout, cwd=str(ROOT))
     except subprocess.TimeoutExpired as exc:
-        return {"worker": which, "error": f"timed out after {timeout:.0f} s",
-                "output_tail": _tail(exc.stdout) + _tail(exc.stderr)}
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+        partial = last_result(_tail(exc.stdout, 10**6))
+        note = {"error": f"timed out after {timeout:.0f} s", "output_tail": _tail(exc.stderr)}
+        return {**partial, **note, "worker": which} if partial else {"worker": which, **note}
+    line = last_result(proc.stdout)
     if proc.returncode != 0 or line is None:
         return {"worker": which, "error": f"exit status {proc.returncode}", "output_tail": _tail(proc.stderr or proc.stdout)}
-    return json.loads(line[len("RESULT "):])
+    return line
+
+
+def last_result(stdout: str) -> Optional[Dict[str, Any]]:
+    """The last ``RESULT {json}`` line a worker printed (None if none)."""
+    lines = [ln for ln in (stdout or "").splitlines() if ln.startswith("RESULT ")]
+    return json.loads(lines[-1][len("RESULT "):]) if lines else None
 
 
 def _tail(text, limit: int = 2000) -> str:
@@ -247,8 +261,7 @@ def format_lines(measurement: Dict[str, Any]) -> List[str]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.worker:
-        result = worker(args.worker, args.channels, args.T, args.batch, args.seconds, args.warmup, args.device)
-        print("RESULT " + json.dumps(result), flush=True)
+        print_result(worker(args.worker, args.channels, args.T, args.batch, args.seconds, args.warmup, args.device))
         return 0
     import torch
 
