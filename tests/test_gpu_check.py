@@ -449,3 +449,11 @@ def test_dry_run_of_the_legacy_parts(tmp_path):
     assert len(a) == 4 and all(r["verdict"] == "ok" for r in a), a
     e = [r for r in record["rows"] if r["part"] == "e"]
     assert e[-1]["check"].startswith("simulated #459") and e[-1]["verdict"] == "ok"
+
+
+def test_the_cupy_extras_match_the_wheel_the_diagnosis_names():
+    tomllib = pytest.importorskip("tomllib")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for cuda in ("12.8", "13.0"):
+        wheel = gpu_check.cupy_wheel_for(cuda)
+        assert extras[f"cupy-cuda{cuda.split('.')[0]}"] == [wheel]  # the extra named in the diagnosis exists
