@@ -457,3 +457,13 @@ def test_the_cupy_extras_match_the_wheel_the_diagnosis_names():
     for cuda in ("12.8", "13.0"):
         wheel = gpu_check.cupy_wheel_for(cuda)
         assert extras[f"cupy-cuda{cuda.split('.')[0]}"] == [wheel]  # the extra named in the diagnosis exists
+
+
+def test_wheels_are_unpacked_when_pip_cannot_install_them(tmp_path):
+    """A wheel pip refuses (here: fake ones without metadata) still lands in the target folder, unpacked."""
+    folder = fake_wheel_folder(tmp_path / "wheels")
+    wheel = prepare_gpu_wheels.find_wheel(folder, prepare_gpu_wheels.WHEELS[0])
+    with open(tmp_path / "setup.log", "w") as log:
+        assert gpu_check.pip_target([wheel], tmp_path / "site", log) is None
+    assert (tmp_path / "site" / "snntorch" / "__init__.py").is_file()
+    assert "unpacking the wheels instead" in (tmp_path / "setup.log").read_text()
