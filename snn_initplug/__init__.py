@@ -14,8 +14,11 @@ __version__ = "0.1.0"
 
 # public name -> submodule that defines it
 _PUBLIC: Dict[str, str] = {
-    "SurrogateError": "surrogate",
-    "StochasticSurrogateError": "surrogate",
+    "SnnInitError": "errors",
+    "OptionError": "errors",
+    "ArgumentTypeError": "errors",
+    "SurrogateError": "errors",
+    "StochasticSurrogateError": "errors",
     "Uniform": "surrogate",
     "Normal": "surrogate",
     "SurrogateMoments": "surrogate",
@@ -25,22 +28,22 @@ _PUBLIC: Dict[str, str] = {
     "clear_moment_cache": "surrogate",
     "moment_cache_info": "surrogate",
     "NeuronSpec": "neuron",
-    "NeuronSpecError": "neuron",
+    "NeuronSpecError": "errors",
     "kernel_sums_from_response": "neuron",
     "simulate_impulse_response": "neuron",
     "register_neuron": "adapters",
     "unregister_neuron": "adapters",
     "neuron_spec": "adapters",
     "InternalWeight": "adapters",
-    "UnsupportedNeuronError": "adapters",
+    "UnsupportedNeuronError": "errors",
     "plan": "planning",
     "Plan": "planning",
-    "PlanError": "planning",
+    "PlanError": "errors",
     "initialize": "apply",
     "reinitialize": "apply",
     "Report": "apply",
     "METHODS": "apply",
-    "InitError": "theory",
+    "InitError": "errors",
     "ikun_": "init",
     "spike_aware_": "init",
     "fluctuation_": "init",
@@ -48,15 +51,25 @@ _PUBLIC: Dict[str, str] = {
     "calculate_ikun_gain": "init",
     "calculate_spike_aware_gain": "init",
     "calculate_fluctuation": "init",
-    "calculate_relay": "init",
+    "calculate_relay": "laws",
     "relay_pattern": "init",
-    "baseline_law": "init",
+    "baseline_law": "laws",
+    "Law": "laws",
+    "membrane_target": "laws",
+    "ikun_law": "laws",
+    "spike_aware_law": "laws",
+    "fluctuation_law": "laws",
+    "IkunOptions": "options",
+    "SpikeAwareOptions": "options",
+    "FluctuationOptions": "options",
+    "BaselineOptions": "options",
+    "CalibrationOptions": "options",
     "calibrate": "calibration",
     "CalibrationReport": "calibration",
     "diagnose": "diagnostics",
     "Diagnosis": "diagnostics",
     "LayerDiagnosis": "diagnostics",
-    "DiagnoseError": "diagnostics",
+    "DiagnoseError": "errors",
     "compare": "diagnostics",
     "compare_methods": "diagnostics",
     "plot_comparison": "diagnostics",
@@ -65,36 +78,38 @@ _PUBLIC: Dict[str, str] = {
 __all__ = sorted(_PUBLIC) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .adapters import InternalWeight, UnsupportedNeuronError, neuron_spec, register_neuron, unregister_neuron
+    from .adapters import InternalWeight, neuron_spec, register_neuron, unregister_neuron
     from .apply import METHODS, Report, initialize, reinitialize
     from .calibration import CalibrationReport, calibrate
-    from .diagnostics import (
+    from .diagnostics import Diagnosis, LayerDiagnosis, compare, compare_methods, diagnose, plot_comparison
+    from .errors import (
+        ArgumentTypeError,
         DiagnoseError,
-        Diagnosis,
-        LayerDiagnosis,
-        compare,
-        compare_methods,
-        diagnose,
-        plot_comparison,
+        InitError,
+        NeuronSpecError,
+        OptionError,
+        PlanError,
+        SnnInitError,
+        StochasticSurrogateError,
+        SurrogateError,
+        UnsupportedNeuronError,
     )
     from .init import (
         baseline_,
-        baseline_law,
         calculate_fluctuation,
         calculate_ikun_gain,
-        calculate_relay,
         calculate_spike_aware_gain,
         fluctuation_,
         ikun_,
         relay_pattern,
         spike_aware_,
     )
-    from .neuron import NeuronSpec, NeuronSpecError, kernel_sums_from_response, simulate_impulse_response
-    from .planning import Plan, PlanError, plan
+    from .laws import Law, baseline_law, calculate_relay, fluctuation_law, ikun_law, membrane_target, spike_aware_law
+    from .neuron import NeuronSpec, kernel_sums_from_response, simulate_impulse_response
+    from .options import BaselineOptions, CalibrationOptions, FluctuationOptions, IkunOptions, SpikeAwareOptions
+    from .planning import Plan, plan
     from .surrogate import (
         Normal,
-        StochasticSurrogateError,
-        SurrogateError,
         SurrogateMoments,
         Uniform,
         clear_moment_cache,
@@ -103,7 +118,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         surrogate_derivative,
         surrogate_moments,
     )
-    from .theory import InitError
 
 
 def __getattr__(name: str) -> Any:

@@ -30,60 +30,24 @@ once every layer has been calibrated (an error leaves the model as it was).
 """
 from __future__ import annotations
 
+import fnmatch
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from .planning import (NORM_LAYERS, WEIGHT_LAYERS, LayerPlan, Plan, PlanError, StateSnapshot, _first_tensor, plan,
-                   preserved, reset_neuron)
+from .adapters import is_neuron
 from .distributed import all_reduce_counts, broadcast_parameters, is_distributed, world_size
-from .theory import InitError, normal_cdf
+from .errors import ArgumentTypeError, InitError, PlanError, UnsupportedNeuronError
+from .options import DEFAULT_TARGET_RATE, CalibrationOptions, TargetRate
+from .planning import (NORM_LAYERS, WEIGHT_LAYERS, LayerPlan, Plan, StateSnapshot, first_tensor, plan, preserved,
+                       reset_neuron, run_model)
+from .reports import CalibrationReport, LayerCalibration
+from .selection import is_skipped
 
 __all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET_RATE"]
-
-DEFAULT_TARGET_RATE = 1.0 - normal_cdf(1.0)  # 0.1587: the spike-aware rule's rate at θ = σ_u
-
-
-@dataclass
-class LayerCalibration:
-    neuron: str
-    parameters: List[str]  # what was scaled ("fc1.weight", or "bn1.weight" when BatchNorm follows the layer)
-    target: float
-    initial_rate: float
-    rate: float
-    scale: float
-    evaluations: int
-    status: str  # "ok", or why the target was not reached
-
-
-@dataclass
-class CalibrationReport:
-    layers: List[LayerCalibration]
-    mode: str  # "chain" or "model"
-    tolerance: float
-    notes: List[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(layer.status == "ok" for layer in self.layers)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
-    def __str__(self) -> str:
-        header = ["neuron", "scaled", "target", "initial", "rate", "scale", "evals", "status"]
-        rows = [header] + [[c.neuron, ", ".join(c.parameters), f"{c.target:.4g}", f"{c.initial_rate:.4g}",
-                            f"{c.rate:.4g}", f"{c.scale:.4g}", str(c.evaluations), c.status] for c in self.layers]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        lines.append(f"[calibrated in {self.mode} mode, tolerance ±{self.tolerance:.0%}]")
-        lines += [f"note: {n}" for n in self.notes]
-        return "\n".join(lines)
-
 
 # ----------------------------------------------------------------------------------------------------------
 # The scale search
@@ -184,8 +148,6 @@ class _Group:
 
 
 def _groups(model: nn.Module, p: Plan, skip=None) -> List[_Group]:
-    from .apply import is_skipped
-
     modules = dict(model.named_modules())
     groups: Dict[str, _Group] = {}
     for layer in p.layers:
@@ -211,8 +173,6 @@ def _target_for(name: str, target_rate: Union[float, Dict[str, float], Callable[
     if callable(target_rate):
         value = target_rate(name)
     elif isinstance(target_rate, dict):
-        import fnmatch
-
         matches = [v for pattern, v in target_rate.items() if fnmatch.fnmatchcase(name, pattern)]
         value = matches[-1] if matches else target_rate.get("*", DEFAULT_TARGET_RATE)
     else:
@@ -264,7 +224,7 @@ def _run_units(units: Sequence[nn.Module], calls: List[torch.Tensor]) -> List[to
     out = []
     for x in calls:
         for unit in units:
-            x = _first_tensor(unit(x))
+            x = first_tensor(unit(x))
         out.append(x)
     return out
 
@@ -307,14 +267,14 @@ def _calibrate_chain(model, units, groups, calls, target_rate, tolerance, max_ev
                 else:
                     param.copy_(original * s)
                     try:
-                        z = [_first_tensor(scaled(x)) for x in x_pre]
+                        z = [first_tensor(scaled(x)) for x in x_pre]
                     finally:
                         param.copy_(original)
                 out = []
                 for zz in z:
                     for module in post:
-                        zz = _first_tensor(module(zz))
-                    out.append(_first_tensor(unit(zz)))
+                        zz = first_tensor(module(zz))
+                    out.append(first_tensor(unit(zz)))
             return out
 
         target = _target_for(group.neuron_name, target_rate)
@@ -332,8 +292,6 @@ def _calibrate_chain(model, units, groups, calls, target_rate, tolerance, max_ev
 
 
 def _is_neuron_unit(unit: nn.Module) -> bool:
-    from .adapters import UnsupportedNeuronError, is_neuron
-
     try:
         return is_neuron(unit)
     except UnsupportedNeuronError:  # planning has already refused those; anything else is not a neuron here
@@ -356,7 +314,7 @@ def _calibrate_model(model, groups, run, target_rate, tolerance, max_evals, seed
     for group in groups:
         originals = [(param, param.detach().clone()) for _, param in group.params]
         recorded: List[torch.Tensor] = []
-        handle = group.neuron.register_forward_hook(lambda m, a, out: recorded.append(_first_tensor(out).detach()))
+        handle = group.neuron.register_forward_hook(lambda m, a, out: recorded.append(first_tensor(out).detach()))
 
         def rate_at(s: float) -> float:
             snapshot.restore()
@@ -394,7 +352,7 @@ def _calibrate_model(model, groups, run, target_rate, tolerance, max_evals, seed
 def calibrate(
     model: nn.Module,
     example_input: Any,
-    target_rate: Union[float, Dict[str, float], Callable[[str], float]] = DEFAULT_TARGET_RATE,
+    target_rate: TargetRate = DEFAULT_TARGET_RATE,
     *,
     tolerance: float = 0.05,
     max_evaluations: int = 30,
@@ -431,94 +389,87 @@ def calibrate(
             BatchNorm layers in training mode still normalise with per-rank batch statistics (use
             ``SyncBatchNorm``). A no-op outside ``torch.distributed``.
 
-    Returns a :class:`CalibrationReport`; layers that cannot reach their target say why (``status``).
+    The options are validated as a :class:`~snn_initplug.options.CalibrationOptions`. Returns a
+    :class:`CalibrationReport`; layers that cannot reach their target say why (``status``).
     """
     if not isinstance(model, nn.Module):
-        raise InitError(f"calibrate: model must be a torch.nn.Module, got {type(model).__name__}")
-    if not 0 < tolerance < 1:
-        raise InitError(f"calibrate: tolerance must lie in (0, 1), got {tolerance}")
-    if not isinstance(max_evaluations, int) or max_evaluations < 1:
-        raise InitError(f"calibrate: max_evaluations must be a positive integer, got {max_evaluations!r}")
-    if bias not in ("keep", "zero"):
-        raise InitError(f"calibrate: bias must be 'keep' or 'zero', got {bias!r}")
-    if mode not in ("auto", "chain", "model"):
-        raise InitError(f"calibrate: mode must be 'auto', 'chain' or 'model', got {mode!r}")
+        raise ArgumentTypeError(f"calibrate: model must be a torch.nn.Module, got {type(model).__name__}")
+    options = CalibrationOptions(target_rate, tolerance, max_evaluations, steps, bias, mode, seed)
     if example_input is None:
         raise InitError("calibrate: needs a real batch (example_input)")
-    calls = _calls(example_input, steps)
-    if plan_ is not None:
-        p = plan_
-    elif forward is not None:
-        p = plan(model, example_input, forward=forward)
-    else:
-        p = plan(model, calls[0])
+    calls = _calls(example_input, options.steps)
+    p = plan_ if plan_ is not None else plan(model, example_input if forward is not None else calls[0], forward=forward)
+    groups = _checked_groups(model, p, skip, options.target_rate)
+    units = _chain_ready(model, groups) if options.mode in ("auto", "chain") and forward is None else None
+    if options.mode == "chain" and units is None:
+        raise InitError("calibrate: mode='chain' needs a plain nn.Sequential stack with one layer per neuron")
+    run = None if units is not None else _runner(model, example_input, calls, options.steps, forward)
+    results = _calibrate_atomically(model, p, groups, units, calls, run, options, process_group)
+    notes = []
+    if is_distributed(process_group):
+        notes.append(f"rates measured on the global batch of {world_size(process_group)} ranks; weights from rank 0")
+    if not all(r.status == "ok" for r in results):
+        notes.append("some layers did not reach their target; see status")
+    return CalibrationReport(results, "chain" if units is not None else "model", options.tolerance, notes)
+
+
+def _checked_groups(model: nn.Module, p: Plan, skip, target_rate: TargetRate) -> List[_Group]:
+    """The groups to scale, after checking every target and every weight before anything is touched."""
     groups = _groups(model, p, skip)
     for group in groups:
-        _target_for(group.neuron_name, target_rate)  # validate every target before touching anything
+        _target_for(group.neuron_name, target_rate)
         for name, param in group.params:
             if not torch.isfinite(param).all():  # a scale search on NaN weights would misreport the cause
                 raise InitError(f"calibrate: {name} has non-finite values; initialize it first")
     if not groups:
         raise PlanError("calibrate: no weight layer feeds a neuron")
-    units = _chain_ready(model, groups) if mode in ("auto", "chain") and forward is None else None
-    if mode == "chain" and units is None:
-        raise InitError("calibrate: mode='chain' needs a plain nn.Sequential stack with one layer per neuron")
+    return groups
+
+
+def _calibrate_atomically(model, p: Plan, groups: List[_Group], units, calls, run, options: CalibrationOptions,
+                          process_group) -> List[LayerCalibration]:
+    """Search every group's scale (chain mode when ``units`` is given, else model mode with ``run``) and write
+    the scaled weights; on any error every weight and bias is put back."""
     originals = [(param, param.detach().clone()) for g in groups for _, param in g.params + g.biases]
     scaled_params = [param for g in groups for _, param in g.params]
-    notes = []
-    if is_distributed(process_group):
-        notes.append(f"rates measured on the global batch of {world_size(process_group)} ranks; weights from rank 0")
     with preserved(model):
         try:
             # every rank must scale the same weights, or the summed rates would mix different networks
             broadcast_parameters(scaled_params, src=0, group=process_group)
             for _, neuron, _ in p.neurons:  # calibrate as a fresh batch is processed: from rest
                 reset_neuron(neuron)
-            if bias == "zero":
+            if options.bias == "zero":
                 with torch.no_grad():
                     for group in groups:
                         for _, b in group.biases:
                             b.zero_()
+            search = (options.target_rate, options.tolerance, options.max_evaluations, options.seed, process_group)
             if units is not None:
-                results, scales = _calibrate_chain(model, units, groups, calls, target_rate, tolerance,
-                                                   max_evaluations, seed, process_group)
-                chosen = "chain"
+                results, scales = _calibrate_chain(model, units, groups, calls, *search)
+                with torch.no_grad():  # the chain search never wrote the weights; model mode already did
+                    for param, s in scales:
+                        param.mul_(s)
             else:
-                run = _runner(model, example_input, calls, steps, forward)
-                results, scales = _calibrate_model(model, groups, run, target_rate, tolerance, max_evaluations,
-                                                   seed, process_group)
-                chosen = "model"
+                results, _ = _calibrate_model(model, groups, run, *search)
         except BaseException:
             with torch.no_grad():
                 for param, value in originals:
                     param.copy_(value)
             raise
-        with torch.no_grad():
-            if chosen == "chain":  # the chain search never wrote the weights; model mode already did
-                for param, s in scales:
-                    param.mul_(s)
         # the scales agree on every rank already (same global rates); this guards against anything rank-local
         broadcast_parameters(scaled_params, src=0, group=process_group)
-    if not all(r.status == "ok" for r in results):
-        notes.append("some layers did not reach their target; see status")
-    return CalibrationReport(results, chosen, tolerance, notes)
+    return results
 
 
 def _calls(example_input: Any, steps: Optional[int]) -> List[Any]:
     if isinstance(example_input, list):
         return list(example_input)
     if steps is not None:
-        if int(steps) < 1:
-            raise InitError(f"calibrate: steps must be >= 1, got {steps}")
         return [example_input] * int(steps)
     return [example_input]
 
 
 def _runner(model, example_input, calls, steps, forward) -> Callable[[], Any]:
-    if forward is not None:
-        return lambda: forward(model, example_input)
-    if len(calls) > 1 or steps is not None:
+    if forward is None and (len(calls) > 1 or steps is not None):
         return lambda: [model(x) for x in calls]
-    if isinstance(example_input, tuple):
-        return lambda: model(*example_input)
-    return lambda: model(example_input)
+    return lambda: run_model(model, example_input, forward)

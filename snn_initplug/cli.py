@@ -172,12 +172,11 @@ def _stepped(forward: Optional[Callable], steps: Optional[int]) -> Optional[Call
         return forward
 
     def run(model, x):
-        from .planning import _first_tensor, reset_neuron
-        from .planning import _neurons
+        from .planning import first_tensor, neuron_modules, reset_neuron
 
-        for _, neuron in _neurons(model):
+        for _, neuron in neuron_modules(model):
             reset_neuron(neuron)
-        outputs = [_first_tensor(forward(model, x) if forward else model(x)) for _ in range(steps)]
+        outputs = [first_tensor(forward(model, x) if forward else model(x)) for _ in range(steps)]
         return torch.stack(outputs)
 
     return run
@@ -188,10 +187,11 @@ def _stepped(forward: Optional[Callable], steps: Optional[int]) -> Optional[Call
 # --------------------------------------------------------------------------------------------------------
 def _loss_for_classes(classes: int, seed: int):
     """Cross-entropy against seeded random labels in [0, classes), one per sample of the time-averaged output."""
-    from .diagnostics import _first_tensor, default_loss
+    from .diagnostics import default_loss
+    from .planning import first_tensor
 
     def loss_fn(output):
-        out = _first_tensor(output)
+        out = first_tensor(output)
         if out is None or out.dim() < 2 or out.shape[-1] != classes:
             raise CommandError(f"--classes {classes}: the output (shape {tuple(getattr(out, 'shape', ()))}) must "
                                f"end with {classes} class scores")
@@ -385,12 +385,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit status (0, or 2 after an error reported on stderr)."""
     args = build_parser().parse_args(argv)
-    from .adapters import UnsupportedNeuronError
+    from .errors import SnnInitError
 
     try:
         return args.run(args)
-    # ValueError covers the package's own errors (PlanError, DiagnoseError, InitError, SurrogateError, ...)
-    except (CommandError, ValueError, UnsupportedNeuronError, ImportError, OSError) as exc:
+    # the package's own errors (and a missing module or an unwritable file) are one line; a bug keeps its traceback
+    except (CommandError, SnnInitError, ImportError, OSError) as exc:
         message = " ".join(str(exc).split())  # one line
         print(f"snn-initplug {args.command}: error: {message}", file=sys.stderr)
         return 2

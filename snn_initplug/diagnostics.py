@@ -52,8 +52,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapters import find_adapter
-from .planning import Plan, _first_tensor, plan, preserved, reset_neuron
-from .surrogate import SurrogateError, surrogate_derivative
+from .planning import Plan, first_tensor, plan, preserved, reset_neuron, run_model
+from .errors import DiagnoseError, SurrogateError
+from .surrogate import surrogate_derivative
+from .tables import render_table, short_number
 
 __all__ = [
     "diagnose",
@@ -79,8 +81,6 @@ _PEAK_GRID = torch.cat([torch.linspace(-20.0, 20.0, 8001, dtype=torch.float64),
                         -torch.logspace(-6, 1.3, 400, dtype=torch.float64)])
 
 
-class DiagnoseError(ValueError):
-    """The diagnostics cannot be computed (no input, a loss that does not fit the output, ...)."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -147,10 +147,10 @@ class Diagnosis:
                   "in support", "|dL/dW|"]
         table = [header]
         for r in self.layers:
-            table.append([str(r.depth), r.neuron, r.kind, str(r.neurons), _fmt(r.rate), _fmt(r.rate_std),
-                          _fmt(r.silent), _fmt(r.saturated), _fmt(r.membrane_mean), _fmt(r.membrane_std),
-                          _fmt(r.in_support), _fmt(r.grad_norm)])
-        lines = _render(table)
+            table.append([str(r.depth), r.neuron, r.kind, str(r.neurons), short_number(r.rate), short_number(r.rate_std),
+                          short_number(r.silent), short_number(r.saturated), short_number(r.membrane_mean), short_number(r.membrane_std),
+                          short_number(r.in_support), short_number(r.grad_norm)])
+        lines = render_table(table)
         if self.label:
             lines.insert(0, f"[{self.label}]")
         if self.loss is not None:
@@ -165,17 +165,6 @@ class Diagnosis:
         Returns the figure.
         """
         return plot_comparison({self.label or "model": self}, path=path, ax=ax)
-
-
-def _fmt(value: Optional[float]) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
-def _render(table: List[List[str]]) -> List[str]:
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -341,7 +330,7 @@ def default_loss(output: Any, target: torch.Tensor) -> Tuple[torch.Tensor, str]:
       \operatorname{softmax}(\bar o_b)_{y_b}`;
     * floating targets: :math:`L = \operatorname{mean}\,(\bar o - y)^2` with :math:`\bar o` of the target's shape.
     """
-    out = _first_tensor(output)
+    out = first_tensor(output)
     if out is None:
         raise DiagnoseError("the model's output contains no tensor to compute a loss from")
     target = torch.as_tensor(target, device=out.device)
@@ -379,14 +368,6 @@ def _loss(output: Any, target, loss_fn) -> Tuple[torch.Tensor, str]:
 # --------------------------------------------------------------------------------------------------------
 # diagnose
 # --------------------------------------------------------------------------------------------------------
-def _run(model: nn.Module, example_input: Any, forward) -> Any:
-    if forward is not None:
-        return forward(model, example_input)
-    if isinstance(example_input, tuple):
-        return model(*example_input)
-    return model(example_input)
-
-
 def _weights_by_neuron(p: Plan) -> Dict[str, List[Tuple[str, torch.Tensor]]]:
     feeding: Dict[str, List[Tuple[str, torch.Tensor]]] = {}
     for entry in p.layers:
@@ -456,7 +437,7 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
 
     def post_hook(name, last_only):
         def hook(module, args, output):
-            spikes = _first_tensor(output)
+            spikes = first_tensor(output)
             if spikes is not None:
                 counters[name].add(spikes)
             if name in recorders:
@@ -487,7 +468,7 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
                     weight.requires_grad_(True)  # frozen layers too; preserved() restores the flags
         with torch.set_grad_enabled(want_grad):
             try:
-                output = _run(model, example_input, forward)
+                output = run_model(model, example_input, forward)
             except Exception as exc:  # noqa: BLE001 - re-raised with context
                 raise DiagnoseError(f"diagnose: the model does not run on the example input: "
                                     f"{type(exc).__name__}: {exc}") from exc
@@ -580,9 +561,9 @@ def compare(records: Mapping[str, Diagnosis]) -> str:
             except KeyError:
                 row += ["-"] * len(_QUANTITIES)
                 continue
-            row += [_fmt(getattr(entry, key)) for key, _ in _QUANTITIES]
+            row += [short_number(getattr(entry, key)) for key, _ in _QUANTITIES]
         table.append(row)
-    return "\n".join(_render(table))
+    return "\n".join(render_table(table))
 
 
 def _layer_names(records: Mapping[str, Diagnosis]) -> List[str]:
@@ -614,7 +595,7 @@ def plot_comparison(records: Mapping[str, Diagnosis], path: Optional[str] = None
     else:
         axes = list(ax) if not hasattr(ax, "flat") else list(ax.flat)
         if len(axes) != 3:
-            raise ValueError(f"plot: ax must be three Axes (rate, membrane, gradient), got {len(axes)}")
+            raise DiagnoseError(f"plot: ax must be three Axes (rate, membrane, gradient), got {len(axes)}")
         figure = axes[0].figure
     names = _layer_names(records)
     positive = {key: True for key, _ in _QUANTITIES}

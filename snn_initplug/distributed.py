@@ -16,7 +16,7 @@ Collectives block until every rank of the group calls them: all ranks must call 
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, Iterable, List, Sequence
 
 import torch
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
 
 import torch
 
 from . import theory
+from .errors import ArgumentTypeError, InitError
+from .laws import (BASELINES, Law, baseline_law, calculate_relay, fluctuation_law, ikun_law,
+                   membrane_target, spike_aware_law)
+from .options import FluctuationOptions, IkunOptions, SpikeAwareOptions
 from .surrogate import Distribution, Uniform, describe_surrogate, surrogate_derivative, surrogate_moments
-from .theory import InitError
 
 __all__ = [
     "Law",
@@ -30,7 +32,6 @@ __all__ = [
     "spike_aware_",
     "relay_pattern",
     "calculate_relay",
-    "check_relay",
     "calculate_fluctuation",
     "fluctuation_",
     "baseline_law",
@@ -41,26 +42,11 @@ __all__ = [
 KAPPA_TYPICAL = (1.0, 3.0)  # the range of κ for the common unit-area surrogates on Uniform(-1, 1)
 
 
-@dataclass(frozen=True)
-class Law:
-    """A weight distribution: ``normal`` (mean, std) or ``uniform`` on [mean − bound, mean + bound], plus
-    ``relay`` added at the positions of :func:`relay_pattern` (0: none)."""
-
-    kind: str
-    mean: float
-    std: float
-    relay: float = 0.0
-
-    @property
-    def bound(self) -> float:
-        return self.std * math.sqrt(3.0)  # the half-width of a uniform law with this std
-
-
 def calculate_fans(tensor: torch.Tensor) -> Tuple[int, int]:
     """(fan_in, fan_out) with PyTorch's convention; needs at least 2 dimensions."""
     # A clear TypeError for a list/array/None instead of "AttributeError: ... has no attribute 'dim'".
     if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"expected a torch.Tensor, got {type(tensor).__name__}")
+        raise ArgumentTypeError(f"expected a torch.Tensor, got {type(tensor).__name__}")
     if tensor.dim() < 2:
         raise InitError(f"fans need a tensor with at least 2 dimensions, got shape {tuple(tensor.shape)}")
     receptive = math.prod(tensor.shape[2:]) if tensor.dim() > 2 else 1
@@ -148,12 +134,9 @@ def calculate_ikun_gain(
 
     Warns when κ lies far outside 1–3 (sharp or narrow surrogates give very large gains), with the reason.
     """
+    IkunOptions(variant=variant, distribution=distribution, moment=moment)  # validates
     if variant == "reference":
         return theory.ikun_reference_kappa()
-    if variant != "surrogate":
-        raise InitError(f"IKUN variant must be 'surrogate' or 'reference', got {variant!r}")
-    if moment not in (1, 2):
-        raise InitError(f"IKUN moment must be 1 or 2, got {moment!r}")
     if surrogate is None:
         raise InitError("IKUN variant='surrogate' needs the neuron's surrogate (spike function)")
     distribution = Uniform() if distribution is None else distribution
@@ -189,30 +172,29 @@ def ikun_(
     ``version="v1"`` uses ``fan_in``; ``version="v2"`` uses ``fan_in + fan_out`` as released (no Glorot factor 2;
     for convolutions PyTorch's ``fan_out = out_channels/groups · prod(kernel)``, where the released code crashes).
     Otherwise ``mode`` is ``fan_in`` (default), ``fan_out``, ``fan_avg`` or ``fan_sum``. See
-    :func:`calculate_ikun_gain` for ``variant``, ``distribution`` and ``moment``.
+    :func:`calculate_ikun_gain` for ``variant``, ``distribution`` and ``moment``; the law is
+    :func:`snn_initplug.laws.ikun_law`.
     """
     if _is_empty(tensor):
         return tensor
-    if version is not None:
-        if version not in ("v1", "v2"):
-            raise InitError(f"IKUN version must be 'v1' or 'v2', got {version!r}")
-        if mode is not None:
-            raise InitError("give either version= or mode=, not both")
-        mode = "fan_in" if version == "v1" else "fan_sum"
-    fan = theory.fan_for_mode(*calculate_fans(tensor), mode or "fan_in")
+    options = IkunOptions(variant=variant, version=version, mode=mode, distribution=distribution, moment=moment)
     kappa = calculate_ikun_gain(surrogate, variant=variant, distribution=distribution, moment=moment)
-    return _fill_(tensor, Law("normal", 0.0, math.sqrt(theory.ikun_variance(fan, kappa))), generator)
+    return _fill_(tensor, ikun_law(*calculate_fans(tensor), kappa, mode=options.fan_mode), generator)
 
 
 # ------------------------------------------------------------------------------------------------------
 # Spike-aware (Micheli et al. 2024)
 # ------------------------------------------------------------------------------------------------------
-def _target_sigma_u(threshold: float, sigma_u: Optional[float], rate: Optional[float]) -> float:
-    if sigma_u is not None and rate is not None:
-        raise InitError("give the target as sigma_u= or as rate=, not both")
-    if rate is not None:
-        return theory.sigma_u_for_rate(threshold, rate)
-    return float(threshold) if sigma_u is None else float(sigma_u)
+def _threshold(threshold) -> float:
+    # float() first and a finiteness check: a str threshold raised a bare TypeError from ">", and θ = inf passed
+    # and surfaced as "input second moment is nan"
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InitError(f"threshold must be a single number, got {threshold!r}") from exc
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise InitError(f"threshold must be a finite number > 0, got {threshold}")
+    return threshold
 
 
 def calculate_spike_aware_gain(
@@ -226,53 +208,15 @@ def calculate_spike_aware_gain(
     r"""``fan_in · Var(W)`` of the spike-aware rule :math:`\sigma_u^2/(q_\mathrm{in}\,\Sigma K^2)`.
 
     The target is :math:`\sigma_u` (default :math:`\theta`) or a firing rate :math:`r`
-    (:math:`\sigma_u = \theta/\Phi^{-1}(1-r)`). Without ``input_second_moment`` the input is taken to be spikes at
-    the self-consistent rate :math:`1 - \Phi(\theta/\sigma_u)`: 6.30 at :math:`\theta = \sigma_u = 1`.
+    (:math:`\sigma_u = \theta/\Phi^{-1}(1-r)`, :func:`snn_initplug.laws.membrane_target`). Without
+    ``input_second_moment`` the input is taken to be spikes at the self-consistent rate
+    :math:`1 - \Phi(\theta/\sigma_u)`: 6.30 at :math:`\theta = \sigma_u = 1`.
     """
-    # float() first and a finiteness check: a str threshold raised a bare TypeError from ">", and θ = inf passed
-    # and surfaced as "input second moment is nan"
-    try:
-        threshold = float(threshold)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise InitError(f"threshold must be a single number, got {threshold!r}") from exc
-    if not (math.isfinite(threshold) and threshold > 0):
-        raise InitError(f"threshold must be a finite number > 0, got {threshold}")
-    sigma = _target_sigma_u(threshold, sigma_u, rate)
+    threshold = _threshold(threshold)
+    SpikeAwareOptions(sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment)
+    sigma = membrane_target(threshold, sigma_u=sigma_u, rate=rate)
     q = theory.firing_probability(threshold, sigma) if input_second_moment is None else input_second_moment
     return theory.spike_aware_variance(1.0, sigma, q, kernel_sq_sum)
-
-
-def check_relay(relay) -> float:
-    """``relay`` as a float in [0, 1), or an :class:`InitError`."""
-    try:
-        value = float(relay)
-    except (TypeError, ValueError) as exc:
-        raise InitError(f"relay must be a number in [0, 1), got {relay!r}") from exc
-    if not 0.0 <= value < 1.0:  # also refuses NaN
-        raise InitError(f"relay must be a number in [0, 1), got {relay!r}")
-    return value
-
-
-def calculate_relay(relay: float, dense_std: float, fan_in: int, threshold: float, input_rate: float,
-                    input_scale: float = 1.0) -> Tuple[float, float]:
-    r"""(dense std, relay weight) of a relay-structured layer: :math:`W = g\,P + \sqrt{1-\rho}\;\sigma_w Z`.
-
-    ``relay`` :math:`\rho \in [0, 1)` moves that fraction of the law's variance out of the dense random part;
-    each output unit instead receives one strong input (:func:`relay_pattern`) whose weight :math:`g/c`
-    (:math:`c` = ``input_scale``, the neuron's input scaling) keeps the firing probability at the input rate
-    :math:`p` for one step (:func:`snn_initplug.theory.relay_gain` with the dense membrane std
-    :math:`\sigma_d = c\sqrt{1-\rho}\,\sigma_w\sqrt{\mathrm{fan\_in}\,p}`).
-
-    Why: threshold units with dense random weights are chaotic, so the class information of the input fades
-    within a few layers even when every layer fires at its target; a dominant one-to-one path carries it
-    through depth (measured in ``benchmarks/deep_mnist.py``).
-    """
-    relay = check_relay(relay)
-    dense = dense_std * math.sqrt(1.0 - relay)
-    if relay == 0.0:
-        return dense, 0.0
-    sigma_dense = input_scale * dense * math.sqrt(fan_in * input_rate)
-    return dense, theory.relay_gain(threshold, sigma_dense, input_rate) / input_scale
 
 
 def spike_aware_(
@@ -291,21 +235,21 @@ def spike_aware_(
 
     ``kernel_sq_sum`` is :math:`\Sigma K^2` of the neuron over the horizon the variance should hold at:
     :math:`c^2` for the single-step form (1 for snnTorch), the stationary sum for the multi-step extension.
-    ``relay`` :math:`\rho > 0` (spike inputs only) keeps :math:`1-\rho` of that variance random and adds a
-    one-to-one relay path (:func:`calculate_relay`, :func:`relay_pattern`), for depth; ``input_scale`` is the
-    neuron's input scaling :math:`c` (1 for snnTorch, :math:`1/\tau` for SpikingJelly's LIF with decay_input).
+    Without ``input_second_moment`` the input is spikes at the self-consistent rate
+    :math:`1 - \Phi(\theta/\sigma_u)`. ``relay`` :math:`\rho > 0` (spike inputs only) keeps :math:`1-\rho` of
+    that variance random and adds a one-to-one relay path (:func:`calculate_relay`, :func:`relay_pattern`), for
+    depth; ``input_scale`` is the neuron's input scaling :math:`c` (1 for snnTorch, :math:`1/\tau` for
+    SpikingJelly's LIF with decay_input). The law is :func:`snn_initplug.laws.spike_aware_law`.
     """
     if _is_empty(tensor):
         return tensor
     fan_in, _ = calculate_fans(tensor)
-    gain = calculate_spike_aware_gain(threshold, sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment,
-                                      kernel_sq_sum=kernel_sq_sum)
-    std, weight = math.sqrt(gain / fan_in), 0.0
-    if relay:
-        sigma = _target_sigma_u(float(threshold), sigma_u, rate)
-        q = theory.firing_probability(float(threshold), sigma) if input_second_moment is None else input_second_moment
-        std, weight = calculate_relay(relay, std, fan_in, float(threshold), q, input_scale)
-    return _fill_(tensor, Law("normal", 0.0, std, weight), generator)
+    threshold = _threshold(threshold)
+    options = SpikeAwareOptions(sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment, relay=relay)
+    sigma = membrane_target(threshold, sigma_u=options.sigma_u, rate=options.rate)
+    q = theory.firing_probability(threshold, sigma) if input_second_moment is None else input_second_moment
+    law = spike_aware_law(fan_in, threshold, sigma, q, kernel_sq_sum, relay=options.relay, input_scale=input_scale)
+    return _fill_(tensor, law, generator)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -315,18 +259,23 @@ def calculate_fluctuation(
     fan_in: int,
     *,
     kernel_sums: Tuple[float, float],
+    threshold: float = 1.0,
     input_rate: Optional[float] = None,
     input_mean: Optional[float] = None,
     input_second_moment: Optional[float] = None,
     mu_u: float = 0.0,
-    sigma_u: float = 1.0,
+    sigma_u: Optional[float] = None,
+    rate: Optional[float] = None,
     variance_share: float = 1.0,
     total_drive: Optional[float] = None,
 ) -> Law:
-    r"""The normal law :math:`(\mu_w, \sigma_w)` of the fluctuation-driven rule.
+    r"""The normal law :math:`(\mu_w, \sigma_w)` of the fluctuation-driven rule
+    (:func:`snn_initplug.laws.fluctuation_law`).
 
     For spike input give ``input_rate`` p (then :math:`m = q = p`); for analog input give its mean and second
-    moment. ``kernel_sums`` = :math:`(\Sigma K, \Sigma K^2)` of the neuron's own impulse response.
+    moment. ``kernel_sums`` = :math:`(\Sigma K, \Sigma K^2)` of the neuron's own impulse response. The membrane
+    target is ``mu_u`` and ``sigma_u``, default :math:`\theta - \mu_U` (one threshold gap; the model-level rule
+    uses the same default), or a target ``rate``.
     """
     if input_rate is not None:
         if input_mean is not None or input_second_moment is not None:
@@ -334,9 +283,11 @@ def calculate_fluctuation(
         input_mean = input_second_moment = input_rate
     if input_mean is None or input_second_moment is None:
         raise InitError("fluctuation-driven init needs the input rate (or the input's mean and second moment)")
-    stats = theory.fluctuation_stats(fan_in, input_mean, input_second_moment, kernel_sums[0], kernel_sums[1], mu_u,
-                                     sigma_u, variance_share, total_drive)
-    return Law("normal", stats.mean, stats.std)
+    threshold = _threshold(threshold)
+    options = FluctuationOptions(mu_u=mu_u, sigma_u=sigma_u, rate=rate)
+    sigma = membrane_target(threshold, sigma_u=options.sigma_u, rate=options.rate, mu_u=options.mu_u)
+    return fluctuation_law(fan_in, input_mean, input_second_moment, kernel_sums[0], kernel_sums[1], mu_u=options.mu_u,
+                           sigma_u=sigma, share=variance_share, total_drive=total_drive)
 
 
 def fluctuation_(tensor: torch.Tensor, *, generator: Optional[torch.Generator] = None, **kwargs) -> torch.Tensor:
@@ -350,39 +301,6 @@ def fluctuation_(tensor: torch.Tensor, *, generator: Optional[torch.Generator] =
 # ------------------------------------------------------------------------------------------------------
 # Baselines
 # ------------------------------------------------------------------------------------------------------
-def baseline_law(name: str, fan_in: int, fan_out: int) -> Law:
-    """The baselines used for comparison:
-
-    ==================  ===========================================================
-    ``default``         PyTorch's Linear/Conv default: U(±1/√fan_in) (``kaiming_uniform_(a=√5)``)
-    ``kaiming_normal``  N(0, 2/fan_in) (ReLU gain)
-    ``kaiming_uniform`` U(±√(6/fan_in))
-    ``xavier_normal``   N(0, 2/(fan_in + fan_out))
-    ``xavier_uniform``  U(±√(6/(fan_in + fan_out)))
-    ``lecun_normal``    N(0, 1/fan_in)
-    ``spikingjelly``    SpikingJelly's ``kaiming_normal_conv_linear_weight``: N(0, 1/(3 fan_in))
-    ==================  ===========================================================
-    """
-    if fan_in <= 0 or fan_out <= 0:
-        raise InitError(f"zero fan (fan_in={fan_in}, fan_out={fan_out}): nothing to initialize")
-    table = {
-        "default": ("uniform", 1.0 / math.sqrt(3 * fan_in)),
-        "kaiming_normal": ("normal", math.sqrt(2.0 / fan_in)),
-        "kaiming_uniform": ("uniform", math.sqrt(2.0 / fan_in)),
-        "xavier_normal": ("normal", math.sqrt(2.0 / (fan_in + fan_out))),
-        "xavier_uniform": ("uniform", math.sqrt(2.0 / (fan_in + fan_out))),
-        "lecun_normal": ("normal", math.sqrt(1.0 / fan_in)),
-        "spikingjelly": ("normal", math.sqrt(1.0 / (3 * fan_in))),
-    }
-    if name not in table:
-        raise InitError(f"unknown baseline {name!r}; choose from {sorted(table)}")
-    kind, std = table[name]
-    return Law(kind, 0.0, std)
-
-
-BASELINES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "lecun_normal", "spikingjelly")
-
-
 def baseline_(tensor: torch.Tensor, name: str, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Fill ``tensor`` from :func:`baseline_law`."""
     if _is_empty(tensor):

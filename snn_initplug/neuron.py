@@ -34,7 +34,8 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .surrogate import SurrogateError, describe_surrogate
+from .errors import NeuronSpecError, SurrogateError
+from .surrogate import describe_surrogate
 
 __all__ = ["NeuronSpec", "NeuronSpecError", "kernel_sums_from_response", "simulate_impulse_response"]
 
@@ -42,8 +43,6 @@ Scalar = Union[float, torch.Tensor]
 RESETS = ("subtract", "hard", "none")
 
 
-class NeuronSpecError(ValueError):
-    """Invalid neuron parameters."""
 
 
 def _as_value(name: str, value: Any) -> Scalar:

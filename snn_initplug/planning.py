@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
-from .adapters import InternalWeight, find_adapter, internal_weights
+from .adapters import find_adapter, internal_weights
 from .init import calculate_fans
-from .neuron import NeuronSpec, NeuronSpecError
-from .theory import InitError
+from .errors import NeuronSpecError
+from .neuron import NeuronSpec
+from .tables import render_table, short_number, surrogate_label
+from .errors import ArgumentTypeError, InitError, PlanError
 
-__all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYERS", "StateSnapshot", "preserved"]
+__all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYERS", "NORM_LAYERS", "StateSnapshot",
+           "preserved", "reset_neuron", "first_tensor", "run_model", "fans", "neuron_modules"]
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
@@ -36,8 +39,6 @@ NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 SEQUENTIAL = (nn.Sequential,)
 
 
-class PlanError(ValueError):
-    """The model cannot be planned (no neurons, needs an example input, does not run, ...)."""
 
 
 @dataclass
@@ -136,14 +137,13 @@ class Plan:
     def rows(self) -> List[Dict[str, Any]]:
         rows = []
         for e in self.layers:
-            kind, params = e.spec.surrogate_description or ("?", {})
             stats = e.input_stats
             rows.append({
                 "layer": e.name, "kind": e.kind, "role": e.role, "fan_in": e.fan_in, "fan_out": e.fan_out,
                 "norm": e.norm or "", "neuron": f"{e.neuron_name} ({type(e.neuron).__name__})",
-                "threshold": _short(e.spec.threshold), "beta": _short(e.spec.beta),
+                "threshold": short_number(e.spec.threshold), "beta": short_number(e.spec.beta),
                 "reset": e.spec.reset if e.spec.reset != "hard" else f"hard({e.spec.reset_value:g})",
-                "surrogate": f"{kind}({', '.join(f'{k}={_short(v)}' for k, v in params.items() if not callable(v))})",
+                "surrogate": surrogate_label(e.spec.surrogate_description),
                 "input_mean": None if stats is None else stats.mean,
                 "input_second_moment": None if stats is None else stats.second_moment,
                 "spike_probability": None if stats is None else stats.spike_probability,
@@ -152,32 +152,18 @@ class Plan:
         return rows
 
     def __str__(self) -> str:
-        header = ["layer", "kind", "fan_in", "norm", "neuron", "threshold", "beta", "reset", "surrogate",
-                  "E[x]", "E[x^2]", "p(spike)"]
-        table = [header]
+        table = [["layer", "kind", "fan_in", "norm", "neuron", "threshold", "beta", "reset", "surrogate",
+                  "E[x]", "E[x^2]", "p(spike)"]]
         for row in self.rows():
-            fmt = lambda v: "-" if v is None else f"{v:.4g}"  # noqa: E731
             table.append([row["layer"] + (" (rec)" if row["role"] == "recurrent" else ""), row["kind"],
                           str(row["fan_in"]), row["norm"], row["neuron"], row["threshold"], row["beta"],
-                          row["reset"], row["surrogate"], fmt(row["input_mean"]), fmt(row["input_second_moment"]),
-                          fmt(row["spike_probability"])])
-        widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-        lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in table]
-        lines.insert(1, "  ".join("-" * w for w in widths))
+                          row["reset"], row["surrogate"], short_number(row["input_mean"]),
+                          short_number(row["input_second_moment"]), short_number(row["spike_probability"])])
+        lines = render_table(table)
         lines.append(f"[{len(self.layers)} weight tensors, {len(self.neurons)} neurons; paired from "
                      f"{'one forward pass of the example input' if self.source == 'example' else 'module order'}]")
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        if value.numel() == 1:
-            return f"{value.item():.4g}"
-        return f"[{value.min().item():.3g}..{value.max().item():.3g}]"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 def fans(weight: torch.Tensor) -> Tuple[int, int]:
@@ -253,15 +239,8 @@ def preserved(model: nn.Module):
 # --------------------------------------------------------------------------------------------------------
 # The walk
 # --------------------------------------------------------------------------------------------------------
-@dataclass
-class _NeuronCall:
-    name: str
-    module: nn.Module
-    input_node: Any  # grad_fn of the first call's input (None: input not connected to any parameter)
-    input: Optional[torch.Tensor]
-
-
-def _neurons(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+def neuron_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+    """``(name, module)`` of every spiking neuron of ``model`` (a neuron's own submodules are not neurons)."""
     found, inside = [], []
     for name, module in model.named_modules():
         if any(name.startswith(prefix + ".") for prefix in inside):
@@ -281,15 +260,26 @@ def reset_neuron(module: nn.Module) -> None:
         module.reset_mem()
 
 
-def _first_tensor(value: Any) -> Optional[torch.Tensor]:
+def first_tensor(value: Any) -> Optional[torch.Tensor]:
+    """The first tensor in a module's output or arguments (depth first through tuples and lists)."""
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, (tuple, list)):
         for item in value:
-            tensor = _first_tensor(item)
+            tensor = first_tensor(item)
             if tensor is not None:
                 return tensor
     return None
+
+
+def run_model(model: nn.Module, example_input: Any, forward: Optional[Callable[[nn.Module, Any], Any]] = None) -> Any:
+    """Run the model as every entry point does: ``forward(model, example_input)`` when given, else
+    ``model(*example_input)`` for a tuple of positional arguments, else ``model(example_input)``."""
+    if forward is not None:
+        return forward(model, example_input)
+    if isinstance(example_input, tuple):
+        return model(*example_input)
+    return model(example_input)
 
 
 def _all_tensors(value: Any) -> List[torch.Tensor]:
@@ -368,10 +358,10 @@ def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
             needs more than ``model(*inputs)`` (for example an explicit loop over time steps).
     """
     if not isinstance(model, nn.Module):
-        raise PlanError(f"plan: model must be a torch.nn.Module, got {type(model).__name__}")
+        raise ArgumentTypeError(f"plan: model must be a torch.nn.Module, got {type(model).__name__}")
     if any(p.device.type == "meta" for p in model.parameters()):
         raise PlanError("plan: the model is on the meta device (no data); materialize it first (to_empty + init)")
-    neurons = _neurons(model)
+    neurons = neuron_modules(model)
     if not neurons:
         raise PlanError(f"plan: no spiking neurons found in {type(model).__name__} "
                         "(supported: snnTorch, SpikingJelly, and classes registered with register_neuron)")
@@ -451,7 +441,7 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
     neuron_names = [n for n, _ in neurons]
     weights, norms, modules = _weight_map(model, neuron_names)
     accumulators: Dict[Any, _StatsAccumulator] = {}
-    calls: Dict[str, _NeuronCall] = {}
+    input_nodes: Dict[str, Any] = {}  # neuron -> grad_fn of its first call's input (None: not connected)
     boundaries: Dict[int, str] = {}
     passes: Dict[int, str] = {}
     keep_alive: List[Any] = []  # graph nodes whose id() is used as a key
@@ -461,7 +451,7 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
 
     def stats_hook(key):
         def hook(module, args):
-            tensor = _first_tensor(args)
+            tensor = first_tensor(args)
             if tensor is not None:
                 accumulators.setdefault(key, _StatsAccumulator()).add(tensor)
                 if key not in layer_inputs:
@@ -474,11 +464,11 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
 
     def neuron_pre_hook(name):
         def hook(module, args):
-            tensor = _first_tensor(args)
+            tensor = first_tensor(args)
             if tensor is not None and name in with_internal:
                 accumulators.setdefault((name, "input"), _StatsAccumulator()).add(tensor)
-            if name not in calls:
-                calls[name] = _NeuronCall(name, module, getattr(tensor, "grad_fn", None), tensor)
+            if name not in input_nodes:
+                input_nodes[name] = getattr(tensor, "grad_fn", None)
         return hook
 
     def neuron_hook(name):
@@ -494,7 +484,7 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
 
     def pass_hook(name, module):
         def hook(mod, args, output):
-            tensor = _first_tensor(output)
+            tensor = first_tensor(output)
             if tensor is not None and tensor.grad_fn is not None and id(tensor.grad_fn) not in passes:
                 passes[id(tensor.grad_fn)] = f"{type(module).__name__}"
                 keep_alive.append(tensor.grad_fn)
@@ -515,12 +505,7 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
                     handles.append(module.register_forward_hook(pass_hook(name, module)))
             with torch.enable_grad():
                 try:
-                    if forward is not None:
-                        forward(model, example_input)
-                    elif isinstance(example_input, tuple):
-                        model(*example_input)
-                    else:
-                        model(example_input)
+                    run_model(model, example_input, forward)
                 except PlanError:
                     raise
                 except Exception as exc:  # noqa: BLE001
@@ -529,14 +514,14 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
             layers, unfed, notes = [], [], []
             for name, module in neurons:
                 spec = specs[name]
-                call = calls.get(name)
+                called = name in input_nodes
                 internal = _internal_layers(name, module, spec, stats, "example",
-                                            _input_source(call and call.input_node, boundaries, weights, norms, passes))
-                if call is None:
+                                            _input_source(input_nodes.get(name), boundaries, weights, norms, passes))
+                if not called:
                     notes.append(f"neuron {name} was not called by the forward pass")
                     layers.extend(internal)
                     continue
-                found, spikes = _trace_sources(call.input_node, boundaries, weights, norms, passes)
+                found, spikes = _trace_sources(input_nodes[name], boundaries, weights, norms, passes)
                 if not found and not any(i.role == "input" for i in internal):
                     unfed.append(name)
                 for layer_name, (path_norms, path_passes) in found.items():
@@ -555,7 +540,7 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
             for handle in handles:
                 handle.remove()
             keep_alive.clear()
-            calls.clear()
+            input_nodes.clear()
     layers = _drop_shared(layers, notes)
     return Plan(layers, [(n, m, specs[n]) for n, m in neurons], unfed, "example", notes)
 

@@ -30,6 +30,8 @@ from typing import Any, Callable, Dict, Hashable, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .errors import ArgumentTypeError, StochasticSurrogateError, SurrogateError
+
 __all__ = [
     "SurrogateError",
     "StochasticSurrogateError",
@@ -47,12 +49,6 @@ __all__ = [
 SpikeFunction = Callable[[torch.Tensor], torch.Tensor]
 
 
-class SurrogateError(ValueError):
-    """A spike function whose surrogate derivative cannot be used (raises, has no gradient, NaN, ...)."""
-
-
-class StochasticSurrogateError(SurrogateError):
-    """The surrogate derivative is random (for example snnTorch ``SSO``); see ``stochastic=`` options."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -68,7 +64,7 @@ class Uniform:
     def __post_init__(self):
         low, high = float(self.low), float(self.high)
         if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
-            raise ValueError(f"Uniform(low={self.low}, high={self.high}): need finite low < high")
+            raise SurrogateError(f"Uniform(low={self.low}, high={self.high}): need finite low < high")
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 
@@ -96,7 +92,7 @@ class Normal:
     def __post_init__(self):
         mean, std = float(self.mean), float(self.std)
         if not (math.isfinite(mean) and math.isfinite(std)) or not std > 0:
-            raise ValueError(f"Normal(mean={self.mean}, std={self.std}): need finite mean and std > 0")
+            raise SurrogateError(f"Normal(mean={self.mean}, std={self.std}): need finite mean and std > 0")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
 
@@ -363,7 +359,7 @@ def integrate(
     """
     points = np.unique(np.asarray(breakpoints, dtype=np.float64))
     if points.size < 2:
-        raise ValueError("integrate: need at least two distinct breakpoints")
+        raise SurrogateError("integrate: need at least two distinct breakpoints")
     lo, hi = points[:-1], points[1:]
     done_value = done_error = done_magnitude = 0.0
     evaluations = 0
@@ -422,7 +418,7 @@ class SurrogateMoments:
 
     def moment(self, k: int) -> float:
         if k not in (1, 2):
-            raise ValueError(f"moment order must be 1 or 2, got {k}")
+            raise SurrogateError(f"moment order must be 1 or 2, got {k}")
         return self.m1 if k == 1 else self.m2
 
 
@@ -504,9 +500,9 @@ def surrogate_moments(
     """
     distribution = Uniform() if distribution is None else distribution
     if not isinstance(distribution, (Uniform, Normal)):
-        raise TypeError(f"distribution must be snn_initplug.Uniform or Normal, got {type(distribution).__name__}")
+        raise ArgumentTypeError(f"distribution must be snn_initplug.Uniform or Normal, got {type(distribution).__name__}")
     if stochastic not in ("error", "monte-carlo"):
-        raise ValueError(f"stochastic must be 'error' or 'monte-carlo', got {stochastic!r}")
+        raise SurrogateError(f"stochastic must be 'error' or 'monte-carlo', got {stochastic!r}")
     key = (_fingerprint(fn), distribution, stochastic, samples if stochastic != "error" else None, seed, rtol)
     with _cache_lock:
         entry = _cache.get(key)

@@ -28,6 +28,8 @@ from typing import Optional
 import numpy as np
 from scipy import special
 
+from .errors import InitError
+
 __all__ = [
     "InitError",
     "ikun_reference_kappa",
@@ -44,8 +46,6 @@ __all__ = [
 ]
 
 
-class InitError(ValueError):
-    """An initializer cannot produce valid weights (negative or infinite variance, missing statistics, ...)."""
 
 
 def ikun_reference_kappa() -> float:

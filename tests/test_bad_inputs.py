@@ -233,9 +233,9 @@ def rows() -> Dict[str, Row]:
 
     # --- initialize ---------------------------------------------------------------------------------
     row("initialize-model-not-module", "initialize", "model is a str", lambda m: sip.initialize("net", "ikun"),
-        **raises(sip.InitError, "model must be a torch.nn.Module"))
+        **raises(sip.ArgumentTypeError, "model must be a torch.nn.Module"))
     row("initialize-unknown-method", "initialize", "method='foo'", lambda m: sip.initialize(m, "foo", x), mlp,
-        **raises(sip.InitError, "unknown method"))
+        **raises(sip.OptionError, "unknown method"))
     row("initialize-generator-not-generator", "initialize", "generator=0 (an int)",
         lambda m: sip.initialize(m, "ikun", x, generator=0), mlp,
         **raises(sip.InitError, "generator must be a CPU torch.Generator"))
@@ -262,9 +262,9 @@ def rows() -> Dict[str, Row]:
     for value, label in ((1.0, "one"), (-0.1, "negative"), (float("nan"), "nan"), ("most", "str")):
         row(f"initialize-relay-{label}", "initialize", f"method='spike_aware', relay={value!r}",
             lambda m, value=value: sip.initialize(m, "spike_aware", x, relay=value), mlp,
-            **raises(sip.InitError, "relay must be a number in [0, 1)"))
+            **raises(sip.OptionError, "relay must be a number in [0, 1)"))
     row("initialize-relay-ikun", "initialize", "method='ikun', relay=0.9 (relay is a spike_aware option)",
-        lambda m: sip.initialize(m, "ikun", x, relay=0.9), mlp, **raises(sip.InitError, "unknown option(s) ['relay']"))
+        lambda m: sip.initialize(m, "ikun", x, relay=0.9), mlp, **raises(sip.OptionError, "unknown option(s) ['relay']"))
     row("initialize-nan-threshold", "initialize", "registered neuron with θ = NaN",
         lambda m: sip.initialize(m, "ikun", x), lambda: nn.Sequential(nn.Linear(4, 3), Spk(float("nan"))),
         **raises(sip.NeuronSpecError, "neuron 1 (Spk): NeuronSpec.threshold must be finite"))
@@ -338,18 +338,18 @@ def rows() -> Dict[str, Row]:
 
     # --- calibrate ----------------------------------------------------------------------------------
     row("calibrate-model-not-module", "calibrate", "model is a str", lambda m: sip.calibrate("net", x),
-        **raises(sip.InitError, "model must be a torch.nn.Module"))
+        **raises(sip.ArgumentTypeError, "model must be a torch.nn.Module"))
     row("calibrate-empty-sequential", "calibrate", "nn.Sequential()", lambda m: sip.calibrate(m, x),
         nn.Sequential, **raises(sip.PlanError, "no spiking neurons"))
     row("calibrate-no-input", "calibrate", "example_input=None", lambda m: sip.calibrate(m, None), mlp,
         **raises(sip.InitError, "needs a real batch"))
     row("calibrate-target-nan", "calibrate", "target_rate=nan", lambda m: sip.calibrate(m, x, float("nan")), mlp,
-        **raises(sip.InitError, "must lie in (0, 1)"))
+        **raises(sip.OptionError, "must lie in (0, 1)"))
     row("calibrate-target-not-number", "calibrate", "target_rate='high'", lambda m: sip.calibrate(m, x, "high"), mlp,
-        **raises(sip.InitError, "target rate"))
+        **raises(sip.OptionError, "target rate"))
     row("calibrate-max-evaluations-zero", "calibrate", "max_evaluations=0",
         lambda m: sip.calibrate(m, x, max_evaluations=0), mlp,
-        **raises(sip.InitError, "max_evaluations"))
+        **raises(sip.OptionError, "max_evaluations"))
     row("calibrate-nan-in-weight", "calibrate", "NaN in a weight it scales",
         lambda m: sip.calibrate(m, x, max_evaluations=4), lambda: with_nan_weight(mlp()),
         **raises(sip.InitError, "non-finite"))
@@ -366,7 +366,7 @@ def rows() -> Dict[str, Row]:
 
     # --- plan ---------------------------------------------------------------------------------------
     row("plan-model-not-module", "plan", "model is a str", lambda m: sip.plan("net"),
-        **raises(sip.PlanError, "model must be a torch.nn.Module"))
+        **raises(sip.ArgumentTypeError, "model must be a torch.nn.Module"))
     row("plan-empty-sequential", "plan", "nn.Sequential()", lambda m: sip.plan(m), nn.Sequential,
         **raises(sip.PlanError, "no spiking neurons"))
     row("plan-meta", "plan", "model on the meta device", lambda m: sip.plan(m, x), lambda: mlp().to("meta"),
@@ -384,7 +384,7 @@ def rows() -> Dict[str, Row]:
 
     # --- diagnose -----------------------------------------------------------------------------------
     row("diagnose-model-not-module", "diagnose", "model is a str", lambda m: sip.diagnose("net", x),
-        **raises(sip.PlanError, "model must be a torch.nn.Module"))
+        **raises(sip.ArgumentTypeError, "model must be a torch.nn.Module"))
     row("diagnose-empty-sequential", "diagnose", "nn.Sequential()", lambda m: sip.diagnose(m, x), nn.Sequential,
         **raises(sip.PlanError, "no spiking neurons"))
     row("diagnose-no-input", "diagnose", "example_input=None", lambda m: sip.diagnose(m), mlp,
@@ -402,7 +402,7 @@ def rows() -> Dict[str, Row]:
     for name in ("ikun_", "spike_aware_", "fluctuation_", "baseline_"):
         fill = tensor_fill(name)
         row(f"{name}-not-a-tensor", name, "a list", lambda m, fill=fill: fill([[1.0, 2.0]]),
-            **raises(TypeError, "expected a torch.Tensor"))
+            **raises(sip.ArgumentTypeError, "expected a torch.Tensor"))
         row(f"{name}-one-dimensional", name, "shape (3,)", lambda m, fill=fill: fill(torch.empty(3)),
             **raises(sip.InitError, "at least 2 dimensions"))
         for shape in ((0, 3), (3, 0)):
@@ -448,9 +448,9 @@ def rows() -> Dict[str, Row]:
     row("surrogate_moments-raises", "surrogate_moments", "a spike function raising ZeroDivisionError",
         lambda m: sip.surrogate_moments(lambda v: 1 / 0), **raises(sip.SurrogateError, "fails in forward"))
     row("surrogate_moments-distribution-not-law", "surrogate_moments", "distribution='uniform'",
-        lambda m: sip.surrogate_moments(spike_fn, "uniform"), **raises(TypeError, "must be snn_initplug.Uniform or Normal"))
+        lambda m: sip.surrogate_moments(spike_fn, "uniform"), **raises(sip.ArgumentTypeError, "must be snn_initplug.Uniform or Normal"))
     row("surrogate_moments-distribution-nan", "surrogate_moments", "Uniform(nan, 1)",
-        lambda m: sip.surrogate_moments(spike_fn, sip.Uniform(float("nan"), 1.0)), **raises(ValueError, "need finite"))
+        lambda m: sip.surrogate_moments(spike_fn, sip.Uniform(float("nan"), 1.0)), **raises(sip.SurrogateError, "need finite"))
 
     # --- NeuronSpec ---------------------------------------------------------------------------------
     spec_rows = [
@@ -476,14 +476,14 @@ def rows() -> Dict[str, Row]:
 
     # --- register_neuron ----------------------------------------------------------------------------
     row("register_neuron-instance", "register_neuron", "a module instance instead of its class",
-        lambda m: sip.register_neuron(Spk(), lambda n: None), **raises(TypeError, "cls must be an nn.Module subclass"))
+        lambda m: sip.register_neuron(Spk(), lambda n: None), **raises(sip.ArgumentTypeError, "cls must be an nn.Module subclass"))
     row("register_neuron-not-module", "register_neuron", "cls=int",
-        lambda m: sip.register_neuron(int, lambda n: None), **raises(TypeError, "cls must be an nn.Module subclass"))
+        lambda m: sip.register_neuron(int, lambda n: None), **raises(sip.ArgumentTypeError, "cls must be an nn.Module subclass"))
     row("register_neuron-to-spec-none", "register_neuron", "to_spec=None",
-        lambda m: sip.register_neuron(Spk, None), **raises(TypeError, "to_spec must be callable"))
+        lambda m: sip.register_neuron(Spk, None), **raises(sip.ArgumentTypeError, "to_spec must be callable"))
     row("register_neuron-internal-weights-not-callable", "register_neuron", "internal_weights=3",
         lambda m: sip.register_neuron(Spk, lambda n: None, internal_weights=3),
-        **raises(TypeError, "internal_weights must be callable or None"))
+        **raises(sip.ArgumentTypeError, "internal_weights must be callable or None"))
     return table
 
 

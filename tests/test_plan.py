@@ -125,7 +125,7 @@ def test_residual_sum_pairs_both_layers(registered):
 def test_bad_inputs_give_clear_errors(registered):
     with pytest.raises(PlanError, match="no spiking neurons"):
         plan(nn.Sequential(nn.Linear(3, 3), nn.ReLU()), torch.rand(2, 3))
-    with pytest.raises(PlanError, match="must be a torch.nn.Module"):
+    with pytest.raises(sip.ArgumentTypeError, match="must be a torch.nn.Module"):
         plan("not a model")
     net = nn.Sequential(nn.Linear(10, 4), MyLIF())
     before = snapshot(net)

@@ -28,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch.nn as nn
 
+from ..errors import ArgumentTypeError, UnsupportedNeuronError
 from ..neuron import NeuronSpec
 
 __all__ = [
@@ -46,8 +47,6 @@ __all__ = [
 ENTRY_POINT_GROUP = "snn_initplug.adapters"
 
 
-class UnsupportedNeuronError(TypeError):
-    """A module that is a spiking neuron of a known framework, of a class no adapter supports yet."""
 
 
 @dataclass(frozen=True)
@@ -95,11 +94,11 @@ def register_neuron(
 ) -> None:
     """Register (or replace) the adapter of a neuron class; subclasses use it too unless they have their own."""
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
-        raise TypeError(f"register_neuron: cls must be an nn.Module subclass, got {cls!r}")
+        raise ArgumentTypeError(f"register_neuron: cls must be an nn.Module subclass, got {cls!r}")
     if not callable(to_spec):
-        raise TypeError(f"register_neuron: to_spec must be callable, got {type(to_spec).__name__}")
+        raise ArgumentTypeError(f"register_neuron: to_spec must be callable, got {type(to_spec).__name__}")
     if internal_weights is not None and not callable(internal_weights):
-        raise TypeError("register_neuron: internal_weights must be callable or None")
+        raise ArgumentTypeError("register_neuron: internal_weights must be callable or None")
     with _lock:
         _registry[cls] = NeuronAdapter(cls, to_spec, internal_weights, framework)
 
@@ -177,7 +176,7 @@ def neuron_spec(module: nn.Module) -> NeuronSpec:
     """The :class:`NeuronSpec` of a neuron module, read by its adapter."""
     adapter = find_adapter(module)
     if adapter is None:
-        raise TypeError(f"{type(module).__qualname__} is not a registered spiking neuron")
+        raise ArgumentTypeError(f"{type(module).__qualname__} is not a registered spiking neuron")
     return adapter.to_spec(module)
 
 

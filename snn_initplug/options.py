@@ -1,0 +1,283 @@
+"""Typed options: one frozen dataclass per method and one for the calibration, validated on construction.
+
+A wrong name, type or value is one :class:`~snn_initplug.errors.OptionError` (an ``InitError`` and a
+``TypeError``) saying which option and what it accepts, whichever entry point received it: ``initialize``,
+the tensor functions, ``calibrate``. :func:`method_options` builds the record of a method from keyword
+arguments.
+
+The kernel horizon has one name in every method, ``horizon``: ``"single"`` (one step: ΣK = c, ΣK² = c²),
+``"stationary"`` (the infinite-horizon sums) or a number of steps T. ``fluctuation`` also takes ``steps=T``,
+its former name, as the same thing.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type, Union
+
+from .errors import OptionError
+from .laws import BASELINES, check_relay
+from .surrogate import Normal, Uniform
+from .theory import normal_cdf
+
+__all__ = [
+    "IkunOptions",
+    "SpikeAwareOptions",
+    "FluctuationOptions",
+    "BaselineOptions",
+    "CalibrationOptions",
+    "MethodOptions",
+    "method_options",
+    "method_name",
+    "non_default_fields",
+    "horizon_steps",
+    "FAN_MODES",
+    "DEFAULT_TARGET_RATE",
+]
+
+FAN_MODES = ("fan_in", "fan_out", "fan_avg", "fan_sum")
+DEFAULT_TARGET_RATE = 1.0 - normal_cdf(1.0)  # 0.1587: the spike-aware rule's rate at θ = σ_u
+Horizon = Union[str, int]
+
+
+# ------------------------------------------------------------------------------------------------------
+# Checks shared by the records
+# ------------------------------------------------------------------------------------------------------
+def _number(owner: str, name: str, value: Any, *, optional: bool = False) -> Optional[float]:
+    """A finite real number (not a bool), as a float."""
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
+        raise OptionError(f"{owner}: {name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _positive(owner: str, name: str, value: Any, *, optional: bool = False) -> Optional[float]:
+    number = _number(owner, name, value, optional=optional)
+    if number is not None and not number > 0:
+        raise OptionError(f"{owner}: {name} must be > 0, got {value!r}")
+    return number
+
+
+def _choice(owner: str, name: str, value: Any, choices: Tuple[Any, ...]) -> Any:
+    if value not in choices:
+        raise OptionError(f"{owner}: {name} must be one of {list(choices)}, got {value!r}")
+    return value
+
+
+def _target_rate(owner: str, rate: Any) -> Optional[float]:
+    """A target firing rate for a zero-mean membrane target: a number in (0, 0.5)."""
+    rate = _number(owner, "rate", rate, optional=True)
+    if rate is not None and not 0.0 < rate < 0.5:
+        raise OptionError(f"{owner}: target rate must lie in (0, 0.5) for a zero-mean membrane, got {rate}")
+    return rate
+
+
+def _fraction(owner: str, name: str, value: Any) -> Optional[float]:
+    value = _number(owner, name, value, optional=True)
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise OptionError(f"{owner}: {name} must lie in [0, 1], got {value}")
+    return value
+
+
+def horizon_steps(owner: str, horizon: Any) -> Optional[int]:
+    """The number of steps of a kernel horizon: 1 for ``"single"``, None for ``"stationary"``, or T."""
+    if horizon == "single":
+        return 1
+    if horizon == "stationary":
+        return None
+    if isinstance(horizon, numbers.Integral) and not isinstance(horizon, bool) and horizon >= 1:
+        return int(horizon)
+    raise OptionError(f"{owner}: horizon must be 'single', 'stationary' or a number of steps, got {horizon!r}")
+
+
+def _set(record: Any, name: str, value: Any) -> None:
+    object.__setattr__(record, name, value)  # frozen dataclass: normalise once, in __post_init__
+
+
+# ------------------------------------------------------------------------------------------------------
+# One record per method
+# ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class IkunOptions:
+    """IKUN: ``variant`` ``"surrogate"`` (κ from the neuron's surrogate) or ``"reference"`` (the released
+    κ = 1.2737); the fan by ``version`` (``"v1"``: fan_in, ``"v2"``: fan_in + fan_out) or ``mode``; the
+    distribution ``D`` of the surrogate's argument (default ``Uniform(-1, 1)``); the moment ``k`` (1 or 2)."""
+
+    variant: str = "surrogate"
+    version: Optional[str] = None
+    mode: Optional[str] = None
+    distribution: Optional[Union[Uniform, Normal]] = None
+    moment: int = 1
+
+    def __post_init__(self):
+        _choice("ikun", "variant", self.variant, ("surrogate", "reference"))
+        if self.version is not None:
+            _choice("ikun", "version", self.version, ("v1", "v2"))
+            if self.mode is not None:
+                raise OptionError("ikun: give either version= or mode=, not both")
+        if self.mode is not None:
+            _choice("ikun", "mode", self.mode, FAN_MODES)
+        if self.distribution is not None and not isinstance(self.distribution, (Uniform, Normal)):
+            raise OptionError(f"ikun: distribution must be snn_initplug.Uniform or Normal, got {self.distribution!r}")
+        _choice("ikun", "moment", self.moment, (1, 2))
+
+    @property
+    def fan_mode(self) -> str:
+        """The fan the variance is divided by: ``mode``, or the one ``version`` implies (default fan_in)."""
+        if self.mode is not None:
+            return self.mode
+        return "fan_sum" if self.version == "v2" else "fan_in"
+
+
+@dataclass(frozen=True)
+class SpikeAwareOptions:
+    """Spike-aware: the membrane target ``sigma_u`` (default θ) or ``rate``; the kernel ``horizon`` (default
+    ``"single"``, the paper's form); the input's second moment (and mean) when not measured; the feed-forward
+    share ``recurrent_fraction`` α when recurrent weights feed the same neuron (default: an even split); the
+    ``relay`` fraction ρ ∈ [0, 1)."""
+
+    sigma_u: Optional[float] = None
+    rate: Optional[float] = None
+    horizon: Horizon = "single"
+    input_second_moment: Optional[float] = None
+    input_mean: Optional[float] = None
+    recurrent_fraction: Optional[float] = None
+    relay: float = 0.0
+
+    def __post_init__(self):
+        _set(self, "sigma_u", _positive("spike_aware", "sigma_u", self.sigma_u, optional=True))
+        _set(self, "rate", _target_rate("spike_aware", self.rate))
+        if self.sigma_u is not None and self.rate is not None:
+            raise OptionError("spike_aware: give the target as sigma_u= or as rate=, not both")
+        horizon_steps("spike_aware", self.horizon)
+        _set(self, "input_second_moment", _number("spike_aware", "input_second_moment", self.input_second_moment,
+                                                  optional=True))
+        _set(self, "input_mean", _number("spike_aware", "input_mean", self.input_mean, optional=True))
+        _set(self, "recurrent_fraction", _fraction("spike_aware", "recurrent_fraction", self.recurrent_fraction))
+        _set(self, "relay", check_relay(self.relay))
+
+
+@dataclass(frozen=True)
+class FluctuationOptions:
+    """Fluctuation-driven: the membrane target mean ``mu_u`` and std ``sigma_u`` (default θ − μ_U, see
+    :func:`snn_initplug.laws.membrane_target`) or ``rate``; the input ``input_rate`` (spikes) or its mean and
+    second moment when not measured; the kernel ``horizon`` (default ``"stationary"``); the feed-forward share
+    ``recurrent_fraction`` α = 0.9 when recurrent weights feed the same neuron."""
+
+    mu_u: float = 0.0
+    sigma_u: Optional[float] = None
+    rate: Optional[float] = None
+    input_rate: Optional[float] = None
+    horizon: Horizon = "stationary"
+    input_second_moment: Optional[float] = None
+    input_mean: Optional[float] = None
+    recurrent_fraction: float = 0.9
+
+    def __post_init__(self):
+        _set(self, "mu_u", _number("fluctuation", "mu_u", self.mu_u))
+        _set(self, "sigma_u", _positive("fluctuation", "sigma_u", self.sigma_u, optional=True))
+        _set(self, "rate", _target_rate("fluctuation", self.rate))
+        if self.sigma_u is not None and self.rate is not None:
+            raise OptionError("fluctuation: give the target as sigma_u= or as rate=, not both")
+        _set(self, "input_rate", _number("fluctuation", "input_rate", self.input_rate, optional=True))
+        horizon_steps("fluctuation", self.horizon)
+        _set(self, "input_second_moment", _number("fluctuation", "input_second_moment", self.input_second_moment,
+                                                  optional=True))
+        _set(self, "input_mean", _number("fluctuation", "input_mean", self.input_mean, optional=True))
+        _set(self, "recurrent_fraction", _fraction("fluctuation", "recurrent_fraction", self.recurrent_fraction))
+
+
+@dataclass(frozen=True)
+class BaselineOptions:
+    """The baselines take no options."""
+
+
+MethodOptions = Union[IkunOptions, SpikeAwareOptions, FluctuationOptions, BaselineOptions]
+
+_RECORDS: Dict[str, Type] = {"ikun": IkunOptions, "spike_aware": SpikeAwareOptions,
+                             "fluctuation": FluctuationOptions, **{name: BaselineOptions for name in BASELINES}}
+ANALYTIC_METHODS = tuple(_RECORDS)
+_ALIASES = {"fluctuation": {"steps": "horizon"}}  # former names, still accepted
+
+
+def method_options(method: str, values: Optional[Mapping[str, Any]] = None, where: str = "") -> MethodOptions:
+    """The options record of ``method`` from keyword arguments; ``where`` is added to error messages."""
+    if method not in _RECORDS:
+        raise OptionError(f"initialize: unknown method {method!r}{where}; choose from "
+                          f"{list(ANALYTIC_METHODS) + ['calibrated']}")
+    values = dict(values or {})
+    for old, new in _ALIASES.get(method, {}).items():
+        if old in values:
+            if new in values:
+                raise OptionError(f"{method}: give {new}= or {old}= (the same option), not both")
+            values[new] = values.pop(old)
+    record = _RECORDS[method]
+    valid = [f.name for f in fields(record)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise OptionError(f"initialize: unknown option(s) {unknown} for method {method!r}{where}; valid: {valid}")
+    return record(**values)
+
+
+def method_name(options: MethodOptions, baseline: Optional[str] = None) -> str:
+    """The method an options record belongs to (a baseline's name cannot be told from its empty record)."""
+    for name, record in _RECORDS.items():
+        if type(options) is record and record is not BaselineOptions:
+            return name
+    if isinstance(options, BaselineOptions) and baseline is not None:
+        return baseline
+    raise OptionError(f"expected a method name or an options record, got {options!r}")
+
+
+def non_default_fields(record: Any) -> Dict[str, Any]:
+    """The fields of a record that differ from their defaults (what a user would have passed)."""
+    return {f.name: getattr(record, f.name) for f in fields(record) if getattr(record, f.name) != f.default}
+
+
+# ------------------------------------------------------------------------------------------------------
+# Calibration
+# ------------------------------------------------------------------------------------------------------
+TargetRate = Union[float, Dict[str, float], Callable[[str], float]]
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """Options of :func:`snn_initplug.calibrate` (and of ``initialize(..., "calibrated")``): the target rate
+    (a number, ``{pattern: rate}`` or a callable on neuron names), the relative ``tolerance``, the rate
+    evaluations per layer, the time ``steps`` the batch is presented for, ``bias`` ``"keep"``/``"zero"``, the
+    execution ``mode`` (``"auto"``, ``"chain"``, ``"model"``) and the RNG ``seed`` of every evaluation."""
+
+    target_rate: TargetRate = DEFAULT_TARGET_RATE
+    tolerance: float = 0.05
+    max_evaluations: int = 30
+    steps: Optional[int] = None
+    bias: str = "keep"
+    mode: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self):
+        if not (callable(self.target_rate) or isinstance(self.target_rate, dict)):
+            if isinstance(self.target_rate, bool) or not isinstance(self.target_rate, numbers.Real):
+                raise OptionError(f"calibrate: the target rate must be a number in (0, 1), a dict or a callable, "
+                                  f"got {self.target_rate!r}")
+            if not 0.0 < float(self.target_rate) < 1.0:  # also refuses NaN
+                raise OptionError(f"calibrate: the target rate must lie in (0, 1), got {self.target_rate}")
+        tolerance = _number("calibrate", "tolerance", self.tolerance)
+        if not 0 < tolerance < 1:
+            raise OptionError(f"calibrate: tolerance must lie in (0, 1), got {self.tolerance}")
+        if isinstance(self.max_evaluations, bool) or not isinstance(self.max_evaluations, numbers.Integral) \
+                or self.max_evaluations < 1:
+            raise OptionError(f"calibrate: max_evaluations must be a positive integer, got {self.max_evaluations!r}")
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral)
+                                       or self.steps < 1):
+            raise OptionError(f"calibrate: steps must be an integer >= 1, got {self.steps!r}")
+        _choice("calibrate", "bias", self.bias, ("keep", "zero"))
+        if self.mode not in ("auto", "chain", "model"):
+            raise OptionError(f"calibrate: mode must be 'auto', 'chain' or 'model', got {self.mode!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
+            raise OptionError(f"calibrate: seed must be an integer, got {self.seed!r}")
+
+
+CALIBRATION_FIELDS = tuple(f.name for f in fields(CalibrationOptions))

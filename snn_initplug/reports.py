@@ -1,0 +1,134 @@
+"""The records that ``initialize`` and ``calibrate`` return: per-layer rows, printing as tables, saved to and
+loaded from JSON (what :func:`snn_initplug.reinitialize` replays)."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Union
+
+from .tables import render_table, short_number
+
+__all__ = ["LayerReport", "Report", "LayerCalibration", "CalibrationReport", "calibrated_label"]
+
+
+def calibrated_label(start: str) -> str:
+    """The method column of a layer initialized by ``method="calibrated"`` from the analytic ``start``."""
+    return f"calibrated (start {start})"
+
+
+@dataclass
+class LayerCalibration:
+    neuron: str
+    parameters: List[str]  # what was scaled ("fc1.weight", or "bn1.weight" when BatchNorm follows the layer)
+    target: float
+    initial_rate: float
+    rate: float
+    scale: float
+    evaluations: int
+    status: str  # "ok", or why the target was not reached
+
+
+@dataclass
+class CalibrationReport:
+    layers: List[LayerCalibration]
+    mode: str  # "chain" or "model"
+    tolerance: float
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(layer.status == "ok" for layer in self.layers)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "CalibrationReport":
+        return cls([LayerCalibration(**row) for row in data["layers"]], data["mode"], data["tolerance"],
+                   list(data.get("notes", [])))
+
+    def __str__(self) -> str:
+        header = ["neuron", "scaled", "target", "initial", "rate", "scale", "evals", "status"]
+        rows = [header] + [[c.neuron, ", ".join(c.parameters), f"{c.target:.4g}", f"{c.initial_rate:.4g}",
+                            f"{c.rate:.4g}", f"{c.scale:.4g}", str(c.evaluations), c.status] for c in self.layers]
+        lines = render_table(rows)
+        lines.append(f"[calibrated in {self.mode} mode, tolerance ±{self.tolerance:.0%}]")
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+@dataclass
+class LayerReport:
+    layer: str
+    method: str  # the rule that made the law; "calibrated (start spike_aware)" when calibration scaled it
+    neuron: str
+    surrogate: str
+    fan_in: int
+    fan_out: int
+    gain: float  # fan_in · Var(W)
+    std: float
+    mean: float
+    law: str
+    assumed: Dict[str, Any] = field(default_factory=dict)  # statistics assumed, with where they came from
+    notes: List[str] = field(default_factory=list)
+    seed: Optional[int] = None  # seed of this layer's own random stream (drawn in plan order from the generator)
+    relay: float = 0.0  # weight of the one-to-one relay path added to the random law (spike_aware relay=)
+
+
+@dataclass
+class Report:
+    method: str
+    layers: List[LayerReport]
+    skipped: List[str]
+    plan_source: str
+    notes: List[str] = field(default_factory=list)
+    calibration: Optional[CalibrationReport] = None  # for method="calibrated"
+    # how initialize was called (method, options, overrides, skip, input fingerprint): what reinitialize replays
+    settings: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), default=str, **kwargs)
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Write the report as indented JSON. Floats are written by ``repr``, so they load back exactly."""
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(self.to_json(indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Union[str, "os.PathLike[str]"]) -> "Report":
+        """Read a report written by :meth:`save`; :func:`snn_initplug.reinitialize` replays it."""
+        with open(path, encoding="utf-8") as handle:
+            return cls.from_dict(json.load(handle))
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "Report":
+        """Inverse of :meth:`to_dict`."""
+        calibration = data.get("calibration")
+        return cls(data["method"], [LayerReport(**row) for row in data["layers"]], list(data["skipped"]),
+                   data["plan_source"], list(data.get("notes", [])),
+                   None if calibration is None else CalibrationReport.from_dict(calibration),
+                   dict(data.get("settings") or {}))
+
+    def layer(self, name: str) -> LayerReport:
+        for row in self.layers:
+            if row.layer == name or row.layer == f"{name}.weight":
+                return row
+        raise KeyError(name)
+
+    def __str__(self) -> str:
+        table = [["layer", "method", "neuron", "surrogate", "fan_in", "gain", "std", "mean", "assumed"]]
+        for r in self.layers:
+            assumed = "; ".join(f"{k}={short_number(v)}" for k, v in r.assumed.items())
+            table.append([r.layer, r.method, r.neuron, r.surrogate, str(r.fan_in), f"{r.gain:.4g}", f"{r.std:.4g}",
+                          f"{r.mean:.3g}", assumed])
+        lines = render_table(table)
+        if self.skipped:
+            lines.append(f"skipped: {', '.join(self.skipped)}")
+        lines += [f"note: {n}" for n in self.notes + [f"{r.layer}: {n}" for r in self.layers for n in r.notes]]
+        if self.calibration is not None:
+            lines += ["", "calibration:", str(self.calibration)]
+        return "\n".join(lines)
