@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any, Dict
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # public name -> submodule that defines it
 _PUBLIC: Dict[str, str] = {

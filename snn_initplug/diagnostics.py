@@ -23,14 +23,12 @@ spike function (snnTorch ``spike_grad``, SpikingJelly ``surrogate_function``, or
 registered neuron's ``NeuronSpec.surrogate``) is replaced for the pass by a recorder that stores ``x`` and
 returns the original function's output, so spikes and gradients are unchanged:
 
-* snnTorch calls ``spike_grad`` twice per step, first on the *previous* membrane (the detached reset signal),
-  then on the new one; the last call of each forward call is the one that fires.
-* SpikingJelly 2.x runs a fused kernel for its built-in surrogates, where nothing can be observed; a surrogate
-  class defined outside ``spikingjelly.activation_based.surrogate`` makes it take its torch reference path,
-  which computes the same spikes and gradients. Every call is one time step.
-* SpikingJelly 0.0.0.0.14 runs TorchScript kernels without the surrogate in eval mode and CuPy kernels that
-  need the surrogate's CUDA code, so the neuron module alone (not BatchNorm or Dropout) is switched to training
-  mode and the ``torch`` backend for the pass: the same equations, run step by step.
+* a neuron whose adapter says ``fires_on_last_call`` (snnTorch, which first calls ``spike_grad`` on the
+  *previous* membrane for the detached reset signal) keeps only the last call of each forward call;
+* a neuron whose adapter has a ``surrogate_path`` is switched to the code path that calls its spike function
+  for the pass (SpikingJelly 0.0.0.0.14: training mode and the ``torch`` backend, the neuron module alone);
+  SpikingJelly 2.x runs a fused kernel for its built-in surrogates, and the recorder, a module defined
+  outside its surrogate module, makes it take its torch reference path (the same spikes and gradients).
 
 A ``forward_hook`` on the neuron counts spikes in its output (the first tensor it returns; any non-zero
 value is a spike, so graded spikes count) and files the recorded membranes. Everything is restored afterwards
@@ -51,7 +49,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .adapters import find_adapter
+from .adapters import fires_on_last_call, is_time_major, use_surrogate_path
 from .planning import Plan, first_tensor, plan, preserved, reset_neuron, run_model
 from .errors import DiagnoseError, SurrogateError
 from .surrogate import surrogate_derivative
@@ -71,9 +69,6 @@ __all__ = [
 
 # |h| above this fraction of its peak counts as "inside the surrogate's support".
 SUPPORT_FRACTION = 0.01
-
-# Neurons that take a whole sequence [T, B, ...] in one call (besides SpikingJelly's step_mode='m').
-_TIME_MAJOR = {"LeakyParallel"}
 
 # Where the peak of h is searched: dense near 0, where every built-in surrogate has its features.
 _PEAK_GRID = torch.cat([torch.linspace(-20.0, 20.0, 8001, dtype=torch.float64),
@@ -285,35 +280,10 @@ def _install_recorder(module: nn.Module, spike_fn: Callable):
     return recorder, undo
 
 
-def _step_by_step(module: nn.Module):
-    """SpikingJelly 0.0.0.0.14: the neuron's differentiable step-by-step path (training mode, torch backend),
-    which calls the surrogate. Returns an undo function."""
-    if not any(name.startswith("jit_eval") for name in dir(type(module))):
-        return lambda: None
-    training, backend = module.training, getattr(module, "backend", None)
-    module.training = True  # this module only: BatchNorm and Dropout keep the model's mode
-    if backend not in (None, "torch"):
-        module.backend = "torch"
-
-    def undo():
-        module.training = training
-        if backend not in (None, "torch"):
-            module.backend = backend
-
-    return undo
-
-
-def _keeps_last_call_only(module: nn.Module) -> bool:
-    """snnTorch neurons call the spike function on the previous membrane first (the detached reset signal);
-    only the last call of a forward call fires."""
-    adapter = find_adapter(module)
-    return adapter is not None and adapter.framework == "snntorch"
-
-
 def _leading_dims(module: nn.Module) -> int:
     """How many leading dimensions of a neuron's output are samples (and time): [B, ...] per step, or [T, B, ...]
     for a whole sequence in one call."""
-    return 2 if getattr(module, "step_mode", "s") == "m" or type(module).__name__ in _TIME_MAJOR else 1
+    return 2 if is_time_major(module) else 1
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -459,9 +429,9 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
             else:
                 notes.append(f"{name}: the membrane is not observable (its spike function is not an attribute of "
                              "the module)")
-            undo.callback(_step_by_step(module))
+            undo.callback(use_surrogate_path(module))
             undo.callback(module.register_forward_pre_hook(pre_hook(name)).remove)
-            undo.callback(module.register_forward_hook(post_hook(name, _keeps_last_call_only(module))).remove)
+            undo.callback(module.register_forward_hook(post_hook(name, fires_on_last_call(module))).remove)
         if want_grad:
             for entries in feeding.values():
                 for _, weight in entries:

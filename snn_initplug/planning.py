@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 import torch.nn as nn
 
-from .adapters import find_adapter, internal_weights
+from .adapters import find_adapter, internal_weights, reset_neuron
 from .init import calculate_fans
 from .errors import NeuronSpecError
 from .neuron import NeuronSpec
@@ -249,15 +249,6 @@ def neuron_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
             found.append((name, module))
             inside.append(name)
     return found
-
-
-def reset_neuron(module: nn.Module) -> None:
-    """Put a neuron in its resting state: SpikingJelly memories to their defaults (``reset()``), snnTorch
-    states to zero (``reset_mem()``); other modules are left alone."""
-    if hasattr(module, "_memories") and callable(getattr(module, "reset", None)):
-        module.reset()
-    elif callable(getattr(module, "reset_mem", None)):
-        module.reset_mem()
 
 
 def first_tensor(value: Any) -> Optional[torch.Tensor]:

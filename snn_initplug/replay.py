@@ -15,6 +15,7 @@ from .laws import Law
 from .reports import CalibrationReport, LayerReport, Report
 from .selection import skip_list
 from .surrogate import Normal, Uniform
+from .version import __version__
 
 __all__ = ["SETTINGS_FORMAT", "encode", "decode", "input_fingerprint", "settings", "recorded_call",
            "replayed_seeds", "check_replayed_scales"]
@@ -84,8 +85,6 @@ def input_fingerprint(example_input: Any) -> Optional[Dict[str, Any]]:
 def settings(method: str, options: Dict[str, Any], overrides, skip, example_input, forward,
              world_size: int) -> Dict[str, Any]:
     """What replay needs besides the per-layer seeds (which live in the layer rows)."""
-    from . import __version__
-
     return {
         "format": SETTINGS_FORMAT,
         "method": method,

@@ -24,7 +24,7 @@ import sys
 import threading
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import torch.nn as nn
 
@@ -42,6 +42,10 @@ __all__ = [
     "is_neuron",
     "neuron_spec",
     "ENTRY_POINT_GROUP",
+    "reset_neuron",
+    "is_time_major",
+    "fires_on_last_call",
+    "use_surrogate_path",
 ]
 
 ENTRY_POINT_GROUP = "snn_initplug.adapters"
@@ -64,16 +68,27 @@ class InternalWeight:
 
 @dataclass(frozen=True)
 class NeuronAdapter:
-    """How to read one neuron class.
+    """How to read one neuron class, and the facts about how it runs that the core needs.
 
     ``to_spec(module) -> NeuronSpec`` reads the live values; ``internal_weights(module)`` lists weights
-    inside the neuron (default: none); ``framework`` is a label for reports.
+    inside the neuron (default: none); ``framework`` is a label for reports. How the neuron runs:
+
+    * ``reset(module)`` puts it at rest (default: nothing to reset);
+    * ``time_major(module)``: True when one call takes a whole sequence ``[T, B, ...]`` (default: one step);
+    * ``fires_on_last_call``: the neuron calls its spike function more than once per step and only the last
+      call fires (snnTorch first calls it on the previous membrane for the reset signal);
+    * ``surrogate_path(module) -> undo``: switch the neuron to the code path that calls its spike function
+      (some implementations run fused kernels without it), returning the function that switches back.
     """
 
     cls: type
     to_spec: Callable[[nn.Module], NeuronSpec]
     internal_weights: Optional[Callable[[nn.Module], Sequence[InternalWeight]]] = None
     framework: str = "user"
+    reset: Optional[Callable[[nn.Module], None]] = None
+    time_major: Optional[Callable[[nn.Module], bool]] = None
+    fires_on_last_call: bool = False
+    surrogate_path: Optional[Callable[[nn.Module], Callable[[], None]]] = None
 
 
 _registry: Dict[type, NeuronAdapter] = {}
@@ -91,8 +106,14 @@ def register_neuron(
     to_spec: Callable[[nn.Module], NeuronSpec],
     internal_weights: Optional[Callable[[nn.Module], Sequence[InternalWeight]]] = None,
     framework: str = "user",
+    *,
+    reset: Optional[Callable[[nn.Module], None]] = None,
+    time_major: Optional[Callable[[nn.Module], bool]] = None,
+    fires_on_last_call: bool = False,
+    surrogate_path: Optional[Callable[[nn.Module], Callable[[], None]]] = None,
 ) -> None:
-    """Register (or replace) the adapter of a neuron class; subclasses use it too unless they have their own."""
+    """Register (or replace) the adapter of a neuron class; subclasses use it too unless they have their own.
+    The keyword arguments describe how the neuron runs (see :class:`NeuronAdapter`)."""
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         raise ArgumentTypeError(f"register_neuron: cls must be an nn.Module subclass, got {cls!r}")
     if not callable(to_spec):
@@ -100,7 +121,8 @@ def register_neuron(
     if internal_weights is not None and not callable(internal_weights):
         raise ArgumentTypeError("register_neuron: internal_weights must be callable or None")
     with _lock:
-        _registry[cls] = NeuronAdapter(cls, to_spec, internal_weights, framework)
+        _registry[cls] = NeuronAdapter(cls, to_spec, internal_weights, framework, reset, time_major,
+                                       bool(fires_on_last_call), surrogate_path)
 
 
 def unregister_neuron(cls: type) -> None:
@@ -187,7 +209,31 @@ def internal_weights(module: nn.Module) -> Tuple[InternalWeight, ...]:
     return tuple(adapter.internal_weights(module))
 
 
-def registered_classes() -> List[type]:
-    _ensure_loaded()
-    with _lock:
-        return list(_registry)
+# --------------------------------------------------------------------------------------------------------
+# How a neuron runs, asked of its adapter (modules without an adapter: the defaults)
+# --------------------------------------------------------------------------------------------------------
+def reset_neuron(module: nn.Module) -> None:
+    """Put a neuron at rest (its adapter's ``reset``); other modules are left alone."""
+    adapter = find_adapter(module)
+    if adapter is not None and adapter.reset is not None:
+        adapter.reset(module)
+
+
+def is_time_major(module: nn.Module) -> bool:
+    """True when one call of the neuron takes a whole sequence ``[T, B, ...]``."""
+    adapter = find_adapter(module)
+    return adapter is not None and adapter.time_major is not None and bool(adapter.time_major(module))
+
+
+def fires_on_last_call(module: nn.Module) -> bool:
+    """True when only the last spike-function call of each forward call fires."""
+    adapter = find_adapter(module)
+    return adapter is not None and adapter.fires_on_last_call
+
+
+def use_surrogate_path(module: nn.Module) -> Callable[[], None]:
+    """Switch the neuron to the code path that calls its spike function; returns the undo function."""
+    adapter = find_adapter(module)
+    if adapter is None or adapter.surrogate_path is None:
+        return lambda: None
+    return adapter.surrogate_path(module)

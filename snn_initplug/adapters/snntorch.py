@@ -314,11 +314,26 @@ _UNSUPPORTED_SUBCLASSES = (
 )
 
 
+def _to_rest(module: nn.Module) -> None:
+    """snnTorch states to zero (``reset_mem``; ``LeakyParallel`` keeps none)."""
+    if callable(getattr(module, "reset_mem", None)):
+        module.reset_mem()
+
+
+def _time_major(module: nn.Module) -> bool:
+    """``LeakyParallel`` runs a whole ``[T, B, ...]`` sequence through ``nn.RNN`` in one call."""
+    return isinstance(module, getattr(snntorch, "LeakyParallel", ()))
+
+
+# snnTorch calls spike_grad on the previous membrane first (the detached reset signal), then on the new one
+_RUNS = dict(reset=_to_rest, time_major=_time_major, fires_on_last_call=True)
+
+
 def _register() -> None:
     for name, to_spec, weights in _SUPPORTED:
         cls = getattr(snntorch, name, None)  # absent in older versions
         if cls is not None:
-            register_neuron(cls, to_spec, internal_weights=weights, framework=FRAMEWORK)
+            register_neuron(cls, to_spec, internal_weights=weights, framework=FRAMEWORK, **_RUNS)
     for name, reason in _UNSUPPORTED_SUBCLASSES:
         cls = getattr(snntorch, name, None)
         if cls is not None:

@@ -150,11 +150,44 @@ def _checked(cls: type, reader):
     return to_spec
 
 
+def _to_rest(module: nn.Module) -> None:
+    """Memories back to their defaults."""
+    module.reset()
+
+
+def _time_major(module: nn.Module) -> bool:
+    """``step_mode='m'``: one call takes the whole ``[T, B, ...]`` sequence."""
+    return getattr(module, "step_mode", "s") == "m"
+
+
+def _surrogate_path(module: nn.Module):
+    """0.0.0.0.14 runs TorchScript kernels without the surrogate in eval mode and CuPy kernels that need the
+    surrogate's CUDA code: the neuron alone (not BatchNorm or Dropout) goes to training mode and the ``torch``
+    backend, the same equations step by step. 2.x takes its torch reference path for any surrogate defined
+    outside its surrogate module, so it needs nothing here. Returns the undo function."""
+    if not any(name.startswith("jit_eval") for name in dir(type(module))):
+        return lambda: None
+    training, backend = module.training, getattr(module, "backend", None)
+    module.training = True
+    if backend not in (None, "torch"):
+        module.backend = "torch"
+
+    def undo():
+        module.training = training
+        if backend not in (None, "torch"):
+            module.backend = backend
+
+    return undo
+
+
+_RUNS = dict(reset=_to_rest, time_major=_time_major, surrogate_path=_surrogate_path)
+
+
 def _register() -> None:
     for name, reader in _READERS.items():
         cls = getattr(sj_neuron, name, None)
         if isinstance(cls, type) and issubclass(cls, nn.Module):
-            register_neuron(cls, _checked(cls, reader), framework=FRAMEWORK)
+            register_neuron(cls, _checked(cls, reader), framework=FRAMEWORK, **_RUNS)
     # Every other neuron is "not supported yet" rather than silently no neuron at all. SimpleBaseNode (2.x
     # only) is the base users subclass to write their own charge equation.
     register_unsupported(sj_neuron.BaseNode, FRAMEWORK)

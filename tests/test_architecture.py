@@ -1,0 +1,89 @@
+"""The rules of docs/architecture.md, checked on the source: imports point one way (no cycle among the
+package's modules), only ``snn_initplug/adapters/`` imports a framework, ``import snn_initplug`` imports no
+framework, and every exception the package exports derives from one base."""
+import ast
+import pathlib
+import subprocess
+import sys
+from typing import Dict, Set
+
+import snn_initplug as sip
+
+PACKAGE = pathlib.Path(sip.__file__).parent
+FRAMEWORKS = ("snntorch", "spikingjelly")
+
+
+def module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports() -> Dict[str, Set[str]]:
+    """Every import of each module (module level and inside functions), resolved to module names."""
+    found: Dict[str, Set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        targets = found.setdefault(name, set())
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                if node.level == 0:
+                    targets.add(node.module)
+                    continue
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                for alias in node.names:  # ``from . import replay`` imports the submodule replay
+                    sub = f"{target}.{alias.name}"
+                    targets.add(sub if (PACKAGE.parent / (sub.replace(".", "/") + ".py")).exists() else target)
+    return found
+
+
+def test_no_import_cycle_among_the_modules():
+    """The package's own ``__init__`` loads everything lazily and is left out; every other edge must form a
+    directed acyclic graph (a cycle would show as a module reached again from itself)."""
+    found = imports()
+    graph = {name: {t for t in targets if t in found and t != "snn_initplug"}
+             for name, targets in found.items() if name != "snn_initplug"}
+    state: Dict[str, int] = {}
+
+    def visit(node, path):
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            assert state.get(nxt) != 1, f"import cycle: {' -> '.join(path + [nxt])}"
+            if nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert "snn_initplug.apply" not in graph["snn_initplug.calibration"]  # calibration needs no orchestrator
+
+
+def test_only_adapters_import_a_framework():
+    for name, targets in imports().items():
+        if name.startswith("snn_initplug.adapters"):
+            continue
+        framework = sorted(t for t in targets if t and t.split(".")[0] in FRAMEWORKS)
+        assert not framework, f"{name} imports {framework}"
+
+
+def test_import_is_lazy_and_imports_no_framework():
+    code = ("import sys, snn_initplug; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('snntorch', 'spikingjelly', 'torchvision')));"
+            "print(sorted(m for m in sys.modules if m.startswith('snn_initplug.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
+    assert out == ["[]", "['snn_initplug.version']"]
+
+
+def test_every_exported_exception_derives_from_one_base():
+    exceptions = [getattr(sip, name) for name in sip.__all__
+                  if isinstance(getattr(sip, name), type) and issubclass(getattr(sip, name), BaseException)]
+    assert len(exceptions) >= 9
+    assert all(issubclass(cls, sip.SnnInitError) for cls in exceptions), exceptions
+    # users who catch the built-in classes keep catching them
+    assert issubclass(sip.InitError, ValueError) and issubclass(sip.PlanError, ValueError)
+    assert issubclass(sip.OptionError, sip.InitError) and issubclass(sip.OptionError, TypeError)
+    assert issubclass(sip.UnsupportedNeuronError, TypeError) and issubclass(sip.ArgumentTypeError, TypeError)
