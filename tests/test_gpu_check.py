@@ -420,7 +420,7 @@ def test_dry_run_of_the_spikingjelly_2_parts(tmp_path):
         pytest.skip("needs SpikingJelly 2.x and snnTorch installed")
     proc, record = dry_run(tmp_path, "--parts", "b,c,d", "--methods", "ikun,calibrated")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert record["status"].startswith("dry-run") and record["verdict"] == "ok"
+    assert record["status"].startswith("dry-run") and record["verdict"] == "ok", gpu_check.format_table(record["rows"])
     rows = {(r["part"], r["check"]): r for r in record["rows"]}
     probes = [r for (part, check), r in rows.items() if part == "b" and check.startswith("kernel probe")]
     assert len(probes) == 2 and all(r["difference"] == "spikes 0.0e+00, grad x 0.0e+00, grad W 0.0e+00" for r in probes)
@@ -447,7 +447,7 @@ def test_dry_run_of_the_legacy_parts(tmp_path):
     details = record["parts"]["a"]["details"]
     assert details["spikingjelly"]["legacy_api"] is True and details["spikingjelly"]["path"].startswith(str(legacy))
     a = [r for r in record["rows"] if r["part"] == "a"]
-    assert len(a) == 4 and all(r["verdict"] == "ok" for r in a), a
+    assert len(a) == 4 and all(r["verdict"] == "ok" for r in a), gpu_check.format_table(record["rows"])
     e = [r for r in record["rows"] if r["part"] == "e"]
     assert e[-1]["check"].startswith("simulated #459") and e[-1]["verdict"] == "ok"
 
