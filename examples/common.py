@@ -357,10 +357,17 @@ class History:
             "epochs": [],
         }
 
+    def add_step(self, bar=None, *, loss: float, acc: float) -> None:
+        """Record the epoch's running training loss and accuracy after one more step (and show them on ``bar``),
+        so that even a one-epoch run plots a curve."""
+        steps = self.record.setdefault("steps", [])
+        steps.append({"step": len(steps) + 1, "train_loss": loss, "train_acc": acc})
+        set_postfix(bar, loss=loss, acc=acc)
+
     def add_epoch(self, epoch: int, train_loss: float, train_acc: float, test_loss: float, test_acc: float,
                   train_seconds: float) -> Dict[str, Any]:
         self.train_time += train_seconds
-        row = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
+        row = {"epoch": epoch, "step": len(self.record.get("steps", [])), "train_loss": train_loss, "train_acc": train_acc, "test_loss": test_loss,
                "test_acc": test_acc, "epoch_train_time": train_seconds, "train_time": self.train_time,
                "wall_time": time.perf_counter() - self.t0}
         self.record["epochs"].append(row)
@@ -383,12 +390,15 @@ class History:
         with open(out_dir / "metrics.json", "w") as f:
             json.dump(self.record, f, indent=2, default=str)
         if plots and rows:
-            plot_curves(rows, out_dir, title=f"{self.record['example']} (init {self.record['args'].get('init')})")
+            plot_curves(rows, self.record.get("steps", []), out_dir,
+                        title=f"{self.record['example']} (init {self.record['args'].get('init')})")
         print(f"results: {out_dir}")
         return out_dir
 
 
-def plot_curves(rows: List[Dict[str, Any]], out_dir: Path, title: str = "") -> None:
+def plot_curves(rows: List[Dict[str, Any]], steps: List[Dict[str, Any]], out_dir: Path, title: str = "") -> None:
+    """``loss.png`` and ``acc.png`` against the training step: the running training value of each step (when the
+    loop recorded steps) and the test value at the end of each epoch."""
     try:
         import matplotlib
 
@@ -397,16 +407,21 @@ def plot_curves(rows: List[Dict[str, Any]], out_dir: Path, title: str = "") -> N
     except ImportError:
         print("matplotlib is not installed: no plots (pip install snn-initplug[examples])")
         return
-    epochs = [r["epoch"] for r in rows]
     for key, ylabel in (("loss", "loss"), ("acc", "accuracy")):
         fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.plot(epochs, [r[f"train_{key}"] for r in rows], "o-", label="train")
-        ax.plot(epochs, [r[f"test_{key}"] for r in rows], "s-", label="test")
-        ax.set_xlabel("epoch")
+        if steps:
+            ax.plot([s["step"] for s in steps], [s[f"train_{key}"] for s in steps], "-", lw=1,
+                    label="train (running mean of the epoch)")
+            ax.plot([r["step"] for r in rows], [r[f"test_{key}"] for r in rows], "s-", label="test (end of epoch)")
+            ax.set_xlabel("training step")
+        else:
+            ax.plot([r["epoch"] for r in rows], [r[f"train_{key}"] for r in rows], "o-", label="train")
+            ax.plot([r["epoch"] for r in rows], [r[f"test_{key}"] for r in rows], "s-", label="test")
+            ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(out_dir / f"{key}.png", dpi=110)
         plt.close(fig)

@@ -9,7 +9,7 @@ of every layer at init, then the test accuracy every ``-eval-every`` steps, and 
 (rates at init, final test accuracy, time); ``-out-dir`` gets ``metrics.json``, ``rates.png`` (rate by depth at
 init) and ``accuracy.png`` (test accuracy by training step).
 
-    python examples/deep_snntorch_mnist.py                          # the README's main job, ~1-2 min on 2 cores
+    python examples/deep_snntorch_mnist.py                          # the README's main job, about 1 min on 2 cores
     python examples/deep_snntorch_mnist.py -methods none kaiming_normal spike_aware:relay calibrated:relay
     python examples/deep_snntorch_mnist.py -val 1000 -lr 3e-3       # validation accuracy, to choose -lr
 
@@ -64,7 +64,7 @@ class DeepLIF(nn.Module):
 
 
 def parser():
-    p = common.base_parser(__doc__.split("\n")[0], T=4, batch=64, epochs=3, lr=1e-3, out=NAME, single_init=False)
+    p = common.base_parser(__doc__.split("\n")[0], T=4, batch=64, epochs=5, lr=1e-3, out=NAME, single_init=False)
     p.add_argument("-depth", type=common.positive_int, default=20, help="Linear -> Leaky layers")
     p.add_argument("-width", type=common.positive_int, default=256, help="neurons per layer")
     p.add_argument("-beta", type=common.beta, default=0.9, help="membrane decay of snn.Leaky")
@@ -208,6 +208,7 @@ def plot(results: Dict[str, Dict], out_dir: Path, evaluated_on: str, title: str)
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    started = time.perf_counter()
     try:
         import snntorch  # noqa: F401
     except ImportError:
@@ -234,7 +235,7 @@ def main(argv=None):
     (out_dir / "metrics.json").write_text(json.dumps(record, indent=1, default=str))
     if not args.no_plots:
         plot(results, out_dir, evaluated_on, title)
-    print(f"results: {out_dir}")
+    print(f"results: {out_dir} ({time.perf_counter() - started:.0f} s in all)")
     return record
 
 

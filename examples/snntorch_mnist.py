@@ -99,7 +99,7 @@ def main(argv=None):
             total_loss += loss.item() * len(targets)
             correct += (spk_rec.sum(0).argmax(1) == targets).sum().item()
             seen += len(targets)
-            common.set_postfix(bar, loss=total_loss / seen, acc=correct / seen)
+            history.add_step(bar, loss=total_loss / seen, acc=correct / seen)
         train_seconds = time.perf_counter() - t0
 
         net.eval()

@@ -88,7 +88,7 @@ def main(argv=None):
             total_loss += loss.item() * len(label)
             correct += (out_fr.argmax(1) == label).sum().item()
             seen += len(label)
-            common.set_postfix(bar, loss=total_loss / seen, acc=correct / seen)
+            history.add_step(bar, loss=total_loss / seen, acc=correct / seen)
         train_seconds = time.perf_counter() - t0
 
         net.eval()

@@ -231,6 +231,8 @@ def test_snntorch_mnist_example(tmp_path):
     assert "fc1.weight" in report and "fc2.weight" in report and "ikun" in report
     assert "fan_sum=" in report  # the -init-opt reached initialize (IKUN v2 uses fan_in + fan_out)
     assert "diagnostics at init" in report
+    metrics = result["metrics"]  # one epoch of 256 images in batches of 128: a curve of two steps, not one dot
+    assert [s["step"] for s in metrics["steps"]] == [1, 2] and metrics["epochs"][0]["step"] == 2
 
 
 @pytest.mark.spikingjelly
