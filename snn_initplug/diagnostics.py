@@ -512,7 +512,8 @@ def compare_methods(model: nn.Module, example_input: Any, methods: Iterable[Opti
     return records
 
 
-_QUANTITIES = (("rate", "firing rate"), ("membrane_std", "sd(u)/θ"), ("grad_norm", "|dL/dW|"))
+# (attribute, column name): the same names in the tables and on the plots' axes
+_QUANTITIES = (("rate", "rate"), ("membrane_std", "sd(u)/θ"), ("grad_norm", "|dL/dW|"))
 
 
 def compare(records: Mapping[str, Diagnosis]) -> str:
@@ -576,11 +577,12 @@ def plot_comparison(records: Mapping[str, Diagnosis], path: Optional[str] = None
                 xs, ys = zip(*points)
                 panel.plot(xs, ys, marker="o", label=label)
                 positive[key] = positive[key] and min(ys) > 0
-    for panel, (key, title) in zip(axes, _QUANTITIES):
-        panel.set_title(title)
-        panel.set_xlabel("depth")
+    for panel, (key, column) in zip(axes, _QUANTITIES):
+        panel.set_ylabel(column)
+        panel.set_xlabel("depth · neuron")
         panel.set_xticks(range(len(names)))
-        panel.set_xticklabels(names, rotation=45, ha="right", fontsize="small")
+        panel.set_xticklabels([f"{depth} · {name}" for depth, name in enumerate(names)], rotation=45, ha="right",
+                              fontsize="small")
         if key == "grad_norm" and panel.lines and positive[key]:  # norms span decades across depth
             panel.set_yscale("log")
     if len(records) > 1:

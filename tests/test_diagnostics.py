@@ -209,16 +209,22 @@ def test_unobservable_membrane_is_reported(registered):
     assert "-" in str(d)
 
 
-def test_record_prints_serializes_and_compares(registered):
+def test_record_prints_serializes_and_compares(registered, tmp_path):
     net = make_user_net()
     x = torch.rand(5, 8, 12)
     d = diagnose(net, x, target=torch.randint(6, (8,)), forward=run_steps, label="as built")
     text = str(d)
     assert "[as built]" in text and "rate" in text and "loss" in text
     assert all(r.neuron in text for r in d)
-    data = json.loads(d.to_json())
-    assert data == json.loads(json.dumps(d.to_dict()))
+    path = tmp_path / "diagnosis.json"
+    data = json.loads(d.to_json(str(path)))
+    assert json.loads(path.read_text()) == data  # the file holds what was returned
+    # the JSON carries the measured numbers (floats by repr: exact) and null for what was not measured
+    assert data["label"] == "as built" and data["loss"] == d.loss and data["loss"] > 0
+    assert [row["rate"] for row in data["layers"]] == [r.rate for r in d]
+    assert [row["observations"] for row in data["layers"]] == [8 * 5, 8 * 5]  # 8 samples × 5 steps
     assert data["layers"][1]["neuron"] == "3" and data["layers"][1]["layer_grad_norms"].keys() == {"2.weight"}
+    assert data["layers"][1]["grad_norm"] == d.layer("3").layer_grad_norms["2.weight"] > 0
 
     weights = [p.detach().clone() for p in net.parameters()]
     records = compare_methods(net, x, [None, "kaiming_normal", "ikun"], target=torch.randint(6, (8,)),
@@ -228,7 +234,7 @@ def test_record_prints_serializes_and_compares(registered):
     assert records["ikun"].label == "ikun" and records["ikun"].layer("1").rate != d.layer("1").rate
     assert all(torch.equal(a, b) for a, b in zip(weights, net.parameters()))  # only the copies are initialized
     table = compare(records)
-    assert "rate [ikun]" in table and "firing rate [kaiming_normal]" in table
+    assert "rate [ikun]" in table and "rate [kaiming_normal]" in table
     assert len(table.splitlines()) == 2 + len(d)
 
 
@@ -240,7 +246,11 @@ def test_plot(registered, tmp_path):
     path = tmp_path / "d.png"
     figure = d.plot(str(path))
     assert path.stat().st_size > 0 and len(figure.axes) == 3
-    assert [ax.get_title() for ax in figure.axes] == ["firing rate", "sd(u)/θ", "|dL/dW|"]
+    # the axes carry the table's column names: depth · neuron on x, the quantity on y
+    header = next(line for line in str(d).splitlines() if line.startswith("depth"))
+    assert [ax.get_ylabel() for ax in figure.axes] == ["rate", "sd(u)/θ", "|dL/dW|"]
+    assert all(label in header for label in ("depth", "neuron", "rate", "sd(u)/θ", "|dL/dW|"))
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == [f"{e.depth} · {e.neuron}" for e in d.layers]
     figure = plot_comparison({"a": d, "b": d}, path=str(tmp_path / "c.png"))
     assert len(figure.axes[0].lines) == 2
     from matplotlib.figure import Figure
