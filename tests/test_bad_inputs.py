@@ -143,10 +143,6 @@ NEEDS_SPIKINGJELLY = [pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJe
                       pytest.mark.spikingjelly]
 
 
-def xfail_in(module: str, reason: str):
-    return [pytest.mark.xfail(strict=True, reason=f"needs a fix in snn_initplug/{module}: {reason}")]
-
-
 # --- checks used by "works" rows ---------------------------------------------------------------------
 def weights_replaced_and_finite(report, model):
     assert all(torch.isfinite(p).all() for p in model.parameters())
@@ -217,10 +213,6 @@ def still_meta(result, _):
 
 def non_finite_note(diagnosis, _):
     assert any("non-finite" in note and "0.weight" in note for note in diagnosis.notes), diagnosis.notes
-
-
-def ok(result, _):
-    pass
 
 
 def rows() -> Dict[str, Row]:

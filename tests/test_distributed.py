@@ -71,9 +71,12 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
         model_mode = build(100 + rank)
         model_mode.load_state_dict(initialized)
         whole = calibrate(model_mode, x, steps=STEPS, mode="model")
+        alone = build(100 + rank)  # process_group=False: this rank's share only, no broadcast
+        alone_report = sip.initialize(alone, "spike_aware", x, process_group=False)
         torch.save({"before": before, "initialized": initialized, "chain": state(model), "model": state(model_mode),
                     "report": report.to_dict(), "chain_scales": scales(chain), "model_scales": scales(whole),
-                    "chain_mode": chain.mode, "model_mode": whole.mode}, os.path.join(out, f"rank{rank}.pt"))
+                    "chain_mode": chain.mode, "model_mode": whole.mode, "alone": state(alone),
+                    "alone_notes": alone_report.notes}, os.path.join(out, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -112,6 +115,15 @@ def test_ranks_agree_and_match_one_process_on_the_global_batch(world, tmp_path, 
     assert ranks[0]["chain_mode"] == "chain" and ranks[0]["model_mode"] == "model"
     assert any("global batch" in note for note in ranks[0]["report"]["notes"])
 
+    # process_group=False inside the group: each rank initializes on its own share, as one process would,
+    # and keeps its own draws (no broadcast)
+    assert not torch.equal(ranks[0]["alone"]["0.weight"], ranks[1]["alone"]["0.weight"])
+    for rank, result in enumerate(ranks):
+        assert not any("global batch" in note for note in result["alone_notes"])
+        own = build(100 + rank)
+        sip.initialize(own, "spike_aware", rank_batch(world, rank))
+        assert_same(result["alone"], state(own))
+
     x = global_batch(world)
     # initialize: one process, rank 0's generator state, the whole batch. The first layer's E[x^2] is a float64
     # sum in another order (and rebuilt from per-rank means), so its std agrees to ~1e-16 relative; the float32
@@ -145,14 +157,3 @@ def test_helpers_are_no_ops_without_a_process_group():
     before = w.clone()
     sipdist.broadcast_parameters([w])
     assert torch.equal(w, before)
-
-
-def test_process_group_false_and_default_give_the_same_weights_in_one_process(registered):
-    x = rank_batch(1, 0)
-    a, b = build(7), build(7)
-    ra = sip.initialize(a, "spike_aware", x, generator=torch.Generator().manual_seed(1))
-    rb = sip.initialize(b, "spike_aware", x, generator=torch.Generator().manual_seed(1), process_group=False)
-    assert_same(state(a), state(b))
-    assert json.dumps(scales(calibrate(a, x, steps=STEPS))) == json.dumps(scales(calibrate(b, x, steps=STEPS,
-                                                                                              process_group=False)))
-    assert ra.settings["world_size"] == rb.settings["world_size"] == 1

@@ -1,4 +1,5 @@
 """Initializers: tensor-level functions against their formulas, and initialize() on models."""
+import json
 import math
 import warnings
 
@@ -234,7 +235,10 @@ def test_initialize_spike_aware_layer_statistics(registered):
     assert "measured" in report.layer("0").assumed["q_in"] and "self-consistent" in report.layer("2").assumed["q_in"]
     assert torch.equal(net[4].weight, before["4.weight"])  # the readout feeds no neuron: untouched
     assert all(torch.equal(net[i].bias, before[f"{i}.bias"]) for i in (0, 2, 4))  # biases untouched
-    assert "spike_aware" in str(report) and report.to_json()
+    assert "spike_aware" in str(report)
+    rows = json.loads(report.to_json())["layers"]
+    assert [(row["layer"], row["method"], row["std"]) for row in rows] == \
+        [(r.layer, "spike_aware", r.std) for r in report.layers]
 
 
 def test_initialize_is_atomic_and_validates(registered):
@@ -334,8 +338,13 @@ def test_fluctuation_recurrent_split_on_rleaky():
     report = sip.initialize(net, "fluctuation", x, generator=torch.Generator().manual_seed(0))
     ff, rec = report.layer("fc"), report.layer("rlif.recurrent.weight")
     assert ff.assumed["variance_share"] == pytest.approx(0.9) and rec.assumed["variance_share"] == pytest.approx(0.1)
-    # the shared mean: mu_w = mu_U / ((n_ff + n_rec) p sum K) = 0 here; the variances follow the shares
+    # the shared mean: mu_w = mu_U / ((n_ff + n_rec) p sum K) = 0 here; the variances follow the shares.
+    # The feed-forward input is the data (its measured spike rate); the recurrent input is the neuron's own
+    # spikes at the self-consistent rate 1 - Phi((theta - mu_U)/sigma_U) = 1 - Phi(1) (theta = 1, defaults).
     p_in = x.double().mean().item()
-    k2 = 1 / (1 - 0.9**2)
+    p_rec = stats.norm.sf(1.0)
+    beta = float(torch.tensor(0.9))  # snnTorch keeps β as a float32 buffer
+    k2 = 1 / (1 - beta**2)
+    assert (ff.mean, rec.mean) == (0.0, 0.0)
     assert ff.std == pytest.approx(math.sqrt(0.9 / (50 * p_in * k2)), rel=1e-6)
-    assert rec.std**2 == pytest.approx(0.1 / (80 * float(rec.assumed["p_in"].split()[0]) * k2), rel=1e-3)
+    assert rec.std == pytest.approx(math.sqrt(0.1 / (80 * p_rec * k2)), rel=1e-9)

@@ -1,6 +1,7 @@
 """NeuronSpec: validation, and kernel sums against an independent simulation of the canonical recurrence."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,8 +74,12 @@ def test_measured_impulse_response_is_used():
 
     response = sip.simulate_impulse_response(step)
     spec = NeuronSpec(threshold=1.0, beta=0.7, impulse_response=response)
-    expected = sip.kernel_sums_from_response(response)
-    assert spec.kernel_sums() == pytest.approx(expected)
+    # closed form: a[k] = 0.6^k, b[k] = 0.5 (0.7^(k+1) - 0.6^(k+1)) / (0.7 - 0.6), K[k] = b[k] - 0.1 a[k];
+    # ΣK = 0.5 / ((1 - 0.6)(1 - 0.7)) - 0.1 / (1 - 0.6), ΣK² summed in float64 far past the decay.
+    k = np.arange(4000, dtype=np.float64)
+    kernel = 0.5 * (0.7 ** (k + 1) - 0.6 ** (k + 1)) / 0.1 - 0.1 * 0.6**k
+    assert spec.kernel_sums() == pytest.approx((0.5 / (0.4 * 0.3) - 0.1 / 0.4, float(np.sum(kernel**2))), rel=1e-6)
+    assert response[:5].tolist() == pytest.approx(kernel[:5].tolist(), rel=1e-6)  # recorded in float32
     assert len(response) < 200  # it stopped once decayed
     state.update(a=0.0, b=0.0)
     assert sip.simulate_impulse_response(step, steps=5).shape == (5,)

@@ -44,6 +44,12 @@ CI = settings(deadline=None, derandomize=True, database=None, print_blob=True,
 EXAMPLES = {"registered": 700, "registered_calibrated": 200, "snntorch": 450, "spikingjelly": 450,
             "module_order": 200, "tensor": 300}
 
+# the fraction of draws that must initialize the model rather than end in a documented error (measured with the
+# derandomized draws: 645/700, 200/200, 129/200 (module order: the first layer's statistics are unknown),
+# 298/450 (snnTorch: IF-like neurons without a horizon), 434/450)
+FLOORS = {"registered": 0.85, "registered_calibrated": 0.95, "module_order": 0.55, "snntorch": 0.55,
+          "spikingjelly": 0.9}
+
 BATCH = 4
 
 
@@ -298,14 +304,21 @@ def run_initialize(model, x, method, bp: Blueprint, with_input: bool = True, see
                               forward=forward_for(bp) if with_input else None, **options)
 
 
-def check_initialize_properties(bp: Blueprint, method: str, with_input: bool = True) -> None:
+def check_initialize_properties(bp: Blueprint, method: str, with_input: bool = True,
+                                outcomes: Optional[List[bool]] = None) -> None:
+    """The properties of one draw; ``outcomes`` records whether it initialized (True) or ended in a documented
+    error (False), so a test can require that most draws exercise the properties at all."""
     model, x = build(bp)
     before = snapshot(model)
     try:
         report = run_initialize(model, x, method, bp, with_input)
     except DOCUMENTED_ERRORS:
         assert not changed_keys(before, model), "an error left the model changed"
+        if outcomes is not None:
+            outcomes.append(False)
         return
+    if outcomes is not None:
+        outcomes.append(True)
     # no NaN/Inf anywhere
     for name, value in model.state_dict().items():
         if value.is_floating_point():
@@ -326,39 +339,68 @@ RELAY_METHODS = ("spike_aware:relay", "calibrated:relay")
 ANALYTIC_METHODS = tuple(m for m in sip.METHODS if m != "calibrated") + ("spike_aware:relay",)
 
 
+def run_with_floor(prop, floor: float) -> None:
+    """Run a hypothesis property and require that at least ``floor`` of its draws initialized the model (a draw
+    that ends in a documented error checks only that the model is unchanged)."""
+    outcomes: List[bool] = []
+    prop(outcomes)
+    ok = sum(outcomes)
+    assert outcomes and ok / len(outcomes) >= floor, f"only {ok} of {len(outcomes)} draws initialized the model"
+
+
 @settings(CI, max_examples=EXAMPLES["registered"])
 @given(bp=blueprints("registered"), method=st.sampled_from(ANALYTIC_METHODS))
-def test_initialize_properties_registered_neuron(bp, method):
-    check_initialize_properties(bp, method)
+def registered_property(outcomes, bp, method):
+    check_initialize_properties(bp, method, outcomes=outcomes)
+
+
+def test_initialize_properties_registered_neuron():
+    run_with_floor(registered_property, FLOORS["registered"])
 
 
 @settings(CI, max_examples=EXAMPLES["registered_calibrated"])
 @given(bp=blueprints("registered"), method=st.sampled_from(("calibrated", "calibrated:relay")))
-def test_calibrated_properties_registered_neuron(bp, method):
-    check_initialize_properties(bp, method)
+def registered_calibrated_property(outcomes, bp, method):
+    check_initialize_properties(bp, method, outcomes=outcomes)
+
+
+def test_calibrated_properties_registered_neuron():
+    run_with_floor(registered_calibrated_property, FLOORS["registered_calibrated"])
 
 
 @settings(CI, max_examples=EXAMPLES["module_order"])
 @given(bp=blueprints("registered"), method=st.sampled_from(ANALYTIC_METHODS))
-def test_initialize_properties_without_example_input(bp, method):
+def module_order_property(outcomes, bp, method):
+    check_initialize_properties(bp, method, with_input=False, outcomes=outcomes)
+
+
+def test_initialize_properties_without_example_input():
     """Module-order planning: methods that need input statistics raise InitError, the others work."""
-    check_initialize_properties(bp, method, with_input=False)
+    run_with_floor(module_order_property, FLOORS["module_order"])
+
+
+@settings(CI, max_examples=EXAMPLES["snntorch"])
+@given(bp=blueprints("snntorch"), method=st.sampled_from(sip.METHODS + RELAY_METHODS))
+def snntorch_property(outcomes, bp, method):
+    check_initialize_properties(bp, method, outcomes=outcomes)
 
 
 @pytest.mark.snntorch
 @pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
-@settings(CI, max_examples=EXAMPLES["snntorch"])
-@given(bp=blueprints("snntorch"), method=st.sampled_from(sip.METHODS + RELAY_METHODS))
-def test_initialize_properties_snntorch(bp, method):
-    check_initialize_properties(bp, method)
+def test_initialize_properties_snntorch():
+    run_with_floor(snntorch_property, FLOORS["snntorch"])
+
+
+@settings(CI, max_examples=EXAMPLES["spikingjelly"])
+@given(bp=blueprints("spikingjelly"), method=st.sampled_from(sip.METHODS + RELAY_METHODS))
+def spikingjelly_property(outcomes, bp, method):
+    check_initialize_properties(bp, method, outcomes=outcomes)
 
 
 @pytest.mark.spikingjelly
 @pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
-@settings(CI, max_examples=EXAMPLES["spikingjelly"])
-@given(bp=blueprints("spikingjelly"), method=st.sampled_from(sip.METHODS + RELAY_METHODS))
-def test_initialize_properties_spikingjelly(bp, method):
-    check_initialize_properties(bp, method)
+def test_initialize_properties_spikingjelly():
+    run_with_floor(spikingjelly_property, FLOORS["spikingjelly"])
 
 
 # ------------------------------------------------------------------------------------------------------

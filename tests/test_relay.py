@@ -70,11 +70,16 @@ def test_relay_pattern_conv1d():
 
 # --- the tensor function ------------------------------------------------------------------------------
 def test_spike_aware_relay_tensor_law():
+    """θ = σ_u = 1: the input rate is p = 1 − Φ(1), the plain variance 1/(n p); the dense part keeps 1 − ρ of it,
+    and the relay weight solves p Φ((g − θ)/σ_d) + (1 − p)(1 − Φ(θ/σ_d)) = p with σ_d = dense std · √(n p)."""
     n, relay = 512, 0.9
     w = sip.spike_aware_(torch.empty(n, n), relay=relay, generator=torch.Generator().manual_seed(0))
-    plain_std = math.sqrt(sip.calculate_spike_aware_gain(1.0) / n)
-    dense_std, weight = calculate_relay(relay, plain_std, n, 1.0, TARGET)
-    assert dense_std == pytest.approx(plain_std * math.sqrt(1 - relay))
+    p = stats.norm.sf(1.0)
+    dense_std = math.sqrt((1 - relay) / (n * p))
+    sigma_d = dense_std * math.sqrt(n * p)
+    weight = 1.0 + sigma_d * stats.norm.isf((1 - p) * stats.norm.sf(1.0 / sigma_d) / p)
+    assert p * stats.norm.cdf((weight - 1.0) / sigma_d) + (1 - p) * stats.norm.sf(1.0 / sigma_d) == pytest.approx(p)
+    assert calculate_relay(relay, math.sqrt(1 / (n * p)), n, 1.0, p) == pytest.approx((dense_std, weight), rel=1e-9)
     off = w[~torch.eye(n, dtype=torch.bool)]
     assert off.std().item() == pytest.approx(dense_std, rel=0.01)
     assert abs(off.mean().item()) < 4 * dense_std / math.sqrt(off.numel())
