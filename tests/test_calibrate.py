@@ -1,6 +1,4 @@
 """Calibrated init: the measured rate of every layer hits its target, checked by an independent forward pass."""
-import copy
-import warnings
 
 import pytest
 import torch

@@ -4,7 +4,6 @@ What is asserted is what we measured (docs/initializers.md, "Depth"): the spike-
 ±30% of 1 − Φ(1) through 50 layers at width 1024 (8 of 8 seeds); at width 512 it drifts down (3 of 8 seeds fall
 below −30% by layer 50) but never dies, while Kaiming and the PyTorch default are silent by layer 5.
 """
-import math
 import warnings
 
 import pytest

@@ -14,7 +14,7 @@ the layer's numbers, which the test reads from the framework's own neuron and th
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
 import torch

@@ -1,5 +1,4 @@
 """Model walk: pairs against the known architecture, and the model left exactly as it was."""
-import copy
 
 import pytest
 import torch
