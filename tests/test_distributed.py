@@ -7,7 +7,6 @@ their parameters and reports to tmp_path; the parent compares them bit for bit, 
 sees the whole (concatenated) batch.
 """
 import datetime
-import json
 import os
 
 import pytest

@@ -1,9 +1,7 @@
 """Initializers: tensor-level functions against their formulas, and initialize() on models."""
 import json
 import math
-import warnings
 
-import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -12,7 +10,7 @@ from scipy import stats
 import snn_initplug as sip
 from snn_initplug import theory
 from snn_initplug.init import baseline_law, calculate_fans, sample, Law
-from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
+from conftest import HAS_SNNTORCH
 
 
 def empirical_std_ok(tensor, std, mean=0.0, z=5.0):
