@@ -1,0 +1,13 @@
+"""Print the dotted names of the snn_initplug modules whose docstrings hold examples (``>>>``), for
+
+    python -m pytest --doctest-modules --pyargs $(python .ci/doctest_modules.py)
+
+Modules without examples are left out, so that collecting doctests imports no module it does not run.
+"""
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+for path in sorted((ROOT / "snn_initplug").rglob("*.py")):
+    if ">>>" in path.read_text(encoding="utf-8"):
+        print(".".join(path.relative_to(ROOT).with_suffix("").parts))

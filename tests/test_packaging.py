@@ -1,0 +1,28 @@
+"""Release checks that run with the suite: the API reference lists every public name, and, when CI runs the
+suite against the installed wheel (SNN_INITPLUG_EXPECT_INSTALLED=1), the package really comes from it."""
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+import snn_initplug
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(not os.environ.get("SNN_INITPLUG_EXPECT_INSTALLED"),
+                    reason="set SNN_INITPLUG_EXPECT_INSTALLED=1 when testing an installed wheel")
+def test_the_suite_imports_the_installed_package_not_the_checkout():
+    package = Path(snn_initplug.__file__).resolve().parent
+    assert CHECKOUT not in package.parents, f"snn_initplug imported from the checkout: {package}"
+    assert "site-packages" in package.parts
+    assert (package / "py.typed").is_file()
+
+
+def test_api_reference_documents_every_public_name():
+    api = (CHECKOUT / "docs" / "api.rst").read_text()
+    documented = set(re.findall(r"^\.\. auto(?:function|class|exception|data):: (\w+)", api, re.M))
+    public = set(snn_initplug.__all__) - {"__version__"}
+    assert public - documented == set(), "add these to docs/api.rst"
+    assert documented - public == set(), "docs/api.rst names something that is not public"
