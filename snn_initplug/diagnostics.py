@@ -387,51 +387,11 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
     p = plan(model, example_input, forward=forward)
     feeding = _weights_by_neuron(p)
     want_grad = target is not None or loss_fn is not None
-
-    order: List[str] = []
-    counters: Dict[str, _SpikeCounter] = {}
-    membranes: Dict[str, _MembraneStats] = {}
-    recorders: Dict[str, Any] = {}
-    notes: List[str] = []
+    observed = _Observation()
     loss_value = loss_description = None
     grad_norms: Dict[str, float] = {}
-
-    def pre_hook(name):
-        def hook(module, args):
-            if name not in counters:
-                order.append(name)
-                counters[name] = _SpikeCounter(_leading_dims(module))
-            if name in recorders:
-                recorders[name].pending.clear()
-        return hook
-
-    def post_hook(name, last_only):
-        def hook(module, args, output):
-            spikes = first_tensor(output)
-            if spikes is not None:
-                counters[name].add(spikes)
-            if name in recorders:
-                calls = recorders[name].pending
-                for x in (calls[-1:] if last_only else calls):
-                    membranes[name].add(x)
-                calls.clear()
-        return hook
-
     with preserved(model), contextlib.ExitStack() as undo:
-        for name, module, spec in p.neurons:
-            if reset_state:
-                reset_neuron(module)
-            recorder, remove = _install_recorder(module, spec.surrogate) if spec.surrogate is not None else (None, None)
-            if recorder is not None:
-                undo.callback(remove)
-                recorders[name] = recorder
-                membranes[name] = _MembraneStats(spec.surrogate, spec.threshold)
-            else:
-                notes.append(f"{name}: the membrane is not observable (its spike function is not an attribute of "
-                             "the module)")
-            undo.callback(use_surrogate_path(module))
-            undo.callback(module.register_forward_pre_hook(pre_hook(name)).remove)
-            undo.callback(module.register_forward_hook(post_hook(name, fires_on_last_call(module))).remove)
+        observed.install(p, undo, reset_state)
         if want_grad:
             for entries in feeding.values():
                 for _, weight in entries:
@@ -446,22 +406,74 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
                 loss, loss_description = _loss(output, target, loss_fn)
                 loss_value = float(loss.detach())
                 grad_norms = _gradient_norms(loss, feeding)
-
-    for name, module, _ in p.neurons:
-        if name not in counters:
-            notes.append(f"{name} was not called by the forward pass")
-        elif name in membranes and membranes[name].count == 0:
-            notes.append(f"{name}: the membrane is not observable (the neuron did not call the spike function "
-                         "it keeps as an attribute)")
-    # A NaN/Inf already in a parameter silently showed up as rate 1 / "saturated" (NaN spikes count as
-    # non-zero); say where it is instead of letting the numbers pass for a diagnosis.
+    notes = observed.notes + _unobserved_notes(p, observed) + list(p.notes)
     broken = [n for n, q in model.named_parameters() if q.is_floating_point() and not bool(torch.isfinite(q).all())]
-    if broken:
+    if broken:  # NaN spikes count as non-zero: a NaN parameter would pass for a saturated layer
         notes.insert(0, f"non-finite values (NaN/Inf) in parameters {', '.join(broken)}: the statistics below "
                         "are not meaningful")
-    layers = [_layer_record(depth, name, p, counters[name], membranes.get(name), feeding, grad_norms, want_grad)
-              for depth, name in enumerate(order)]
-    return Diagnosis(layers, loss_value, loss_description, label, notes + list(p.notes))
+    layers = [_layer_record(depth, name, p, observed.counters[name], observed.membranes.get(name), feeding,
+                            grad_norms, want_grad) for depth, name in enumerate(observed.order)]
+    return Diagnosis(layers, loss_value, loss_description, label, notes)
+
+
+class _Observation:
+    """Per-neuron spike counters and membrane statistics, filled by hooks during one pass, in call order."""
+
+    def __init__(self):
+        self.order: List[str] = []
+        self.counters: Dict[str, _SpikeCounter] = {}
+        self.membranes: Dict[str, _MembraneStats] = {}
+        self.recorders: Dict[str, Any] = {}
+        self.notes: List[str] = []
+
+    def _pre_hook(self, name: str):
+        def hook(module, args):
+            if name not in self.counters:
+                self.order.append(name)
+                self.counters[name] = _SpikeCounter(_leading_dims(module))
+            if name in self.recorders:
+                self.recorders[name].pending.clear()
+        return hook
+
+    def _post_hook(self, name: str, last_only: bool):
+        def hook(module, args, output):
+            spikes = first_tensor(output)
+            if spikes is not None:
+                self.counters[name].add(spikes)
+            if name in self.recorders:
+                calls = self.recorders[name].pending
+                for x in (calls[-1:] if last_only else calls):
+                    self.membranes[name].add(x)
+                calls.clear()
+        return hook
+
+    def install(self, p: Plan, undo: contextlib.ExitStack, reset_state: bool) -> None:
+        """Recorders on the spike functions, the neurons on their surrogate path, the hooks; ``undo`` reverts."""
+        for name, module, spec in p.neurons:
+            if reset_state:
+                reset_neuron(module)
+            recorder, remove = _install_recorder(module, spec.surrogate) if spec.surrogate is not None else (None, None)
+            if recorder is not None:
+                undo.callback(remove)
+                self.recorders[name] = recorder
+                self.membranes[name] = _MembraneStats(spec.surrogate, spec.threshold)
+            else:
+                self.notes.append(f"{name}: the membrane is not observable (its spike function is not an attribute "
+                                  "of the module)")
+            undo.callback(use_surrogate_path(module))
+            undo.callback(module.register_forward_pre_hook(self._pre_hook(name)).remove)
+            undo.callback(module.register_forward_hook(self._post_hook(name, fires_on_last_call(module))).remove)
+
+
+def _unobserved_notes(p: Plan, observed: _Observation) -> List[str]:
+    notes = []
+    for name, _, _ in p.neurons:
+        if name not in observed.counters:
+            notes.append(f"{name} was not called by the forward pass")
+        elif name in observed.membranes and observed.membranes[name].count == 0:
+            notes.append(f"{name}: the membrane is not observable (the neuron did not call the spike function "
+                         "it keeps as an attribute)")
+    return notes
 
 
 def _layer_record(depth, name, p: Plan, counter: _SpikeCounter, membrane: Optional[_MembraneStats],

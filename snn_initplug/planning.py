@@ -428,110 +428,144 @@ def _weight_map(model: nn.Module, neuron_names: Sequence[str]):
     return weights, norms, modules
 
 
-def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
-    neuron_names = [n for n, _ in neurons]
-    weights, norms, modules = _weight_map(model, neuron_names)
-    accumulators: Dict[Any, _StatsAccumulator] = {}
-    input_nodes: Dict[str, Any] = {}  # neuron -> grad_fn of its first call's input (None: not connected)
-    boundaries: Dict[int, str] = {}
-    passes: Dict[int, str] = {}
-    keep_alive: List[Any] = []  # graph nodes whose id() is used as a key
-    handles = []
+class _ForwardRecord:
+    """What one forward pass of the example input leaves behind, recorded by hooks: each weight layer's input
+    statistics and input node, each neuron's input node, the graph nodes of neurons' outputs (boundaries) and of
+    the pass-through modules. The graph nodes are kept alive while their ``id()`` is used as a key."""
 
-    layer_inputs: Dict[str, Any] = {}
+    def __init__(self, model: nn.Module, neurons: List[Tuple[str, nn.Module]], modules: Dict[str, nn.Module]):
+        self.model, self.neurons, self.modules = model, neurons, modules
+        self.neuron_names = [n for n, _ in neurons]
+        # statistics of a neuron's own input and output are needed only for the weights inside it
+        self.with_internal = {name for name, module in neurons if internal_weights(module)}
+        self.accumulators: Dict[Any, _StatsAccumulator] = {}
+        self.layer_inputs: Dict[str, Any] = {}  # weight layer -> grad_fn of its first input
+        self.input_nodes: Dict[str, Any] = {}  # neuron -> grad_fn of its first call's input (None: not connected)
+        self.boundaries: Dict[int, str] = {}
+        self.passes: Dict[int, str] = {}
+        self.keep_alive: List[Any] = []
+        self.handles: List[Any] = []
 
-    def stats_hook(key):
+    # --- the hooks -------------------------------------------------------------------------------------
+    def _keep(self, node) -> None:
+        self.keep_alive.append(node)  # keeps the node (and its id) alive even if its tensor changes in place
+
+    def _layer_pre_hook(self, key: str):
         def hook(module, args):
             tensor = first_tensor(args)
             if tensor is not None:
-                accumulators.setdefault(key, _StatsAccumulator()).add(tensor)
-                if key not in layer_inputs:
-                    layer_inputs[key] = tensor.grad_fn
-                    keep_alive.append(tensor.grad_fn)
+                self.accumulators.setdefault(key, _StatsAccumulator()).add(tensor)
+                if key not in self.layer_inputs:
+                    self.layer_inputs[key] = tensor.grad_fn
+                    self._keep(tensor.grad_fn)
         return hook
 
-    # statistics of a neuron's own input and output are needed only for the weights inside it
-    with_internal = {name for name, module in neurons if internal_weights(module)}
-
-    def neuron_pre_hook(name):
+    def _neuron_pre_hook(self, name: str):
         def hook(module, args):
             tensor = first_tensor(args)
-            if tensor is not None and name in with_internal:
-                accumulators.setdefault((name, "input"), _StatsAccumulator()).add(tensor)
-            if name not in input_nodes:
-                input_nodes[name] = getattr(tensor, "grad_fn", None)
+            if tensor is not None and name in self.with_internal:
+                self.accumulators.setdefault((name, "input"), _StatsAccumulator()).add(tensor)
+            if name not in self.input_nodes:
+                self.input_nodes[name] = getattr(tensor, "grad_fn", None)
         return hook
 
-    def neuron_hook(name):
+    def _neuron_hook(self, name: str):
         def hook(module, args, output):
             tensors = _all_tensors(output)
-            if tensors and name in with_internal:
-                accumulators.setdefault((name, "recurrent"), _StatsAccumulator()).add(tensors[0])
+            if tensors and name in self.with_internal:
+                self.accumulators.setdefault((name, "recurrent"), _StatsAccumulator()).add(tensors[0])
             for t in tensors:
                 if t.grad_fn is not None:
-                    boundaries.setdefault(id(t.grad_fn), name)
-                    keep_alive.append(t.grad_fn)  # keeps the node (and its id) alive even if t changes in place
+                    self.boundaries.setdefault(id(t.grad_fn), name)
+                    self._keep(t.grad_fn)
         return hook
 
-    def pass_hook(name, module):
+    def _pass_hook(self, module: nn.Module):
         def hook(mod, args, output):
             tensor = first_tensor(output)
-            if tensor is not None and tensor.grad_fn is not None and id(tensor.grad_fn) not in passes:
-                passes[id(tensor.grad_fn)] = f"{type(module).__name__}"
-                keep_alive.append(tensor.grad_fn)
+            if tensor is not None and tensor.grad_fn is not None and id(tensor.grad_fn) not in self.passes:
+                self.passes[id(tensor.grad_fn)] = type(module).__name__
+                self._keep(tensor.grad_fn)
         return hook
 
+    def _inside_a_neuron(self, name: str) -> bool:
+        return name in self.neuron_names or any(name.startswith(n + ".") for n in self.neuron_names if n)
+
+    def install(self) -> None:
+        for name, module in self.modules.items():
+            self.handles.append(module.register_forward_pre_hook(self._layer_pre_hook(name)))
+        for name, module in self.neurons:
+            self.handles.append(module.register_forward_pre_hook(self._neuron_pre_hook(name)))
+            self.handles.append(module.register_forward_hook(self._neuron_hook(name)))
+        for name, module in self.model.named_modules():
+            if not list(module.children()) and not isinstance(module, WEIGHT_LAYERS + NORM_LAYERS) \
+                    and not self._inside_a_neuron(name):
+                self.handles.append(module.register_forward_hook(self._pass_hook(module)))
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.keep_alive.clear()
+        self.input_nodes.clear()
+
+    # --- the pass ----------------------------------------------------------------------------------------
+    def run(self, example_input: Any, forward) -> None:
+        with torch.enable_grad():
+            try:
+                run_model(self.model, example_input, forward)
+            except PlanError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise PlanError(f"plan: the model does not run on the example input: {type(exc).__name__}: "
+                                f"{exc}") from exc
+
+
+def _pair_layers(record: _ForwardRecord, specs: Dict[str, NeuronSpec], weights, norms):
+    """The LayerPlans of every neuron from a recorded pass: the layers its input traces back to, and the weights
+    inside it. Returns ``(layers, unfed neurons, notes)``."""
+    stats = {k: acc.result() for k, acc in record.accumulators.items()}
+    graph = (record.boundaries, weights, norms, record.passes)
+    layers, unfed, notes = [], [], []
+    for name, module in record.neurons:
+        spec = specs[name]
+        internal = _internal_layers(name, module, spec, stats, "example",
+                                    _input_source(record.input_nodes.get(name), *graph))
+        if name not in record.input_nodes:
+            notes.append(f"neuron {name} was not called by the forward pass")
+            layers.extend(internal)
+            continue
+        found, spikes = _trace_sources(record.input_nodes[name], *graph)
+        if not found and not any(i.role == "input" for i in internal):
+            unfed.append(name)
+        for layer_name, (path_norms, path_passes) in found.items():
+            layer = record.modules[layer_name]
+            fan_in, fan_out = fans(layer.weight)
+            others = tuple(x for x in found if x != layer_name) + tuple(f"spikes of {s}" for s in spikes)
+            layers.append(LayerPlan(
+                name=f"{layer_name}.weight" if layer_name else "weight", module_name=layer_name, module=layer,
+                parameter="weight", kind=type(layer).__name__, role="input", fan_in=fan_in, fan_out=fan_out,
+                neuron_name=name, neuron=module, spec=spec, norm=path_norms[0] if path_norms else None,
+                between=path_passes, residual=others if len(found) + len(spikes) > 1 else (),
+                input_stats=stats.get(layer_name), source="example",
+                **_input_source(record.layer_inputs.get(layer_name), *graph)))
+        layers.extend(internal)
+    return layers, unfed, notes
+
+
+def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
+    """Record one forward pass (every parameter requiring grad, so the graph reaches the weights), pair the
+    neurons with the layers it shows, and leave the model as it was."""
+    weights, norms, modules = _weight_map(model, [n for n, _ in neurons])
+    record = _ForwardRecord(model, neurons, modules)
     with preserved(model):
         for p in model.parameters():
             p.requires_grad_(True)
         try:
-            for name, module in modules.items():
-                handles.append(module.register_forward_pre_hook(stats_hook(name)))
-            for name, module in neurons:
-                handles.append(module.register_forward_pre_hook(neuron_pre_hook(name)))
-                handles.append(module.register_forward_hook(neuron_hook(name)))
-            for name, module in model.named_modules():
-                if not list(module.children()) and not isinstance(module, WEIGHT_LAYERS + NORM_LAYERS) \
-                        and name not in neuron_names and not any(name.startswith(n + ".") for n in neuron_names if n):
-                    handles.append(module.register_forward_hook(pass_hook(name, module)))
-            with torch.enable_grad():
-                try:
-                    run_model(model, example_input, forward)
-                except PlanError:
-                    raise
-                except Exception as exc:  # noqa: BLE001
-                    raise PlanError(f"plan: the model does not run on the example input: {type(exc).__name__}: {exc}") from exc
-            stats = {k: acc.result() for k, acc in accumulators.items()}
-            layers, unfed, notes = [], [], []
-            for name, module in neurons:
-                spec = specs[name]
-                called = name in input_nodes
-                internal = _internal_layers(name, module, spec, stats, "example",
-                                            _input_source(input_nodes.get(name), boundaries, weights, norms, passes))
-                if not called:
-                    notes.append(f"neuron {name} was not called by the forward pass")
-                    layers.extend(internal)
-                    continue
-                found, spikes = _trace_sources(input_nodes[name], boundaries, weights, norms, passes)
-                if not found and not any(i.role == "input" for i in internal):
-                    unfed.append(name)
-                for layer_name, (path_norms, path_passes) in found.items():
-                    module_ = modules[layer_name]
-                    fan_in, fan_out = fans(module_.weight)
-                    others = tuple(x for x in found if x != layer_name) + tuple(f"spikes of {s}" for s in spikes)
-                    layers.append(LayerPlan(
-                        name=f"{layer_name}.weight" if layer_name else "weight", module_name=layer_name, module=module_,
-                        parameter="weight", kind=type(module_).__name__, role="input", fan_in=fan_in, fan_out=fan_out,
-                        neuron_name=name, neuron=module, spec=spec, norm=path_norms[0] if path_norms else None,
-                        between=path_passes, residual=others if len(found) + len(spikes) > 1 else (),
-                        input_stats=stats.get(layer_name), source="example",
-                        **_input_source(layer_inputs.get(layer_name), boundaries, weights, norms, passes)))
-                layers.extend(internal)
+            record.install()
+            record.run(example_input, forward)
+            layers, unfed, notes = _pair_layers(record, specs, weights, norms)
         finally:
-            for handle in handles:
-                handle.remove()
-            keep_alive.clear()
-            input_nodes.clear()
+            record.remove()
     layers = _drop_shared(layers, notes)
     return Plan(layers, [(n, m, specs[n]) for n, m in neurons], unfed, "example", notes)
 
