@@ -72,7 +72,7 @@ def parser():
                    help="init methods to compare: 'none' (the framework's own) or any snn_initplug method, "
                         "':relay' adds the relay structure")
     p.add_argument("-relay", type=relay_fraction, default=0.9, help="relay= for the ':relay' methods")
-    p.add_argument("-eval-every", type=common.positive_int, default=10, help="training steps between evaluations")
+    p.add_argument("-eval-every", type=common.positive_int, default=20, help="training steps between evaluations")
     p.add_argument("-val", type=common.count, default=0,
                    help="hold out this many training images (stratified) and evaluate on them, not on the test set")
     return p
