@@ -99,8 +99,8 @@ def _kernel_sums(layer: LayerPlan, horizon: Any, method: str) -> Tuple[float, fl
     """(ΣK, ΣK²) of the layer's neuron over the horizon."""
     try:
         sums = layer.spec.kernel_sums(horizon_steps(method, horizon))
-    except NeuronSpecError as exc:
-        raise InitError(f"{method}: {layer.name}: {exc}") from exc
+    except NeuronSpecError as exc:  # the option is horizon= here (steps= is NeuronSpec.kernel_sums' argument)
+        raise InitError(f"{method}: {layer.name}: {str(exc).replace('pass steps=T', 'pass horizon=T')}") from exc
     return _scalar(sums[0]), _scalar(sums[1])
 
 

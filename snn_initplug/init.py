@@ -91,9 +91,8 @@ def relay_pattern(shape, *, dtype=torch.float32) -> torch.Tensor:
 
 
 def _is_empty(tensor: torch.Tensor) -> bool:
-    """torch.nn.init's rule for zero-element tensors: warn and do nothing. Checked before any law is computed:
-    before, a (n, 0) tensor gave ZeroDivisionError (spike_aware_, fluctuation_) or InitError (ikun_, baseline_)
-    while a (0, n) tensor was a silent no-op for some functions and an error for baseline_."""
+    """torch.nn.init's rule for zero-element tensors: warn and do nothing. Checked before any law is computed
+    (a law of a zero fan divides by zero), the same for every function and both (n, 0) and (0, n) shapes."""
     calculate_fans(tensor)  # type and dimension checks still apply
     if tensor.numel() == 0:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
@@ -105,7 +104,7 @@ def _fill_(tensor: torch.Tensor, law: Law, generator: Optional[torch.Generator])
     if tensor.numel() == 0:
         warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
         return tensor
-    # An integer tensor was silently filled with truncated draws (mostly 0 and ±1); torch.nn.init raises too.
+    # an integer tensor would be filled with truncated draws (mostly 0 and ±1); torch.nn.init raises too
     if not tensor.is_floating_point():
         raise InitError(f"cannot initialize a {tensor.dtype} tensor: weights must be floating point")
     new = sample(law, tensor.shape, dtype=tensor.dtype, device=tensor.device, generator=generator)
@@ -186,8 +185,8 @@ def ikun_(
 # Spike-aware (Micheli et al. 2024)
 # ------------------------------------------------------------------------------------------------------
 def _threshold(threshold) -> float:
-    # float() first and a finiteness check: a str threshold raised a bare TypeError from ">", and θ = inf passed
-    # and surfaced as "input second moment is nan"
+    # float() first and a finiteness check: a str threshold would fail in ">" with a bare TypeError, and θ = inf
+    # would surface later as "input second moment is nan"
     try:
         threshold = float(threshold)
     except (TypeError, ValueError, RuntimeError) as exc:

@@ -87,7 +87,7 @@ def horizon_steps(owner: str, horizon: Any) -> Optional[int]:
         return 1
     if horizon == "stationary":
         return None
-    if isinstance(horizon, numbers.Integral) and not isinstance(horizon, bool) and horizon >= 1:
+    if isinstance(horizon, numbers.Integral) and not isinstance(horizon, bool) and int(horizon) >= 1:
         return int(horizon)
     raise OptionError(f"{owner}: horizon must be 'single', 'stationary' or a number of steps, got {horizon!r}")
 

@@ -363,10 +363,9 @@ def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
 
 
 def _read_spec(name: str, module: nn.Module) -> NeuronSpec:
-    """The neuron's spec from its adapter, with the neuron named in the error. Added because a NaN threshold
-    read by an adapter raised "NeuronSpec.threshold must be finite" without saying which neuron, a user
-    ``to_spec`` that returned something else was accepted (and crashed later, or planned nothing), and one
-    that raised leaked its own exception type out of plan()."""
+    """The neuron's spec from its adapter, with the neuron named in every error: an invalid value the adapter
+    read, a user ``to_spec`` that returns something else than a NeuronSpec, or one that raises (its exception
+    becomes a PlanError, so plan() raises only the package's errors)."""
     from .adapters import UnsupportedNeuronError
 
     label = f"{name or 'the model'} ({type(module).__name__})"
@@ -417,9 +416,8 @@ def _weight_map(model: nn.Module, neuron_names: Sequence[str]):
         if any(name == n or name.startswith(n + ".") for n in neuron_names if n):
             continue
         if isinstance(module, WEIGHT_LAYERS):
-            # setdefault: with tied weights (one Parameter in two modules) the first module names the weight;
-            # the last one used to win, so the layer feeding the first neuron was planned with the second
-            # module's input statistics (spikes instead of the data)
+            # setdefault: with tied weights (one Parameter in two modules) the first module names the weight,
+            # so the layer feeding the first neuron is planned with its own input statistics
             weights.setdefault(id(module.weight), name)
             modules[name] = module
         elif isinstance(module, NORM_LAYERS):
@@ -639,7 +637,7 @@ def _plan_by_module_order(model, neurons, specs) -> Plan:
             between.append(type(module).__name__)
     notes = ["no example input: layers paired by module order (sequential containers only); "
              "input statistics were not measured"]
-    # as in the example walk: a weight shared by two layers (tied, or one module used twice) is planned once;
-    # before, module order planned it twice and the report listed two laws for one tensor (the last one won)
+    # as in the example walk: a weight shared by two layers (tied, or one module used twice) is planned once,
+    # so the report lists one law per tensor
     layers = _drop_shared(layers, notes)
     return Plan(layers, [(n, m, specs[n]) for n, m in neurons], unfed, "module-order", notes)

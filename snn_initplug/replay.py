@@ -134,7 +134,7 @@ def replayed_seeds(rows: List[Tuple[Law, LayerReport]], replay: Report) -> List[
                             f"{law.std!r}, relay {law.relay!r}), the report's {old.method} {old.law}(mean {old.mean!r}, "
                             f"std {old.std!r}, relay {old.relay!r}): "
                             "pass the same example_input (and model) as when the report was made")
-    return [int(old.seed) for old in replay.layers]
+    return [int(old.seed) for old in replay.layers if old.seed is not None]  # every seed was checked above
 
 
 def check_replayed_scales(fresh: CalibrationReport, recorded: Optional[CalibrationReport]) -> None:

@@ -14,7 +14,7 @@ def builtin_surrogates() -> List[Tuple[str, str, Any]]:
     """``(framework, name, spike function)`` for every built-in surrogate of the installed frameworks, with its
     default parameters. Listed from the frameworks' surrogate modules themselves, so a new version's additions
     appear; the ones that cannot be built without arguments are skipped."""
-    found = []
+    found: List[Tuple[str, str, Any]] = []
     if _installed("snntorch"):
         from snntorch import surrogate as snntorch_surrogate
 
