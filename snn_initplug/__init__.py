@@ -8,12 +8,12 @@ No submodule shares its name with a public function (``plan`` lives in ``plannin
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any
 
 from .version import __version__
 
 # public name -> submodule that defines it
-_PUBLIC: Dict[str, str] = {
+_PUBLIC: dict[str, str] = {
     "SnnInitError": "errors",
     "OptionError": "errors",
     "ArgumentTypeError": "errors",

@@ -18,7 +18,7 @@ import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -30,9 +30,19 @@ from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, 
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, OptionError, SurrogateError
 from .init import calculate_ikun_gain, sample
 from .laws import Law, baseline_law, fluctuation_law, ikun_law, membrane_target, spike_aware_law
-from .options import (ANALYTIC_METHODS, CALIBRATION_FIELDS, CalibrationOptions, FluctuationOptions, IkunOptions,
-                      MethodOptions, SpikeAwareOptions, horizon_steps, method_name, method_options,
-                      non_default_fields)
+from .options import (
+    ANALYTIC_METHODS,
+    CALIBRATION_FIELDS,
+    CalibrationOptions,
+    FluctuationOptions,
+    IkunOptions,
+    MethodOptions,
+    SpikeAwareOptions,
+    horizon_steps,
+    method_name,
+    method_options,
+    non_default_fields,
+)
 from .planning import InputStats, LayerPlan, Plan, plan
 from .reports import LayerReport, Report, calibrated_label
 from .selection import Skip, check_overrides, is_skipped, layer_overrides
@@ -49,11 +59,11 @@ METHODS = ANALYTIC_METHODS + ("calibrated",)
 @dataclass
 class _Context:
     plan: Plan
-    feeds: Dict[str, List[LayerPlan]]  # neuron name -> layers feeding it (input role)
-    recurrent: Dict[str, List[LayerPlan]]
+    feeds: dict[str, list[LayerPlan]]  # neuron name -> layers feeding it (input role)
+    recurrent: dict[str, list[LayerPlan]]
 
     @classmethod
-    def of(cls, p: Plan) -> "_Context":
+    def of(cls, p: Plan) -> _Context:
         ctx = cls(p, {}, {})
         for layer in p.layers:
             bucket = ctx.recurrent if layer.role == "recurrent" else ctx.feeds
@@ -66,13 +76,13 @@ def _scalar(value: Any) -> float:
     return float(value.mean()) if isinstance(value, torch.Tensor) else float(value)
 
 
-def _sigma_u(spec, opts, mu_u: float = 0.0) -> Tuple[float, float]:
+def _sigma_u(spec, opts, mu_u: float = 0.0) -> tuple[float, float]:
     """(θ, σ_U) of a neuron at the options' membrane target (:func:`snn_initplug.laws.membrane_target`)."""
     theta = _scalar(spec.threshold)
     return theta, membrane_target(theta, sigma_u=opts.sigma_u, rate=opts.rate, mu_u=mu_u)
 
 
-def _upstream_rate(layer: LayerPlan, opts, ctx: _Context, mu_u: float = 0.0) -> Tuple[float, str]:
+def _upstream_rate(layer: LayerPlan, opts, ctx: _Context, mu_u: float = 0.0) -> tuple[float, str]:
     """Spike probability of the neurons feeding this layer: the target rate when one is given, else the
     self-consistent 1 − Φ((θ − μ_u)/σ_u) of the upstream neurons at their own target."""
     if opts.rate is not None:
@@ -83,7 +93,7 @@ def _upstream_rate(layer: LayerPlan, opts, ctx: _Context, mu_u: float = 0.0) -> 
     return sum(rates) / len(rates), "self-consistent 1-Φ((θ-μ)/σ_u) of " + (", ".join(layer.upstream) or "this layer")
 
 
-def _data_moments(layer: LayerPlan, opts, method: str) -> Tuple[float, float, str]:
+def _data_moments(layer: LayerPlan, opts, method: str) -> tuple[float, float, str]:
     """(mean, second moment, where from) of a layer's input: given in the options, or measured."""
     if opts.input_second_moment is not None:
         q = opts.input_second_moment
@@ -95,7 +105,7 @@ def _data_moments(layer: LayerPlan, opts, method: str) -> Tuple[float, float, st
     return stats.mean, stats.second_moment, "measured"
 
 
-def _kernel_sums(layer: LayerPlan, horizon: Any, method: str) -> Tuple[float, float]:
+def _kernel_sums(layer: LayerPlan, horizon: Any, method: str) -> tuple[float, float]:
     """(ΣK, ΣK²) of the layer's neuron over the horizon."""
     try:
         sums = layer.spec.kernel_sums(horizon_steps(method, horizon))
@@ -118,7 +128,7 @@ def _share(layer: LayerPlan, ctx: _Context, alpha: Optional[float]) -> float:
 # ----------------------------------------------------------------------------------------------------------
 # Rules: (layer, options, context) -> (law, assumed, notes); each calls its law function
 # ----------------------------------------------------------------------------------------------------------
-Rule = Callable[[LayerPlan, Any, _Context], Tuple[Law, Dict[str, Any], List[str]]]
+Rule = Callable[[LayerPlan, Any, _Context], tuple[Law, dict[str, Any], list[str]]]
 
 
 def _ikun_rule(layer: LayerPlan, opts: IkunOptions, ctx: _Context):
@@ -141,7 +151,7 @@ def _relays(layer: LayerPlan, ctx: _Context, share: float) -> bool:
 
 def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
     theta, sigma_u = _sigma_u(layer.spec, opts)
-    assumed: Dict[str, Any] = {"sigma_u": sigma_u}
+    assumed: dict[str, Any] = {"sigma_u": sigma_u}
     if layer.input_source == "neurons" and opts.input_second_moment is None:
         q, how = _upstream_rate(layer, opts, ctx)
         assumed["q_in"] = f"{q:.4g} ({how})"
@@ -167,7 +177,7 @@ def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
 
 def _fluctuation_rule(layer: LayerPlan, opts: FluctuationOptions, ctx: _Context):
     _, sigma_u = _sigma_u(layer.spec, opts, opts.mu_u)
-    assumed: Dict[str, Any] = {"mu_u": opts.mu_u, "sigma_u": sigma_u}
+    assumed: dict[str, Any] = {"mu_u": opts.mu_u, "sigma_u": sigma_u}
     if opts.input_rate is not None:
         m = q = opts.input_rate
         assumed["p_in"] = f"{m:.4g} (given)"
@@ -196,11 +206,11 @@ def _baseline_rule(name: str) -> Rule:
     return rule
 
 
-_RULES: Dict[str, Rule] = {"ikun": _ikun_rule, "spike_aware": _spike_aware_rule, "fluctuation": _fluctuation_rule}
+_RULES: dict[str, Rule] = {"ikun": _ikun_rule, "spike_aware": _spike_aware_rule, "fluctuation": _fluctuation_rule}
 _RULES.update({name: _baseline_rule(name) for name in ANALYTIC_METHODS if name not in _RULES})
 
 
-def _layer_law(layer: LayerPlan, method: str, opts: Dict[str, Any], ctx: _Context):
+def _layer_law(layer: LayerPlan, method: str, opts: dict[str, Any], ctx: _Context):
     """The rule of one layer, its errors naming the layer (in the class the rule raised)."""
     try:
         law, assumed, notes = _RULES[method](layer, method_options(method, opts, f" (layer {layer.name})"), ctx)
@@ -215,7 +225,7 @@ def _layer_law(layer: LayerPlan, method: str, opts: Dict[str, Any], ctx: _Contex
     return law, assumed, notes
 
 
-def compute_laws(p: Plan, method: str, options: Dict[str, Any], overrides=None, skip: Skip = None,
+def compute_laws(p: Plan, method: str, options: dict[str, Any], overrides=None, skip: Skip = None,
                  label: Callable[[str], str] = str):
     """The law of every planned layer (nothing is written). Returns ``([(layer, law, LayerReport)], skipped)``;
     ``label`` names the method in each row (``calibrated`` labels the rows of its start)."""
@@ -246,7 +256,7 @@ def initialize(
     example_input: Any = None,
     *,
     generator: Optional[torch.Generator] = None,
-    overrides: Optional[Dict[str, Dict[str, Any]]] = None,
+    overrides: Optional[dict[str, dict[str, Any]]] = None,
     skip: Skip = None,
     forward: Optional[Callable[[nn.Module, Any], Any]] = None,
     process_group: Any = None,
@@ -288,7 +298,7 @@ def initialize(
     return _initialize(model, method, example_input, generator, overrides, skip, forward, process_group, options)
 
 
-def _method_call(method: Union[str, MethodOptions], options: Dict[str, Any]) -> Tuple[str, Dict[str, Any]]:
+def _method_call(method: Union[str, MethodOptions], options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """``(name, options)`` with an options record unpacked into its non-default fields."""
     if isinstance(method, str):
         return method, dict(options)
@@ -347,7 +357,7 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
     return Report(method, [r for _, _, r in results], skipped, p.source, notes)
 
 
-def _write(weights: List[Tuple[torch.Tensor, Law]], seeds: List[int], group) -> None:
+def _write(weights: list[tuple[torch.Tensor, Law]], seeds: list[int], group) -> None:
     """Sample every weight from its own seeded stream (in parallel), then write them all; rank 0's draws win."""
     def draw(item):
         (weight, law), seed = item
@@ -374,7 +384,7 @@ def _use_global_input_stats(p: Plan, group) -> None:
     if not is_distributed(group):
         return
     fields = 5
-    rows: List[float] = []
+    rows: list[float] = []
     for layer in p.layers:
         s = layer.input_stats
         rows += [0.0] * fields if s is None else [s.mean * s.count, s.second_moment * s.count,
@@ -395,11 +405,11 @@ class _CalibratedCall:
     """The options of ``method="calibrated"``, split: the start method and its options, the calibration's."""
 
     start: str
-    start_options: Dict[str, Any]
-    calibration: Dict[str, Any]  # the calibration options given (validated as a CalibrationOptions)
+    start_options: dict[str, Any]
+    calibration: dict[str, Any]  # the calibration options given (validated as a CalibrationOptions)
 
     @classmethod
-    def of(cls, options: Dict[str, Any]) -> "_CalibratedCall":
+    def of(cls, options: dict[str, Any]) -> _CalibratedCall:
         options = dict(options)
         start = options.pop("start", "spike_aware")
         start_options = options.pop("start_options", None)
@@ -424,7 +434,7 @@ class _CalibratedCall:
         return cls(start, start_options, calibration)
 
     @staticmethod
-    def _check_calibration(calibration: Dict[str, Any], start: str) -> None:
+    def _check_calibration(calibration: dict[str, Any], start: str) -> None:
         try:
             CalibrationOptions(**calibration)
         except OptionError as exc:
@@ -435,7 +445,7 @@ class _CalibratedCall:
             raise OptionError(f"{exc}. {', '.join(shared)}= is the calibration's option here; the start method's "
                               f"goes in start_options={{{hint}}}") from exc
 
-    def recorded(self) -> Dict[str, Any]:
+    def recorded(self) -> dict[str, Any]:
         """The options as the report records them (what replay passes back)."""
         return {"start": self.start, "start_options": dict(self.start_options), **self.calibration}
 
@@ -470,7 +480,7 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
 # ----------------------------------------------------------------------------------------------------------
 def reinitialize(
     model: nn.Module,
-    report: Union[Report, str, "os.PathLike[str]"],
+    report: Union[Report, str, os.PathLike[str]],
     example_input: Any = None,
     *,
     forward: Optional[Callable[[nn.Module, Any], Any]] = None,

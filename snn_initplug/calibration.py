@@ -32,8 +32,9 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -42,8 +43,18 @@ from .adapters import is_neuron
 from .distributed import all_reduce_counts, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, InitError, PlanError, UnsupportedNeuronError
 from .options import DEFAULT_TARGET_RATE, CalibrationOptions, TargetRate
-from .planning import (NORM_LAYERS, WEIGHT_LAYERS, LayerPlan, Plan, StateSnapshot, first_tensor, plan, preserved,
-                       reset_neuron, run_model)
+from .planning import (
+    NORM_LAYERS,
+    WEIGHT_LAYERS,
+    LayerPlan,
+    Plan,
+    StateSnapshot,
+    first_tensor,
+    plan,
+    preserved,
+    reset_neuron,
+    run_model,
+)
 from .reports import CalibrationReport, LayerCalibration
 from .selection import is_skipped
 
@@ -54,7 +65,7 @@ __all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET
 # ----------------------------------------------------------------------------------------------------------
 def _search(rate_at: Callable[[float], float], target: float, tolerance: float, max_evals: int):
     """Find s with |rate_at(s)/target - 1| <= tolerance; returns (s, rate, initial rate, evaluations, status)."""
-    cache: Dict[float, float] = {}
+    cache: dict[float, float] = {}
 
     def f(s: float) -> float:
         if s not in cache:
@@ -142,14 +153,14 @@ def _spike_rate(outputs: Sequence[torch.Tensor], group=None) -> float:
 class _Group:
     neuron_name: str
     neuron: nn.Module
-    params: List[Tuple[str, torch.nn.Parameter]]  # scaled together
-    layers: List[LayerPlan]
-    biases: List[Tuple[str, torch.nn.Parameter]]
+    params: list[tuple[str, torch.nn.Parameter]]  # scaled together
+    layers: list[LayerPlan]
+    biases: list[tuple[str, torch.nn.Parameter]]
 
 
-def _groups(model: nn.Module, p: Plan, skip=None) -> List[_Group]:
+def _groups(model: nn.Module, p: Plan, skip=None) -> list[_Group]:
     modules = dict(model.named_modules())
-    groups: Dict[str, _Group] = {}
+    groups: dict[str, _Group] = {}
     for layer in p.layers:
         if layer.role != "input" or is_skipped(layer, skip):
             continue
@@ -169,7 +180,7 @@ def _groups(model: nn.Module, p: Plan, skip=None) -> List[_Group]:
     return sorted(groups.values(), key=lambda g: order.index(g.neuron_name))
 
 
-def _target_for(name: str, target_rate: Union[float, Dict[str, float], Callable[[str], float]]) -> float:
+def _target_for(name: str, target_rate: Union[float, dict[str, float], Callable[[str], float]]) -> float:
     if callable(target_rate):
         value = target_rate(name)
     elif isinstance(target_rate, dict):
@@ -189,21 +200,21 @@ def _target_for(name: str, target_rate: Union[float, Dict[str, float], Callable[
 # ----------------------------------------------------------------------------------------------------------
 # Chain mode: nn.Sequential stacks, with cached inputs
 # ----------------------------------------------------------------------------------------------------------
-def _units(module: nn.Module, prefix: str = "") -> List[Tuple[str, nn.Module]]:
+def _units(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
     """Plain ``nn.Sequential`` containers are transparent; anything else runs as one unit."""
     if type(module) is nn.Sequential:
         return [u for name, child in module.named_children() for u in _units(child, f"{prefix}.{name}" if prefix else name)]
     return [(prefix, module)]
 
 
-def _owner_unit(units: List[Tuple[str, nn.Module]], param: torch.Tensor) -> Optional[int]:
+def _owner_unit(units: list[tuple[str, nn.Module]], param: torch.Tensor) -> Optional[int]:
     for index, (_, unit) in enumerate(units):
         if any(p is param for p in unit.parameters()):
             return index
     return None
 
 
-def _chain_ready(model: nn.Module, groups: List[_Group]) -> Optional[List[Tuple[str, nn.Module]]]:
+def _chain_ready(model: nn.Module, groups: list[_Group]) -> Optional[list[tuple[str, nn.Module]]]:
     if type(model) is not nn.Sequential:
         return None
     units = _units(model)
@@ -220,7 +231,7 @@ def _chain_ready(model: nn.Module, groups: List[_Group]) -> Optional[List[Tuple[
     return units
 
 
-def _run_units(units: Sequence[nn.Module], calls: List[torch.Tensor]) -> List[torch.Tensor]:
+def _run_units(units: Sequence[nn.Module], calls: list[torch.Tensor]) -> list[torch.Tensor]:
     out = []
     for x in calls:
         for unit in units:
@@ -233,8 +244,8 @@ def _calibrate_chain(model, units, groups, calls, target_rate, tolerance, max_ev
     results, scales = [], []
     by_neuron = {id(g.neuron): g for g in groups}
     acts = calls
-    pending: List[nn.Module] = []
-    for name, unit in units:
+    pending: list[nn.Module] = []
+    for _name, unit in units:
         group = by_neuron.get(id(unit))
         if group is None:
             if _is_neuron_unit(unit):  # a neuron with no layer before it (an encoder): just run it
@@ -258,7 +269,7 @@ def _calibrate_chain(model, units, groups, calls, target_rate, tolerance, max_ev
                 direction = [z - _bias_like(scaled, z) for z in z1] if bias is not None else z1
         original = param.detach().clone()
 
-        def outputs_at(s: float) -> List[torch.Tensor]:
+        def outputs_at(s: float) -> list[torch.Tensor]:
             snapshot.restore()
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
@@ -313,7 +324,7 @@ def _calibrate_model(model, groups, run, target_rate, tolerance, max_evals, seed
     snapshot = StateSnapshot(model)
     for group in groups:
         originals = [(param, param.detach().clone()) for _, param in group.params]
-        recorded: List[torch.Tensor] = []
+        recorded: list[torch.Tensor] = []
         handle = group.neuron.register_forward_hook(lambda m, a, out: recorded.append(first_tensor(out).detach()))
 
         def rate_at(s: float) -> float:
@@ -413,7 +424,7 @@ def calibrate(
     return CalibrationReport(results, "chain" if units is not None else "model", options.tolerance, notes)
 
 
-def _checked_groups(model: nn.Module, p: Plan, skip, target_rate: TargetRate) -> List[_Group]:
+def _checked_groups(model: nn.Module, p: Plan, skip, target_rate: TargetRate) -> list[_Group]:
     """The groups to scale, after checking every target and every weight before anything is touched."""
     groups = _groups(model, p, skip)
     for group in groups:
@@ -426,8 +437,8 @@ def _checked_groups(model: nn.Module, p: Plan, skip, target_rate: TargetRate) ->
     return groups
 
 
-def _calibrate_atomically(model, p: Plan, groups: List[_Group], units, calls, run, options: CalibrationOptions,
-                          process_group) -> List[LayerCalibration]:
+def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, run, options: CalibrationOptions,
+                          process_group) -> list[LayerCalibration]:
     """Search every group's scale (chain mode when ``units`` is given, else model mode with ``run``) and write
     the scaled weights; on any error every weight and bias is put back."""
     originals = [(param, param.detach().clone()) for g in groups for _, param in g.params + g.biases]
@@ -461,7 +472,7 @@ def _calibrate_atomically(model, p: Plan, groups: List[_Group], units, calls, ru
     return results
 
 
-def _calls(example_input: Any, steps: Optional[int]) -> List[Any]:
+def _calls(example_input: Any, steps: Optional[int]) -> list[Any]:
     if isinstance(example_input, list):
         return list(example_input)
     if steps is not None:

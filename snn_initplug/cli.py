@@ -25,7 +25,8 @@ import json
 import os
 import sys
 import warnings
-from typing import Any, Callable, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
@@ -86,7 +87,7 @@ def _import_file(path: str):
     return module
 
 
-def build_model(factory: Callable[[], Any], seed: int) -> Tuple[nn.Module, Optional[Callable]]:
+def build_model(factory: Callable[[], Any], seed: int) -> tuple[nn.Module, Optional[Callable]]:
     """Call the factory under ``torch.manual_seed(seed)``: a model, or ``(model, forward)``."""
     torch.manual_seed(seed)
     try:
@@ -101,11 +102,12 @@ def build_model(factory: Callable[[], Any], seed: int) -> Tuple[nn.Module, Optio
     return model, forward
 
 
-def parse_shape(text: str) -> Tuple[int, ...]:
+def parse_shape(text: str) -> tuple[int, ...]:
     try:
         shape = tuple(int(part) for part in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"shape must be integers separated by commas, e.g. 4,1,28,28; got {text!r}")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"shape must be integers separated by commas, e.g. 4,1,28,28; got {text!r}") from exc
     if not shape or any(n <= 0 for n in shape):
         raise argparse.ArgumentTypeError(f"shape must be positive integers, got {text!r}")
     return shape
@@ -257,7 +259,7 @@ def cmd_init(args) -> int:
     return 0
 
 
-def builtin_surrogates() -> List[Tuple[str, str, Any]]:
+def builtin_surrogates() -> list[tuple[str, str, Any]]:
     """``(framework, name, spike function)`` for every built-in surrogate of the installed frameworks
     (:func:`snn_initplug.adapters.surrogates.builtin_surrogates`)."""
     from .adapters.surrogates import builtin_surrogates as listed

@@ -42,16 +42,17 @@ import contextlib
 import copy
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .adapters import fires_on_last_call, is_time_major, use_surrogate_path
-from .planning import Plan, first_tensor, plan, preserved, reset_neuron, run_model
 from .errors import DiagnoseError, SurrogateError
+from .planning import Plan, first_tensor, plan, preserved, reset_neuron, run_model
 from .surrogate import surrogate_derivative
 from .tables import render_table, short_number
 
@@ -88,7 +89,7 @@ class LayerDiagnosis:
     neuron: str  # module name of the neuron layer
     kind: str  # its class
     depth: int  # position in execution order, from 0
-    layers: Tuple[str, ...]  # the weights feeding it
+    layers: tuple[str, ...]  # the weights feeding it
     threshold: float  # θ (the mean, for per-neuron thresholds)
     neurons: int  # neurons in the layer
     observations: int  # samples × time steps seen by each neuron
@@ -100,18 +101,18 @@ class LayerDiagnosis:
     membrane_std: Optional[float] = None  # sd(u/θ)
     in_support: Optional[float] = None  # P(|h(u-θ)| > 1% of its peak)
     grad_norm: Optional[float] = None  # sqrt(Σ ||dL/dW||²) over the layers feeding the neuron
-    layer_grad_norms: Dict[str, float] = field(default_factory=dict)
+    layer_grad_norms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class Diagnosis:
     """Per-layer diagnostics of one model; prints as a table."""
 
-    layers: List[LayerDiagnosis]
+    layers: list[LayerDiagnosis]
     loss: Optional[float] = None
     loss_description: Optional[str] = None
     label: Optional[str] = None  # e.g. the initialization method
-    notes: List[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def layer(self, name: str) -> LayerDiagnosis:
         for row in self.layers:
@@ -125,7 +126,7 @@ class Diagnosis:
     def __len__(self) -> int:
         return len(self.layers)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def to_json(self, path: Optional[str] = None, **kwargs) -> str:
@@ -217,7 +218,7 @@ class _MembraneStats:
             h = surrogate_derivative(self.spike_fn, x)
             self.in_support += int((h.abs() > SUPPORT_FRACTION * self.peak).sum())
 
-    def result(self) -> Tuple[Optional[float], Optional[float], Optional[float]]:
+    def result(self) -> tuple[Optional[float], Optional[float], Optional[float]]:
         if self.count == 0:
             return None, None, None
         mean = self.total / self.count
@@ -234,7 +235,7 @@ class _Recorder:
 
     def __init__(self, original: Callable):
         self.original = original
-        self.pending: List[torch.Tensor] = []
+        self.pending: list[torch.Tensor] = []
 
     def __call__(self, x, *args, **kwargs):
         self.pending.append(x.detach())
@@ -251,7 +252,7 @@ class _ModuleRecorder(nn.Module):
         object.__setattr__(self, "recorder", _Recorder(original))
 
     @property
-    def pending(self) -> List[torch.Tensor]:
+    def pending(self) -> list[torch.Tensor]:
         return self.recorder.pending
 
     def forward(self, x, *args, **kwargs):
@@ -289,7 +290,7 @@ def _leading_dims(module: nn.Module) -> int:
 # --------------------------------------------------------------------------------------------------------
 # The loss
 # --------------------------------------------------------------------------------------------------------
-def default_loss(output: Any, target: torch.Tensor) -> Tuple[torch.Tensor, str]:
+def default_loss(output: Any, target: torch.Tensor) -> tuple[torch.Tensor, str]:
     r"""The loss used when only ``target`` is given. Returns ``(loss, description)``.
 
     The output (its first tensor, for a tuple) is averaged over its leading dimensions (time first, as both
@@ -322,7 +323,7 @@ def default_loss(output: Any, target: torch.Tensor) -> Tuple[torch.Tensor, str]:
     return F.mse_loss(out, target.to(out.dtype)), "MSE of the time-averaged output"
 
 
-def _loss(output: Any, target, loss_fn) -> Tuple[torch.Tensor, str]:
+def _loss(output: Any, target, loss_fn) -> tuple[torch.Tensor, str]:
     if loss_fn is not None:
         loss, description = loss_fn(output), getattr(loss_fn, "description", "loss_fn")
     else:
@@ -338,14 +339,14 @@ def _loss(output: Any, target, loss_fn) -> Tuple[torch.Tensor, str]:
 # --------------------------------------------------------------------------------------------------------
 # diagnose
 # --------------------------------------------------------------------------------------------------------
-def _weights_by_neuron(p: Plan) -> Dict[str, List[Tuple[str, torch.Tensor]]]:
-    feeding: Dict[str, List[Tuple[str, torch.Tensor]]] = {}
+def _weights_by_neuron(p: Plan) -> dict[str, list[tuple[str, torch.Tensor]]]:
+    feeding: dict[str, list[tuple[str, torch.Tensor]]] = {}
     for entry in p.layers:
         feeding.setdefault(entry.neuron_name, []).append((entry.name, entry.weight))
     return feeding
 
 
-def _gradient_norms(loss: torch.Tensor, feeding: Dict[str, List[Tuple[str, torch.Tensor]]]) -> Dict[str, float]:
+def _gradient_norms(loss: torch.Tensor, feeding: dict[str, list[tuple[str, torch.Tensor]]]) -> dict[str, float]:
     """||dL/dW||₂ of every feeding weight, by torch.autograd.grad (nothing is accumulated into .grad)."""
     named = {}
     for entries in feeding.values():
@@ -389,7 +390,7 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
     want_grad = target is not None or loss_fn is not None
     observed = _Observation()
     loss_value = loss_description = None
-    grad_norms: Dict[str, float] = {}
+    grad_norms: dict[str, float] = {}
     with preserved(model), contextlib.ExitStack() as undo:
         observed.install(p, undo, reset_state)
         if want_grad:
@@ -420,11 +421,11 @@ class _Observation:
     """Per-neuron spike counters and membrane statistics, filled by hooks during one pass, in call order."""
 
     def __init__(self):
-        self.order: List[str] = []
-        self.counters: Dict[str, _SpikeCounter] = {}
-        self.membranes: Dict[str, _MembraneStats] = {}
-        self.recorders: Dict[str, Any] = {}
-        self.notes: List[str] = []
+        self.order: list[str] = []
+        self.counters: dict[str, _SpikeCounter] = {}
+        self.membranes: dict[str, _MembraneStats] = {}
+        self.recorders: dict[str, Any] = {}
+        self.notes: list[str] = []
 
     def _pre_hook(self, name: str):
         def hook(module, args):
@@ -465,7 +466,7 @@ class _Observation:
             undo.callback(module.register_forward_hook(self._post_hook(name, fires_on_last_call(module))).remove)
 
 
-def _unobserved_notes(p: Plan, observed: _Observation) -> List[str]:
+def _unobserved_notes(p: Plan, observed: _Observation) -> list[str]:
     notes = []
     for name, _, _ in p.neurons:
         if name not in observed.counters:
@@ -477,7 +478,7 @@ def _unobserved_notes(p: Plan, observed: _Observation) -> List[str]:
 
 
 def _layer_record(depth, name, p: Plan, counter: _SpikeCounter, membrane: Optional[_MembraneStats],
-                  feeding, grad_norms: Dict[str, float], want_grad: bool) -> LayerDiagnosis:
+                  feeding, grad_norms: dict[str, float], want_grad: bool) -> LayerDiagnosis:
     module, spec = next((m, s) for n, m, s in p.neurons if n == name)
     names = tuple(layer for layer, _ in feeding.get(name, []))
     if counter.counts is None:  # called, but returned no tensor
@@ -501,7 +502,7 @@ def _layer_record(depth, name, p: Plan, counter: _SpikeCounter, membrane: Option
 # Several records side by side
 # --------------------------------------------------------------------------------------------------------
 def compare_methods(model: nn.Module, example_input: Any, methods: Iterable[Optional[str]], *, target: Any = None,
-                    loss_fn=None, forward=None, seed: int = 0, **options) -> Dict[str, Diagnosis]:
+                    loss_fn=None, forward=None, seed: int = 0, **options) -> dict[str, Diagnosis]:
     """``{method: diagnose(copy of model initialized with method)}``; ``None`` stands for the model as built.
 
     Each copy is a ``copy.deepcopy`` of ``model`` (left untouched), initialized with a generator seeded by
@@ -549,8 +550,8 @@ def compare(records: Mapping[str, Diagnosis]) -> str:
     return "\n".join(render_table(table))
 
 
-def _layer_names(records: Mapping[str, Diagnosis]) -> List[str]:
-    names: List[str] = []
+def _layer_names(records: Mapping[str, Diagnosis]) -> list[str]:
+    names: list[str] = []
     for record in records.values():
         for entry in record.layers:
             if entry.neuron not in names:

@@ -16,7 +16,8 @@ Collectives block until every rank of the group calls them: all ranks must call 
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, List, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -62,7 +63,7 @@ def _collective_device(group: Group) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
 
-def all_reduce_sums(values: Sequence[float], group: Group = None, dtype: torch.dtype = torch.float64) -> List[float]:
+def all_reduce_sums(values: Sequence[float], group: Group = None, dtype: torch.dtype = torch.float64) -> list[float]:
     """Element-wise sum of ``values`` over the ranks of ``group`` (unchanged when not distributed).
 
     One collective for the whole vector; float64 keeps sums of float32 data exact to ~1e-16 relative.
@@ -74,7 +75,7 @@ def all_reduce_sums(values: Sequence[float], group: Group = None, dtype: torch.d
     return buffer.cpu().tolist()
 
 
-def all_reduce_counts(counts: Sequence[int], group: Group = None) -> List[int]:
+def all_reduce_counts(counts: Sequence[int], group: Group = None) -> list[int]:
     """Element-wise sum of integer ``counts`` (spikes, elements) over ``group``, exactly (int64).
 
     Integer sums do not depend on the order of addition, so every rank gets the same bits, and the same

@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional
 
 import torch
 
 from . import theory
 from .errors import ArgumentTypeError, InitError
-from .laws import (BASELINES, Law, baseline_law, calculate_relay, fluctuation_law, ikun_law,
-                   membrane_target, spike_aware_law)
+from .laws import (
+    BASELINES,
+    Law,
+    baseline_law,
+    calculate_relay,
+    fluctuation_law,
+    ikun_law,
+    membrane_target,
+    spike_aware_law,
+)
 from .options import FluctuationOptions, IkunOptions, SpikeAwareOptions
 from .surrogate import Distribution, Uniform, describe_surrogate, surrogate_derivative, surrogate_moments
 
@@ -42,7 +50,7 @@ __all__ = [
 KAPPA_TYPICAL = (1.0, 3.0)  # the range of κ for the common unit-area surrogates on Uniform(-1, 1)
 
 
-def calculate_fans(tensor: torch.Tensor) -> Tuple[int, int]:
+def calculate_fans(tensor: torch.Tensor) -> tuple[int, int]:
     """(fan_in, fan_out) with PyTorch's convention; needs at least 2 dimensions."""
     # A clear TypeError for a list/array/None instead of "AttributeError: ... has no attribute 'dim'".
     if not isinstance(tensor, torch.Tensor):
@@ -257,7 +265,7 @@ def spike_aware_(
 def calculate_fluctuation(
     fan_in: int,
     *,
-    kernel_sums: Tuple[float, float],
+    kernel_sums: tuple[float, float],
     threshold: float = 1.0,
     input_rate: Optional[float] = None,
     input_mean: Optional[float] = None,

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Optional
 
 from . import theory
 from .errors import InitError, OptionError
@@ -155,7 +155,7 @@ def check_relay(relay) -> float:
 
 
 def calculate_relay(relay: float, dense_std: float, fan_in: int, threshold: float, input_rate: float,
-                    input_scale: float = 1.0) -> Tuple[float, float]:
+                    input_scale: float = 1.0) -> tuple[float, float]:
     r"""(dense std, relay weight) of a relay-structured layer: :math:`W = g\,P + \sqrt{1-\rho}\;\sigma_w Z`.
 
     ``relay`` :math:`\rho \in [0, 1)` moves that fraction of the law's variance out of the dense random part;

@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 
@@ -100,11 +101,11 @@ class NeuronSpec:
     reset: str = "subtract"
     reset_value: float = 0.0
     surrogate: Optional[Callable] = field(default=None, repr=False)
-    surrogate_description: Optional[Tuple[str, Dict[str, Any]]] = None
+    surrogate_description: Optional[tuple[str, dict[str, Any]]] = None
     synaptic_decay: Optional[Scalar] = None
     spike_scale: Scalar = 1.0
     impulse_response: Optional[torch.Tensor] = field(default=None, repr=False)
-    shape: Optional[Tuple[int, ...]] = None
+    shape: Optional[tuple[int, ...]] = None
     name: str = ""
 
     def __post_init__(self):
@@ -169,7 +170,7 @@ class NeuronSpec:
 
     # ----------------------------------------------------------------------------------------------
     @classmethod
-    def from_tau(cls, tau: Scalar, decay_input: bool = True, **kwargs) -> "NeuronSpec":
+    def from_tau(cls, tau: Scalar, decay_input: bool = True, **kwargs) -> NeuronSpec:
         """SpikingJelly's LIF form ``H = V + (X - (V - v_reset))/τ``: β = 1 − 1/τ, c = 1/τ (or 1 when
         ``decay_input=False``). τ must be ≥ 1."""
         tau = _as_value("tau", tau)
@@ -203,7 +204,7 @@ class NeuronSpec:
             membrane = out
         return torch.as_tensor(self.input_scale, dtype=torch.float64) * membrane
 
-    def kernel_sums(self, steps: Optional[int] = None) -> Tuple[Scalar, Scalar]:
+    def kernel_sums(self, steps: Optional[int] = None) -> tuple[Scalar, Scalar]:
         """(ΣK, ΣK²) of the impulse response: over ``steps`` time steps, or the infinite horizon when None."""
         if steps is not None:
             response = self.response(int(steps))
@@ -232,7 +233,7 @@ class NeuronSpec:
         equal = (1 + b * b) / (1 - b * b) ** 3
         return _scalar(total), _scalar(c * c * torch.where(same, equal, distinct))
 
-    def with_(self, **changes) -> "NeuronSpec":
+    def with_(self, **changes) -> NeuronSpec:
         """A copy with some fields changed (validated again)."""
         values = {f.name: getattr(self, f.name) for f in fields(self)}
         if "surrogate" in changes and "surrogate_description" not in changes:

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type, Union
+from typing import Any, Callable, Optional, Union
 
 from .errors import OptionError
 from .laws import BASELINES, check_relay
@@ -60,7 +61,7 @@ def _positive(owner: str, name: str, value: Any, *, optional: bool = False) -> O
     return number
 
 
-def _choice(owner: str, name: str, value: Any, choices: Tuple[Any, ...]) -> Any:
+def _choice(owner: str, name: str, value: Any, choices: tuple[Any, ...]) -> Any:
     if value not in choices:
         raise OptionError(f"{owner}: {name} must be one of {list(choices)}, got {value!r}")
     return value
@@ -196,7 +197,7 @@ class BaselineOptions:
 
 MethodOptions = Union[IkunOptions, SpikeAwareOptions, FluctuationOptions, BaselineOptions]
 
-_RECORDS: Dict[str, Type] = {"ikun": IkunOptions, "spike_aware": SpikeAwareOptions,
+_RECORDS: dict[str, type] = {"ikun": IkunOptions, "spike_aware": SpikeAwareOptions,
                              "fluctuation": FluctuationOptions, **{name: BaselineOptions for name in BASELINES}}
 ANALYTIC_METHODS = tuple(_RECORDS)
 _ALIASES = {"fluctuation": {"steps": "horizon"}}  # former names, still accepted
@@ -231,7 +232,7 @@ def method_name(options: MethodOptions, baseline: Optional[str] = None) -> str:
     raise OptionError(f"expected a method name or an options record, got {options!r}")
 
 
-def non_default_fields(record: Any) -> Dict[str, Any]:
+def non_default_fields(record: Any) -> dict[str, Any]:
     """The fields of a record that differ from their defaults (what a user would have passed)."""
     return {f.name: getattr(record, f.name) for f in fields(record) if getattr(record, f.name) != f.default}
 
@@ -239,7 +240,7 @@ def non_default_fields(record: Any) -> Dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------
 # Calibration
 # ------------------------------------------------------------------------------------------------------
-TargetRate = Union[float, Dict[str, float], Callable[[str], float]]
+TargetRate = Union[float, dict[str, float], Callable[[str], float]]
 
 
 @dataclass(frozen=True)

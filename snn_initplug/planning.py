@@ -17,18 +17,18 @@ restored, and all hooks are removed.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
 
 from .adapters import find_adapter, internal_weights, reset_neuron
+from .errors import ArgumentTypeError, InitError, NeuronSpecError, PlanError
 from .init import calculate_fans
-from .errors import NeuronSpecError
 from .neuron import NeuronSpec
 from .tables import render_table, short_number, surrogate_label
-from .errors import ArgumentTypeError, InitError, PlanError
 
 __all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYERS", "NORM_LAYERS", "StateSnapshot",
            "preserved", "reset_neuron", "first_tensor", "run_model", "fans", "neuron_modules"]
@@ -100,14 +100,14 @@ class LayerPlan:
     neuron: nn.Module
     spec: NeuronSpec
     norm: Optional[str] = None  # the BatchNorm (or other norm) module between the layer and the neuron
-    between: Tuple[str, ...] = ()  # module kinds passed through (MaxPool2d, Dropout, Flatten, ...)
-    residual: Tuple[str, ...] = ()  # other sources summed into the same neuron (layers or neurons' spikes)
+    between: tuple[str, ...] = ()  # module kinds passed through (MaxPool2d, Dropout, Flatten, ...)
+    residual: tuple[str, ...] = ()  # other sources summed into the same neuron (layers or neurons' spikes)
     input_stats: Optional[InputStats] = None
     source: str = "example"  # "example" or "module-order"
     # where this layer's input comes from: "neurons" (spikes), "layers" (a weight layer with no neuron between),
     # "data" (the model input) or "unknown"
     input_source: str = "unknown"
-    upstream: Tuple[str, ...] = ()  # the neurons whose spikes reach this layer's input
+    upstream: tuple[str, ...] = ()  # the neurons whose spikes reach this layer's input
 
     @property
     def weight(self) -> torch.Tensor:
@@ -116,11 +116,11 @@ class LayerPlan:
 
 @dataclass
 class Plan:
-    layers: List[LayerPlan]
-    neurons: List[Tuple[str, nn.Module, NeuronSpec]]
-    unfed: List[str] = field(default_factory=list)  # neurons with no weight layer before them (encoders)
+    layers: list[LayerPlan]
+    neurons: list[tuple[str, nn.Module, NeuronSpec]]
+    unfed: list[str] = field(default_factory=list)  # neurons with no weight layer before them (encoders)
     source: str = "example"
-    notes: List[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def __iter__(self) -> Iterator[LayerPlan]:
         return iter(self.layers)
@@ -134,7 +134,7 @@ class Plan:
                 return entry
         raise KeyError(name)
 
-    def rows(self) -> List[Dict[str, Any]]:
+    def rows(self) -> list[dict[str, Any]]:
         rows = []
         for e in self.layers:
             stats = e.input_stats
@@ -166,7 +166,7 @@ class Plan:
         return "\n".join(lines)
 
 
-def fans(weight: torch.Tensor) -> Tuple[int, int]:
+def fans(weight: torch.Tensor) -> tuple[int, int]:
     """PyTorch's fan convention (:func:`snn_initplug.init.calculate_fans`), failing as a planning error."""
     try:
         return calculate_fans(weight)
@@ -239,7 +239,7 @@ def preserved(model: nn.Module):
 # --------------------------------------------------------------------------------------------------------
 # The walk
 # --------------------------------------------------------------------------------------------------------
-def neuron_modules(model: nn.Module) -> List[Tuple[str, nn.Module]]:
+def neuron_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` of every spiking neuron of ``model`` (a neuron's own submodules are not neurons)."""
     found, inside = [], []
     for name, module in model.named_modules():
@@ -273,7 +273,7 @@ def run_model(model: nn.Module, example_input: Any, forward: Optional[Callable[[
     return model(example_input)
 
 
-def _all_tensors(value: Any) -> List[torch.Tensor]:
+def _all_tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, (tuple, list)):
@@ -283,14 +283,14 @@ def _all_tensors(value: Any) -> List[torch.Tensor]:
     return []
 
 
-def _trace_sources(node, boundaries: Dict[int, str], weights: Dict[int, str], norms: Dict[int, str],
-                   passes: Dict[int, str]):
+def _trace_sources(node, boundaries: dict[int, str], weights: dict[int, str], norms: dict[int, str],
+                   passes: dict[int, str]):
     """Follow the autograd graph back from a neuron's input to weight layers and other neurons' spikes.
 
     Returns ``({layer: (norms on its path, modules passed through)}, [neurons whose spikes arrive directly])``.
     """
-    layers: Dict[str, Tuple[Tuple[str, ...], Tuple[str, ...]]] = {}
-    spikes: List[str] = []
+    layers: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    spikes: list[str] = []
     stack, visited = [(node, (), ())], set()
     while stack:
         current, path_norms, path_passes = stack.pop()
@@ -382,7 +382,7 @@ def _read_spec(name: str, module: nn.Module) -> NeuronSpec:
     return spec
 
 
-def _input_source(node, boundaries, weights, norms, passes) -> Dict[str, Any]:
+def _input_source(node, boundaries, weights, norms, passes) -> dict[str, Any]:
     """Where a tensor came from: other neurons' spikes, weight layers, or the data."""
     if node is None:
         return {"input_source": "data", "upstream": ()}
@@ -393,7 +393,7 @@ def _input_source(node, boundaries, weights, norms, passes) -> Dict[str, Any]:
 
 
 def _internal_layers(neuron_name: str, neuron: nn.Module, spec: NeuronSpec, stats, source: str,
-                     feed: Optional[Dict[str, Any]] = None) -> List[LayerPlan]:
+                     feed: Optional[dict[str, Any]] = None) -> list[LayerPlan]:
     """Weights inside a neuron: a recurrent weight sees the neuron's own spikes; an input projection sees
     whatever feeds the neuron (``feed``)."""
     out = []
@@ -431,18 +431,18 @@ class _ForwardRecord:
     statistics and input node, each neuron's input node, the graph nodes of neurons' outputs (boundaries) and of
     the pass-through modules. The graph nodes are kept alive while their ``id()`` is used as a key."""
 
-    def __init__(self, model: nn.Module, neurons: List[Tuple[str, nn.Module]], modules: Dict[str, nn.Module]):
+    def __init__(self, model: nn.Module, neurons: list[tuple[str, nn.Module]], modules: dict[str, nn.Module]):
         self.model, self.neurons, self.modules = model, neurons, modules
         self.neuron_names = [n for n, _ in neurons]
         # statistics of a neuron's own input and output are needed only for the weights inside it
         self.with_internal = {name for name, module in neurons if internal_weights(module)}
-        self.accumulators: Dict[Any, _StatsAccumulator] = {}
-        self.layer_inputs: Dict[str, Any] = {}  # weight layer -> grad_fn of its first input
-        self.input_nodes: Dict[str, Any] = {}  # neuron -> grad_fn of its first call's input (None: not connected)
-        self.boundaries: Dict[int, str] = {}
-        self.passes: Dict[int, str] = {}
-        self.keep_alive: List[Any] = []
-        self.handles: List[Any] = []
+        self.accumulators: dict[Any, _StatsAccumulator] = {}
+        self.layer_inputs: dict[str, Any] = {}  # weight layer -> grad_fn of its first input
+        self.input_nodes: dict[str, Any] = {}  # neuron -> grad_fn of its first call's input (None: not connected)
+        self.boundaries: dict[int, str] = {}
+        self.passes: dict[int, str] = {}
+        self.keep_alive: list[Any] = []
+        self.handles: list[Any] = []
 
     # --- the hooks -------------------------------------------------------------------------------------
     def _keep(self, node) -> None:
@@ -518,7 +518,7 @@ class _ForwardRecord:
                                 f"{exc}") from exc
 
 
-def _pair_layers(record: _ForwardRecord, specs: Dict[str, NeuronSpec], weights, norms):
+def _pair_layers(record: _ForwardRecord, specs: dict[str, NeuronSpec], weights, norms):
     """The LayerPlans of every neuron from a recorded pass: the layers its input traces back to, and the weights
     inside it. Returns ``(layers, unfed neurons, notes)``."""
     stats = {k: acc.result() for k, acc in record.accumulators.items()}
@@ -568,9 +568,9 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
     return Plan(layers, [(n, m, specs[n]) for n, m in neurons], unfed, "example", notes)
 
 
-def _drop_shared(layers: List[LayerPlan], notes: List[str]) -> List[LayerPlan]:
+def _drop_shared(layers: list[LayerPlan], notes: list[str]) -> list[LayerPlan]:
     """A weight that feeds two different neurons is planned for the first one only, and the plan says so."""
-    owners: Dict[int, LayerPlan] = {}
+    owners: dict[int, LayerPlan] = {}
     kept = []
     for entry in layers:
         first = owners.setdefault(id(entry.weight), entry)
@@ -602,7 +602,7 @@ def _plan_by_module_order(model, neurons, specs) -> Plan:
             yield from leaves(child, f"{prefix}.{name}" if prefix else name)
 
     layers, unfed = [], []
-    pending: Optional[Tuple[str, nn.Module]] = None
+    pending: Optional[tuple[str, nn.Module]] = None
     norm, between = None, []
     last_neuron: Optional[str] = None
     feed = {"input_source": "data", "upstream": ()}

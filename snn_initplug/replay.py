@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import numbers
 from dataclasses import asdict
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Optional
 
 import torch
 
@@ -68,7 +68,7 @@ def _tensors(value: Any):
             yield from _tensors(item)
 
 
-def input_fingerprint(example_input: Any) -> Optional[Dict[str, Any]]:
+def input_fingerprint(example_input: Any) -> Optional[dict[str, Any]]:
     """SHA-256 of the example batch's tensors (dtype, shape and bytes), with their shapes: which batch a
     report was made with (provenance only: replay checks the laws themselves)."""
     tensors = [t.detach().cpu().contiguous() for t in _tensors(example_input)]
@@ -82,8 +82,8 @@ def input_fingerprint(example_input: Any) -> Optional[Dict[str, Any]]:
             "dtypes": [str(t.dtype) for t in tensors]}
 
 
-def settings(method: str, options: Dict[str, Any], overrides, skip, example_input, forward,
-             world_size: int) -> Dict[str, Any]:
+def settings(method: str, options: dict[str, Any], overrides, skip, example_input, forward,
+             world_size: int) -> dict[str, Any]:
     """What replay needs besides the per-layer seeds (which live in the layer rows)."""
     return {
         "format": SETTINGS_FORMAT,
@@ -99,7 +99,7 @@ def settings(method: str, options: Dict[str, Any], overrides, skip, example_inpu
     }
 
 
-def recorded_call(report: Report, example_input: Any, forward: Any) -> Tuple[str, Dict[str, Any], Any, Any]:
+def recorded_call(report: Report, example_input: Any, forward: Any) -> tuple[str, dict[str, Any], Any, Any]:
     """``(method, options, overrides, skip)`` of the call recorded in ``report``, after checking that it can
     be replayed with the ``example_input`` and ``forward`` given."""
     if not isinstance(report, Report):
@@ -119,7 +119,7 @@ def recorded_call(report: Report, example_input: Any, forward: Any) -> Tuple[str
             decode(recorded["skip"], "skip"))
 
 
-def replayed_seeds(rows: List[Tuple[Law, LayerReport]], replay: Report) -> List[int]:
+def replayed_seeds(rows: list[tuple[Law, LayerReport]], replay: Report) -> list[int]:
     """The recorded seeds, after checking that the fresh plan has the recorded layers and laws: the same law
     and seed give the same weights, bit for bit (each layer's draw depends on nothing else)."""
     fresh, recorded = [row.layer for _, row in rows], [row.layer for row in replay.layers]

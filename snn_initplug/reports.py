@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Optional, Union
 
 from .tables import render_table, short_number
 
@@ -20,7 +20,7 @@ def calibrated_label(start: str) -> str:
 @dataclass
 class LayerCalibration:
     neuron: str
-    parameters: List[str]  # what was scaled ("fc1.weight", or "bn1.weight" when BatchNorm follows the layer)
+    parameters: list[str]  # what was scaled ("fc1.weight", or "bn1.weight" when BatchNorm follows the layer)
     target: float
     initial_rate: float
     rate: float
@@ -31,20 +31,20 @@ class LayerCalibration:
 
 @dataclass
 class CalibrationReport:
-    layers: List[LayerCalibration]
+    layers: list[LayerCalibration]
     mode: str  # "chain" or "model"
     tolerance: float
-    notes: List[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return all(layer.status == "ok" for layer in self.layers)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "CalibrationReport":
+    def from_dict(cls, data: dict[str, Any]) -> CalibrationReport:
         return cls([LayerCalibration(**row) for row in data["layers"]], data["mode"], data["tolerance"],
                    list(data.get("notes", [])))
 
@@ -70,8 +70,8 @@ class LayerReport:
     std: float
     mean: float
     law: str
-    assumed: Dict[str, Any] = field(default_factory=dict)  # statistics assumed, with where they came from
-    notes: List[str] = field(default_factory=list)
+    assumed: dict[str, Any] = field(default_factory=dict)  # statistics assumed, with where they came from
+    notes: list[str] = field(default_factory=list)
     seed: Optional[int] = None  # seed of this layer's own random stream (drawn in plan order from the generator)
     relay: float = 0.0  # weight of the one-to-one relay path added to the random law (spike_aware relay=)
 
@@ -79,33 +79,33 @@ class LayerReport:
 @dataclass
 class Report:
     method: str
-    layers: List[LayerReport]
-    skipped: List[str]
+    layers: list[LayerReport]
+    skipped: list[str]
     plan_source: str
-    notes: List[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
     calibration: Optional[CalibrationReport] = None  # for method="calibrated"
     # how initialize was called (method, options, overrides, skip, input fingerprint): what reinitialize replays
-    settings: Dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> Dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def to_json(self, **kwargs) -> str:
         return json.dumps(self.to_dict(), default=str, **kwargs)
 
-    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+    def save(self, path: Union[str, os.PathLike[str]]) -> None:
         """Write the report as indented JSON. Floats are written by ``repr``, so they load back exactly."""
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(self.to_json(indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Union[str, "os.PathLike[str]"]) -> "Report":
+    def load(cls, path: Union[str, os.PathLike[str]]) -> Report:
         """Read a report written by :meth:`save`; :func:`snn_initplug.reinitialize` replays it."""
         with open(path, encoding="utf-8") as handle:
             return cls.from_dict(json.load(handle))
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any]) -> "Report":
+    def from_dict(cls, data: dict[str, Any]) -> Report:
         """Inverse of :meth:`to_dict`."""
         calibration = data.get("calibration")
         return cls(data["method"], [LayerReport(**row) for row in data["layers"]], list(data["skipped"]),

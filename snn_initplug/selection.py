@@ -7,7 +7,8 @@ name (``"fc1"``) and the name of the neuron it feeds; a ``skip`` entry may also 
 from __future__ import annotations
 
 import fnmatch
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Optional, Union
 
 from .errors import OptionError
 from .planning import LayerPlan, Plan
@@ -21,7 +22,7 @@ def matches(layer: LayerPlan, pattern: str) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for name in (layer.name, layer.module_name, layer.neuron_name))
 
 
-def skip_list(skip: Skip) -> List[Any]:
+def skip_list(skip: Skip) -> list[Any]:
     """``skip`` as a list of patterns and predicates."""
     return [skip] if isinstance(skip, str) or callable(skip) else list(skip or [])
 
@@ -31,7 +32,7 @@ def is_skipped(layer: LayerPlan, skip: Skip) -> bool:
     return any(s(layer) if callable(s) else matches(layer, s) for s in skip_list(skip))
 
 
-def check_overrides(p: Plan, overrides: Optional[Mapping[str, Any]]) -> Dict[str, Dict[str, Any]]:
+def check_overrides(p: Plan, overrides: Optional[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """``overrides`` as a dict of dicts, each pattern matching at least one planned layer."""
     overrides = dict(overrides or {})
     for pattern, extra in overrides.items():
@@ -44,7 +45,7 @@ def check_overrides(p: Plan, overrides: Optional[Mapping[str, Any]]) -> Dict[str
 
 
 def layer_overrides(layer: LayerPlan, method: str, options: Mapping[str, Any],
-                    overrides: Mapping[str, Dict[str, Any]]) -> Tuple[str, Dict[str, Any]]:
+                    overrides: Mapping[str, dict[str, Any]]) -> tuple[str, dict[str, Any]]:
     """The method and options of one layer: the call's, updated by every matching override in order; an
     override naming another ``method`` starts from no options (another method's options do not carry over)."""
     method, opts = method, dict(options)

@@ -24,8 +24,9 @@ import inspect
 import math
 import numbers
 import threading
+from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Hashable, Optional, Tuple, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ class Uniform:
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 
-    def support(self) -> Tuple[float, float]:
+    def support(self) -> tuple[float, float]:
         return self.low, self.high
 
     def density(self, x: np.ndarray) -> np.ndarray:
@@ -96,7 +97,7 @@ class Normal:
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "std", std)
 
-    def support(self) -> Tuple[float, float]:
+    def support(self) -> tuple[float, float]:
         return self.mean - self._WIDTH * self.std, self.mean + self._WIDTH * self.std
 
     def density(self, x: np.ndarray) -> np.ndarray:
@@ -125,7 +126,7 @@ def _is_parameter_value(value: Any) -> bool:
     return isinstance(value, (numbers.Number, bool, str, torch.Tensor)) or (callable(value) and not isinstance(value, type))
 
 
-def _closure_params(fn: Callable) -> Dict[str, Any]:
+def _closure_params(fn: Callable) -> dict[str, Any]:
     code, cells = getattr(fn, "__code__", None), getattr(fn, "__closure__", None) or ()
     if code is None:
         return {}
@@ -144,7 +145,7 @@ def _cell(cell) -> Any:
         return None
 
 
-def _forward_defaults(function_class: type) -> Dict[str, Any]:
+def _forward_defaults(function_class: type) -> dict[str, Any]:
     """Default arguments of an autograd.Function's forward, e.g. snnTorch LeakyParallel.ATan's alpha=2.0."""
     try:
         signature = inspect.signature(function_class.forward)
@@ -157,7 +158,7 @@ def _forward_defaults(function_class: type) -> Dict[str, Any]:
     }
 
 
-def describe_surrogate(fn: Any) -> Tuple[str, Dict[str, Any]]:
+def describe_surrogate(fn: Any) -> tuple[str, dict[str, Any]]:
     """Return ``(kind, parameters)`` of a spike function, read from the object itself.
 
     * SpikingJelly modules: the class name and ``_sg_params`` (2.x), or their public scalar attributes
@@ -409,7 +410,7 @@ class SurrogateMoments:
     """m1 = E_D[h], m2 = E_D[h²] of one surrogate under one distribution."""
 
     kind: str
-    params: Dict[str, Any]
+    params: dict[str, Any]
     distribution: Distribution
     m1: float
     m2: float
@@ -422,7 +423,7 @@ class SurrogateMoments:
         return self.m1 if k == 1 else self.m2
 
 
-_cache: Dict[Hashable, Tuple[Any, SurrogateMoments]] = {}
+_cache: dict[Hashable, tuple[Any, SurrogateMoments]] = {}
 _cache_lock = threading.Lock()
 _stats = {"integrations": 0, "hits": 0}
 
@@ -433,7 +434,7 @@ def clear_moment_cache() -> None:
         _stats.update(integrations=0, hits=0)
 
 
-def moment_cache_info() -> Dict[str, int]:
+def moment_cache_info() -> dict[str, int]:
     """``{'integrations': computed, 'hits': served from cache, 'size': entries}``."""
     with _cache_lock:
         return dict(_stats, size=len(_cache))
@@ -449,7 +450,7 @@ def _breakpoints(distribution: Distribution) -> np.ndarray:
     return points[(points >= lo) & (points <= hi)]
 
 
-def _quadrature_moments(fn: SpikeFunction, distribution: Distribution, rtol: float) -> Tuple[float, float, float]:
+def _quadrature_moments(fn: SpikeFunction, distribution: Distribution, rtol: float) -> tuple[float, float, float]:
     def integrand(x: np.ndarray) -> np.ndarray:
         h = surrogate_derivative(fn, x).numpy()
         weighted = h * distribution.density(x)

@@ -2,14 +2,15 @@
 calibration, diagnostics, the command line)."""
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import torch
 
 __all__ = ["render_table", "short_number", "surrogate_label"]
 
 
-def render_table(rows: Sequence[Sequence[str]]) -> List[str]:
+def render_table(rows: Sequence[Sequence[str]]) -> list[str]:
     """Left-aligned columns two spaces apart, a dashed rule under the first row (the header)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
@@ -30,7 +31,7 @@ def short_number(value: Any) -> str:
     return str(value)
 
 
-def surrogate_label(description: Optional[Tuple[str, Dict[str, Any]]]) -> str:
+def surrogate_label(description: Optional[tuple[str, dict[str, Any]]]) -> str:
     """``ATan(alpha=2)`` from a neuron's ``surrogate_description`` (callable parameters left out)."""
     kind, params = description or ("?", {})
     shown = ", ".join(f"{key}={short_number(value)}" for key, value in params.items() if not callable(value))

@@ -23,8 +23,9 @@ import importlib
 import sys
 import threading
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Optional
 
 import torch.nn as nn
 
@@ -91,8 +92,8 @@ class NeuronAdapter:
     surrogate_path: Optional[Callable[[nn.Module], Callable[[], None]]] = None
 
 
-_registry: Dict[type, NeuronAdapter] = {}
-_unsupported: Dict[type, str] = {}  # base class -> framework: its unregistered subclasses are "not supported yet"
+_registry: dict[type, NeuronAdapter] = {}
+_unsupported: dict[type, str] = {}  # base class -> framework: its unregistered subclasses are "not supported yet"
 _lock = threading.RLock()
 _loaded_frameworks: set = set()
 _entry_points_loaded = False
@@ -202,7 +203,7 @@ def neuron_spec(module: nn.Module) -> NeuronSpec:
     return adapter.to_spec(module)
 
 
-def internal_weights(module: nn.Module) -> Tuple[InternalWeight, ...]:
+def internal_weights(module: nn.Module) -> tuple[InternalWeight, ...]:
     adapter = find_adapter(module)
     if adapter is None or adapter.internal_weights is None:
         return ()

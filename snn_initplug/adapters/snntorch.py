@@ -46,12 +46,12 @@ from __future__ import annotations
 
 import copy
 import types
-from typing import Callable, List, Optional, Sequence, Tuple
-
-import torch
-import torch.nn as nn
+from collections.abc import Sequence
+from typing import Callable, Optional
 
 import snntorch
+import torch
+import torch.nn as nn
 
 from ..neuron import NeuronSpec, NeuronSpecError, simulate_impulse_response
 from . import InternalWeight, UnsupportedNeuronError, register_neuron, register_unsupported
@@ -85,7 +85,7 @@ def _compact(tensor: torch.Tensor):
     return float(tensor.reshape(())) if tensor.numel() == 1 else tensor
 
 
-def _layer_shape(*values) -> Optional[Tuple[int, ...]]:
+def _layer_shape(*values) -> Optional[tuple[int, ...]]:
     """The broadcast shape of the per-neuron tensors, or None when every value is shared."""
     shapes = [v.shape for v in values if isinstance(v, torch.Tensor) and v.numel() > 1]
     return tuple(torch.broadcast_shapes(*shapes)) if shapes else None
@@ -165,7 +165,7 @@ def _silent_copy(module: nn.Module) -> nn.Module:
 
 
 def _measure_response(
-    module: nn.Module, states: Sequence[str], shape: Tuple[int, ...], steps: Optional[int] = None
+    module: nn.Module, states: Sequence[str], shape: tuple[int, ...], steps: Optional[int] = None
 ) -> torch.Tensor:
     """K[k] of ``module``'s own forward for a unit input at k = 0, per neuron of ``shape`` (until it has
     decayed, or for ``steps`` steps)."""
@@ -273,7 +273,7 @@ def _unsupported(reason: str) -> Callable[[nn.Module], NeuronSpec]:
 # ------------------------------------------------------------------------------------------------
 # internal weights
 # ------------------------------------------------------------------------------------------------
-def recurrent_weights(module: nn.Module) -> List[InternalWeight]:
+def recurrent_weights(module: nn.Module) -> list[InternalWeight]:
     """``RLeaky``/``RSynaptic``: ``recurrent.weight`` (Linear or Conv2d), or the one-to-one gain ``V``."""
     weight = getattr(getattr(module, "recurrent", None), "weight", None)
     if isinstance(weight, nn.Parameter):
@@ -283,7 +283,7 @@ def recurrent_weights(module: nn.Module) -> List[InternalWeight]:
     return []
 
 
-def leaky_parallel_weights(module: nn.Module) -> List[InternalWeight]:
+def leaky_parallel_weights(module: nn.Module) -> list[InternalWeight]:
     """The input projection; W_hh only when dense (``weight_hh_enable=True``), as then it is a recurrent
     weight. Diagonal, it holds the decays β, which an initializer must not overwrite."""
     rnn = module.rnn

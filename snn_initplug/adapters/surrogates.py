@@ -5,16 +5,16 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import warnings
-from typing import Any, Callable, List, Tuple
+from typing import Any, Callable
 
 __all__ = ["builtin_surrogates"]
 
 
-def builtin_surrogates() -> List[Tuple[str, str, Any]]:
+def builtin_surrogates() -> list[tuple[str, str, Any]]:
     """``(framework, name, spike function)`` for every built-in surrogate of the installed frameworks, with its
     default parameters. Listed from the frameworks' surrogate modules themselves, so a new version's additions
     appear; the ones that cannot be built without arguments are skipped."""
-    found: List[Tuple[str, str, Any]] = []
+    found: list[tuple[str, str, Any]] = []
     if _installed("snntorch"):
         from snntorch import surrogate as snntorch_surrogate
 
