@@ -254,52 +254,60 @@ def _calibrate_chain(model, units, groups, calls, target_rate, tolerance, max_ev
             else:
                 pending.append(unit)
             continue
-        segment = pending + [unit]
-        pname, param = group.params[0]
-        owner = next(i for i, u in enumerate(segment) if any(p is param for p in u.parameters()))
-        pre, scaled, post = segment[:owner], segment[owner], segment[owner + 1:-1]
-        with torch.no_grad():
-            x_pre = _run_units(pre, acts)
-        affine = isinstance(scaled, WEIGHT_LAYERS) and scaled.weight is param
-        snapshot = StateSnapshot(nn.ModuleList(segment))
-        if affine:
-            with torch.no_grad():
-                bias = scaled.bias
-                z1 = [scaled(x) for x in x_pre]
-                direction = [z - _bias_like(scaled, z) for z in z1] if bias is not None else z1
-        original = param.detach().clone()
-
-        def outputs_at(s: float) -> list[torch.Tensor]:
-            snapshot.restore()
-            with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
-                if affine:
-                    z = [s * d + _bias_like(scaled, d) if bias is not None else s * d for d in direction]
-                else:
-                    param.copy_(original * s)
-                    try:
-                        z = [first_tensor(scaled(x)) for x in x_pre]
-                    finally:
-                        param.copy_(original)
-                out = []
-                for zz in z:
-                    for module in post:
-                        zz = first_tensor(module(zz))
-                    out.append(first_tensor(unit(zz)))
-            return out
-
-        target = _target_for(group.neuron_name, target_rate)
-
-        def measured(v: float) -> float:  # the global batch's rate under torch.distributed
-            return _spike_rate(outputs_at(v), process_group)
-
-        s, rate, initial, evals, status = _search(measured, target, tolerance, max_evals)
-        acts = outputs_at(s)
-        snapshot.restore()
-        results.append(LayerCalibration(group.neuron_name, [pname], target, initial, rate, s, evals, status))
-        scales.append((param, s))
+        result, scale, acts = _calibrate_segment(pending + [unit], group, acts, target_rate, tolerance, max_evals,
+                                                 seed, process_group)
+        results.append(result)
+        scales.append(scale)
         pending = []
     return results, scales
+
+
+def _calibrate_segment(segment, group, acts, target_rate, tolerance, max_evals, seed, process_group):
+    """Calibrate the neuron that ends ``segment`` (the modules since the previous neuron) on its inputs
+    ``acts``; return its record, ``(parameter, scale)``, and its spikes at that scale (the next input)."""
+    unit = segment[-1]
+    pname, param = group.params[0]
+    owner = next(i for i, u in enumerate(segment) if any(p is param for p in u.parameters()))
+    pre, scaled, post = segment[:owner], segment[owner], segment[owner + 1:-1]
+    with torch.no_grad():
+        x_pre = _run_units(pre, acts)
+    affine = isinstance(scaled, WEIGHT_LAYERS) and scaled.weight is param
+    snapshot = StateSnapshot(nn.ModuleList(segment))
+    if affine:
+        with torch.no_grad():
+            bias = scaled.bias
+            z1 = [scaled(x) for x in x_pre]
+            direction = [z - _bias_like(scaled, z) for z in z1] if bias is not None else z1
+    original = param.detach().clone()
+
+    def outputs_at(s: float) -> list[torch.Tensor]:
+        snapshot.restore()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            if affine:
+                z = [s * d + _bias_like(scaled, d) if bias is not None else s * d for d in direction]
+            else:
+                param.copy_(original * s)
+                try:
+                    z = [first_tensor(scaled(x)) for x in x_pre]
+                finally:
+                    param.copy_(original)
+            out = []
+            for zz in z:
+                for module in post:
+                    zz = first_tensor(module(zz))
+                out.append(first_tensor(unit(zz)))
+        return out
+
+    target = _target_for(group.neuron_name, target_rate)
+
+    def measured(v: float) -> float:  # the global batch's rate under torch.distributed
+        return _spike_rate(outputs_at(v), process_group)
+
+    s, rate, initial, evals, status = _search(measured, target, tolerance, max_evals)
+    acts = outputs_at(s)
+    snapshot.restore()
+    return LayerCalibration(group.neuron_name, [pname], target, initial, rate, s, evals, status), (param, s), acts
 
 
 def _is_neuron_unit(unit: nn.Module) -> bool:
@@ -323,40 +331,47 @@ def _calibrate_model(model, groups, run, target_rate, tolerance, max_evals, seed
     results, scales = [], []
     snapshot = StateSnapshot(model)
     for group in groups:
-        originals = [(param, param.detach().clone()) for _, param in group.params]
-        recorded: list[torch.Tensor] = []
-        handle = group.neuron.register_forward_hook(lambda m, a, out: recorded.append(first_tensor(out).detach()))
-
-        def rate_at(s: float) -> float:
-            snapshot.restore()
-            recorded.clear()
-            with torch.no_grad():
-                for param, value in originals:
-                    param.copy_(value * s)
-                try:
-                    with torch.random.fork_rng(devices=[]):
-                        torch.manual_seed(seed)
-                        run()
-                finally:
-                    for param, value in originals:
-                        param.copy_(value)
-            if not recorded:
-                raise PlanError(f"calibrate: neuron {group.neuron_name} was not called by the forward pass")
-            return _spike_rate(recorded, process_group)
-
-        target = _target_for(group.neuron_name, target_rate)
-        try:
-            s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals)
-        finally:
-            handle.remove()
-        with torch.no_grad():  # later layers are calibrated on top of this one
-            for param, value in originals:
-                param.copy_(value * s)
-        results.append(LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s,
-                                        evals, status))
+        result, s = _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals, seed, process_group)
+        results.append(result)
         scales.extend((param, s) for _, param in group.params)
     snapshot.restore()
     return results, scales
+
+
+def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals, seed, process_group):
+    """Search the scale of ``group``'s weights by running the whole model; leave them scaled (later layers
+    are calibrated on top of this one) and return the record and the scale."""
+    originals = [(param, param.detach().clone()) for _, param in group.params]
+    recorded: list[torch.Tensor] = []
+    handle = group.neuron.register_forward_hook(lambda m, a, out: recorded.append(first_tensor(out).detach()))
+
+    def rate_at(s: float) -> float:
+        snapshot.restore()
+        recorded.clear()
+        with torch.no_grad():
+            for param, value in originals:
+                param.copy_(value * s)
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    run()
+            finally:
+                for param, value in originals:
+                    param.copy_(value)
+        if not recorded:
+            raise PlanError(f"calibrate: neuron {group.neuron_name} was not called by the forward pass")
+        return _spike_rate(recorded, process_group)
+
+    target = _target_for(group.neuron_name, target_rate)
+    try:
+        s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        for param, value in originals:
+            param.copy_(value * s)
+    return LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s, evals,
+                            status), s
 
 
 # ----------------------------------------------------------------------------------------------------------
