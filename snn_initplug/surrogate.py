@@ -145,7 +145,7 @@ def _cell(cell) -> Any:
         return None
 
 
-def _forward_defaults(function_class: type) -> dict[str, Any]:
+def _forward_defaults(function_class: type[torch.autograd.Function]) -> dict[str, Any]:
     """Default arguments of an autograd.Function's forward, e.g. snnTorch LeakyParallel.ATan's alpha=2.0."""
     try:
         signature = inspect.signature(function_class.forward)

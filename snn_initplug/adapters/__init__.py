@@ -25,7 +25,7 @@ import threading
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import torch.nn as nn
 
@@ -50,6 +50,10 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "snn_initplug.adapters"
+
+# A framework's neuron module as an adapter reads it: its attributes (threshold, beta, spike_grad, reset_mem,
+# ...) are the framework's, which ships no annotations, so they are not checked against nn.Module's.
+FrameworkNeuron = Any
 
 
 
@@ -152,9 +156,9 @@ def _load_entry_points() -> None:
     _entry_points_loaded = True
     from importlib.metadata import entry_points
 
-    try:
+    if sys.version_info >= (3, 10):
         found = entry_points(group=ENTRY_POINT_GROUP)
-    except TypeError:  # Python 3.9: entry_points() returns a dict
+    else:  # Python 3.9: entry_points() takes no group and returns a dict
         found = entry_points().get(ENTRY_POINT_GROUP, [])
     for entry in found:
         try:

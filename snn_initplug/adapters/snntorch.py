@@ -47,14 +47,14 @@ from __future__ import annotations
 import copy
 import types
 from collections.abc import Sequence
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import snntorch
 import torch
 import torch.nn as nn
 
 from ..neuron import NeuronSpec, NeuronSpecError, simulate_impulse_response
-from . import InternalWeight, UnsupportedNeuronError, register_neuron, register_unsupported
+from . import FrameworkNeuron, InternalWeight, UnsupportedNeuronError, register_neuron, register_unsupported
 
 FRAMEWORK = "snntorch"
 
@@ -71,7 +71,7 @@ _NON_DECAYING_HORIZON = 2048
 # ------------------------------------------------------------------------------------------------
 # reading values
 # ------------------------------------------------------------------------------------------------
-def _name(module: nn.Module) -> str:
+def _name(module: FrameworkNeuron) -> str:
     return f"snntorch.{type(module).__name__}"
 
 
@@ -97,7 +97,7 @@ def _decay(value) -> torch.Tensor:
     return decay.reshape(()) if decay.numel() == 1 else decay  # shared: no spurious neuron axis in responses
 
 
-def _reset_of(module: nn.Module) -> str:
+def _reset_of(module: FrameworkNeuron) -> str:
     """The reset actually applied: the bound update rule first (1.0.0 fixes it at construction), then the
     ``reset_mechanism_val`` buffer and the ``reset_mechanism`` string (older versions switch on those).
 
@@ -120,7 +120,7 @@ def _reset_of(module: nn.Module) -> str:
     raise NeuronSpecError(f"{_name(module)}: cannot tell its reset mechanism (state_function {rule!r})")
 
 
-def _common(module: nn.Module) -> dict:
+def _common(module: FrameworkNeuron) -> dict:
     """Threshold, spike scale and surrogate, shared by every snnTorch neuron."""
     return dict(
         threshold=_compact(_live(module.threshold)),
@@ -139,7 +139,7 @@ def _spec(**values) -> NeuronSpec:
 # ------------------------------------------------------------------------------------------------
 # running the module itself (for responses outside the canonical form)
 # ------------------------------------------------------------------------------------------------
-def _silent_copy(module: nn.Module) -> nn.Module:
+def _silent_copy(module: FrameworkNeuron) -> FrameworkNeuron:
     """A shallow copy that shares the parameter tensors but has its own slots, with spiking disabled.
 
     Not ``deepcopy``: state tensors left by a training step are non-leaf and cannot be deep-copied.
@@ -165,7 +165,7 @@ def _silent_copy(module: nn.Module) -> nn.Module:
 
 
 def _measure_response(
-    module: nn.Module, states: Sequence[str], shape: tuple[int, ...], steps: Optional[int] = None
+    module: FrameworkNeuron, states: Sequence[str], shape: tuple[int, ...], steps: Optional[int] = None
 ) -> torch.Tensor:
     """K[k] of ``module``'s own forward for a unit input at k = 0, per neuron of ``shape`` (until it has
     decayed, or for ``steps`` steps)."""
@@ -198,12 +198,12 @@ def _synaptic_response(alpha: torch.Tensor, beta: torch.Tensor, steps: int) -> t
 # ------------------------------------------------------------------------------------------------
 # to_spec functions
 # ------------------------------------------------------------------------------------------------
-def leaky_spec(module: nn.Module) -> NeuronSpec:
+def leaky_spec(module: FrameworkNeuron) -> NeuronSpec:
     """``Leaky`` and ``RLeaky``: c = 1, β = beta.clamp(0, 1)."""
     return _spec(beta=_compact(_decay(module.beta)), input_scale=1.0, reset=_reset_of(module), **_common(module))
 
 
-def synaptic_spec(module: nn.Module) -> NeuronSpec:
+def synaptic_spec(module: FrameworkNeuron) -> NeuronSpec:
     """``Synaptic`` and ``RSynaptic``: α = alpha.clamp(0, 1) as a current stage, c = 1."""
     alpha, beta = _decay(module.alpha), _decay(module.beta)
     values = dict(beta=_compact(beta), input_scale=1.0, reset=_reset_of(module), **_common(module))
@@ -214,7 +214,7 @@ def synaptic_spec(module: nn.Module) -> NeuronSpec:
     return _spec(impulse_response=_synaptic_response(alpha, beta, _NON_DECAYING_HORIZON), shape=shape, **values)
 
 
-def alpha_spec(module: nn.Module) -> NeuronSpec:
+def alpha_spec(module: FrameworkNeuron) -> NeuronSpec:
     """``Alpha``: the impulse response measured on the module (K[0] = 0, a one-step delay)."""
     alpha, beta = _decay(module.alpha), _decay(module.beta)
     # τ exactly as forward writes it (also finite for β clamped to 0, where ln β/(ln β − ln α) is nan)
@@ -235,7 +235,7 @@ def alpha_spec(module: nn.Module) -> NeuronSpec:
     )
 
 
-def lapicque_spec(module: nn.Module) -> NeuronSpec:
+def lapicque_spec(module: FrameworkNeuron) -> NeuronSpec:
     """``Lapicque``: decay 1 − dt/(RC) and input gain R·dt/(RC), from the R, C, time_step buffers."""
     if not (hasattr(module, "R") and hasattr(module, "C")):
         # snnTorch registers R and C only for some argument combinations (not for beta, R and C all given),
@@ -252,7 +252,7 @@ def lapicque_spec(module: nn.Module) -> NeuronSpec:
     return _spec(beta=_compact(decay), input_scale=_compact(gain), reset=_reset_of(module), **_common(module))
 
 
-def leaky_parallel_spec(module: nn.Module) -> NeuronSpec:
+def leaky_parallel_spec(module: FrameworkNeuron) -> NeuronSpec:
     """``LeakyParallel``: β = the diagonal of ``rnn.weight_hh_l0``, no reset, c = 1 (W_ih is internal)."""
     # forward does not clamp W_hh. Below 0 the ReLU zeroes the membrane after a positive input, so 0 is the
     # exact response; above 1 the membrane grows and 1 (no leak) is the nearest value the spec can hold.
@@ -261,7 +261,7 @@ def leaky_parallel_spec(module: nn.Module) -> NeuronSpec:
 
 
 def _unsupported(reason: str) -> Callable[[nn.Module], NeuronSpec]:
-    def to_spec(module: nn.Module) -> NeuronSpec:
+    def to_spec(module: FrameworkNeuron) -> NeuronSpec:
         raise UnsupportedNeuronError(
             f"not supported yet: {type(module).__module__}.{type(module).__qualname__} ({FRAMEWORK} neuron): "
             f"{reason}; register it with snn_initplug.register_neuron(cls, to_spec)"
@@ -273,7 +273,7 @@ def _unsupported(reason: str) -> Callable[[nn.Module], NeuronSpec]:
 # ------------------------------------------------------------------------------------------------
 # internal weights
 # ------------------------------------------------------------------------------------------------
-def recurrent_weights(module: nn.Module) -> list[InternalWeight]:
+def recurrent_weights(module: FrameworkNeuron) -> list[InternalWeight]:
     """``RLeaky``/``RSynaptic``: ``recurrent.weight`` (Linear or Conv2d), or the one-to-one gain ``V``."""
     weight = getattr(getattr(module, "recurrent", None), "weight", None)
     if isinstance(weight, nn.Parameter):
@@ -283,7 +283,7 @@ def recurrent_weights(module: nn.Module) -> list[InternalWeight]:
     return []
 
 
-def leaky_parallel_weights(module: nn.Module) -> list[InternalWeight]:
+def leaky_parallel_weights(module: FrameworkNeuron) -> list[InternalWeight]:
     """The input projection; W_hh only when dense (``weight_hh_enable=True``), as then it is a recurrent
     weight. Diagonal, it holds the decays β, which an initializer must not overwrite."""
     rnn = module.rnn
@@ -314,19 +314,19 @@ _UNSUPPORTED_SUBCLASSES = (
 )
 
 
-def _to_rest(module: nn.Module) -> None:
+def _to_rest(module: FrameworkNeuron) -> None:
     """snnTorch states to zero (``reset_mem``; ``LeakyParallel`` keeps none)."""
     if callable(getattr(module, "reset_mem", None)):
         module.reset_mem()
 
 
-def _time_major(module: nn.Module) -> bool:
+def _time_major(module: FrameworkNeuron) -> bool:
     """``LeakyParallel`` runs a whole ``[T, B, ...]`` sequence through ``nn.RNN`` in one call."""
     return isinstance(module, getattr(snntorch, "LeakyParallel", ()))
 
 
 # snnTorch calls spike_grad on the previous membrane first (the detached reset signal), then on the new one
-_RUNS = dict(reset=_to_rest, time_major=_time_major, fires_on_last_call=True)
+_RUNS: dict[str, Any] = dict(reset=_to_rest, time_major=_time_major, fires_on_last_call=True)
 
 
 def _register() -> None:

@@ -41,12 +41,14 @@ supported class that replaces its update methods.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import neuron as sj_neuron
 
 from ..neuron import NeuronSpec
-from . import UnsupportedNeuronError, register_neuron, register_unsupported
+from . import FrameworkNeuron, UnsupportedNeuronError, register_neuron, register_unsupported
 
 FRAMEWORK = "spikingjelly"
 
@@ -65,7 +67,7 @@ _UPDATE_METHODS = (
 )
 
 
-def _common(m: nn.Module) -> dict:
+def _common(m: FrameworkNeuron) -> dict:
     """Threshold, reset and surrogate: the same attributes on every supported class, in both versions."""
     fields = dict(
         threshold=m.v_threshold,
@@ -87,24 +89,24 @@ def _reset(v_reset) -> dict:
     return dict(reset="hard", reset_value=float(v_reset))
 
 
-def _read_if(m: nn.Module) -> NeuronSpec:
+def _read_if(m: FrameworkNeuron) -> NeuronSpec:
     # HalfThresholdIFNode is this IF too: it only starts at V = θ/2, an input-independent offset.
     return NeuronSpec(beta=1.0, input_scale=1.0, **_common(m))
 
 
-def _read_lif(m: nn.Module) -> NeuronSpec:
+def _read_lif(m: FrameworkNeuron) -> NeuronSpec:
     # tau is read live: SpikingJelly reads m.tau at call time, so a changed tau changes the dynamics.
     return NeuronSpec.from_tau(m.tau, decay_input=bool(m.decay_input), **_common(m))
 
 
-def _read_plif(m: nn.Module) -> NeuronSpec:
+def _read_plif(m: FrameworkNeuron) -> NeuronSpec:
     # 1/tau = sigmoid(w) with w the learned parameter, read at every call so training updates are seen.
     # float64 before the sigmoid keeps beta = 1 - sigmoid(w) accurate for large w.
     tau = 1.0 / torch.sigmoid(m.w.detach().to(torch.float64))
     return NeuronSpec.from_tau(tau, decay_input=bool(m.decay_input), **_common(m))
 
 
-def _read_cuba_lif(m: nn.Module) -> NeuronSpec:
+def _read_cuba_lif(m: FrameworkNeuron) -> NeuronSpec:
     # The current stage decays by c_decay and the membrane by v_decay, with no input scaling.
     return NeuronSpec(beta=m.v_decay, input_scale=1.0, synaptic_decay=m.c_decay, **_common(m))
 
@@ -125,7 +127,7 @@ _READERS = {
 }
 
 
-def _replaced_update(module: nn.Module, cls: type):
+def _replaced_update(module: FrameworkNeuron, cls: type):
     """The first update method that ``type(module)`` defines differently from ``cls``, or None."""
     for name in _UPDATE_METHODS:
         if getattr(type(module), name, None) is not getattr(cls, name, None):
@@ -136,7 +138,7 @@ def _replaced_update(module: nn.Module, cls: type):
 def _checked(cls: type, reader):
     """``reader`` for ``cls`` and for subclasses that keep its update; others raise UnsupportedNeuronError."""
 
-    def to_spec(module: nn.Module) -> NeuronSpec:
+    def to_spec(module: FrameworkNeuron) -> NeuronSpec:
         replaced = _replaced_update(module, cls)
         if replaced is not None:
             klass = type(module)
@@ -150,17 +152,17 @@ def _checked(cls: type, reader):
     return to_spec
 
 
-def _to_rest(module: nn.Module) -> None:
+def _to_rest(module: FrameworkNeuron) -> None:
     """Memories back to their defaults."""
     module.reset()
 
 
-def _time_major(module: nn.Module) -> bool:
+def _time_major(module: FrameworkNeuron) -> bool:
     """``step_mode='m'``: one call takes the whole ``[T, B, ...]`` sequence."""
     return getattr(module, "step_mode", "s") == "m"
 
 
-def _surrogate_path(module: nn.Module):
+def _surrogate_path(module: FrameworkNeuron):
     """0.0.0.0.14 runs TorchScript kernels without the surrogate in eval mode and CuPy kernels that need the
     surrogate's CUDA code: the neuron alone (not BatchNorm or Dropout) goes to training mode and the ``torch``
     backend, the same equations step by step. 2.x takes its torch reference path for any surrogate defined
@@ -180,7 +182,7 @@ def _surrogate_path(module: nn.Module):
     return undo
 
 
-_RUNS = dict(reset=_to_rest, time_major=_time_major, surrogate_path=_surrogate_path)
+_RUNS: dict[str, Any] = dict(reset=_to_rest, time_major=_time_major, surrogate_path=_surrogate_path)
 
 
 def _register() -> None:
