@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -34,6 +34,8 @@ __all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYER
            "preserved", "reset_neuron", "first_tensor", "run_model", "fans", "neuron_modules"]
 
 WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+WeightLayer = Union[nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                    nn.ConvTranspose3d]  # a module of WEIGHT_LAYERS, for annotations
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 # Containers whose forward runs the children in registration order (SpikingJelly's containers subclass these).
 SEQUENTIAL = (nn.Sequential,)
@@ -241,7 +243,8 @@ def preserved(model: nn.Module):
 # --------------------------------------------------------------------------------------------------------
 def neuron_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """``(name, module)`` of every spiking neuron of ``model`` (a neuron's own submodules are not neurons)."""
-    found, inside = [], []
+    found: list[tuple[str, nn.Module]] = []
+    inside: list[str] = []
     for name, module in model.named_modules():
         if any(name.startswith(prefix + ".") for prefix in inside):
             continue  # a neuron's own submodules (its surrogate, its recurrent layer) are not separate neurons
@@ -291,7 +294,8 @@ def _trace_sources(node, boundaries: dict[int, str], weights: dict[int, str], no
     """
     layers: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     spikes: list[str] = []
-    stack, visited = [(node, (), ())], set()
+    stack: list[tuple[Any, tuple[str, ...], tuple[str, ...]]] = [(node, (), ())]
+    visited: set[int] = set()
     while stack:
         current, path_norms, path_passes = stack.pop()
         if current is None or id(current) in visited:
@@ -369,8 +373,11 @@ def _read_spec(name: str, module: nn.Module) -> NeuronSpec:
     from .adapters import UnsupportedNeuronError
 
     label = f"{name or 'the model'} ({type(module).__name__})"
+    adapter = find_adapter(module)
+    if adapter is None:  # found by neuron_modules, so only an unregister_neuron since then gets here
+        raise PlanError(f"plan: neuron {label} has no adapter (it was unregistered while planning)")
     try:
-        spec = find_adapter(module).to_spec(module)
+        spec = adapter.to_spec(module)
     except NeuronSpecError as exc:
         raise NeuronSpecError(f"plan: neuron {label}: {exc}") from exc
     except UnsupportedNeuronError:
@@ -411,7 +418,9 @@ def _internal_layers(neuron_name: str, neuron: nn.Module, spec: NeuronSpec, stat
 
 
 def _weight_map(model: nn.Module, neuron_names: Sequence[str]):
-    weights, norms, modules = {}, {}, {}
+    weights: dict[int, str] = {}
+    norms: dict[int, str] = {}
+    modules: dict[str, WeightLayer] = {}
     for name, module in model.named_modules():
         if any(name == n or name.startswith(n + ".") for n in neuron_names if n):
             continue
@@ -431,7 +440,7 @@ class _ForwardRecord:
     statistics and input node, each neuron's input node, the graph nodes of neurons' outputs (boundaries) and of
     the pass-through modules. The graph nodes are kept alive while their ``id()`` is used as a key."""
 
-    def __init__(self, model: nn.Module, neurons: list[tuple[str, nn.Module]], modules: dict[str, nn.Module]):
+    def __init__(self, model: nn.Module, neurons: list[tuple[str, nn.Module]], modules: dict[str, WeightLayer]):
         self.model, self.neurons, self.modules = model, neurons, modules
         self.neuron_names = [n for n, _ in neurons]
         # statistics of a neuron's own input and output are needed only for the weights inside it
@@ -490,8 +499,8 @@ class _ForwardRecord:
         return name in self.neuron_names or any(name.startswith(n + ".") for n in self.neuron_names if n)
 
     def install(self) -> None:
-        for name, module in self.modules.items():
-            self.handles.append(module.register_forward_pre_hook(self._layer_pre_hook(name)))
+        for name, layer in self.modules.items():
+            self.handles.append(layer.register_forward_pre_hook(self._layer_pre_hook(name)))
         for name, module in self.neurons:
             self.handles.append(module.register_forward_pre_hook(self._neuron_pre_hook(name)))
             self.handles.append(module.register_forward_hook(self._neuron_hook(name)))
@@ -602,10 +611,11 @@ def _plan_by_module_order(model, neurons, specs) -> Plan:
             yield from leaves(child, f"{prefix}.{name}" if prefix else name)
 
     layers, unfed = [], []
-    pending: Optional[tuple[str, nn.Module]] = None
-    norm, between = None, []
+    pending: Optional[tuple[str, WeightLayer]] = None
+    norm: Optional[str] = None
+    between: list[str] = []
     last_neuron: Optional[str] = None
-    feed = {"input_source": "data", "upstream": ()}
+    feed: dict[str, Any] = {"input_source": "data", "upstream": ()}
     for name, module in leaves(model, ""):
         if isinstance(module, WEIGHT_LAYERS):
             if pending is None:  # a layer straight after a neuron (or the input) reads its spikes (or the data)
