@@ -153,9 +153,9 @@ def _spike_rate(outputs: Sequence[torch.Tensor], group=None) -> float:
 class _Group:
     neuron_name: str
     neuron: nn.Module
-    params: list[tuple[str, torch.nn.Parameter]]  # scaled together
+    params: list[tuple[str, torch.Tensor]]  # scaled together
     layers: list[LayerPlan]
-    biases: list[tuple[str, torch.nn.Parameter]]
+    biases: list[tuple[str, torch.Tensor]]
 
 
 def _groups(model: nn.Module, p: Plan, skip=None) -> list[_Group]:
@@ -231,11 +231,20 @@ def _chain_ready(model: nn.Module, groups: list[_Group]) -> Optional[list[tuple[
     return units
 
 
+def _output(unit: nn.Module, value: Any) -> torch.Tensor:
+    """The tensor a unit of the chain returned (the first of a tuple): what the next unit is called on."""
+    tensor = first_tensor(value)
+    if tensor is None:
+        raise PlanError(f"calibrate: {type(unit).__name__} returned no tensor, so the model cannot be calibrated "
+                        "as a chain of units; pass mode='model'")
+    return tensor
+
+
 def _run_units(units: Sequence[nn.Module], calls: list[torch.Tensor]) -> list[torch.Tensor]:
     out = []
     for x in calls:
         for unit in units:
-            x = first_tensor(unit(x))
+            x = _output(unit, unit(x))
         out.append(x)
     return out
 
@@ -271,32 +280,33 @@ def _calibrate_segment(segment, group, acts, target_rate, tolerance, max_evals, 
     pre, scaled, post = segment[:owner], segment[owner], segment[owner + 1:-1]
     with torch.no_grad():
         x_pre = _run_units(pre, acts)
-    affine = isinstance(scaled, WEIGHT_LAYERS) and scaled.weight is param
+    # a layer whose own weight is scaled is linear in it: its output at scale s is s·(Wx) + b
+    affine = scaled if isinstance(scaled, WEIGHT_LAYERS) and scaled.weight is param else None
     snapshot = StateSnapshot(nn.ModuleList(segment))
-    if affine:
+    if affine is not None:
         with torch.no_grad():
-            bias = scaled.bias
-            z1 = [scaled(x) for x in x_pre]
-            direction = [z - _bias_like(scaled, z) for z in z1] if bias is not None else z1
+            bias = affine.bias
+            z1 = [affine(x) for x in x_pre]
+            direction = [z - _bias_like(affine, bias, z) for z in z1] if bias is not None else z1
     original = param.detach().clone()
 
     def outputs_at(s: float) -> list[torch.Tensor]:
         snapshot.restore()
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            if affine:
-                z = [s * d + _bias_like(scaled, d) if bias is not None else s * d for d in direction]
+            if affine is not None:
+                z = [s * d + _bias_like(affine, bias, d) if bias is not None else s * d for d in direction]
             else:
                 param.copy_(original * s)
                 try:
-                    z = [first_tensor(scaled(x)) for x in x_pre]
+                    z = [_output(scaled, scaled(x)) for x in x_pre]
                 finally:
                     param.copy_(original)
             out = []
             for zz in z:
                 for module in post:
-                    zz = first_tensor(module(zz))
-                out.append(first_tensor(unit(zz)))
+                    zz = _output(module, module(zz))
+                out.append(_output(unit, unit(zz)))
         return out
 
     target = _target_for(group.neuron_name, target_rate)
@@ -317,11 +327,11 @@ def _is_neuron_unit(unit: nn.Module) -> bool:
         return False
 
 
-def _bias_like(layer: nn.Module, z: torch.Tensor) -> torch.Tensor:
+def _bias_like(layer: nn.Module, bias: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """The layer's bias shaped to broadcast over its output: last dim for Linear, channel dim for Conv."""
     if isinstance(layer, nn.Linear):
-        return layer.bias
-    return layer.bias.reshape((-1,) + (1,) * (z.dim() - 2))
+        return bias
+    return bias.reshape((-1,) + (1,) * (z.dim() - 2))
 
 
 # ----------------------------------------------------------------------------------------------------------
