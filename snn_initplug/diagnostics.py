@@ -44,7 +44,7 @@ import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import torch
 import torch.nn as nn
@@ -185,6 +185,9 @@ class _SpikeCounter:
         self.observations += per_neuron.shape[0]
 
     def rates(self) -> torch.Tensor:
+        """Spikes per observation of each neuron; empty when the layer was called but returned no tensor."""
+        if self.counts is None:
+            return torch.zeros(0, dtype=torch.float64)
         return self.counts / self.observations
 
 
@@ -246,7 +249,9 @@ class _ModuleRecorder(nn.Module):
     """The recorder for spike functions stored as child modules (SpikingJelly). Being defined outside
     SpikingJelly's surrogate module, it makes SpikingJelly 2.x take its torch reference path."""
 
-    def __init__(self, original: nn.Module):
+    recorder: _Recorder
+
+    def __init__(self, original: Callable):
         super().__init__()
         # not a registered child: the model's module list, devices and state_dict stay as they were
         object.__setattr__(self, "recorder", _Recorder(original))
@@ -259,18 +264,20 @@ class _ModuleRecorder(nn.Module):
         return self.recorder(x, *args, **kwargs)
 
 
-def _install_recorder(module: nn.Module, spike_fn: Callable):
+def _install_recorder(module: nn.Module, spike_fn: Callable
+                      ) -> tuple[Optional[Union[_Recorder, _ModuleRecorder]], Callable[[], None]]:
     """Replace every attribute of ``module`` that holds ``spike_fn`` by one recorder. Returns the recorder
     and an undo function, or (None, no-op) when the neuron does not keep its spike function as an attribute."""
     children = [name for name, child in module._modules.items() if child is spike_fn]
     plain = [name for name, value in vars(module).items() if value is spike_fn]
     if not children and not plain:
         return None, lambda: None
-    recorder = _ModuleRecorder(spike_fn) if children else _Recorder(spike_fn)
+    as_child = _ModuleRecorder(spike_fn) if children else None  # a child slot must hold a module
+    recorder = as_child.recorder if as_child is not None else _Recorder(spike_fn)
     for name in children:
-        module._modules[name] = recorder
+        module._modules[name] = as_child
     for name in plain:
-        module.__dict__[name] = recorder.recorder if isinstance(recorder, _ModuleRecorder) else recorder
+        module.__dict__[name] = recorder
 
     def undo():
         for name in children:
@@ -278,7 +285,7 @@ def _install_recorder(module: nn.Module, spike_fn: Callable):
         for name in plain:
             module.__dict__[name] = spike_fn
 
-    return recorder, undo
+    return (as_child if as_child is not None else recorder), undo
 
 
 def _leading_dims(module: nn.Module) -> int:
@@ -348,7 +355,7 @@ def _weights_by_neuron(p: Plan) -> dict[str, list[tuple[str, torch.Tensor]]]:
 
 def _gradient_norms(loss: torch.Tensor, feeding: dict[str, list[tuple[str, torch.Tensor]]]) -> dict[str, float]:
     """||dL/dW||₂ of every feeding weight, by torch.autograd.grad (nothing is accumulated into .grad)."""
-    named = {}
+    named: dict[str, torch.Tensor] = {}
     for entries in feeding.values():
         for name, weight in entries:
             named.setdefault(name, weight)
@@ -453,12 +460,14 @@ class _Observation:
         for name, module, spec in p.neurons:
             if reset_state:
                 reset_neuron(module)
-            recorder, remove = _install_recorder(module, spec.surrogate) if spec.surrogate is not None else (None, None)
-            if recorder is not None:
+            recorder = None
+            if spec.surrogate is not None:
+                recorder, remove = _install_recorder(module, spec.surrogate)
                 undo.callback(remove)
-                self.recorders[name] = recorder
-                self.membranes[name] = _MembraneStats(spec.surrogate, spec.threshold)
-            else:
+                if recorder is not None:
+                    self.recorders[name] = recorder
+                    self.membranes[name] = _MembraneStats(spec.surrogate, spec.threshold)
+            if recorder is None:
                 self.notes.append(f"{name}: the membrane is not observable (its spike function is not an attribute "
                                   "of the module)")
             undo.callback(use_surrogate_path(module))
@@ -481,10 +490,7 @@ def _layer_record(depth, name, p: Plan, counter: _SpikeCounter, membrane: Option
                   feeding, grad_norms: dict[str, float], want_grad: bool) -> LayerDiagnosis:
     module, spec = next((m, s) for n, m, s in p.neurons if n == name)
     names = tuple(layer for layer, _ in feeding.get(name, []))
-    if counter.counts is None:  # called, but returned no tensor
-        rates = torch.zeros(0, dtype=torch.float64)
-    else:
-        rates = counter.rates()
+    rates = counter.rates()
     mean, std, support = membrane.result() if membrane is not None else (None, None, None)
     per_layer = {layer: grad_norms[layer] for layer in names if layer in grad_norms}
     grad = math.sqrt(sum(v * v for v in per_layer.values())) if want_grad and names else None
