@@ -77,6 +77,8 @@ def _import_file(path: str):
         raise CommandError(f"no such file: {path}")
     name = "_snn_initplug_model_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # a path Python has no loader for
+        raise CommandError(f"cannot load {path}: not a Python source file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up by name
     try:
@@ -186,21 +188,25 @@ def _stepped(forward: Optional[Callable], steps: Optional[int]) -> Optional[Call
 # --------------------------------------------------------------------------------------------------------
 # Sub-commands
 # --------------------------------------------------------------------------------------------------------
-def _loss_for_classes(classes: int, seed: int):
-    """Cross-entropy against seeded random labels in [0, classes), one per sample of the time-averaged output."""
-    from .diagnostics import default_loss
-    from .planning import first_tensor
+class _RandomLabelLoss:
+    """Cross-entropy against seeded random labels in [0, classes), one per sample of the time-averaged output;
+    ``description`` is what diagnose prints for the loss."""
 
-    def loss_fn(output):
+    def __init__(self, classes: int, seed: int):
+        self.classes, self.seed = classes, seed
+        self.description = f"cross-entropy of the time-averaged output vs seeded random labels in [0, {classes})"
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        from .diagnostics import default_loss
+        from .planning import first_tensor
+
+        classes = self.classes
         out = first_tensor(output)
         if out is None or out.dim() < 2 or out.shape[-1] != classes:
             raise CommandError(f"--classes {classes}: the output (shape {tuple(getattr(out, 'shape', ()))}) must "
                                f"end with {classes} class scores")
-        labels = torch.randint(classes, out.shape[-2:-1], generator=torch.Generator().manual_seed(seed + 1))
+        labels = torch.randint(classes, out.shape[-2:-1], generator=torch.Generator().manual_seed(self.seed + 1))
         return default_loss(out, labels.to(out.device))[0]
-
-    loss_fn.description = f"cross-entropy of the time-averaged output vs seeded random labels in [0, {classes})"
-    return loss_fn
 
 
 RELAY_METHODS = ("spike_aware", "calibrated")  # the methods that take relay=
@@ -222,7 +228,7 @@ def cmd_diagnose(args) -> int:
 
     factory = load_factory(args.model)
     x = make_input(args.input_shape, args.binary, args.seed)
-    loss_fn = _loss_for_classes(args.classes, args.seed) if args.classes else None
+    loss_fn = _RandomLabelLoss(args.classes, args.seed) if args.classes else None
     records = {}
     for method in args.init or [AS_BUILT]:
         model, forward = build_model(factory, args.seed)
