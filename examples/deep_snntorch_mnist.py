@@ -188,6 +188,7 @@ def plot(results: Dict[str, Dict], out_dir: Path, evaluated_on: str, title: str)
         rates = result["rates_at_init"]
         ax.plot(range(1, len(rates) + 1), rates, "o-", ms=3, label=result["label"])
     ax.set(xlabel="layer", ylabel="firing rate at init", title=title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
