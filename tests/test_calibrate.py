@@ -137,3 +137,27 @@ def test_unreachable_target_is_reported_honestly():
         assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
     finally:
         sip.unregister_neuron(Step)
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_default_method_is_calibrated_and_asks_for_data():
+    import snntorch as snn
+
+    def make():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(40, 64), snn.Leaky(beta=0.9, init_hidden=True),
+                             nn.Linear(64, 64), snn.Leaky(beta=0.9, init_hidden=True))
+
+    x = torch.rand(32, 40, generator=torch.Generator().manual_seed(1))
+    by_default, explicit = make(), make()
+    sip.initialize(by_default, example_input=x, generator=torch.Generator().manual_seed(2))
+    sip.initialize(explicit, "calibrated", x, generator=torch.Generator().manual_seed(2))
+    assert all(torch.equal(a, b) for a, b in zip(by_default.parameters(), explicit.parameters()))
+    rates = measured_rates(by_default, lambda: by_default(x), snn.Leaky)
+    assert all(abs(r / 0.1587 - 1) < 0.05 for r in rates), rates  # the default target, 1 - Phi(1)
+    untouched = make()
+    before = [p.detach().clone() for p in untouched.parameters()]
+    with pytest.raises(sip.SnnInitError, match="needs example_input.*'ikun'"):
+        sip.initialize(untouched)
+    assert all(torch.equal(a, b) for a, b in zip(before, untouched.parameters()))
