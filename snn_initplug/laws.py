@@ -61,8 +61,34 @@ class Law:
 
 def membrane_target(threshold: float, *, sigma_u: Optional[float] = None, rate: Optional[float] = None,
                     mu_u: float = 0.0) -> float:
-    r""":math:`\sigma_U`: ``sigma_u`` when given, :math:`(\theta-\mu_U)/\Phi^{-1}(1-r)` for a target ``rate``
-    (then :math:`P(u > \theta) = r` for :math:`u \sim \mathcal{N}(\mu_U, \sigma_U^2)`), else :math:`\theta - \mu_U`."""
+    r"""The membrane standard deviation :math:`\sigma_U` that spike-aware and fluctuation-driven init aim at.
+
+    .. math::
+        \sigma_U = \theta - \mu_U \ \text{(default)}, \qquad
+        \sigma_U = \frac{\theta - \mu_U}{\Phi^{-1}(1 - r)} \ \text{(target rate } r\text{)}, \qquad
+        \text{or } \sigma_U \text{ as given,}
+
+    so that with a target rate :math:`P(u > \theta) = r` for :math:`u \sim \mathcal{N}(\mu_U, \sigma_U^2)`.
+
+    Args:
+        threshold: the firing threshold :math:`\theta`.
+        sigma_u: the target itself (then ``rate`` must be None).
+        rate: a target firing probability :math:`r` per step, in (0, 0.5].
+        mu_u: the mean membrane :math:`\mu_U`, below the threshold.
+
+    Returns:
+        float: :math:`\sigma_U`.
+
+    Raises:
+        InitError: both ``sigma_u`` and ``rate`` given, or ``mu_u`` not below the threshold.
+
+    Example:
+        >>> import snn_initplug as sip
+        >>> sip.membrane_target(1.0)  # one threshold gap
+        1.0
+        >>> sip.membrane_target(1.0, rate=0.1)  # 10% of the neurons above threshold
+        0.7803
+    """
     if sigma_u is not None and rate is not None:
         raise InitError("give the target as sigma_u= or as rate=, not both")
     if sigma_u is not None:
@@ -74,8 +100,23 @@ def membrane_target(threshold: float, *, sigma_u: Optional[float] = None, rate: 
 
 
 def ikun_law(fan_in: int, fan_out: int, kappa: float, *, mode: str = "fan_in") -> Law:
-    r"""IKUN: :math:`\mathcal{N}(0, \kappa/\mathrm{fan})`, ``fan`` by ``mode`` (``fan_in``, ``fan_out``,
-    ``fan_avg``, ``fan_sum``; see :func:`snn_initplug.theory.fan_for_mode`)."""
+    r"""IKUN's law (Chang et al. 2024): :math:`\mathcal{N}(0, \kappa/\mathrm{fan})`.
+
+    Args:
+        fan_in: inputs per output unit.
+        fan_out: outputs per input unit.
+        kappa: IKUN's gain :math:`\kappa` (:func:`snn_initplug.calculate_ikun_gain`).
+        mode: the fan that divides the variance: ``"fan_in"``, ``"fan_out"``, ``"fan_avg"`` (their mean) or
+            ``"fan_sum"`` (their sum, the released v2).
+
+    Returns:
+        Law: normal, mean 0, std :math:`\sqrt{\kappa/\mathrm{fan}}`.
+
+    Example:
+        >>> import snn_initplug as sip
+        >>> sip.ikun_law(784, 256, kappa=2.0)
+        Law(kind='normal', mean=0.0, std=0.0505, relay=0.0)
+    """
     fan = theory.fan_for_mode(fan_in, fan_out, mode)
     return Law("normal", 0.0, math.sqrt(theory.ikun_variance(fan, kappa)))
 
@@ -83,12 +124,34 @@ def ikun_law(fan_in: int, fan_out: int, kappa: float, *, mode: str = "fan_in") -
 def spike_aware_law(fan_in: int, threshold: float, sigma_u: float, input_second_moment: float,
                     kernel_sq_sum: float = 1.0, *, share: float = 1.0, relay: float = 0.0,
                     input_scale: float = 1.0) -> Law:
-    r"""Spike-aware (Micheli et al. 2024): :math:`\mathcal{N}(0, s\,\sigma_u^2/(\mathrm{fan\_in}\,q\,\Sigma K^2))`.
+    r"""Spike-aware law (Micheli et al. 2024): the weights that give the membrane the standard deviation
+    :math:`\sigma_u` when ``fan_in`` inputs of second moment :math:`q` arrive through the kernel :math:`K`,
+
+    .. math::
+        W \sim \mathcal{N}\Big(0,\ \frac{s\,\sigma_u^2}{\mathrm{fan\_in}\; q\; \Sigma K^2}\Big).
 
     ``share`` :math:`s` is the fraction of the membrane variance this weight provides (several layers summed
     into one neuron split it). ``relay`` :math:`\rho > 0` (spike inputs of probability :math:`q` only) keeps
     :math:`1-\rho` of the variance random and adds a one-to-one relay path (:func:`calculate_relay`, with the
     neuron's input scaling ``input_scale``).
+
+    Args:
+        fan_in: inputs per output unit.
+        threshold: the firing threshold :math:`\theta` (used by the relay weight).
+        sigma_u: the membrane target :math:`\sigma_u` (:func:`membrane_target`).
+        input_second_moment: :math:`q = E[x^2]` of the input (the rate, for spikes).
+        kernel_sq_sum: :math:`\Sigma K^2` of the neuron over the horizon the variance should hold at.
+        share: :math:`s`, in (0, 1].
+        relay: :math:`\rho` in [0, 1).
+        input_scale: the neuron's input scaling :math:`c`.
+
+    Returns:
+        Law: normal, mean 0, the std above (times :math:`\sqrt{1-\rho}`), and the relay weight.
+
+    Example:
+        >>> import snn_initplug as sip
+        >>> sip.spike_aware_law(784, threshold=1.0, sigma_u=1.0, input_second_moment=0.1)
+        Law(kind='normal', mean=0.0, std=0.1129, relay=0.0)
     """
     std = math.sqrt(theory.spike_aware_variance(1.0, sigma_u, input_second_moment, kernel_sq_sum) * share / fan_in)
     if not relay:
@@ -100,10 +163,36 @@ def spike_aware_law(fan_in: int, threshold: float, sigma_u: float, input_second_
 def fluctuation_law(fan_in: int, input_mean: float, input_second_moment: float, kernel_sum: float,
                     kernel_sq_sum: float, *, mu_u: float = 0.0, sigma_u: float = 1.0, share: float = 1.0,
                     total_drive: Optional[float] = None) -> Law:
-    r"""Fluctuation-driven (Rossbroich et al. 2022): :math:`\mathcal{N}(\mu_w, \sigma_w^2)` with
-    :math:`\mu_w = \mu_U/(D\,\Sigma K)`, :math:`\sigma_w^2 = s\,\sigma_U^2/(\mathrm{fan\_in}\,q\,\Sigma K^2) - \mu_w^2`,
+    r"""Fluctuation-driven law (Rossbroich et al. 2022): :math:`\mathcal{N}(\mu_w, \sigma_w^2)` with
+
+    .. math::
+        \mu_w = \frac{\mu_U}{D\,\Sigma K}, \qquad
+        \sigma_w^2 = \frac{s\,\sigma_U^2}{\mathrm{fan\_in}\; q\; \Sigma K^2} - \mu_w^2,
+
     the total drive :math:`D = \mathrm{fan\_in}\cdot m` (or ``total_drive`` when several populations feed the
-    neuron) and the variance share :math:`s`."""
+    neuron) and the variance share :math:`s`.
+
+    Args:
+        fan_in: inputs per output unit.
+        input_mean: :math:`m = E[x]` of the input (the rate, for spikes).
+        input_second_moment: :math:`q = E[x^2]` of the input (the rate, for spikes).
+        kernel_sum: :math:`\Sigma K` of the neuron's impulse response.
+        kernel_sq_sum: :math:`\Sigma K^2` of the neuron's impulse response.
+        mu_u: the target membrane mean :math:`\mu_U`.
+        sigma_u: the target membrane standard deviation :math:`\sigma_U`.
+        share: :math:`s`, in (0, 1].
+        total_drive: :math:`D` when several populations feed the neuron.
+
+    Returns:
+        Law: normal with mean :math:`\mu_w` and std :math:`\sigma_w`.
+
+    Example:
+        A LIF neuron with β = 0.9 (:math:`\Sigma K = 10`, :math:`\Sigma K^2 = 1/(1-0.81)`), inputs spiking at 10%:
+
+        >>> import snn_initplug as sip
+        >>> sip.fluctuation_law(784, 0.1, 0.1, 10.0, 1 / 0.19, mu_u=0.0, sigma_u=1.0)
+        Law(kind='normal', mean=0.0, std=0.0492, relay=0.0)
+    """
     stats = theory.fluctuation_stats(fan_in, input_mean, input_second_moment, kernel_sum, kernel_sq_sum, mu_u,
                                      sigma_u, share, total_drive)
     return Law("normal", stats.mean, stats.std)
@@ -114,17 +203,30 @@ BASELINES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "x
 
 
 def baseline_law(name: str, fan_in: int, fan_out: int) -> Law:
-    """The baselines used for comparison:
+    """The law of a baseline initializer, one of:
 
-    ==================  ===========================================================
-    ``default``         PyTorch's Linear/Conv default: U(±1/√fan_in) (``kaiming_uniform_(a=√5)``)
-    ``kaiming_normal``  N(0, 2/fan_in) (ReLU gain)
-    ``kaiming_uniform`` U(±√(6/fan_in))
-    ``xavier_normal``   N(0, 2/(fan_in + fan_out))
-    ``xavier_uniform``  U(±√(6/(fan_in + fan_out)))
-    ``lecun_normal``    N(0, 1/fan_in)
-    ``spikingjelly``    SpikingJelly's ``kaiming_normal_conv_linear_weight``: N(0, 1/(3 fan_in))
-    ==================  ===========================================================
+    ===================  ===========================================================
+    ``default``          PyTorch's Linear/Conv default: U(±1/√fan_in) (``kaiming_uniform_(a=√5)``)
+    ``kaiming_normal``   N(0, 2/fan_in) (ReLU gain)
+    ``kaiming_uniform``  U(±√(6/fan_in))
+    ``xavier_normal``    N(0, 2/(fan_in + fan_out))
+    ``xavier_uniform``   U(±√(6/(fan_in + fan_out)))
+    ``lecun_normal``     N(0, 1/fan_in)
+    ``spikingjelly``     SpikingJelly's ``kaiming_normal_conv_linear_weight``: N(0, 1/(3 fan_in))
+    ===================  ===========================================================
+
+    Args:
+        name: the baseline's name, from the table.
+        fan_in: inputs per output unit.
+        fan_out: outputs per input unit.
+
+    Returns:
+        Law: normal, or uniform (its std is the half-width over √3).
+
+    Example:
+        >>> import snn_initplug as sip
+        >>> sip.baseline_law("kaiming_normal", 784, 256)
+        Law(kind='normal', mean=0.0, std=0.0505, relay=0.0)
     """
     if fan_in <= 0 or fan_out <= 0:
         raise InitError(f"zero fan (fan_in={fan_in}, fan_out={fan_out}): nothing to initialize")
@@ -167,6 +269,23 @@ def calculate_relay(relay: float, dense_std: float, fan_in: int, threshold: floa
     Why: threshold units with dense random weights are chaotic, so the class information of the input fades
     within a few layers even when every layer fires at its target; a dominant one-to-one path carries it
     through depth (measured in ``benchmarks/deep_mnist.py``).
+
+    Args:
+        relay: :math:`\rho` in [0, 1).
+        dense_std: :math:`\sigma_w`, the std of the law without relay.
+        fan_in: inputs per output unit.
+        threshold: the firing threshold :math:`\theta`.
+        input_rate: the input's spike probability :math:`p`.
+        input_scale: the neuron's input scaling :math:`c`.
+
+    Returns:
+        tuple[float, float]: the std of the dense part and the relay weight (0 when ``relay`` is 0).
+
+    Example:
+        >>> import snn_initplug as sip
+        >>> dense, weight = sip.calculate_relay(0.9, dense_std=0.1, fan_in=512, threshold=1.0, input_rate=0.16)
+        >>> round(dense, 4), round(weight, 3)
+        (0.0316, 1.865)
     """
     relay = check_relay(relay)
     dense = dense_std * math.sqrt(1.0 - relay)
