@@ -82,11 +82,25 @@ def sample(law: Law, shape, *, dtype=torch.float32, device=None, generator: Opti
 
 
 def relay_pattern(shape, *, dtype=torch.float32) -> torch.Tensor:
-    """0/1 tensor with one entry per output unit: output ``i`` relays input ``i mod fan_in``.
+    r"""0/1 tensor with one entry per output unit: output ``i`` relays input ``i mod fan_in``.
 
     Linear ``(out, in)``: ``P[i, i % in] = 1`` (the identity when square). Convolution
     ``(out, in/groups, *kernel)``: the kernel centre of input channel ``i % (in/groups)`` of output channel
     ``i`` (within its group), so a "same"-padded convolution copies that channel, as ``torch.nn.init.dirac_``.
+
+    Args:
+        shape: the weight's shape, ``(out, in)`` or ``(out, in/groups, *kernel)``.
+        dtype: the pattern's dtype.
+
+    Returns:
+        Tensor: the 0/1 pattern :math:`P` of the relay structure :math:`W = g\,P + \sqrt{1-\rho}\;\sigma_w Z`.
+
+    Example:
+        >>> import snn_initplug as sip
+        >>> sip.relay_pattern((3, 2))
+        tensor([[1., 0.],
+                [0., 1.],
+                [1., 0.]])
     """
     shape = tuple(shape)
     if len(shape) < 2:
@@ -140,6 +154,25 @@ def calculate_ikun_gain(
       released or 2.
 
     Warns when κ lies far outside 1–3 (sharp or narrow surrogates give very large gains), with the reason.
+
+    Args:
+        surrogate: the neuron's spike function as the framework calls it (snnTorch ``spike_grad``,
+            SpikingJelly ``surrogate_function``); not needed for ``variant="reference"``.
+        variant: ``"surrogate"`` or ``"reference"``.
+        distribution: :class:`~snn_initplug.Uniform` or :class:`~snn_initplug.Normal` law of :math:`u - \theta`.
+        moment: :math:`k`, 1 or 2.
+        warn: warn about an unusual κ.
+
+    Returns:
+        float: :math:`\kappa`.
+
+    Example:
+        >>> import snntorch as snn
+        >>> import snn_initplug as sip
+        >>> sip.calculate_ikun_gain(snn.surrogate.atan(alpha=2.0))  # 1/E[h] over U(-1, 1)
+        2.4881
+        >>> sip.calculate_ikun_gain(variant="reference")  # the released code's constant
+        1.2737
     """
     IkunOptions(variant=variant, distribution=distribution, moment=moment)  # validates
     if variant == "reference":
@@ -181,6 +214,28 @@ def ikun_(
     Otherwise ``mode`` is ``fan_in`` (default), ``fan_out``, ``fan_avg`` or ``fan_sum``. See
     :func:`calculate_ikun_gain` for ``variant``, ``distribution`` and ``moment``; the law is
     :func:`snn_initplug.laws.ikun_law`.
+
+    Args:
+        tensor: an n-dimensional ``torch.Tensor`` (n ≥ 2), filled in place.
+        surrogate: the neuron's spike function (``snn.Leaky(...).spike_grad``, ``neuron.surrogate_function``).
+        variant: ``"surrogate"`` (κ from ``surrogate``) or ``"reference"`` (the released κ = 1.2737).
+        version: ``"v1"`` or ``"v2"`` (the released variants), or None to use ``mode``.
+        mode: ``"fan_in"`` (default), ``"fan_out"``, ``"fan_avg"`` or ``"fan_sum"``.
+        distribution: the law of :math:`u - \theta` the gain is averaged over (default ``Uniform(-1, 1)``).
+        moment: :math:`k` in :math:`\kappa = 1/E_D[h^k]`.
+        generator: a CPU ``torch.Generator`` to sample from.
+
+    Returns:
+        Tensor: ``tensor``.
+
+    Example:
+        >>> import torch, snntorch as snn
+        >>> import snn_initplug as sip
+        >>> w = torch.empty(256, 784)
+        >>> _ = sip.ikun_(w, snn.surrogate.atan(alpha=2.0), generator=torch.Generator().manual_seed(0))
+        >>> kappa = sip.calculate_ikun_gain(snn.surrogate.atan(alpha=2.0))
+        >>> round(w.std().item() / (kappa / 784) ** 0.5, 1)  # std = sqrt(κ / fan_in)
+        1.0
     """
     if _is_empty(tensor):
         return tensor
@@ -218,6 +273,24 @@ def calculate_spike_aware_gain(
     (:math:`\sigma_u = \theta/\Phi^{-1}(1-r)`, :func:`snn_initplug.laws.membrane_target`). Without
     ``input_second_moment`` the input is taken to be spikes at the self-consistent rate
     :math:`1 - \Phi(\theta/\sigma_u)`: 6.30 at :math:`\theta = \sigma_u = 1`.
+
+    Args:
+        threshold: the firing threshold :math:`\theta`.
+        sigma_u: the membrane target :math:`\sigma_u` (default :math:`\theta`).
+        rate: a target firing probability instead of ``sigma_u``.
+        input_second_moment: :math:`q_\mathrm{in}` of the input when it is known (default: spikes at the
+            self-consistent rate).
+        kernel_sq_sum: :math:`\Sigma K^2` of the neuron.
+
+    Returns:
+        float: :math:`\mathrm{fan\_in}\cdot\mathrm{Var}(W)`.
+
+    Example:
+        >>> import snn_initplug as sip
+        >>> sip.calculate_spike_aware_gain(1.0)
+        6.3030
+        >>> sip.calculate_spike_aware_gain(1.0, rate=0.1)
+        6.0887
     """
     threshold = _threshold(threshold)
     SpikeAwareOptions(sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment)
@@ -247,6 +320,28 @@ def spike_aware_(
     that variance random and adds a one-to-one relay path (:func:`calculate_relay`, :func:`relay_pattern`), for
     depth; ``input_scale`` is the neuron's input scaling :math:`c` (1 for snnTorch, :math:`1/\tau` for
     SpikingJelly's LIF with decay_input). The law is :func:`snn_initplug.laws.spike_aware_law`.
+
+    Args:
+        tensor: an n-dimensional ``torch.Tensor`` (n ≥ 2), filled in place.
+        threshold: the firing threshold :math:`\theta`.
+        sigma_u: the membrane target :math:`\sigma_u` (default :math:`\theta`).
+        rate: a target firing probability instead of ``sigma_u``.
+        input_second_moment: :math:`q_\mathrm{in}` when known.
+        kernel_sq_sum: :math:`\Sigma K^2` of the neuron.
+        relay: :math:`\rho` in [0, 1).
+        input_scale: the neuron's input scaling :math:`c`.
+        generator: a CPU ``torch.Generator`` to sample from.
+
+    Returns:
+        Tensor: ``tensor``.
+
+    Example:
+        >>> import torch
+        >>> import snn_initplug as sip
+        >>> w = torch.empty(512, 784)
+        >>> _ = sip.spike_aware_(w, threshold=1.0, generator=torch.Generator().manual_seed(0))
+        >>> round(w.var().item() * 784 / sip.calculate_spike_aware_gain(1.0), 1)  # Var(W) = gain / fan_in
+        1.0
     """
     if _is_empty(tensor):
         return tensor
@@ -283,6 +378,29 @@ def calculate_fluctuation(
     moment. ``kernel_sums`` = :math:`(\Sigma K, \Sigma K^2)` of the neuron's own impulse response. The membrane
     target is ``mu_u`` and ``sigma_u``, default :math:`\theta - \mu_U` (one threshold gap; the model-level rule
     uses the same default), or a target ``rate``.
+
+    Args:
+        fan_in: inputs per output unit.
+        kernel_sums: :math:`(\Sigma K, \Sigma K^2)` of the neuron.
+        threshold: the firing threshold :math:`\theta`.
+        input_rate: the spike probability of a spike input.
+        input_mean: :math:`m` of an analog input.
+        input_second_moment: :math:`q` of an analog input.
+        mu_u: the target membrane mean :math:`\mu_U`.
+        sigma_u: the target membrane standard deviation :math:`\sigma_U`.
+        rate: a target firing probability instead of ``sigma_u``.
+        variance_share: the share :math:`s` of the membrane variance this weight provides.
+        total_drive: :math:`D` when several populations feed the neuron.
+
+    Returns:
+        Law: normal with mean :math:`\mu_w` and std :math:`\sigma_w`.
+
+    Example:
+        A LIF neuron with β = 0.9 (:math:`\Sigma K = 10`, :math:`\Sigma K^2 = 1/0.19`), inputs spiking at 10%:
+
+        >>> import snn_initplug as sip
+        >>> sip.calculate_fluctuation(784, kernel_sums=(10.0, 1 / 0.19), input_rate=0.1)
+        Law(kind='normal', mean=0.0, std=0.0492, relay=0.0)
     """
     if input_rate is not None:
         if input_mean is not None or input_second_moment is not None:
@@ -298,7 +416,26 @@ def calculate_fluctuation(
 
 
 def fluctuation_(tensor: torch.Tensor, *, generator: Optional[torch.Generator] = None, **kwargs) -> torch.Tensor:
-    """Fill ``tensor`` from :func:`calculate_fluctuation` (same keyword arguments, ``fan_in`` from the tensor)."""
+    r"""Fill ``tensor`` with :math:`\mathcal{N}(\mu_w, \sigma_w^2)` from :func:`calculate_fluctuation`
+    (Rossbroich et al. 2022).
+
+    Args:
+        tensor: an n-dimensional ``torch.Tensor`` (n ≥ 2), filled in place; ``fan_in`` is read from it.
+        generator: a CPU ``torch.Generator`` to sample from.
+        **kwargs: the keyword arguments of :func:`calculate_fluctuation` (``kernel_sums`` and the input
+            statistics are required).
+
+    Returns:
+        Tensor: ``tensor``.
+
+    Example:
+        >>> import torch
+        >>> import snn_initplug as sip
+        >>> w = sip.fluctuation_(torch.empty(256, 784), kernel_sums=(10.0, 1 / 0.19), input_rate=0.1,
+        ...                      generator=torch.Generator().manual_seed(0))
+        >>> round(w.std().item() / 0.0492, 1)
+        1.0
+    """
     if _is_empty(tensor):
         return tensor
     fan_in, _ = calculate_fans(tensor)
@@ -309,7 +446,24 @@ def fluctuation_(tensor: torch.Tensor, *, generator: Optional[torch.Generator] =
 # Baselines
 # ------------------------------------------------------------------------------------------------------
 def baseline_(tensor: torch.Tensor, name: str, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Fill ``tensor`` from :func:`baseline_law`."""
+    """Fill ``tensor`` from a baseline's law (:func:`~snn_initplug.baseline_law`: PyTorch's default, Kaiming,
+    Xavier, LeCun, SpikingJelly's).
+
+    Args:
+        tensor: an n-dimensional ``torch.Tensor`` (n ≥ 2), filled in place.
+        name: the baseline, e.g. ``"kaiming_normal"``.
+        generator: a CPU ``torch.Generator`` to sample from.
+
+    Returns:
+        Tensor: ``tensor``.
+
+    Example:
+        >>> import torch
+        >>> import snn_initplug as sip
+        >>> w = sip.baseline_(torch.empty(256, 784), "kaiming_normal", generator=torch.Generator().manual_seed(0))
+        >>> round(w.std().item() / (2 / 784) ** 0.5, 1)
+        1.0
+    """
     if _is_empty(tensor):
         return tensor
     return _fill_(tensor, baseline_law(name, *calculate_fans(tensor)), generator)
