@@ -247,7 +247,21 @@ def _scalar(value: torch.Tensor) -> Scalar:
 
 
 def kernel_sums_from_response(response: Union[Sequence[float], torch.Tensor], steps: Optional[int] = None):
-    """(ΣK, ΣK²) of a given impulse response (over its first ``steps`` entries when given)."""
+    r""":math:`(\Sigma K, \Sigma K^2)` of an impulse response :math:`K[k]`, the membrane's response at step
+    :math:`k` to a unit input at step 0.
+
+    Args:
+        response: :math:`K[0], K[1], \ldots`
+        steps: sum over the first ``steps`` entries only (a finite horizon T).
+
+    Returns:
+        tuple[float, float]: :math:`\sum_k K[k]` and :math:`\sum_k K[k]^2`.
+
+    Example:
+        >>> import snn_initplug as sip
+        >>> sip.kernel_sums_from_response([1.0, 0.5, 0.25])
+        (1.75, 1.3125)
+    """
     response = torch.as_tensor(response, dtype=torch.float64)
     if steps is not None:
         response = response[: int(steps)]
@@ -260,12 +274,33 @@ def simulate_impulse_response(
     max_steps: int = 100_000,
     rtol: float = 1e-10,
 ) -> torch.Tensor:
-    """Record K[k] by driving a neuron's own update with a unit input at k = 0 and zeros after.
+    r"""Record K[k] by driving a neuron's own update with a unit input at k = 0 and zeros after.
 
     ``step(x)`` must advance the neuron by one step with input ``x`` (a float64 scalar tensor) and return its
     membrane potential, with spiking disabled (for example the threshold set to infinity). With ``steps``
     the response is recorded for exactly that many steps; otherwise until it has decayed below
     ``rtol`` of its peak for 16 steps in a row, and an error is raised after ``max_steps``.
+
+    Args:
+        step: advances the neuron by one step and returns its membrane.
+        steps: record exactly this many steps.
+        max_steps: give up after this many steps when ``steps`` is None.
+        rtol: the decay, relative to the peak, that ends the record.
+
+    Returns:
+        Tensor: :math:`K[0], K[1], \ldots` (float64).
+
+    Example:
+        A leaky integrator :math:`u_t = 0.5\,u_{t-1} + x_t`:
+
+        >>> import torch
+        >>> import snn_initplug as sip
+        >>> state = {"u": torch.zeros((), dtype=torch.float64)}
+        >>> def step(x):
+        ...     state["u"] = 0.5 * state["u"] + x
+        ...     return state["u"]
+        >>> sip.simulate_impulse_response(step, steps=4)
+        tensor([1.0000, 0.5000, 0.2500, 0.1250], dtype=torch.float64)
     """
     values = []
     quiet = 0

@@ -118,7 +118,34 @@ def register_neuron(
     surrogate_path: Optional[Callable[[nn.Module], Callable[[], None]]] = None,
 ) -> None:
     """Register (or replace) the adapter of a neuron class; subclasses use it too unless they have their own.
-    The keyword arguments describe how the neuron runs (see :class:`NeuronAdapter`)."""
+
+    Args:
+        cls: the neuron class (an ``nn.Module`` subclass).
+        to_spec: reads a live module into a :class:`~snn_initplug.NeuronSpec` (its threshold, leak, reset and
+            spike function).
+        internal_weights: lists the weights that live inside the neuron (a recurrent matrix), as
+            :class:`~snn_initplug.InternalWeight` records; default none.
+        framework: a label for reports.
+        reset: puts the neuron at rest (default: nothing to reset).
+        time_major: True when one call takes a whole ``[T, B, ...]`` sequence (default: one step per call).
+        fires_on_last_call: the neuron calls its spike function more than once per step and only the last
+            call fires.
+        surrogate_path: switches the neuron to the code path that calls its spike function in Python and
+            returns the function that switches it back.
+
+    Example:
+        >>> import torch, torch.nn as nn
+        >>> import snn_initplug as sip
+        >>> class MyLIF(nn.Module):  # u = 0.8 u + x, spikes above θ = 1
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.decay, self.theta = 0.8, 1.0
+        >>> sip.register_neuron(MyLIF, to_spec=lambda m: sip.NeuronSpec(
+        ...     threshold=m.theta, beta=m.decay, surrogate=lambda x: torch.sigmoid(4 * x)))
+        >>> sip.neuron_spec(MyLIF()).beta
+        0.8
+        >>> sip.unregister_neuron(MyLIF)
+    """
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         raise ArgumentTypeError(f"register_neuron: cls must be an nn.Module subclass, got {cls!r}")
     if not callable(to_spec):
@@ -131,6 +158,11 @@ def register_neuron(
 
 
 def unregister_neuron(cls: type) -> None:
+    """Remove the adapter registered for ``cls`` (nothing happens when there is none).
+
+    Args:
+        cls: the neuron class given to :func:`register_neuron`.
+    """
     with _lock:
         _registry.pop(cls, None)
 
@@ -200,7 +232,25 @@ def is_neuron(module: nn.Module) -> bool:
 
 
 def neuron_spec(module: nn.Module) -> NeuronSpec:
-    """The :class:`NeuronSpec` of a neuron module, read by its adapter."""
+    """The :class:`~snn_initplug.NeuronSpec` of a neuron module, read by its adapter from the live module.
+
+    Args:
+        module: a neuron of snnTorch, SpikingJelly, or a class registered with :func:`register_neuron`.
+
+    Returns:
+        NeuronSpec: threshold, leak, input scaling, reset and spike function, as the neuron uses them.
+
+    Raises:
+        ArgumentTypeError: ``module`` is not a registered neuron.
+        UnsupportedNeuronError: a framework neuron whose update is not of the LIF form.
+
+    Example:
+        >>> import snntorch as snn
+        >>> import snn_initplug as sip
+        >>> spec = sip.neuron_spec(snn.Leaky(beta=0.9, threshold=1.5))
+        >>> spec.threshold, spec.reset, spec.surrogate_description
+        (1.5, 'subtract', ('atan', {'alpha': 2.0}))
+    """
     adapter = find_adapter(module)
     if adapter is None:
         raise ArgumentTypeError(f"{type(module).__qualname__} is not a registered spiking neuron")
