@@ -400,12 +400,20 @@ def _input_source(node, boundaries, weights, norms, passes) -> dict[str, Any]:
 
 
 def _internal_layers(neuron_name: str, neuron: nn.Module, spec: NeuronSpec, stats, source: str,
-                     feed: Optional[dict[str, Any]] = None) -> list[LayerPlan]:
+                     feed: Optional[dict[str, Any]] = None, notes: Optional[list[str]] = None) -> list[LayerPlan]:
     """Weights inside a neuron: a recurrent weight sees the neuron's own spikes; an input projection sees
-    whatever feeds the neuron (``feed``)."""
+    whatever feeds the neuron (``feed``). A one-to-one gain (snnTorch ``RLeaky(all_to_all=False)``'s ``V``, a
+    scalar or one value per neuron) is no weight matrix: it has no fans and a random draw would flip its
+    sign, so it is left as set, like β, and the plan says so in ``notes``."""
     out = []
     for item in internal_weights(neuron):
         weight = neuron.get_parameter(item.name)
+        if weight.dim() < 2:
+            if notes is not None:
+                label = f"{neuron_name}.{item.name}" if neuron_name else item.name
+                notes.append(f"{label} is a one-to-one {item.role} gain of shape {tuple(weight.shape)}, not a weight "
+                             "matrix: left as set (calibrated measures its effect)")
+            continue
         owner_path, _, attr = item.name.rpartition(".")
         fan_in, fan_out = fans(weight)
         out.append(LayerPlan(
@@ -536,7 +544,7 @@ def _pair_layers(record: _ForwardRecord, specs: dict[str, NeuronSpec], weights, 
     for name, module in record.neurons:
         spec = specs[name]
         internal = _internal_layers(name, module, spec, stats, "example",
-                                    _input_source(record.input_nodes.get(name), *graph))
+                                    _input_source(record.input_nodes.get(name), *graph), notes)
         if name not in record.input_nodes:
             notes.append(f"neuron {name} was not called by the forward pass")
             layers.extend(internal)
@@ -611,6 +619,7 @@ def _plan_by_module_order(model, neurons, specs) -> Plan:
             yield from leaves(child, f"{prefix}.{name}" if prefix else name)
 
     layers, unfed = [], []
+    gain_notes: list[str] = []
     pending: Optional[tuple[str, WeightLayer]] = None
     norm: Optional[str] = None
     between: list[str] = []
@@ -630,7 +639,7 @@ def _plan_by_module_order(model, neurons, specs) -> Plan:
             spec = specs[name]
             neuron_feed = feed if pending is not None else (
                 {"input_source": "neurons", "upstream": (last_neuron,)} if last_neuron else {"input_source": "data", "upstream": ()})
-            internal = _internal_layers(name, module, spec, {}, "module-order", neuron_feed)
+            internal = _internal_layers(name, module, spec, {}, "module-order", neuron_feed, gain_notes)
             if pending is None and not any(i.role == "input" for i in internal):
                 unfed.append(name)
             if pending is not None:
@@ -646,7 +655,7 @@ def _plan_by_module_order(model, neurons, specs) -> Plan:
         else:
             between.append(type(module).__name__)
     notes = ["no example input: layers paired by module order (sequential containers only); "
-             "input statistics were not measured"]
+             "input statistics were not measured"] + gain_notes
     # as in the example walk: a weight shared by two layers (tied, or one module used twice) is planned once,
     # so the report lists one law per tensor
     layers = _drop_shared(layers, notes)

@@ -1,0 +1,76 @@
+"""Neurons and structures of the models people train today, each on the real framework module: snnTorch
+RLeaky/RSynaptic with a one-to-one recurrent gain, weight-less neurons, identity residuals, BatchNorm after the
+layer, unreachable targets, single-step models without ``steps=``. Rates are counted by our own hooks over the
+framework's own forward pass."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+import snn_initplug as sip
+from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
+
+requires_snntorch = pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+requires_spikingjelly = pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
+
+
+def counted_rate(module, run):
+    """Non-zero outputs / outputs of ``module`` over the forward pass ``run`` (first output of a tuple)."""
+    counts = [0, 0]
+
+    def hook(m, args, out):
+        spikes = out[0] if isinstance(out, tuple) else out
+        counts[0] += int(torch.count_nonzero(spikes))
+        counts[1] += spikes.numel()
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        handle.remove()
+    return counts[0] / counts[1]
+
+
+# ------------------------------------------------------------------------------------------------
+# snnTorch RLeaky / RSynaptic with all_to_all=False: the gain V is one value (or one per neuron)
+# ------------------------------------------------------------------------------------------------
+class _OneToOneLoop(nn.Module):
+    """The tutorial loop with a one-to-one recurrent neuron (learn_recurrent=True makes V a Parameter)."""
+
+    def __init__(self, neuron):
+        super().__init__()
+        self.fc = nn.Linear(40, 64)
+        self.lif = neuron
+
+    def forward(self, x):
+        state = self.lif.init_rsynaptic() if hasattr(self.lif, "init_rsynaptic") else self.lif.init_rleaky()
+        out = []
+        for t in range(x.shape[0]):
+            spk, *state = self.lif(self.fc(x[t]), *state)
+            out.append(spk)
+        return torch.stack(out)
+
+
+@pytest.mark.snntorch
+@requires_snntorch
+@pytest.mark.parametrize("kind", ["RLeaky", "RSynaptic"])
+def test_one_to_one_recurrent_gain_is_planned_initialized_and_diagnosed(kind):
+    import snntorch as snn
+
+    torch.manual_seed(0)
+    neuron = (snn.RLeaky(beta=0.9, all_to_all=False, V=0.5) if kind == "RLeaky"
+              else snn.RSynaptic(alpha=0.5, beta=0.9, all_to_all=False, V=torch.full((64,), 0.5)))
+    net = _OneToOneLoop(neuron)
+    x = (torch.rand(8, 16, 40) < 0.3).float()
+    v_before = net.lif.V.detach().clone()
+    p = sip.plan(net, x)
+    assert [layer.name for layer in p.layers] == ["fc.weight"]
+    assert any("lif.V" in note and "one-to-one" in note for note in p.notes), p.notes
+    sip.initialize(net, "ikun", x)
+    # bias="zero": RSynaptic integrates the Linear's bias twice (×1/(1-α)(1-β) = 20), an offset above θ
+    report = sip.initialize(net, "calibrated", x, target_rate=0.1, bias="zero")
+    assert torch.equal(net.lif.V, v_before)  # a gain, not a weight to redraw
+    assert report.calibration.ok, str(report.calibration)
+    assert abs(counted_rate(net.lif, lambda: net(x)) / 0.1 - 1) <= 0.05 + 1e-9
+    assert "lif" in str(sip.diagnose(net, x))
