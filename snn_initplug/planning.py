@@ -351,6 +351,19 @@ def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
             Without it, only models made of sequential containers can be planned (module order).
         forward: optional ``callable(model, example_input)`` running the model, for models whose forward
             needs more than ``model(*inputs)`` (for example an explicit loop over time steps).
+
+    Returns:
+        Plan: one :class:`LayerPlan` per weight (its fans, neuron, :class:`~snn_initplug.NeuronSpec`, norm and
+        input statistics); printing it gives a table. The model is left as it was.
+
+    Example:
+        >>> import torch, torch.nn as nn, snntorch as snn
+        >>> import snn_initplug as sip
+        >>> net = nn.Sequential(nn.Linear(784, 128), snn.Leaky(beta=0.9, init_hidden=True),
+        ...                     nn.Linear(128, 10), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+        >>> p = sip.plan(net, torch.rand(8, 784))
+        >>> [(layer.name, layer.neuron_name, layer.fan_in) for layer in p.layers]
+        [('0.weight', '1', 784), ('2.weight', '3', 128)]
     """
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"plan: model must be a torch.nn.Module, got {type(model).__name__}")
@@ -540,7 +553,9 @@ def _pair_layers(record: _ForwardRecord, specs: dict[str, NeuronSpec], weights, 
     inside it. Returns ``(layers, unfed neurons, notes)``."""
     stats = {k: acc.result() for k, acc in record.accumulators.items()}
     graph = (record.boundaries, weights, norms, record.passes)
-    layers, unfed, notes = [], [], []
+    layers: list[LayerPlan] = []
+    unfed: list[str] = []
+    notes: list[str] = []
     for name, module in record.neurons:
         spec = specs[name]
         internal = _internal_layers(name, module, spec, stats, "example",
