@@ -63,8 +63,19 @@ __all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET
 # ----------------------------------------------------------------------------------------------------------
 # The scale search
 # ----------------------------------------------------------------------------------------------------------
-def _search(rate_at: Callable[[float], float], target: float, tolerance: float, max_evals: int):
-    """Find s with |rate_at(s)/target - 1| <= tolerance; returns (s, rate, initial rate, evaluations, status)."""
+# A spike count that does not move over this many doublings in a row (a factor 2^6 = 64 in the weight) will not
+# reach the target by scaling: stop there instead of spending every evaluation up to ×5e8.
+_PLATEAU_STEPS = 6
+
+
+def _search(rate_at: Callable[[float], float], target: float, tolerance: float, max_evals: int,
+            silent_cause: str = "a silent input?"):
+    """Find s with |rate_at(s)/target - 1| <= tolerance; returns (s, rate, initial rate, evaluations, status).
+
+    When the target cannot be bracketed, s is the best scale found (the rate nearest the target), not 1, and the
+    status names the likely cause: ``silent_cause`` when no spike comes at any scale, saturation when the rate
+    stops growing, an offset when the rate stays above the target however small the weight.
+    """
     cache: dict[float, float] = {}
 
     def f(s: float) -> float:
@@ -75,6 +86,9 @@ def _search(rate_at: Callable[[float], float], target: float, tolerance: float, 
     def good(r: float) -> bool:
         return abs(r / target - 1.0) <= tolerance
 
+    def best() -> float:  # nearest the target; of equals, the scale nearest 1 (the least change)
+        return min(cache, key=lambda k: (abs(cache[k] / target - 1.0), abs(math.log(k))))
+
     initial = f(1.0)
     if good(initial):
         return 1.0, initial, initial, len(cache), "ok"
@@ -82,27 +96,35 @@ def _search(rate_at: Callable[[float], float], target: float, tolerance: float, 
     step = 2.0 if initial < target else 0.5
     lo, hi = (1.0, None) if initial < target else (None, 1.0)
     s = 1.0
+    unchanged = 0  # doublings (or halvings) in a row that left the spike count exactly as it was
     for _ in range(60):
-        if len(cache) >= max_evals:
+        if len(cache) >= max_evals or unchanged >= _PLATEAU_STEPS:
             break
+        previous = f(s)
         s *= step
         r = f(s)
         if good(r):
             return s, r, initial, len(cache), "ok"
+        unchanged = unchanged + 1 if r == previous else 0
         if r < target:
             lo = s
         else:
             hi = s
         if lo is not None and hi is not None:
             break
-    # Unreachable: the weight is left as it was (scale 1), and the report says why.
-    if hi is None:
-        return 1.0, initial, initial, len(cache), (f"unreachable: the rate stays at {f(s):.3g} below the target even "
-                                                   f"with the weight scaled ×{s:.3g} (a silent input?)")
-    if lo is None:
-        return 1.0, initial, initial, len(cache), (f"unreachable: the rate stays at {f(s):.3g} above the target with "
-                                                   f"the weight scaled ×{s:.3g} (driven by a bias or offset; try "
-                                                   "bias='zero')")
+    if hi is None or lo is None:
+        k = best()
+        if hi is None and f(s) == 0.0:
+            cause = silent_cause
+        elif hi is None:
+            cause = ("saturation: the rate stops growing with the scale (neurons with no input, "
+                     "or a neuron that cannot fire faster)")
+        else:
+            cause = "driven by a bias or offset; try bias='zero'"
+        side = "below" if hi is None else "above"
+        return k, cache[k], initial, len(cache), (f"unreachable: the rate stays {side} the target (at {f(s):.3g} with "
+                                                  f"the weight scaled ×{s:.3g}; kept ×{k:.3g}, rate {cache[k]:.3g}): "
+                                                  f"{cause}")
     # regula falsi on log s (Illinois), rates bracketing the target
     a, b = math.log(lo), math.log(hi)
     fa, fb = f(lo) - target, f(hi) - target
@@ -127,10 +149,20 @@ def _search(rate_at: Callable[[float], float], target: float, tolerance: float, 
             side = 1
         if abs(b - a) < 1e-9:
             break
-    best = min(cache, key=lambda k: abs(cache[k] / target - 1.0))
-    return best, cache[best], initial, len(cache), (f"tolerance not reached in {len(cache)} evaluations "
-                                                    f"(best rate {cache[best]:.4g}; the rate may jump in steps: "
-                                                    "few neurons or a small batch)")
+    k = best()
+    return k, cache[k], initial, len(cache), (f"tolerance not reached in {len(cache)} evaluations "
+                                              f"(best rate {cache[k]:.4g}; the rate may jump in steps: "
+                                              "few neurons or a small batch)")
+
+
+def _silent_cause(group: "_Group") -> str:
+    """Why no scale makes this neuron fire: a weight that is all zero (BatchNorm γ = 0, as torchvision-style
+    ``zero_init_residual=True`` sets it) stays zero when scaled; otherwise no spikes reach the layer."""
+    zero = [name for name, param in group.params if not bool(param.detach().any())]
+    if zero:
+        return (f"{', '.join(zero)} is all zero (BatchNorm γ = 0, e.g. zero_init_residual=True), and a scaled "
+                "zero stays zero")
+    return "a silent input? (no spikes reach the layer at any scale)"
 
 
 def _spike_rate(outputs: Sequence[torch.Tensor], group=None) -> float:
@@ -314,7 +346,7 @@ def _calibrate_segment(segment, group, acts, target_rate, tolerance, max_evals, 
     def measured(v: float) -> float:  # the global batch's rate under torch.distributed
         return _spike_rate(outputs_at(v), process_group)
 
-    s, rate, initial, evals, status = _search(measured, target, tolerance, max_evals)
+    s, rate, initial, evals, status = _search(measured, target, tolerance, max_evals, _silent_cause(group))
     acts = outputs_at(s)
     snapshot.restore()
     return LayerCalibration(group.neuron_name, [pname], target, initial, rate, s, evals, status), (param, s), acts
@@ -374,7 +406,7 @@ def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals,
 
     target = _target_for(group.neuron_name, target_rate)
     try:
-        s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals)
+        s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, _silent_cause(group))
     finally:
         handle.remove()
     with torch.no_grad():

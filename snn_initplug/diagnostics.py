@@ -387,6 +387,23 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
         label: a name for the record (e.g. the initialization method).
 
     Gradient norms are measured only with ``target`` or ``loss_fn``. The model is left as it was.
+
+    Returns:
+        Diagnosis: one :class:`LayerDiagnosis` per neuron layer (rate, silent and saturated fractions, membrane
+        mean and sd over θ, the share of the membrane inside the surrogate's support, the gradient norm);
+        printing it gives a table, ``save`` writes JSON and ``plot`` draws it.
+
+    Example:
+        >>> import torch, torch.nn as nn, snntorch as snn
+        >>> import snn_initplug as sip
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(nn.Linear(784, 256), snn.Leaky(beta=0.9, init_hidden=True),
+        ...                     nn.Linear(256, 256), snn.Leaky(beta=0.9, init_hidden=True))
+        >>> x = torch.rand(64, 784)
+        >>> _ = sip.initialize(net, "calibrated", x, steps=4, target_rate=0.1)
+        >>> steps = lambda model, x: [model(x) for _ in range(4)]  # how this model runs: once per time step
+        >>> [round(layer.rate, 2) for layer in sip.diagnose(net, x, forward=steps).layers]
+        [0.1, 0.1]
     """
     if target is not None and loss_fn is not None:
         raise DiagnoseError("diagnose: give target= or loss_fn=, not both")
@@ -513,6 +530,32 @@ def compare_methods(model: nn.Module, example_input: Any, methods: Iterable[Opti
 
     Each copy is a ``copy.deepcopy`` of ``model`` (left untouched), initialized with a generator seeded by
     ``seed`` and the method's ``options``.
+
+    Args:
+        model: the network (not changed).
+        example_input: one batch as the model takes it.
+        methods: method names for :func:`~snn_initplug.initialize`, ``None`` for the model as built.
+        target: optional targets for the default loss (see :func:`diagnose`).
+        loss_fn: optional ``callable(output) -> scalar loss`` instead of ``target``.
+        forward: optional ``callable(model, example_input)`` running the model.
+        seed: the seed of every method's generator.
+        **options: options for every method.
+
+    Returns:
+        dict[str, Diagnosis]: one diagnosis per method, for :func:`compare` and :func:`plot_comparison`.
+
+    Example:
+        >>> import torch, torch.nn as nn, snntorch as snn
+        >>> import snn_initplug as sip
+        >>> net = nn.Sequential(nn.Linear(784, 256), snn.Leaky(beta=0.9, init_hidden=True),
+        ...                     nn.Linear(256, 256), snn.Leaky(beta=0.9, init_hidden=True))
+        >>> steps = lambda model, x: [model(x) for _ in range(4)]
+        >>> records = sip.compare_methods(net, torch.rand(64, 784), ["kaiming_normal", "spike_aware"], forward=steps)
+        >>> list(records)
+        ['kaiming_normal', 'spike_aware']
+        >>> print(sip.compare(records))  # doctest: +ELLIPSIS
+        depth  neuron  rate [kaiming_normal]  sd(u)/θ [kaiming_normal]  |dL/dW| [kaiming_normal]  rate...
+        ...
     """
     from .apply import initialize
 
@@ -536,7 +579,14 @@ _QUANTITIES = (("rate", "rate"), ("membrane_std", "sd(u)/θ"), ("grad_norm", "|d
 
 
 def compare(records: Mapping[str, Diagnosis]) -> str:
-    """A text table with one row per neuron layer and, for each record, its rate, sd(u)/θ and gradient norm."""
+    """A text table with one row per neuron layer and, for each record, its rate, sd(u)/θ and gradient norm.
+
+    Args:
+        records: ``{label: Diagnosis}``, e.g. from :func:`compare_methods`.
+
+    Returns:
+        str: the table (see the example of :func:`compare_methods`).
+    """
     if not records:
         return "(no records)"
     labels = list(records)
@@ -576,8 +626,25 @@ def _matplotlib_figure():
 
 def plot_comparison(records: Mapping[str, Diagnosis], path: Optional[str] = None, ax: Optional[Sequence] = None):
     """One line per record in three panels against depth: firing rate, membrane sd(u)/θ and gradient norm
-    (log scale). ``ax``: three matplotlib Axes (default: a new figure). Saved to ``path`` when given; returns
-    the figure."""
+    (log scale). Needs matplotlib.
+
+    Args:
+        records: ``{label: Diagnosis}``, e.g. from :func:`compare_methods`.
+        path: where to save the figure (any format matplotlib writes), or None.
+        ax: three matplotlib Axes to draw on (default: a new figure).
+
+    Returns:
+        matplotlib.figure.Figure: the figure.
+
+    Example:
+        >>> import torch, torch.nn as nn, snntorch as snn
+        >>> import snn_initplug as sip
+        >>> net = nn.Sequential(nn.Linear(784, 256), snn.Leaky(beta=0.9, init_hidden=True))
+        >>> records = sip.compare_methods(net, torch.rand(64, 784), [None, "ikun"])
+        >>> fig = sip.plot_comparison(records)
+        >>> len(fig.axes)
+        3
+    """
     Figure = _matplotlib_figure()
     if ax is None:
         figure = Figure(figsize=(12, 3.6), layout="constrained")
