@@ -74,3 +74,45 @@ def test_one_to_one_recurrent_gain_is_planned_initialized_and_diagnosed(kind):
     assert report.calibration.ok, str(report.calibration)
     assert abs(counted_rate(net.lif, lambda: net(x)) / 0.1 - 1) <= 0.05 + 1e-9
     assert "lif" in str(sip.diagnose(net, x))
+
+
+# ------------------------------------------------------------------------------------------------
+# An unreachable target keeps the best scale found and names the likely cause
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.spikingjelly
+@requires_spikingjelly
+def test_unreachable_target_keeps_best_scale_and_names_saturation():
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    torch.manual_seed(0)
+    net = nn.Sequential(layer.Linear(20, 30), neuron.IFNode())
+    functional.set_step_mode(net, "m")
+    with torch.no_grad():  # half of the neurons get no input at all: the rate cannot pass 1/2
+        net[0].weight[:15] = 0
+        net[0].bias.zero_()
+    x = (torch.rand(4, 16, 20) < 0.3).float()
+    before = net[0].weight.detach().clone()
+    (layer_report,) = sip.calibrate(net, x, 0.8).layers
+    assert layer_report.status.startswith("unreachable") and "saturation" in layer_report.status
+    assert layer_report.scale > 1 and layer_report.evaluations < 30  # stops once the rate stops moving
+    torch.testing.assert_close(net[0].weight, before * layer_report.scale)
+    functional.reset_net(net)
+    rate = counted_rate(net[1], lambda: net(x))
+    assert rate == pytest.approx(layer_report.rate) and 0.1 < rate <= 0.5
+
+
+@pytest.mark.spikingjelly
+@requires_spikingjelly
+def test_batchnorm_gamma_zero_is_named_as_the_cause():
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    torch.manual_seed(0)
+    net = nn.Sequential(layer.Linear(20, 30), neuron.IFNode(), layer.Linear(30, 30), layer.BatchNorm1d(30),
+                        neuron.IFNode())
+    functional.set_step_mode(net, "m")
+    nn.init.zeros_(net[3].weight)  # what zero_init_residual=True does to a block's last BatchNorm
+    x = (torch.rand(4, 16, 20) < 0.3).float()
+    first, second = sip.calibrate(net, x, 0.1).layers
+    assert first.status == "ok"
+    assert second.status.startswith("unreachable") and "3.weight is all zero (BatchNorm γ = 0" in second.status
+    assert second.evaluations < 30
