@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
@@ -39,7 +40,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 import torch.nn as nn
 
-from .adapters import is_neuron
+from .adapters import is_neuron, is_time_major
 from .distributed import all_reduce_counts, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, InitError, PlanError, UnsupportedNeuronError
 from .options import DEFAULT_TARGET_RATE, CalibrationOptions, TargetRate
@@ -472,8 +473,15 @@ def calibrate(
     if options.mode == "chain" and units is None:
         raise InitError("calibrate: mode='chain' needs a plain nn.Sequential stack with one layer per neuron")
     run = None if units is not None else _runner(model, example_input, calls, options.steps, forward)
+    steps_seen: dict[str, int] = {}
+    if run is not None:
+        run = _counting_first_run(run, p.neurons, steps_seen)
     results = _calibrate_atomically(model, p, groups, units, calls, run, options, process_group)
     notes = []
+    one_step = _one_step_warning(p, options.steps, example_input, units is not None, steps_seen)
+    if one_step is not None:
+        warnings.warn(one_step, UserWarning, stacklevel=2)
+        notes.append(one_step)
     if is_distributed(process_group):
         notes.append(f"rates measured on the global batch of {world_size(process_group)} ranks; weights from rank 0")
     if not all(r.status == "ok" for r in results):
@@ -535,6 +543,37 @@ def _calls(example_input: Any, steps: Optional[int]) -> list[Any]:
     if steps is not None:
         return [example_input] * int(steps)
     return [example_input]
+
+
+def _counting_first_run(run: Callable[[], Any], neurons, seen: dict[str, int]) -> Callable[[], Any]:
+    """``run``, whose first call also counts how often each neuron is called in one forward pass (its steps)."""
+    def counted() -> Any:
+        if seen or not neurons:
+            return run()
+        handles = []
+        for name, module, _ in neurons:
+            seen[name] = 0
+            handles.append(module.register_forward_hook(lambda m, a, o, key=name: seen.__setitem__(key, seen[key] + 1)))
+        try:
+            return run()
+        finally:
+            for handle in handles:
+                handle.remove()
+    return counted
+
+
+def _one_step_warning(p: Plan, steps: Optional[int], example_input: Any, chain: bool,
+                      seen: dict[str, int]) -> Optional[str]:
+    """A warning when every neuron ran a single time step: single-step neurons (snnTorch, SpikingJelly
+    ``step_mode='s'``) called once per forward pass and no ``steps=``, so only step 1 from rest was calibrated
+    and the model fires differently over its real T steps."""
+    if steps is not None or isinstance(example_input, list) or any(is_time_major(m) for _, m, _ in p.neurons):
+        return None
+    if not chain and (not seen or max(seen.values()) > 1):
+        return None
+    return ("calibrate: every neuron ran one time step (single-step neurons called once by the forward pass, and "
+            "no steps=), so the rates are those of step 1 from rest; pass steps=T (the batch is presented at every "
+            "step), a list of T per-step inputs, or forward= running the model's time loop")
 
 
 def _runner(model, example_input, calls, steps, forward) -> Callable[[], Any]:

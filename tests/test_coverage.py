@@ -3,6 +3,8 @@ RLeaky/RSynaptic with a one-to-one recurrent gain, weight-less neurons, identity
 layer, unreachable targets, single-step models without ``steps=``. Rates are counted by our own hooks over the
 framework's own forward pass."""
 
+import warnings
+
 import pytest
 import torch
 import torch.nn as nn
@@ -116,3 +118,48 @@ def test_batchnorm_gamma_zero_is_named_as_the_cause():
     assert first.status == "ok"
     assert second.status.startswith("unreachable") and "3.weight is all zero (BatchNorm γ = 0" in second.status
     assert second.evaluations < 30
+
+
+# ------------------------------------------------------------------------------------------------
+# Single-step models get T from steps= or a clear warning
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.snntorch
+@requires_snntorch
+def test_single_step_model_without_steps_warns_and_steps_calibrates_all_of_them():
+    import snntorch as snn
+    from snntorch import utils
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(40, 64), snn.Leaky(beta=0.9, init_hidden=True),
+                        nn.Linear(64, 32), snn.Leaky(beta=0.9, init_hidden=True))
+    x = (torch.rand(16, 40) < 0.3).float()
+    with pytest.warns(UserWarning, match="one time step.*steps=T"):
+        report = sip.calibrate(net, x, 0.159)
+    assert any("one time step" in note for note in report.notes)
+
+    steps = 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sip.calibrate(net, x, 0.159, steps=steps)
+
+    def run():
+        utils.reset(net)
+        for _ in range(steps):
+            net(x)
+
+    for neuron in (net[1], net[3]):  # over all 20 steps, as the model runs
+        assert abs(counted_rate(neuron, run) / 0.159 - 1) <= 0.05 + 1e-9
+
+
+@pytest.mark.snntorch
+@requires_snntorch
+def test_custom_time_loop_is_not_warned_about():
+    import snntorch as snn
+
+    torch.manual_seed(0)
+    net = _OneToOneLoop(snn.RLeaky(beta=0.9, all_to_all=False, V=0.5))
+    x = (torch.rand(8, 16, 40) < 0.3).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = sip.calibrate(net, x, 0.1, bias="zero")
+    assert not any("one time step" in note for note in report.notes)
