@@ -70,6 +70,8 @@ _PUBLIC: dict[str, str] = {
     "Diagnosis": "diagnostics",
     "LayerDiagnosis": "diagnostics",
     "DiagnoseError": "errors",
+    "ConcurrentUseError": "errors",
+    "DistributedError": "errors",
     "compare": "diagnostics",
     "compare_methods": "diagnostics",
     "plot_comparison": "diagnostics",
@@ -84,7 +86,9 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .diagnostics import Diagnosis, LayerDiagnosis, compare, compare_methods, diagnose, plot_comparison
     from .errors import (
         ArgumentTypeError,
+        ConcurrentUseError,
         DiagnoseError,
+        DistributedError,
         InitError,
         NeuronSpecError,
         OptionError,

@@ -14,6 +14,7 @@ weights bit for bit (:mod:`snn_initplug.replay`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -47,6 +48,7 @@ from .planning import InputStats, LayerPlan, Plan, plan
 from .reports import LayerReport, Report, calibrated_label
 from .selection import Skip, check_overrides, is_skipped, layer_overrides
 from .tables import surrogate_label
+from .transaction import Snapshot, check_writable, write_all
 
 __all__ = ["initialize", "reinitialize", "Report", "LayerReport", "METHODS", "compute_laws"]
 
@@ -137,21 +139,39 @@ def _ikun_rule(layer: LayerPlan, opts: IkunOptions, ctx: _Context):
     law = ikun_law(layer.fan_in, layer.fan_out, kappa, mode=opts.fan_mode)
     fan = theory.fan_for_mode(layer.fan_in, layer.fan_out, opts.fan_mode)
     assumed = {"kappa": kappa, "fan": f"{opts.fan_mode}={fan:g}", "variant": opts.variant}
-    notes = []
-    if layer.norm:
-        notes.append(f"BatchNorm {layer.norm} follows: in training mode it undoes the weight scale in the forward pass")
-    return law, assumed, notes
+    return law, assumed, []
 
 
 def _relays(layer: LayerPlan, ctx: _Context, share: float) -> bool:
-    """One relay per neuron: only for a feed-forward weight of spikes that is its neuron's only input."""
+    """One relay per neuron: only for a feed-forward weight of spikes that is its neuron's whole input (no
+    other layer, no recurrent weight, no identity residual spikes summed in as in ``lif(fc(s) + s)``)."""
     return layer.input_source == "neurons" and layer.role == "input" and share == 1.0 \
-        and not ctx.recurrent.get(layer.neuron_name)
+        and not ctx.recurrent.get(layer.neuron_name) and not layer.residual
+
+
+def _identity_sources(layer: LayerPlan) -> list[str]:
+    """The neurons whose spikes reach this layer's neuron without a weight (identity residual paths)."""
+    return [source[len("spikes of "):] for source in layer.residual if source.startswith("spikes of ")]
 
 
 def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
-    theta, sigma_u = _sigma_u(layer.spec, opts)
+    identity = _identity_sources(layer)
+    mu_id = var_id = 0.0
+    if identity:
+        # identity spikes of rate q (weight 1) add a mean q·ΣK and a variance q(1-q)·ΣK² to the membrane; the
+        # weight provides what is left of the target (Gaussian membrane, independent inputs)
+        q_id, _ = _upstream_rate(dataclasses.replace(layer, upstream=tuple(identity)), opts, ctx)
+        k1_id, k2_id = _kernel_sums(layer, opts.horizon, "spike_aware")
+        mu_id, var_id = len(identity) * q_id * k1_id, len(identity) * q_id * (1 - q_id) * k2_id
+    theta, sigma_u = _sigma_u(layer.spec, opts, mu_id)
+    if identity:
+        if sigma_u**2 <= var_id:
+            raise InitError(f"spike_aware: {layer.name}: the identity spikes of {', '.join(identity)} alone exceed "
+                            f"the membrane target (σ_u = {sigma_u:.4g}); lower their rate or raise sigma_u")
+        sigma_u = math.sqrt(sigma_u**2 - var_id)
     assumed: dict[str, Any] = {"sigma_u": sigma_u}
+    if identity:
+        assumed["identity"] = f"{', '.join(identity)}: mean {mu_id:.4g}, variance {var_id:.4g}"
     if layer.input_source == "neurons" and opts.input_second_moment is None:
         q, how = _upstream_rate(layer, opts, ctx)
         assumed["q_in"] = f"{q:.4g} ({how})"
@@ -222,6 +242,9 @@ def _layer_law(layer: LayerPlan, method: str, opts: dict[str, Any], ctx: _Contex
     if not (math.isfinite(law.std) and law.std > 0 and math.isfinite(law.mean)):
         raise InitError(f"{method}: {layer.name}: the computed law (mean {law.mean}, std {law.std}) is not finite "
                         "and positive")
+    if layer.norm and layer.role == "input":
+        notes = [*notes, f"BatchNorm {layer.norm} follows: in training mode it normalises this layer's output, so "
+                         "the weight's scale does not change the rate ('calibrated' scales the BatchNorm γ instead)"]
     return law, assumed, notes
 
 
@@ -339,8 +362,7 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
     for layer, _, _ in results:
         if layer.weight.numel() == 0:
             raise InitError(f"initialize: {layer.name} has zero elements")
-        if not layer.weight.is_floating_point():
-            raise InitError(f"initialize: {layer.name} is not a floating-point tensor ({layer.weight.dtype})")
+        check_writable(f"initialize: {layer.name}", layer.weight)
     # Each layer draws from its own stream, seeded in plan order from ``generator`` (or the global RNG): the
     # draws can run in parallel, and skipping or overriding one layer does not change the others' weights.
     # The seeds go into the report: replaying them needs no generator state.
@@ -369,11 +391,9 @@ def _write(weights: list[tuple[torch.Tensor, Law]], seeds: list[int], group) -> 
 
     with ThreadPoolExecutor(max_workers=min(len(weights), os.cpu_count() or 1) or 1) as pool:
         new = list(pool.map(draw, zip(weights, seeds)))
-    with torch.no_grad():
-        for (weight, _), value in zip(weights, new):
-            weight.copy_(value)
-    # rank 0's draws win everywhere: robust to ranks whose generators (or global RNGs) differ
-    broadcast_parameters([weight for weight, _ in weights], src=0, group=group)
+    # rank 0's draws win everywhere (robust to ranks whose generators differ): broadcast before writing
+    broadcast_parameters(new, src=0, group=group)
+    write_all([(weight, value) for (weight, _), value in zip(weights, new)])
 
 
 def _use_global_input_stats(p: Plan, group) -> None:
@@ -460,7 +480,7 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
     if example_input is None:
         raise InitError("initialize: method='calibrated' (the default) needs example_input= (a real batch); "
                         "without data, choose a closed-form method such as 'ikun' or 'fluctuation'")
-    saved = [(p, p.detach().clone()) for p in model.parameters()]
+    saved = Snapshot(list(model.parameters()))
     try:
         # a list holds one input per time step (a model called once per step): the start plans on the first
         start_input = example_input[0] if isinstance(example_input, list) else example_input
@@ -471,9 +491,7 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
         if replay is not None:
             checkpoint.check_replayed_scales(report.calibration, replay.calibration)
     except BaseException:
-        with torch.no_grad():
-            for p, value in saved:
-                p.copy_(value)
+        saved.restore()
         raise
     report.method = calibrated_label(call.start)
     return report

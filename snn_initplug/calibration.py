@@ -30,6 +30,7 @@ once every layer has been calibrated (an error leaves the model as it was).
 """
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import math
 import warnings
@@ -58,6 +59,7 @@ from .planning import (
 )
 from .reports import CalibrationReport, LayerCalibration
 from .selection import is_skipped
+from .transaction import Snapshot, agree, check_writable, fingerprint, write_all
 
 __all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET_RATE"]
 
@@ -497,6 +499,7 @@ def _checked_groups(model: nn.Module, p: Plan, skip, target_rate: TargetRate) ->
         for name, param in group.params:
             if not torch.isfinite(param).all():  # a scale search on NaN weights would misreport the cause
                 raise InitError(f"calibrate: {name} has non-finite values; initialize it first")
+            check_writable(f"calibrate: {name}", param)
     if not groups:
         raise PlanError("calibrate: no weight layer feeds a neuron")
     return groups
@@ -504,13 +507,19 @@ def _checked_groups(model: nn.Module, p: Plan, skip, target_rate: TargetRate) ->
 
 def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, run, options: CalibrationOptions,
                           process_group) -> list[LayerCalibration]:
-    """Search every group's scale (chain mode when ``units`` is given, else model mode with ``run``) and write
-    the scaled weights; on any error every weight and bias is put back."""
-    originals = [(param, param.detach().clone()) for g in groups for _, param in g.params + g.biases]
+    """Search every group's scale (chain mode when ``units`` is given, else model mode with ``run``), then
+    commit (:mod:`snn_initplug.transaction`): the model is put back as it was, the ranks agree, and the scaled
+    weights (and zeroed biases) are written all or nothing. On any error the model is left unchanged."""
+    targets = [param for g in groups for _, param in g.params + g.biases]
     scaled_params = [param for g in groups for _, param in g.params]
+    originals = Snapshot(targets)
+    # every rank must calibrate the same layers with the same options, or the summed rates would mix networks
+    agree("calibrate", fingerprint([(n, tuple(t.shape), str(t.dtype)) for g in groups for n, t in g.params + g.biases],
+                                   dataclasses.astuple(options), units is None), None, process_group)
+    error: Optional[Exception] = None
     with preserved(model):
         try:
-            # every rank must scale the same weights, or the summed rates would mix different networks
+            # every rank starts from rank 0's weights
             broadcast_parameters(scaled_params, src=0, group=process_group)
             for _, neuron, _ in p.neurons:  # calibrate as a fresh batch is processed: from rest
                 reset_neuron(neuron)
@@ -522,18 +531,19 @@ def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, ru
             search = (options.target_rate, options.tolerance, options.max_evaluations, options.seed, process_group)
             if units is not None:
                 results, scales = _calibrate_chain(model, units, groups, calls, *search)
-                with torch.no_grad():  # the chain search never wrote the weights; model mode already did
-                    for param, s in scales:
-                        param.mul_(s)
+                factor = {id(param): s for param, s in scales}  # the chain search never wrote the weights
             else:
-                results, _ = _calibrate_model(model, groups, run, *search)
-        except BaseException:
-            with torch.no_grad():
-                for param, value in originals:
-                    param.copy_(value)
-            raise
-        # the scales agree on every rank already (same global rates); this guards against anything rank-local
-        broadcast_parameters(scaled_params, src=0, group=process_group)
+                results, _ = _calibrate_model(model, groups, run, *search)  # model mode leaves them scaled
+                factor = {}
+            final = [t.detach().clone() * factor.get(id(t), 1.0) for t in targets]
+        except Exception as exc:
+            error = exc
+        finally:
+            originals.restore()
+    agree("calibrate", 0, error, process_group)
+    # the scales agree on every rank already (same global rates); this guards against anything rank-local
+    broadcast_parameters(final, src=0, group=process_group)
+    write_all(list(zip(targets, final)))
     return results
 
 

@@ -18,6 +18,9 @@ working. The same mistake raises the same class from every entry point:
 ``SurrogateError``              a spike function whose surrogate derivative cannot be used
 ``StochasticSurrogateError``    a random surrogate derivative (snnTorch ``SSO``)
 ``DiagnoseError``               the diagnostics cannot be computed
+``ConcurrentUseError``          a model already in use by another thread (also a ``RuntimeError``)
+``DistributedError``            the ranks of a process group disagree or one failed; no rank wrote anything
+                                (also a ``RuntimeError``)
 ==============================  ==============================================================================
 """
 from __future__ import annotations
@@ -33,6 +36,8 @@ __all__ = [
     "SurrogateError",
     "StochasticSurrogateError",
     "DiagnoseError",
+    "ConcurrentUseError",
+    "DistributedError",
 ]
 
 
@@ -74,3 +79,13 @@ class StochasticSurrogateError(SurrogateError):
 
 class DiagnoseError(SnnInitError, ValueError):
     """The diagnostics cannot be computed (no input, a loss that does not fit the output, ...)."""
+
+
+class ConcurrentUseError(SnnInitError, RuntimeError):
+    """The model is already being planned, initialized, calibrated or diagnosed by another thread: the walks
+    install hooks and write weights, so two at once would corrupt it."""
+
+
+class DistributedError(SnnInitError, RuntimeError):
+    """Under ``torch.distributed``, a rank failed or the ranks disagree (architecture, method, options); raised
+    on every rank before any rank writes, so every model is left unchanged."""

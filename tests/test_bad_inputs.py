@@ -79,6 +79,12 @@ def with_nan_weight(model: nn.Module) -> nn.Module:
     return model
 
 
+def with_expanded_weight(model: nn.Module) -> nn.Module:
+    """The second Linear's weight is a (2, 1) column expanded to (2, 3): one memory location per row."""
+    model[2].weight = nn.Parameter(model[2].weight.detach()[:, :1].expand(2, 3))
+    return model
+
+
 def frozen(model: nn.Module) -> nn.Module:
     model.requires_grad_(False)
     return model
@@ -443,6 +449,17 @@ def rows() -> Dict[str, Row]:
         lambda m: sip.surrogate_moments(spike_fn, "uniform"), **raises(sip.ArgumentTypeError, "must be snn_initplug.Uniform or Normal"))
     row("surrogate_moments-distribution-nan", "surrogate_moments", "Uniform(nan, 1)",
         lambda m: sip.surrogate_moments(spike_fn, sip.Uniform(float("nan"), 1.0)), **raises(sip.SurrogateError, "need finite"))
+
+    # --- the model-unchanged promise at the edges (issue 14) --------------------------------------------
+    row("initialize-expanded-weight", "initialize", "the second weight is an expanded view (its writes would overlap)",
+        lambda m: sip.initialize(m, "ikun", x), lambda: with_expanded_weight(mlp()),
+        **raises(sip.InitError, "2.weight has elements that share memory"))
+    row("initialize-calibrated-expanded-weight", "initialize", "method='calibrated', the second weight expanded",
+        lambda m: sip.initialize(m, "calibrated", x, max_evaluations=3), lambda: with_expanded_weight(mlp()),
+        **raises(sip.InitError, "2.weight has elements that share memory"))
+    row("calibrate-expanded-weight", "calibrate", "the second weight is an expanded view",
+        lambda m: sip.calibrate(m, x, max_evaluations=3), lambda: with_expanded_weight(mlp()),
+        **raises(sip.InitError, "2.weight has elements that share memory"))
 
     # --- NeuronSpec ---------------------------------------------------------------------------------
     spec_rows = [

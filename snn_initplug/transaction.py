@@ -1,0 +1,153 @@
+"""The commit protocol of the entry points that change a model: compute and validate everything, agree
+across ranks, then write with a rollback.
+
+1. **Compute** every new tensor without touching the model, and check that each target can take it
+   (:func:`check_writable`: floating point, no memory shared between elements, not an inference tensor;
+   :func:`snn_initplug.init.sample` refuses draws that underflow the dtype).
+2. **Agree** (:func:`agree`): under ``torch.distributed`` every rank all-reduces one vector holding its ok
+   flag and a fingerprint of what it is about to do (the plan's layers and shapes, the method and its
+   options). A failed rank or a fingerprint that differs makes every rank raise the same
+   :class:`~snn_initplug.errors.DistributedError` before any rank writes.
+3. **Write** (:func:`write_all`): every target is saved before it is written; if any write fails, every
+   tensor written so far is restored and the error re-raised, so the model is all old or all new.
+
+:func:`exclusive` is the per-model guard: a model already in use by one thread is refused by another
+(the walks install hooks and write weights; two at once corrupt it).
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Optional
+
+import torch
+import torch.nn as nn
+
+from .distributed import _collective_device, _dist, is_distributed, rank, world_size
+from .errors import ConcurrentUseError, DistributedError, InitError
+
+__all__ = ["check_writable", "write_all", "Snapshot", "agree", "fingerprint", "exclusive"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Validate, then write with rollback
+# ----------------------------------------------------------------------------------------------------------
+def check_writable(name: str, target: torch.Tensor) -> None:
+    """Refuse, before anything is written, a target that cannot take ``new`` in place."""
+    if not target.is_floating_point():
+        raise InitError(f"{name} is not a floating-point tensor ({target.dtype})")
+    if target.is_inference():
+        raise InitError(f"{name} is an inference tensor (made under torch.inference_mode()) and cannot be written")
+    if torch._debug_has_internal_overlap(target) == 1:  # an expanded view: one element written many times
+        raise InitError(f"{name} has elements that share memory (an expanded or strided view); clone() it into "
+                        "a Parameter of its own first")
+
+
+def write_all(writes: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """``target.copy_(new)`` for every pair, all or nothing: a failed write restores every target written."""
+    saved = Snapshot([target for target, _ in writes])
+    with torch.no_grad():
+        try:
+            for target, new in writes:
+                target.copy_(new)
+        except BaseException:
+            saved.restore()
+            raise
+
+
+class Snapshot:
+    """The values of ``tensors`` now; :meth:`restore` writes back those that changed (a tensor left alone is
+    not written, so restoring never fails on a target that could not be written in the first place)."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor]):
+        self.saved = [(t, t.detach().clone()) for t in tensors]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            for target, old in self.saved:
+                if not torch.equal(target, old) and not (target.isnan().any() and old.isnan().any()
+                                                         and torch.equal(target.nan_to_num(), old.nan_to_num())):
+                    target.copy_(old)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Agreement under torch.distributed
+# ----------------------------------------------------------------------------------------------------------
+def _describe(value: Any) -> str:
+    """A text of ``value`` that is the same in every process (no object addresses)."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_describe(k)}:{_describe(v)}" for k, v in sorted(value.items(), key=str)) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_describe(v) for v in value) + "]"
+    if isinstance(value, torch.Tensor):
+        return f"tensor{tuple(value.shape)}:{value.dtype}"
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return repr(value)
+    if callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__name__)}"
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def fingerprint(*parts: Any) -> int:
+    """A 62-bit hash of ``parts`` (layer names, shapes, dtypes, the method, its options)."""
+    digest = hashlib.sha256(_describe(list(parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 2
+
+
+def agree(entry: str, print_: int, error: Optional[BaseException], group: Any = None) -> None:
+    """Every rank passes what it is about to do (``print_``, a :func:`fingerprint`) and its error (None if it
+    computed everything). Outside ``torch.distributed`` the error is re-raised as it is. Under it, one
+    all-reduce tells every rank whether any rank failed or the fingerprints differ; if so every rank raises
+    the same :class:`DistributedError` (chained to its own error, if any) and nobody writes."""
+    if not is_distributed(group):
+        if error is not None:
+            raise error
+        return
+    world, me = world_size(group), rank(group)
+    # MAX of [fp, -fp, failed flags]: max and min fingerprint, and which ranks failed, in one collective
+    vector = torch.zeros(2 + world, dtype=torch.int64)
+    vector[0], vector[1] = print_, -print_
+    vector[2 + me] = int(error is not None)
+    vector = vector.to(_collective_device(group))
+    dist = _dist()
+    dist.all_reduce(vector, op=dist.ReduceOp.MAX, group=group)
+    values = vector.cpu().tolist()
+    failed = [r for r in range(world) if values[2 + r]]
+    if failed:
+        raise DistributedError(f"{entry}: rank(s) {failed} of {world} failed; no rank wrote anything (the error "
+                               "is on the rank that failed)") from error
+    if values[0] != -values[1]:
+        raise DistributedError(f"{entry}: the {world} ranks differ in the model's layers and shapes, the method or "
+                               "its options; no rank wrote anything (every rank must make the same call on the "
+                               "same architecture)")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One thread per model
+# ----------------------------------------------------------------------------------------------------------
+_lock = threading.Lock()
+_owners: dict[int, tuple[int, int]] = {}  # id(model) -> (thread ident, depth)
+
+
+@contextmanager
+def exclusive(model: nn.Module, entry: str) -> Iterator[None]:
+    """Hold ``model`` for this thread during ``entry``; another thread using it at the same time gets a
+    :class:`ConcurrentUseError` (the same thread may re-enter: ``initialize`` calls ``calibrate``)."""
+    key, me = id(model), threading.get_ident()
+    with _lock:
+        owner = _owners.get(key)
+        if owner is not None and owner[0] != me:
+            raise ConcurrentUseError(f"{entry}: this model is being used by another thread (planned, initialized, "
+                                     "calibrated or diagnosed); use one model per thread, or wait for that call")
+        _owners[key] = (me, 1 if owner is None else owner[1] + 1)
+    try:
+        yield
+    finally:
+        with _lock:
+            thread, depth = _owners[key]
+            if depth == 1:
+                del _owners[key]
+            else:
+                _owners[key] = (thread, depth - 1)
