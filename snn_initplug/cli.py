@@ -180,7 +180,9 @@ def _stepped(forward: Optional[Callable], steps: Optional[int]) -> Optional[Call
         for _, neuron in neuron_modules(model):
             reset_neuron(neuron)
         outputs = [first_tensor(forward(model, x) if forward else model(x)) for _ in range(steps)]
-        return torch.stack(outputs)
+        if any(out is None for out in outputs):
+            raise CommandError("--steps: the model returned no tensor to stack over the time steps")
+        return torch.stack([out for out in outputs if out is not None])
 
     return run
 

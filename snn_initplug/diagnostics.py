@@ -274,14 +274,14 @@ def _install_recorder(module: nn.Module, spike_fn: Callable
         return None, lambda: None
     as_child = _ModuleRecorder(spike_fn) if children else None  # a child slot must hold a module
     recorder = as_child.recorder if as_child is not None else _Recorder(spike_fn)
+    children_before = {name: module._modules[name] for name in children}  # spike_fn, as the module it is
     for name in children:
         module._modules[name] = as_child
     for name in plain:
         module.__dict__[name] = recorder
 
     def undo():
-        for name in children:
-            module._modules[name] = spike_fn
+        module._modules.update(children_before)
         for name in plain:
             module.__dict__[name] = spike_fn
 

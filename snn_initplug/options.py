@@ -15,7 +15,7 @@ import math
 import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Union, overload
 
 from .errors import OptionError
 from .laws import BASELINES, check_relay
@@ -45,8 +45,12 @@ Horizon = Union[str, int]
 # ------------------------------------------------------------------------------------------------------
 # Checks shared by the records
 # ------------------------------------------------------------------------------------------------------
+@overload
+def _number(owner: str, name: str, value: Any) -> float: ...
+@overload
+def _number(owner: str, name: str, value: Any, *, optional: bool) -> Optional[float]: ...
 def _number(owner: str, name: str, value: Any, *, optional: bool = False) -> Optional[float]:
-    """A finite real number (not a bool), as a float."""
+    """A finite real number (not a bool), as a float; None passes when ``optional``."""
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
