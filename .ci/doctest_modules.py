@@ -10,4 +10,5 @@ ROOT = Path(__file__).resolve().parents[1]
 
 for path in sorted((ROOT / "snn_initplug").rglob("*.py")):
     if ">>>" in path.read_text(encoding="utf-8"):
-        print(".".join(path.relative_to(ROOT).with_suffix("").parts))
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        print(".".join(parts[:-1] if parts[-1] == "__init__" else parts))  # a package by its own name
