@@ -188,7 +188,7 @@ def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
         relay, input_scale = opts.relay, _kernel_sums(layer, "single", "spike_aware")[0]  # one step: K[0] = c
     elif opts.relay:
         notes.append("relay: not applied (the input is not spikes from upstream neurons, or the neuron has "
-                     "several inputs)")
+                     "several inputs: other layers, a recurrent weight or identity residual spikes)")
     law = spike_aware_law(layer.fan_in, theta, sigma_u, q, k2, share=share, relay=relay, input_scale=input_scale)
     if relay:
         assumed.update(relay=relay, relay_weight=law.relay)

@@ -3,6 +3,7 @@ RLeaky/RSynaptic with a one-to-one recurrent gain, weight-less neurons, identity
 layer, unreachable targets, single-step models without ``steps=``. Rates are counted by our own hooks over the
 framework's own forward pass."""
 
+import math
 import warnings
 
 import pytest
@@ -163,3 +164,62 @@ def test_custom_time_loop_is_not_warned_about():
         warnings.simplefilter("error")
         report = sip.calibrate(net, x, 0.1, bias="zero")
     assert not any("one time step" in note for note in report.notes)
+
+
+# ------------------------------------------------------------------------------------------------
+# Identity residual spikes: no relay, and spike_aware leaves room for their mean and variance
+# ------------------------------------------------------------------------------------------------
+class _IdentityResidual(nn.Module):
+    """lif1(fc1(s0) + s0), then a plain lif2(fc2(s1)): SpikingJelly multi-step LIF (τ = 5: c = 0.2)."""
+
+    def __init__(self, width=256):
+        from spikingjelly.activation_based import layer, neuron
+
+        super().__init__()
+        self.fc0, self.lif0 = layer.Linear(100, width, bias=False), neuron.LIFNode(tau=5.0, step_mode="m")
+        self.fc1, self.lif1 = layer.Linear(width, width, bias=False), neuron.LIFNode(tau=5.0, step_mode="m")
+        self.fc2, self.lif2 = layer.Linear(width, width, bias=False), neuron.LIFNode(tau=5.0, step_mode="m")
+
+    def forward(self, x):
+        s0 = self.lif0(self.fc0(x))
+        s1 = self.lif1(self.fc1(s0) + s0)
+        return self.lif2(self.fc2(s1))
+
+
+@pytest.mark.spikingjelly
+@requires_spikingjelly
+def test_identity_residual_gets_no_relay_and_spike_aware_accounts_for_it():
+    from scipy.stats import norm
+    from spikingjelly.activation_based import functional
+
+    torch.manual_seed(0)
+    net = _IdentityResidual()
+    x = (torch.rand(8, 64, 100) < 0.3).float()
+    relayed = sip.initialize(net, "spike_aware", x, relay=0.9)
+    by_layer = {row.layer: row for row in relayed.layers}
+    assert by_layer["fc1.weight"].relay == 0 and "identity residual" in " ".join(by_layer["fc1.weight"].notes)
+    assert by_layer["fc2.weight"].relay > 0  # its neuron's whole input is fc2
+
+    report = sip.initialize(net, "spike_aware", x)
+    q, c, theta, fan_in = 1 - norm.cdf(1.0), 0.2, 1.0, 256  # lif0 at its own target; one-step kernel K[0] = c
+    sigma_u = theta - q * c  # the identity's mean q·c moves the membrane toward θ
+    closed_form = math.sqrt((sigma_u**2 - q * (1 - q) * c**2) / (fan_in * q * c**2))
+    assert {row.layer: row for row in report.layers}["fc1.weight"].std == pytest.approx(closed_form, rel=1e-3)
+    functional.reset_net(net)
+    assert abs(counted_rate(net.lif1, lambda: net(x)) / q - 1) <= 0.1
+
+
+@pytest.mark.spikingjelly
+@requires_spikingjelly
+@pytest.mark.parametrize("method", ["ikun", "spike_aware", "fluctuation", "kaiming_normal"])
+def test_batchnorm_after_the_layer_is_noted_for_every_analytic_method(method):
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    net = nn.Sequential(layer.Conv2d(1, 4, 3, padding=1, bias=False), layer.BatchNorm2d(4), neuron.IFNode(),
+                        layer.Flatten(), layer.Linear(4 * 8 * 8, 10), neuron.IFNode())
+    functional.set_step_mode(net, "m")
+    x = torch.rand(2, 4, 1, 8, 8)
+    options = {"horizon": 4} if method == "fluctuation" else {}  # IF: no leak, the kernel sums need T
+    notes = {row.layer: " ".join(row.notes) for row in sip.initialize(net, method, x, **options).layers}
+    assert "BatchNorm 1 follows" in notes["0.weight"] and "does not change the rate" in notes["0.weight"]
+    assert "BatchNorm" not in notes["4.weight"]
