@@ -28,7 +28,7 @@ from . import replay as checkpoint
 from . import theory
 from .calibration import calibrate
 from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, world_size
-from .errors import ArgumentTypeError, InitError, NeuronSpecError, OptionError, SurrogateError
+from .errors import ArgumentTypeError, InitError, NeuronSpecError, OptionError, PlanError, SurrogateError
 from .init import calculate_ikun_gain, sample
 from .laws import Law, baseline_law, fluctuation_law, ikun_law, membrane_target, spike_aware_law
 from .options import (
@@ -48,7 +48,7 @@ from .planning import InputStats, LayerPlan, Plan, plan
 from .reports import LayerReport, Report, calibrated_label
 from .selection import Skip, check_overrides, is_skipped, layer_overrides
 from .tables import surrogate_label
-from .transaction import Snapshot, check_writable, write_all
+from .transaction import Snapshot, check_writable, exclusive, write_all
 
 __all__ = ["initialize", "reinitialize", "Report", "LayerReport", "METHODS", "compute_laws"]
 
@@ -339,6 +339,13 @@ def _initialize(model, method, example_input, generator, overrides, skip, forwar
     """``initialize``, optionally replaying the seeds (and checking the laws) of a recorded report."""
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"initialize: model must be a torch.nn.Module, got {type(model).__name__}")
+    with exclusive(model, "initialize"):
+        return _initialize_exclusive(model, method, example_input, generator, overrides, skip, forward, group,
+                                     options, replay)
+
+
+def _initialize_exclusive(model, method, example_input, generator, overrides, skip, forward, group, options,
+                          replay: Optional[Report]) -> Report:
     method, options = _method_call(method, options)
     if method == "calibrated":
         call = _CalibratedCall.of(options)
@@ -359,6 +366,9 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
     p = plan(model, example_input, forward=forward)
     _use_global_input_stats(p, group)
     results, skipped = compute_laws(p, method, options, overrides, skip, label)
+    if not results and not skipped:  # nothing to do is a mistake to report, not a success
+        why = list(p.notes) + ([f"neurons with no weight layer before them: {', '.join(p.unfed)}"] if p.unfed else [])
+        raise PlanError(f"initialize: no weight layer feeds a neuron ({'; '.join(why) or 'nothing was traced'})")
     for layer, _, _ in results:
         if layer.weight.numel() == 0:
             raise InitError(f"initialize: {layer.name} has zero elements")

@@ -59,7 +59,7 @@ from .planning import (
 )
 from .reports import CalibrationReport, LayerCalibration
 from .selection import is_skipped
-from .transaction import Snapshot, agree, check_writable, fingerprint, write_all
+from .transaction import Snapshot, agree, check_writable, exclusive, fingerprint, write_all
 
 __all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET_RATE"]
 
@@ -478,7 +478,8 @@ def calibrate(
     steps_seen: dict[str, int] = {}
     if run is not None:
         run = _counting_first_run(run, p.neurons, steps_seen)
-    results = _calibrate_atomically(model, p, groups, units, calls, run, options, process_group)
+    with exclusive(model, "calibrate"):  # the search installs hooks and writes weights: one thread at a time
+        results = _calibrate_atomically(model, p, groups, units, calls, run, options, process_group)
     notes = []
     one_step = _one_step_warning(p, options.steps, example_input, units is not None, steps_seen)
     if one_step is not None:

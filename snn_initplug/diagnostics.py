@@ -55,6 +55,7 @@ from .errors import DiagnoseError, SurrogateError
 from .planning import Plan, first_tensor, plan, preserved, reset_neuron, run_model
 from .surrogate import surrogate_derivative
 from .tables import render_table, short_number
+from .transaction import one_thread_per_model
 
 __all__ = [
     "diagnose",
@@ -368,6 +369,7 @@ def _mean_threshold(threshold: Any) -> float:
     return float(threshold.mean()) if isinstance(threshold, torch.Tensor) else float(threshold)
 
 
+@one_thread_per_model("diagnose")
 def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
              loss_fn: Optional[Callable[[Any], torch.Tensor]] = None,
              forward: Optional[Callable[[nn.Module, Any], Any]] = None, *,

@@ -29,6 +29,7 @@ from .errors import ArgumentTypeError, InitError, NeuronSpecError, PlanError
 from .init import calculate_fans
 from .neuron import NeuronSpec
 from .tables import render_table, short_number, surrogate_label
+from .transaction import one_thread_per_model
 
 __all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYERS", "NORM_LAYERS", "StateSnapshot",
            "preserved", "reset_neuron", "first_tensor", "run_model", "fans", "neuron_modules"]
@@ -342,6 +343,7 @@ _VIEW_NODES = ("TBackward", "ViewBackward", "ReshapeAlias", "UnsafeViewBackward"
                "AliasBackward")
 
 
+@one_thread_per_model("plan")
 def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
     """Pair every neuron of ``model`` with the weight layer(s) that feed it.
 
@@ -469,6 +471,7 @@ class _ForwardRecord:
         self.accumulators: dict[Any, _StatsAccumulator] = {}
         self.layer_inputs: dict[str, Any] = {}  # weight layer -> grad_fn of its first input
         self.input_nodes: dict[str, Any] = {}  # neuron -> grad_fn of its first call's input (None: not connected)
+        self.later_inputs: dict[str, list[Any]] = {}  # neuron -> grad_fns of its next calls' inputs (a few)
         self.boundaries: dict[int, str] = {}
         self.passes: dict[int, str] = {}
         self.keep_alive: list[Any] = []
@@ -493,8 +496,12 @@ class _ForwardRecord:
             tensor = first_tensor(args)
             if tensor is not None and name in self.with_internal:
                 self.accumulators.setdefault((name, "input"), _StatsAccumulator()).add(tensor)
+            node = getattr(tensor, "grad_fn", None)
             if name not in self.input_nodes:
-                self.input_nodes[name] = getattr(tensor, "grad_fn", None)
+                self.input_nodes[name] = node
+            elif node is not None and len(self.later_inputs.setdefault(name, [])) < _LATER_CALLS:
+                self.later_inputs[name].append(node)  # a second place, or the same place at a later step
+                self._keep(node)
         return hook
 
     def _neuron_hook(self, name: str):
@@ -567,6 +574,7 @@ def _pair_layers(record: _ForwardRecord, specs: dict[str, NeuronSpec], weights, 
         found, spikes = _trace_sources(record.input_nodes[name], *graph)
         if not found and not any(i.role == "input" for i in internal):
             unfed.append(name)
+        _note_other_uses(name, found, record.later_inputs.get(name, ()), graph, notes)
         for layer_name, (path_norms, path_passes) in found.items():
             layer = record.modules[layer_name]
             fan_in, fan_out = fans(layer.weight)
@@ -580,6 +588,22 @@ def _pair_layers(record: _ForwardRecord, specs: dict[str, NeuronSpec], weights, 
                 **_input_source(record.layer_inputs.get(layer_name), *graph)))
         layers.extend(internal)
     return layers, unfed, notes
+
+
+_LATER_CALLS = 16  # later calls of a neuron traced for other places it is used (time steps repeat the first)
+
+
+def _note_other_uses(name: str, first: dict, later: Sequence[Any], graph, notes: list[str]) -> None:
+    """A neuron module called at a second place (fed by other layers than at its first call) is planned for
+    its first use only: say so (the calls of a time loop are fed by the same layers and say nothing)."""
+    others: list[str] = []
+    for node in later:
+        found, _ = _trace_sources(node, *graph)
+        others += [layer for layer in found if layer not in first and layer not in others]
+    if others:
+        notes.append(f"neuron {name} is used at more than one place; it is planned for its first use only "
+                     f"(fed by {', '.join(first) or 'no weight layer'}), not for its use after "
+                     f"{', '.join(others)}: give each place its own neuron module")
 
 
 def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:

@@ -16,19 +16,20 @@ across ranks, then write with a rollback.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any, Callable, Optional, TypeVar, cast
 
 import torch
 import torch.nn as nn
 
 from .distributed import _collective_device, _dist, is_distributed, rank, world_size
-from .errors import ConcurrentUseError, DistributedError, InitError
+from .errors import ConcurrentUseError, DistributedError, InitError, PlanError
 
-__all__ = ["check_writable", "write_all", "Snapshot", "agree", "fingerprint", "exclusive"]
+__all__ = ["check_writable", "write_all", "Snapshot", "agree", "fingerprint", "exclusive", "one_thread_per_model"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -127,6 +128,7 @@ def agree(entry: str, print_: int, error: Optional[BaseException], group: Any = 
 # ----------------------------------------------------------------------------------------------------------
 # One thread per model
 # ----------------------------------------------------------------------------------------------------------
+F = TypeVar("F", bound=Callable[..., Any])
 _lock = threading.Lock()
 _owners: dict[int, tuple[int, int]] = {}  # id(model) -> (thread ident, depth)
 
@@ -134,7 +136,13 @@ _owners: dict[int, tuple[int, int]] = {}  # id(model) -> (thread ident, depth)
 @contextmanager
 def exclusive(model: nn.Module, entry: str) -> Iterator[None]:
     """Hold ``model`` for this thread during ``entry``; another thread using it at the same time gets a
-    :class:`ConcurrentUseError` (the same thread may re-enter: ``initialize`` calls ``calibrate``)."""
+    :class:`ConcurrentUseError` (the same thread may re-enter: ``initialize`` calls ``calibrate``).
+
+    Under ``torch.inference_mode()`` no autograd graph is recorded, so no neuron could be traced to its
+    weights (and no weight written): that is a :class:`PlanError`, not a silent no-op."""
+    if torch.is_inference_mode_enabled():
+        raise PlanError(f"{entry}: cannot run under torch.inference_mode() (it records no graph to trace the "
+                        "weights by, and forbids writing them); call it outside that block")
     key, me = id(model), threading.get_ident()
     with _lock:
         owner = _owners.get(key)
@@ -151,3 +159,17 @@ def exclusive(model: nn.Module, entry: str) -> Iterator[None]:
                 del _owners[key]
             else:
                 _owners[key] = (thread, depth - 1)
+
+
+def one_thread_per_model(entry: str) -> Callable[[F], F]:
+    """Decorate an entry point whose first argument is the model with :func:`exclusive` (a first argument that
+    is not a module is left to the entry point's own type check)."""
+    def decorate(function: F) -> F:
+        @functools.wraps(function)
+        def guarded(model, *args, **kwargs):
+            if not isinstance(model, nn.Module):
+                return function(model, *args, **kwargs)
+            with exclusive(model, entry):
+                return function(model, *args, **kwargs)
+        return cast(F, guarded)
+    return decorate

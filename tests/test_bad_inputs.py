@@ -85,6 +85,23 @@ def with_expanded_weight(model: nn.Module) -> nn.Module:
     return model
 
 
+def in_inference_mode(call, model):
+    with torch.inference_mode():
+        return call(model)
+
+
+def neuron_used_twice() -> nn.Sequential:
+    torch.manual_seed(0)
+    neuron = Spk()
+    return nn.Sequential(nn.Linear(4, 4), neuron, nn.Linear(4, 4), neuron)
+
+
+def _used_twice_noted(report):
+    assert [layer.layer for layer in report.layers] == ["0.weight"]
+    assert any("neuron 1 is used at more than one place" in n and "not for its use after 2" in n
+               for n in report.notes), report.notes
+
+
 def frozen(model: nn.Module) -> nn.Module:
     model.requires_grad_(False)
     return model
@@ -460,6 +477,21 @@ def rows() -> Dict[str, Row]:
     row("calibrate-expanded-weight", "calibrate", "the second weight is an expanded view",
         lambda m: sip.calibrate(m, x, max_evaluations=3), lambda: with_expanded_weight(mlp()),
         **raises(sip.InitError, "2.weight has elements that share memory"))
+
+    for entry, call in (("initialize", lambda m: sip.initialize(m, "ikun", x)), ("calibrate", lambda m: sip.calibrate(m, x)),
+                        ("diagnose", lambda m: sip.diagnose(m, x)), ("plan", lambda m: sip.plan(m, x))):
+        row(f"{entry}-inference-mode", entry, "called inside torch.inference_mode()",
+            lambda m, call=call: in_inference_mode(call, m), mlp, **raises(sip.PlanError, "cannot run under torch.inference_mode()"))
+    row("initialize-forward-ignores-model", "initialize", "forward= that never calls the model",
+        lambda m: sip.initialize(m, "ikun", x, forward=lambda model, inp: inp), mlp,
+        **raises(sip.PlanError, "no weight layer feeds a neuron (neuron 1 was not called by the forward pass"))
+    row("initialize-neuron-without-weight", "initialize", "a neuron with no weight layer before it: nn.Sequential(Spk())",
+        lambda m: sip.initialize(m, "ikun", x), lambda: nn.Sequential(Spk()),
+        **raises(sip.PlanError, "no weight layer feeds a neuron (neurons with no weight layer before them: 0)"))
+    row("initialize-neuron-used-twice", "initialize", "one neuron module used after two different layers",
+        lambda m: sip.initialize(m, "ikun", x), neuron_used_twice,
+        **works("the first use is planned, and a note names the unplanned one",
+                lambda report, m: _used_twice_noted(report)))
 
     # --- NeuronSpec ---------------------------------------------------------------------------------
     spec_rows = [

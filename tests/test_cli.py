@@ -52,6 +52,10 @@ USER_MODEL = textwrap.dedent('''
         return nn.Sequential(nn.Linear(10, 3))
 
 
+    def unfed():
+        return nn.Sequential(LIF(), nn.Linear(10, 3))
+
+
     def not_a_model():
         return 42
 ''')
@@ -149,6 +153,7 @@ def test_init_saves_the_initialized_state_dict(model_file, tmp_path, capsys):
     (["diagnose", "{file}:make", "-i", "6,4,7"], "does not run on the example input"),
     (["init", "{file}:make", "-m", "ikun", "-i", "6,4,7", "-o", "{dir}/w.pt"], "does not run on the example input"),
     (["diagnose", "{file}:no_neurons", "-i", "6,4,10"], "no spiking neurons"),
+    (["init", "{file}:unfed", "-m", "ikun", "-i", "6,4,10", "-o", "{dir}/w.pt"], "no weight layer feeds a neuron"),
     (["diagnose", "{file}:not_a_model", "-i", "6,4,10"], "torch.nn.Module"),
     (["diagnose", "{file}:make", "-i", "6,4,10", "--classes", "5"], "--classes 5"),
 ])

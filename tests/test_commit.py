@@ -83,3 +83,69 @@ def test_calibrate_write_failing_late_rolls_back(mode, monkeypatch):
     with pytest.raises(RuntimeError, match="more than one element"):
         sip.calibrate(model, batch(), mode=mode, max_evaluations=3, bias="zero")
     assert_unchanged(before, model)
+
+
+# ------------------------------------------------------------------------------------------------------
+# 8. one model, one thread at a time
+# ------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("second", ["initialize", "calibrate", "diagnose", "plan"])
+def test_a_second_thread_is_refused_while_the_first_holds_the_model(second):
+    """Thread A's ``forward=`` waits inside the planning pass (hooks installed); thread B's call on the same
+    model is refused, and A then finishes with exactly the weights of a call nobody interrupted."""
+    import threading
+
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_forward(model, x):
+        inside.set()
+        assert release.wait(10)
+        return model(x)
+
+    model, x = mlp(), batch()
+    results: dict = {}
+
+    def first():
+        try:
+            sip.initialize(model, "spike_aware", x, forward=slow_forward, generator=torch.Generator().manual_seed(3))
+            results["ok"] = True
+        except BaseException as exc:  # reported to the main thread
+            results["error"] = exc
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert inside.wait(10)
+    calls = {"initialize": lambda: sip.initialize(model, "ikun", x), "diagnose": lambda: sip.diagnose(model, x),
+             "calibrate": lambda: sip.calibrate(model, x, max_evaluations=2), "plan": lambda: sip.plan(model, x)}
+    try:
+        with pytest.raises(sip.ConcurrentUseError, match="used by another thread"):
+            calls[second]()
+    finally:
+        release.set()
+        thread.join(20)
+    assert results == {"ok": True}
+    alone = mlp()
+    sip.initialize(alone, "spike_aware", x, generator=torch.Generator().manual_seed(3))
+    assert_unchanged(state(alone), model)
+    for module in model.modules():  # no hook of either call is left behind
+        assert not module._forward_hooks and not module._forward_pre_hooks
+
+
+def test_the_guard_is_per_model_and_released_after_an_error():
+    model = mlp()
+    with pytest.raises(sip.OptionError):
+        sip.initialize(model, "nope", batch())
+    errors = []
+
+    def other():
+        try:
+            sip.initialize(model, "ikun", batch())  # the failed call released the model
+            sip.initialize(mlp(), "ikun", batch())  # another model is never blocked
+        except BaseException as exc:
+            errors.append(exc)
+
+    import threading
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join(20)
+    assert errors == []

@@ -223,3 +223,27 @@ def test_batchnorm_after_the_layer_is_noted_for_every_analytic_method(method):
     notes = {row.layer: " ".join(row.notes) for row in sip.initialize(net, method, x, **options).layers}
     assert "BatchNorm 1 follows" in notes["0.weight"] and "does not change the rate" in notes["0.weight"]
     assert "BatchNorm" not in notes["4.weight"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Weight-less neurons (Spikformer's attention LIF, fed by q·kᵀ·v of spikes) are reported, not "ok"
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.spikingjelly
+@requires_spikingjelly
+def test_spikformer_attention_lif_is_reported_as_not_calibrated():
+    pytest.importorskip("spikingjelly.activation_based.model.spikformer")
+    from spikingjelly.activation_based import functional
+    from spikingjelly.activation_based.model.spikformer import Spikformer
+
+    torch.manual_seed(0)
+    model = Spikformer(T=2, in_channels=1, img_size_h=16, img_size_w=16, patch_size=4, num_classes=10,
+                       embed_dims=32, num_heads=2, mlp_ratio=2.0, depths=1)
+    x = torch.rand(4, 1, 16, 16)
+    report = sip.calibrate(model, x, 0.159)
+    by_neuron = {row.neuron: row for row in report.layers}
+    attn = by_neuron["blocks.0.attn.attn_lif"]
+    assert attn.status.startswith("not calibrated") and "blocks.0.attn.qkv_lif" in attn.status
+    assert attn.parameters == [] and not report.ok
+    assert all(row.status == "ok" for name, row in by_neuron.items() if name != "blocks.0.attn.attn_lif")
+    functional.reset_net(model)
+    assert counted_rate(model.blocks[0].attn.attn_lif, lambda: model(x)) == pytest.approx(attn.rate)
