@@ -261,7 +261,11 @@ def compute_laws(p: Plan, method: str, options: dict[str, Any], overrides=None, 
             skipped.append(layer.name)
             continue
         layer_method, opts = layer_overrides(layer, method, options, overrides)
-        law, assumed, notes = _layer_law(layer, layer_method, opts, ctx)
+        try:
+            law, assumed, notes = _layer_law(layer, layer_method, opts, ctx)
+        except (OverflowError, ZeroDivisionError) as exc:  # e.g. sigma_u=1e200: its square overflows
+            raise InitError(f"{layer_method}: the law of {layer.name} cannot be computed with these options "
+                            f"({type(exc).__name__}: {exc}); are the numbers in range?") from exc
         report = LayerReport(layer.name, label(layer_method), f"{layer.neuron_name} ({type(layer.neuron).__name__})",
                              surrogate_label(layer.spec.surrogate_description), layer.fan_in, layer.fan_out,
                              layer.fan_in * (law.std**2 + law.mean**2) + law.relay**2, law.std, law.mean, law.kind,
@@ -363,6 +367,8 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
     method_options(method, options)
     if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
         raise InitError("initialize: generator must be a CPU torch.Generator")
+    if isinstance(example_input, torch.Tensor) and example_input.dim() and example_input.shape[0] == 0:
+        raise InitError("initialize: example_input has no elements (an empty batch has no statistics)")
     p = plan(model, example_input, forward=forward)
     _use_global_input_stats(p, group)
     results, skipped = compute_laws(p, method, options, overrides, skip, label)

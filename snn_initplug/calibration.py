@@ -468,10 +468,11 @@ def calibrate(
     options = CalibrationOptions(target_rate, tolerance, max_evaluations, steps, bias, mode, seed)
     if example_input is None:
         raise InitError("calibrate: needs a real batch (example_input)")
-    calls = _calls(example_input, options.steps)
+    calls = _checked_calls(_calls(example_input, options.steps))
     p = plan_ if plan_ is not None else plan(model, example_input if forward is not None else calls[0], forward=forward)
     groups = _checked_groups(model, p, skip, options.target_rate)
-    units = _chain_ready(model, groups) if options.mode in ("auto", "chain") and forward is None else None
+    chain_ok = forward is None and all(isinstance(c, torch.Tensor) for c in calls)  # a unit takes one tensor
+    units = _chain_ready(model, groups) if options.mode in ("auto", "chain") and chain_ok else None
     if options.mode == "chain" and units is None:
         raise InitError("calibrate: mode='chain' needs a plain nn.Sequential stack with one layer per neuron")
     run = None if units is not None else _runner(model, example_input, calls, options.steps, forward)
@@ -548,6 +549,20 @@ def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, ru
     return results
 
 
+def _checked_calls(calls: list[Any]) -> list[Any]:
+    """Refuse a batch that has no rate to measure: no step, no element, or non-finite values (the search would
+    report every layer "unreachable" instead of naming the input)."""
+    if not calls:
+        raise InitError("calibrate: example_input is an empty list (give one input per time step)")
+    tensors = [t for call in calls for t in (call if isinstance(call, (tuple, list)) else [call])
+               if isinstance(t, torch.Tensor)]
+    if any(t.numel() == 0 for t in tensors):
+        raise InitError("calibrate: example_input has no elements (an empty batch has no firing rate)")
+    if any(t.is_floating_point() and t.device.type != "meta" and not bool(torch.isfinite(t).all()) for t in tensors):
+        raise InitError("calibrate: example_input has non-finite values (NaN/Inf)")
+    return calls
+
+
 def _calls(example_input: Any, steps: Optional[int]) -> list[Any]:
     if isinstance(example_input, list):
         return list(example_input)
@@ -589,5 +604,5 @@ def _one_step_warning(p: Plan, steps: Optional[int], example_input: Any, chain: 
 
 def _runner(model, example_input, calls, steps, forward) -> Callable[[], Any]:
     if forward is None and (len(calls) > 1 or steps is not None):
-        return lambda: [model(x) for x in calls]
+        return lambda: [run_model(model, x) for x in calls]  # a tuple is the model's positional arguments
     return lambda: run_model(model, example_input, forward)

@@ -324,6 +324,10 @@ def default_loss(output: Any, target: torch.Tensor) -> tuple[torch.Tensor, str]:
         if out.shape[:-1] != target.shape:
             raise DiagnoseError(f"class targets of shape {tuple(target.shape)} do not match the time-averaged "
                                 f"output of shape {tuple(out.shape)}")
+        classes_out = out.shape[-1]
+        if target.numel() and not (0 <= int(target.min()) and int(target.max()) < classes_out):
+            raise DiagnoseError(f"class targets must lie in [0, {classes_out}) for an output of {classes_out} "
+                                f"classes, got values in [{int(target.min())}, {int(target.max())}]")
         return F.cross_entropy(out.float(), target.long()), "cross-entropy of the time-averaged output"
     if out.shape != target.shape:
         raise DiagnoseError(f"the target has shape {tuple(target.shape)}, the time-averaged output "

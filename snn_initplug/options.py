@@ -186,7 +186,7 @@ class FluctuationOptions:
         _set(self, "rate", _target_rate("fluctuation", self.rate))
         if self.sigma_u is not None and self.rate is not None:
             raise OptionError("fluctuation: give the target as sigma_u= or as rate=, not both")
-        _set(self, "input_rate", _number("fluctuation", "input_rate", self.input_rate, optional=True))
+        _set(self, "input_rate", _fraction("fluctuation", "input_rate", self.input_rate))  # a spike probability
         horizon_steps("fluctuation", self.horizon)
         _set(self, "input_second_moment", _number("fluctuation", "input_second_moment", self.input_second_moment,
                                                   optional=True))
@@ -281,8 +281,9 @@ class CalibrationOptions:
         _choice("calibrate", "bias", self.bias, ("keep", "zero"))
         if self.mode not in ("auto", "chain", "model"):
             raise OptionError(f"calibrate: mode must be 'auto', 'chain' or 'model', got {self.mode!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral):
-            raise OptionError(f"calibrate: seed must be an integer, got {self.seed!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) \
+                or not -2**63 <= self.seed < 2**64:  # the range torch.Generator.manual_seed takes
+            raise OptionError(f"calibrate: seed must be an integer in [-2**63, 2**64), got {self.seed!r}")
 
 
 CALIBRATION_FIELDS = tuple(f.name for f in fields(CalibrationOptions))

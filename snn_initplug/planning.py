@@ -371,6 +371,10 @@ def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
         raise ArgumentTypeError(f"plan: model must be a torch.nn.Module, got {type(model).__name__}")
     if any(p.device.type == "meta" for p in model.parameters()):
         raise PlanError("plan: the model is on the meta device (no data); materialize it first (to_empty + init)")
+    lazy = [name for name, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
+    if lazy:
+        raise PlanError(f"plan: {', '.join(lazy)} not materialized yet (a Lazy module); run one forward pass "
+                        "of a batch first, so its shape is known")
     neurons = neuron_modules(model)
     if not neurons:
         raise PlanError(f"plan: no spiking neurons found in {type(model).__name__} "

@@ -23,8 +23,16 @@ def matches(layer: LayerPlan, pattern: str) -> bool:
 
 
 def skip_list(skip: Skip) -> list[Any]:
-    """``skip`` as a list of patterns and predicates."""
-    return [skip] if isinstance(skip, str) or callable(skip) else list(skip or [])
+    """``skip`` as a list of patterns and predicates; anything else is an :class:`OptionError` (a number or a
+    list of numbers would otherwise fail deep inside, or match nothing and be ignored)."""
+    if skip is None:
+        return []
+    entries = [skip] if isinstance(skip, str) or callable(skip) else skip
+    if not isinstance(entries, (list, tuple, set, frozenset)) or \
+            not all(isinstance(s, str) or callable(s) for s in entries):
+        raise OptionError(f"skip must be a layer name pattern, a predicate on the LayerPlan, or a list of them; "
+                          f"got {skip!r}")
+    return list(entries)
 
 
 def is_skipped(layer: LayerPlan, skip: Skip) -> bool:

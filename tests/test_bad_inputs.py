@@ -493,6 +493,49 @@ def rows() -> Dict[str, Row]:
         **works("the first use is planned, and a note names the unplanned one",
                 lambda report, m: _used_twice_noted(report)))
 
+    # generic exceptions from inside, nonsense accepted: now each a documented error
+    row("initialize-skip-list-of-int", "initialize", "skip=[0]", lambda m: sip.initialize(m, "ikun", x, skip=[0]), mlp,
+        **raises(sip.OptionError, "skip must be a layer name pattern, a predicate on the LayerPlan, or a list of them"))
+    row("calibrate-skip-int", "calibrate", "skip=0 (was ignored)", lambda m: sip.calibrate(m, x, skip=0), mlp,
+        **raises(sip.OptionError, "skip must be a layer name pattern"))
+    row("initialize-sigma-overflow", "initialize", "method='spike_aware', sigma_u=1e200",
+        lambda m: sip.initialize(m, "spike_aware", x, sigma_u=1e200), mlp,
+        **raises(sip.InitError, "the law of 0.weight cannot be computed with these options (OverflowError"))
+    row("initialize-input-rate-above-one", "initialize", "method='fluctuation', input_rate=1.5",
+        lambda m: sip.initialize(m, "fluctuation", x, input_rate=1.5), mlp,
+        **raises(sip.OptionError, "input_rate must lie in [0, 1]"))
+    for value, label in ((0, "zero"), (True, "bool"), (2.7, "fraction")):
+        row(f"initialize-fluctuation-steps-{label}", "initialize", f"method='fluctuation', steps={value!r}",
+            lambda m, value=value: sip.initialize(m, "fluctuation", x, steps=value), mlp,
+            **raises(sip.OptionError, "horizon must be 'single', 'stationary' or a number of steps"))
+    row("initialize-method-list", "initialize", "method=['ikun']", lambda m: sip.initialize(m, ["ikun"], x), mlp,
+        **raises(sip.OptionError, "expected a method name or an options record"))
+    row("initialize-lazy-linear", "initialize", "an unmaterialized LazyLinear",
+        lambda m: sip.initialize(m, "ikun", x), lambda: nn.Sequential(nn.LazyLinear(3), Spk()),
+        **raises(sip.PlanError, "0.weight, 0.bias not materialized yet (a Lazy module)"))
+    row("initialize-empty-batch", "initialize", "example_input with 0 rows, method='spike_aware'",
+        lambda m: sip.initialize(m, "spike_aware", x[:0]), mlp, **raises(sip.InitError, "example_input has no elements"))
+    for key, value, match in (("seed", 2**70, "seed must be an integer in [-2**63, 2**64)"),
+                              ("seed", 1.5, "seed must be an integer"),
+                              ("tolerance", "0.1", "tolerance must be a finite number"),
+                              ("max_evaluations", True, "max_evaluations must be a positive integer"),
+                              ("steps", 2.7, "steps must be an integer >= 1")):
+        row(f"calibrate-{key}-{value!r}".replace("'", ""), "calibrate", f"{key}={value!r}",
+            lambda m, key=key, value=value: sip.calibrate(m, x, **{key: value}), mlp, **raises(sip.OptionError, match))
+    row("calibrate-nan-batch", "calibrate", "example_input full of NaN (was 'unreachable')",
+        lambda m: sip.calibrate(m, torch.full((8, 4), float("nan"))), mlp,
+        **raises(sip.InitError, "example_input has non-finite values"))
+    row("calibrate-empty-batch", "calibrate", "example_input with 0 rows (was 'a silent input?')",
+        lambda m: sip.calibrate(m, x[:0]), mlp, **raises(sip.InitError, "example_input has no elements"))
+    row("calibrate-empty-list", "calibrate", "example_input=[] (no time step)",
+        lambda m: sip.calibrate(m, []), mlp, **raises(sip.InitError, "example_input is an empty list"))
+    row("calibrate-tuple-input-with-steps", "calibrate", "example_input=(x,) (positional arguments) with steps=2",
+        lambda m: sip.calibrate(m, (x,), steps=2, max_evaluations=3), mlp,
+        **works("the tuple is the model's arguments at every step", lambda report, m: _two_layers(report)))
+    row("diagnose-target-out-of-range", "diagnose", "class target 7 for 2 output classes",
+        lambda m: sip.diagnose(m, x, target=torch.full((8,), 7)), mlp,
+        **raises(sip.DiagnoseError, "class targets must lie in [0, 2)"))
+
     # --- NeuronSpec ---------------------------------------------------------------------------------
     spec_rows = [
         ("threshold-none", "threshold=None", dict(threshold=None), "must be a number or a tensor"),
@@ -581,7 +624,8 @@ ROWS = rows()
 def state(model) -> Dict[str, torch.Tensor]:
     if not isinstance(model, nn.Module):
         return {}
-    tensors = dict(model.state_dict(keep_vars=True))
+    tensors = {k: v for k, v in model.state_dict(keep_vars=True).items()
+               if not isinstance(v, nn.parameter.UninitializedTensorMixin)}  # a Lazy module's have no data
     return {k: v.detach().clone() if v.device.type != "meta" else v for k, v in tensors.items()}
 
 
