@@ -78,7 +78,13 @@ def sample(law: Law, shape, *, dtype=torch.float32, device=None, generator: Opti
         raise InitError(f"unknown law {law.kind!r}")
     if law.relay:
         out.add_(relay_pattern(shape, dtype=work), alpha=law.relay)
-    return out.to(device=device, dtype=dtype)
+    result = out.to(device=device, dtype=dtype)
+    # a law with a non-zero scale almost never draws 0: mostly zeros means its scale underflows the dtype
+    if (law.std > 0 or law.mean != 0) and result.numel() and result.device.type != "meta" \
+            and 2 * int((result == 0).sum()) > result.numel():
+        raise InitError(f"a law with mean {law.mean:.3g} and std {law.std:.3g} underflows {dtype}: "
+                        f"{int((result == 0).sum())} of {result.numel()} draws are 0 (a tiny threshold?)")
+    return result
 
 
 def relay_pattern(shape, *, dtype=torch.float32) -> torch.Tensor:

@@ -536,6 +536,14 @@ def rows() -> Dict[str, Row]:
         lambda m: sip.diagnose(m, x, target=torch.full((8,), 7)), mlp,
         **raises(sip.DiagnoseError, "class targets must lie in [0, 2)"))
 
+    # underflow: a tiny threshold gives weights below the dtype's smallest number (was: all zeros written)
+    row("initialize-float16-underflow", "initialize", "float16 model, θ = 1e-9, method='spike_aware'",
+        lambda m: sip.initialize(m, "spike_aware", batch(torch.float16)),
+        lambda: nn.Sequential(nn.Linear(4, 3), Spk(1e-9)).half(), **raises(sip.InitError, "underflows torch.float16"))
+    row("spike_aware_-bfloat16-underflow", "spike_aware_", "a bfloat16 tensor, θ = 1e-42",
+        lambda m: sip.spike_aware_(torch.empty(3, 4, dtype=torch.bfloat16), 1e-42),
+        **raises(sip.InitError, "underflows torch.bfloat16"))
+
     # --- NeuronSpec ---------------------------------------------------------------------------------
     spec_rows = [
         ("threshold-none", "threshold=None", dict(threshold=None), "must be a number or a tensor"),
