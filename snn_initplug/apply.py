@@ -344,8 +344,14 @@ def _initialize(model, method, example_input, generator, overrides, skip, forwar
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"initialize: model must be a torch.nn.Module, got {type(model).__name__}")
     with exclusive(model, "initialize"):
-        return _initialize_exclusive(model, method, example_input, generator, overrides, skip, forward, group,
-                                     options, replay)
+        rng = torch.get_rng_state() if generator is None else None  # the seeds are drawn from the process RNG
+        try:
+            return _initialize_exclusive(model, method, example_input, generator, overrides, skip, forward, group,
+                                         options, replay)
+        except BaseException:
+            if rng is not None:
+                torch.set_rng_state(rng)  # an error leaves the process RNG as it was, as it leaves the model
+            raise
 
 
 def _initialize_exclusive(model, method, example_input, generator, overrides, skip, forward, group, options,

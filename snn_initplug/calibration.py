@@ -59,7 +59,7 @@ from .planning import (
 )
 from .reports import CalibrationReport, LayerCalibration
 from .selection import is_skipped
-from .transaction import Snapshot, agree, check_writable, exclusive, fingerprint, write_all
+from .transaction import SameDraws, Snapshot, agree, check_writable, exclusive, fingerprint, write_all
 
 __all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET_RATE"]
 
@@ -325,24 +325,27 @@ def _calibrate_segment(segment, group, acts, target_rate, tolerance, max_evals, 
             direction = [z - _bias_like(affine, bias, z) for z in z1] if bias is not None else z1
     original = param.detach().clone()
 
+    draws = SameDraws(seed)
+
     def outputs_at(s: float) -> list[torch.Tensor]:
-        snapshot.restore()
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            if affine is not None:
-                z = [s * d + _bias_like(affine, bias, d) if bias is not None else s * d for d in direction]
-            else:
-                param.copy_(original * s)
-                try:
-                    z = [_output(scaled, scaled(x)) for x in x_pre]
-                finally:
-                    param.copy_(original)
-            out = []
-            for zz in z:
-                for module in post:
-                    zz = _output(module, module(zz))
-                out.append(_output(unit, unit(zz)))
-        return out
+        def once() -> list[torch.Tensor]:
+            snapshot.restore()
+            with torch.no_grad():
+                if affine is not None:
+                    z = [s * d + _bias_like(affine, bias, d) if bias is not None else s * d for d in direction]
+                else:
+                    param.copy_(original * s)
+                    try:
+                        z = [_output(scaled, scaled(x)) for x in x_pre]
+                    finally:
+                        param.copy_(original)
+                out = []
+                for zz in z:
+                    for module in post:
+                        zz = _output(module, module(zz))
+                    out.append(_output(unit, unit(zz)))
+            return out
+        return draws.run(once)
 
     target = _target_for(group.neuron_name, target_rate)
 
@@ -390,19 +393,21 @@ def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals,
     recorded: list[torch.Tensor] = []
     handle = group.neuron.register_forward_hook(lambda m, a, out: recorded.append(first_tensor(out).detach()))
 
+    draws = SameDraws(seed)
+
     def rate_at(s: float) -> float:
-        snapshot.restore()
-        recorded.clear()
-        with torch.no_grad():
-            for param, value in originals:
-                param.copy_(value * s)
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(seed)
-                    run()
-            finally:
+        def once() -> None:
+            snapshot.restore()
+            recorded.clear()
+            with torch.no_grad():
                 for param, value in originals:
-                    param.copy_(value)
+                    param.copy_(value * s)
+                try:
+                    run()
+                finally:
+                    for param, value in originals:
+                        param.copy_(value)
+        draws.run(once)
         if not recorded:
             raise PlanError(f"calibrate: neuron {group.neuron_name} was not called by the forward pass")
         return _spike_rate(recorded, process_group)

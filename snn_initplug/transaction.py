@@ -29,7 +29,10 @@ import torch.nn as nn
 from .distributed import _collective_device, _dist, is_distributed, rank, world_size
 from .errors import ConcurrentUseError, DistributedError, InitError, PlanError
 
-__all__ = ["check_writable", "write_all", "Snapshot", "agree", "fingerprint", "exclusive", "one_thread_per_model"]
+__all__ = ["check_writable", "write_all", "Snapshot", "agree", "fingerprint", "exclusive", "one_thread_per_model", "SameDraws"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -126,9 +129,40 @@ def agree(entry: str, print_: int, error: Optional[BaseException], group: Any = 
 
 
 # ----------------------------------------------------------------------------------------------------------
+# The same random draws at every evaluation, without reseeding the process RNG when nothing draws
+# ----------------------------------------------------------------------------------------------------------
+class SameDraws:
+    """Run the evaluations of a search so that each sees the same random draws (dropout, a stochastic encoder)
+    from ``seed``, touching the process RNG only for a model that draws from it.
+
+    The first evaluation runs as it is; if the global RNG state did not move, the model draws nothing and no
+    evaluation touches the RNG (other threads keep their streams). If it moved, that draw is undone, and that
+    and every later evaluation runs inside ``fork_rng`` from ``manual_seed(seed)`` (a model that draws from the
+    process RNG needs it; its state is restored afterwards). ``evaluate`` must be safe to run twice."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self.draws: Optional[bool] = None  # unknown until the first evaluation
+
+    def run(self, evaluate: Callable[[], T]) -> T:
+        if self.draws is None:
+            before = torch.get_rng_state()
+            result = evaluate()
+            self.draws = not torch.equal(before, torch.get_rng_state())
+            if not self.draws:
+                return result
+            torch.set_rng_state(before)  # the model draws: undo this unseeded pass, rerun it seeded
+        if not self.draws:
+            return evaluate()
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.seed)
+            return evaluate()
+
+
+# ----------------------------------------------------------------------------------------------------------
 # One thread per model
 # ----------------------------------------------------------------------------------------------------------
-F = TypeVar("F", bound=Callable[..., Any])
 _lock = threading.Lock()
 _owners: dict[int, tuple[int, int]] = {}  # id(model) -> (thread ident, depth)
 
