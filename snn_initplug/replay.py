@@ -129,6 +129,9 @@ def replayed_seeds(rows: list[tuple[Law, LayerReport]], replay: Report) -> list[
     for (law, row), old in zip(rows, replay.layers):
         if old.seed is None:
             raise InitError(f"reinitialize: the report has no seed for {old.layer} (written by an older version)")
+        if (row.fan_in, row.fan_out) != (old.fan_in, old.fan_out):  # a law of fan_in alone would not notice
+            raise InitError(f"reinitialize: {old.layer} has fan_in {row.fan_in} and fan_out {row.fan_out}, the "
+                            f"report's {old.fan_in} and {old.fan_out}: the layer's shape changed")
         if (row.method, law.kind, law.mean, law.std, law.relay) != (old.method, old.law, old.mean, old.std, old.relay):
             raise InitError(f"reinitialize: {old.layer}: the law is {row.method} {law.kind}(mean {law.mean!r}, std "
                             f"{law.std!r}, relay {law.relay!r}), the report's {old.method} {old.law}(mean {old.mean!r}, "

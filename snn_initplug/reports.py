@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Union
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Any, Optional, TypeVar, Union
 
+from .errors import InitError
 from .tables import render_table, short_number
 
 __all__ = ["LayerReport", "Report", "LayerCalibration", "CalibrationReport", "calibrated_label"]
+
+
+R = TypeVar("R")
+
+
+def _record(cls: type[R], row: Any, where: str) -> R:
+    """``cls(**row)`` for a JSON object with exactly ``cls``'s fields (the defaulted ones may be missing); any
+    other value is an :class:`InitError` naming ``where`` (not a KeyError/TypeError from inside)."""
+    if not isinstance(row, dict):
+        raise InitError(f"{where} must be a JSON object, got {type(row).__name__}: not a saved report")
+    known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    required = {f.name for f in fields(cls)  # type: ignore[arg-type]
+                if f.default is MISSING and f.default_factory is MISSING}
+    missing, unknown = sorted(required - set(row)), sorted(set(row) - known)
+    if missing or unknown:
+        raise InitError(f"{where}: missing {missing}, unknown {unknown}: not a report this version wrote")
+    return cls(**row)
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise InitError(f"{where} must be a JSON list, got {type(value).__name__}")
+    return value
 
 
 def calibrated_label(start: str) -> str:
@@ -45,8 +69,13 @@ class CalibrationReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CalibrationReport:
-        return cls([LayerCalibration(**row) for row in data["layers"]], data["mode"], data["tolerance"],
-                   list(data.get("notes", [])))
+        if not isinstance(data, dict):
+            raise InitError(f"the calibration must be a JSON object, got {type(data).__name__}")
+        rows = [_record(LayerCalibration, row, f"calibration layer {i}")
+                for i, row in enumerate(_list(data.get("layers"), "the calibration's layers"))]
+        if "mode" not in data or "tolerance" not in data:
+            raise InitError("the calibration: missing 'mode' or 'tolerance': not a report this version wrote")
+        return cls(rows, data["mode"], data["tolerance"], list(_list(data.get("notes", []), "the calibration's notes")))
 
     def __str__(self) -> str:
         header = ["neuron", "scaled", "target", "initial", "rate", "scale", "evals", "status"]
@@ -102,16 +131,29 @@ class Report:
     def load(cls, path: Union[str, os.PathLike[str]]) -> Report:
         """Read a report written by :meth:`save`; :func:`snn_initplug.reinitialize` replays it."""
         with open(path, encoding="utf-8") as handle:
-            return cls.from_dict(json.load(handle))
+            try:
+                data = json.load(handle)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise InitError(f"Report.load: {os.fspath(path)} is not a report's JSON ({exc})") from exc
+        return cls.from_dict(data)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
-        """Inverse of :meth:`to_dict`."""
-        calibration = data.get("calibration")
-        return cls(data["method"], [LayerReport(**row) for row in data["layers"]], list(data["skipped"]),
-                   data["plan_source"], list(data.get("notes", [])),
-                   None if calibration is None else CalibrationReport.from_dict(calibration),
-                   dict(data.get("settings") or {}))
+        """Inverse of :meth:`to_dict`; anything else (a list, missing or unknown keys, a seed that is not an
+        integer) is an :class:`InitError`."""
+        report = _record(cls, data, "the report")
+        layers = [_record(LayerReport, row, f"report layer {i}") for i, row in enumerate(_list(report.layers, "layers"))]
+        for row in layers:
+            if row.seed is not None and (isinstance(row.seed, bool) or not isinstance(row.seed, int)):
+                raise InitError(f"report layer {row.layer}: seed must be an integer, got {row.seed!r}")
+        settings = report.settings or {}
+        if not isinstance(settings, dict):
+            raise InitError(f"the report's settings must be a JSON object, got {type(settings).__name__}")
+        calibration = report.calibration
+        return cls(report.method, layers, list(_list(report.skipped, "skipped")), report.plan_source,
+                   list(_list(report.notes, "notes")),
+                   None if calibration is None else CalibrationReport.from_dict(calibration),  # type: ignore[arg-type]
+                   dict(settings))
 
     def layer(self, name: str) -> LayerReport:
         for row in self.layers:

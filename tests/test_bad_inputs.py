@@ -102,6 +102,37 @@ def _used_twice_noted(report):
                for n in report.notes), report.notes
 
 
+def _report_dict() -> dict:
+    return sip.initialize(mlp(), "ikun", batch(), generator=seeded()).to_dict()
+
+
+def _report_json() -> str:
+    import json
+
+    return json.dumps(_report_dict())
+
+
+def _load_text(text: str):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "report.json"
+        path.write_text(text)
+        return sip.Report.load(path)
+
+
+def _with_seed(data: dict, seed) -> dict:
+    data["layers"][0]["seed"] = seed
+    return data
+
+
+def _wider_second_layer() -> nn.Sequential:
+    model = mlp()
+    model[2] = nn.Linear(3, 7)
+    model[3] = Spk()
+    return model
+
+
 def frozen(model: nn.Module) -> nn.Module:
     model.requires_grad_(False)
     return model
@@ -543,6 +574,23 @@ def rows() -> Dict[str, Row]:
     row("spike_aware_-bfloat16-underflow", "spike_aware_", "a bfloat16 tensor, θ = 1e-42",
         lambda m: sip.spike_aware_(torch.empty(3, 4, dtype=torch.bfloat16), 1e-42),
         **raises(sip.InitError, "underflows torch.bfloat16"))
+
+    # reports and replay: a report that is not one, a layer whose shape changed
+    row("Report.load-truncated", "Report.load", "a truncated JSON file", lambda m: _load_text(_report_json()[:50]),
+        **raises(sip.InitError, "is not a report's JSON"))
+    for key, label, change, match in (
+            ("list", "a JSON list", lambda d: [d], "the report must be a JSON object, got list"),
+            ("missing-key", "no 'method'", lambda d: {k: v for k, v in d.items() if k != "method"}, "missing ['method']"),
+            ("extra-key", "an unknown key 'x'", lambda d: {**d, "x": 1}, "unknown ['x']"),
+            ("layer-not-object", "a layer that is a str", lambda d: {**d, "layers": ["0.weight"]},
+             "report layer 0 must be a JSON object"),
+            ("seed-str", "a layer's seed '5'", lambda d: _with_seed(d, "5"), "seed must be an integer, got '5'"),
+            ("seed-float", "a layer's seed 1.5", lambda d: _with_seed(d, 1.5), "seed must be an integer, got 1.5")):
+        row(f"Report.from_dict-{key}", "Report.from_dict", label,
+            lambda m, change=change: sip.Report.from_dict(change(_report_dict())), **raises(sip.InitError, match))
+    row("reinitialize-shape-changed", "reinitialize", "the report's layer 2 had 2 outputs, the model's has 7",
+        lambda m: sip.reinitialize(m, sip.Report.from_dict(_report_dict()), x), _wider_second_layer,
+        **raises(sip.InitError, "2.weight has fan_in 3 and fan_out 7, the report's 3 and 2: the layer's shape changed"))
 
     # --- NeuronSpec ---------------------------------------------------------------------------------
     spec_rows = [
