@@ -376,6 +376,8 @@ def _bias_like(layer: nn.Module, bias: torch.Tensor, z: torch.Tensor) -> torch.T
 # Model mode: any architecture, one whole forward pass per evaluation
 # ----------------------------------------------------------------------------------------------------------
 def _calibrate_model(model, groups, run, target_rate, tolerance, max_evals, seed, process_group=None):
+    if all(is_time_major(group.neuron) for group in groups):  # each neuron sees its whole [T, ...] input at once
+        return _calibrate_paused(model, groups, run, target_rate, tolerance, max_evals, seed, process_group)
     results, scales = [], []
     snapshot = StateSnapshot(model)
     for group in groups:
@@ -422,6 +424,190 @@ def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals,
             param.copy_(value * s)
     return LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s, evals,
                             status), s
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Paused forward pass: multi-step models (every neuron gets its whole [T, ...] input in one call)
+# ----------------------------------------------------------------------------------------------------------
+class _Unpausable(Exception):
+    """Raised inside a neuron's pre-hook to stop the pass at a neuron whose input is not affine in its scale."""
+
+    def __init__(self, group: _Group):
+        super().__init__(group.neuron_name)
+        self.group = group
+
+
+def _calibrate_paused(model, groups, run, target_rate, tolerance, max_evals, seed, process_group=None):
+    """Model mode in about one forward pass: the pass pauses at each neuron in forward order, the scale is
+    searched by re-running only that neuron on its recorded input (affine in the scale), the weight is scaled
+    and the pass goes on with the calibrated input. A neuron whose input is not the scaled module's output
+    (a residual sum, pooling between) stops the pass: it is calibrated in model mode, and a new pass resumes
+    after it. Leaves the weights scaled, as model mode does; returns ``(records, [(parameter, scale)])``."""
+    snapshot = StateSnapshot(model)
+    owners = _affine_owners(model, groups)
+    found: dict[int, tuple[LayerCalibration, float]] = {}
+    search = (target_rate, tolerance, max_evals, seed, process_group)
+    while len(found) < len(groups):
+        snapshot.restore()
+        pending = [g for g in groups if id(g) not in found]
+        done, stopped = _paused_pass(pending, owners, run, *search)
+        found.update(done)
+        if stopped is not None:
+            found[id(stopped)] = _calibrate_up_to(stopped, snapshot, run, *search)
+        elif not done:
+            raise PlanError(f"calibrate: neuron {pending[0].neuron_name} was not called by the forward pass")
+    snapshot.restore()
+    return ([found[id(g)][0] for g in groups],
+            [(param, found[id(g)][1]) for g in groups for _, param in g.params])
+
+
+class _Reached(Exception):
+    """Raised by a neuron's forward hook: the rest of the pass is not needed."""
+
+
+def _calibrate_up_to(group, snapshot, run, target_rate, tolerance, max_evals, seed, process_group):
+    """Model mode for one neuron of a multi-step model, each evaluation running the model only up to that
+    neuron's (single) call: the rest of the pass cannot change its rate. Leaves the weights scaled."""
+    originals = [(param, param.detach().clone()) for _, param in group.params]
+    recorded: list[torch.Tensor] = []
+
+    def stop_after(module, args, out):
+        recorded.append(first_tensor(out).detach())
+        raise _Reached
+
+    draws = SameDraws(seed)
+
+    def rate_at(s: float) -> float:
+        def once() -> None:
+            snapshot.restore()
+            recorded.clear()
+            handle = group.neuron.register_forward_hook(stop_after)
+            try:
+                with torch.no_grad():
+                    for param, value in originals:
+                        param.copy_(value * s)
+                    run()
+            except _Reached:
+                pass
+            finally:
+                handle.remove()
+                with torch.no_grad():
+                    for param, value in originals:
+                        param.copy_(value)
+        draws.run(once)
+        if not recorded:
+            raise PlanError(f"calibrate: neuron {group.neuron_name} was not called by the forward pass")
+        return _spike_rate(recorded, process_group)
+
+    target = _target_for(group.neuron_name, target_rate)
+    s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, _silent_cause(group))
+    with torch.no_grad():
+        for param, value in originals:
+            param.copy_(value * s)
+    return LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s, evals,
+                            status), s
+
+
+def _affine_owners(model: nn.Module, groups: list[_Group]) -> dict[int, nn.Module]:
+    """group id -> the module whose output is linear in the group's one scaled parameter, plus a constant:
+    a Linear/Conv with its ``weight`` (bias = the constant) or a norm layer with its ``weight`` γ (β)."""
+    by_param = {id(m.weight): m for m in model.modules()
+                if isinstance(m, WEIGHT_LAYERS + NORM_LAYERS) and isinstance(getattr(m, "weight", None), torch.Tensor)}
+    return {id(g): by_param[id(g.params[0][1])] for g in groups
+            if len(g.params) == 1 and id(g.params[0][1]) in by_param}
+
+
+def _paused_pass(pending, owners, run, target_rate, tolerance, max_evals, seed, process_group):
+    """One forward pass with every pending neuron calibrated where it is called; returns the records found
+    and the group the pass stopped at (None when it ran to the end)."""
+    outputs: dict[int, tuple[tuple, torch.Tensor]] = {}  # owner id -> (its last call's inputs, output)
+    done: dict[int, tuple[LayerCalibration, float]] = {}
+    busy = [False]  # the neuron's own re-runs during a search must not trigger its pre-hook again
+
+    def record_output(module, args, out):
+        tensor = first_tensor(out)
+        if tensor is not None:
+            outputs[id(module)] = (args, tensor)
+
+    def pause(group):
+        def hook(module, args):
+            if busy[0] or id(group) in done or not args or not isinstance(args[0], torch.Tensor):
+                return None
+            owner = owners.get(id(group))
+            recorded = outputs.get(id(owner)) if owner is not None else None
+            z = args[0]
+            if recorded is None or not _same_values(z, recorded[1]):
+                raise _Unpausable(group)
+            offset = _zero_weight_output(owner, group.params[0][1], recorded[0]).reshape(z.shape)
+            direction = z - offset
+            record, s, z_s = _search_on_input(group, module, direction, offset, busy, target_rate, tolerance,
+                                              max_evals, seed, process_group)
+            with torch.no_grad():
+                group.params[0][1].mul_(s)
+            done[id(group)] = (record, s)
+            return (z_s,) + tuple(args[1:])
+        return hook
+
+    handles = [owner.register_forward_hook(record_output) for owner in {id(o): o for o in owners.values()}.values()]
+    handles += [g.neuron.register_forward_pre_hook(pause(g)) for g in pending]
+    stopped = None
+    try:
+        with torch.no_grad():  # run once: the RNG moves as in any forward pass; the searches below see same draws
+            run()
+    except _Unpausable as stop:
+        stopped = stop.group
+    finally:
+        for handle in handles:
+            handle.remove()
+    return done, stopped
+
+
+def _same_values(z: torch.Tensor, out: torch.Tensor) -> bool:
+    """The neuron's input is the scaled module's output itself, or a reshape of it (SpikingJelly's
+    [T·B, ...] <-> [T, B, ...] containers): nothing was added, pooled or multiplied in between."""
+    return z is out or (z.numel() == out.numel() and z.dtype == out.dtype and torch.equal(z.reshape(-1), out.reshape(-1)))
+
+
+def _zero_weight_output(module: nn.Module, param: torch.Tensor, args: tuple) -> torch.Tensor:
+    """The module's output with ``param`` set to 0: the part that does not scale (a bias, BatchNorm's β);
+    BatchNorm's running statistics are put back after this extra call."""
+    buffers = [(b, b.detach().clone()) for b in module.buffers(recurse=False)]
+    saved = param.detach().clone()
+    with torch.no_grad():
+        try:
+            param.zero_()
+            out = first_tensor(module(*args))
+        finally:
+            param.copy_(saved)
+            for buffer, value in buffers:
+                buffer.copy_(value)
+    assert out is not None  # the forward hook saw a tensor output of the same call
+    return out
+
+
+def _search_on_input(group, neuron, direction, offset, busy, target_rate, tolerance, max_evals, seed, process_group):
+    """The scale search for ``group`` on its neuron alone: the input at scale s is ``s·direction + offset``;
+    the neuron starts each run from the state it had when the pass reached it. Returns the record, the scale
+    and the input at that scale."""
+    state = StateSnapshot(neuron)
+    target = _target_for(group.neuron_name, target_rate)
+    draws = SameDraws(seed)
+
+    def rate_at(s: float) -> float:
+        def once() -> Optional[torch.Tensor]:
+            state.restore()
+            busy[0] = True
+            try:
+                with torch.no_grad():
+                    return first_tensor(neuron(s * direction + offset))
+            finally:
+                busy[0] = False
+        return _spike_rate([draws.run(once)], process_group)
+
+    s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, _silent_cause(group))
+    state.restore()
+    record = LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s, evals, status)
+    return record, s, s * direction + offset
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -486,6 +672,10 @@ def calibrate(
         run = _counting_first_run(run, p.neurons, steps_seen)
     with exclusive(model, "calibrate"):  # the search installs hooks and writes weights: one thread at a time
         results = _calibrate_atomically(model, p, groups, units, calls, run, options, process_group)
+        if p.weightless:  # reported, not silently "ok": no weight of theirs was scaled
+            results += _weightless_records(model, p, options.target_rate,
+                                           _runner(model, example_input, calls, options.steps, forward),
+                                           process_group)
     notes = []
     one_step = _one_step_warning(p, options.steps, example_input, units is not None, steps_seen)
     if one_step is not None:
@@ -496,6 +686,35 @@ def calibrate(
     if not all(r.status == "ok" for r in results):
         notes.append("some layers did not reach their target; see status")
     return CalibrationReport(results, "chain" if units is not None else "model", options.tolerance, notes)
+
+
+def _weightless_records(model: nn.Module, p: Plan, target_rate: TargetRate, run: Callable[[], Any],
+                        process_group) -> list[LayerCalibration]:
+    """One record per weight-less neuron (fed by other neurons' spikes combined without a weight, as
+    Spikformer's attention LIF is by q·kᵀ·v): its rate with the calibrated weights, from one forward pass,
+    and the status ``not calibrated`` with the reason."""
+    names = list(p.weightless)
+    modules = {name: module for name, module, _ in p.neurons}
+    recorded: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    handles = [modules[name].register_forward_hook(
+        lambda m, a, out, key=name: recorded[key].append(first_tensor(out).detach())) for name in names]
+    try:
+        with preserved(model), torch.no_grad():
+            for _, neuron, _ in p.neurons:
+                reset_neuron(neuron)
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    records = []
+    for name in names:
+        rate = _spike_rate(recorded[name], process_group)
+        sources = ", ".join(p.weightless[name])
+        records.append(LayerCalibration(
+            name, [], _target_for(name, target_rate), rate, rate, 1.0, 0,
+            f"not calibrated: no weight feeds it (its input is the spikes of {sources} combined without a weight); "
+            "its rate follows theirs"))
+    return records
 
 
 def _checked_groups(model: nn.Module, p: Plan, skip, target_rate: TargetRate) -> list[_Group]:

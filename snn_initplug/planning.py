@@ -124,6 +124,9 @@ class Plan:
     unfed: list[str] = field(default_factory=list)  # neurons with no weight layer before them (encoders)
     source: str = "example"
     notes: list[str] = field(default_factory=list)
+    # of those, the neurons fed only by other neurons' spikes combined without a weight (Spikformer's attention
+    # LIF: q·kᵀ·v of spikes): name -> the neurons whose spikes feed it
+    weightless: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __iter__(self) -> Iterator[LayerPlan]:
         return iter(self.layers)
@@ -371,6 +374,13 @@ def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
         raise ArgumentTypeError(f"plan: model must be a torch.nn.Module, got {type(model).__name__}")
     if any(p.device.type == "meta" for p in model.parameters()):
         raise PlanError("plan: the model is on the meta device (no data); materialize it first (to_empty + init)")
+    parametrized = _parametrized_weights(model)
+    if parametrized:  # checked before anything reads a weight: reading one runs the parametrization
+        raise PlanError(f"plan: {', '.join(parametrized)} computed by a parametrization (spectral_norm, weight_norm): "
+                        "it cannot be initialized in place, and reading it runs the power iteration; initialize the "
+                        "model before applying the parametrization, or remove it "
+                        "(torch.nn.utils.parametrize.remove_parametrizations, remove_weight_norm, "
+                        "remove_spectral_norm) and apply it again afterwards")
     lazy = [name for name, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
     if lazy:
         raise PlanError(f"plan: {', '.join(lazy)} not materialized yet (a Lazy module); run one forward pass "
@@ -383,6 +393,21 @@ def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
     if example_input is None and forward is None:
         return _plan_by_module_order(model, neurons, specs)
     return _plan_by_example(model, neurons, specs, example_input, forward)
+
+
+def _parametrized_weights(model: nn.Module) -> list[str]:
+    """The weights of ``model`` computed from other tensors: ``torch.nn.utils.parametrize`` (the
+    ``parametrizations.*`` API) and the older hooks (``weight_orig`` of spectral_norm, ``weight_g``/``weight_v``
+    of weight_norm). Only the module's attributes are read, never the weight itself."""
+    found = []
+    for name, module in model.named_modules():
+        parametrizations = getattr(module, "parametrizations", None)
+        params = module._parameters
+        hooked = [key[:-5] for key in params if key.endswith("_orig") and key[:-5] not in params] + \
+                 [key[:-2] for key in params if key.endswith("_g") and key[:-2] + "_v" in params]
+        for key in sorted(set(parametrizations or ()) | set(hooked)):
+            found.append(f"{name}.{key}" if name else key)
+    return found
 
 
 def _read_spec(name: str, module: nn.Module) -> NeuronSpec:
@@ -561,11 +586,12 @@ class _ForwardRecord:
 
 def _pair_layers(record: _ForwardRecord, specs: dict[str, NeuronSpec], weights, norms):
     """The LayerPlans of every neuron from a recorded pass: the layers its input traces back to, and the weights
-    inside it. Returns ``(layers, unfed neurons, notes)``."""
+    inside it. Returns ``(layers, unfed neurons, weight-less neurons, notes)``."""
     stats = {k: acc.result() for k, acc in record.accumulators.items()}
     graph = (record.boundaries, weights, norms, record.passes)
     layers: list[LayerPlan] = []
     unfed: list[str] = []
+    weightless: dict[str, tuple[str, ...]] = {}
     notes: list[str] = []
     for name, module in record.neurons:
         spec = specs[name]
@@ -578,6 +604,8 @@ def _pair_layers(record: _ForwardRecord, specs: dict[str, NeuronSpec], weights, 
         found, spikes = _trace_sources(record.input_nodes[name], *graph)
         if not found and not any(i.role == "input" for i in internal):
             unfed.append(name)
+            if spikes:
+                weightless[name] = tuple(spikes)
         _note_other_uses(name, found, record.later_inputs.get(name, ()), graph, notes)
         for layer_name, (path_norms, path_passes) in found.items():
             layer = record.modules[layer_name]
@@ -591,7 +619,7 @@ def _pair_layers(record: _ForwardRecord, specs: dict[str, NeuronSpec], weights, 
                 input_stats=stats.get(layer_name), source="example",
                 **_input_source(record.layer_inputs.get(layer_name), *graph)))
         layers.extend(internal)
-    return layers, unfed, notes
+    return layers, unfed, weightless, notes
 
 
 _LATER_CALLS = 16  # later calls of a neuron traced for other places it is used (time steps repeat the first)
@@ -621,11 +649,11 @@ def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
         try:
             record.install()
             record.run(example_input, forward)
-            layers, unfed, notes = _pair_layers(record, specs, weights, norms)
+            layers, unfed, weightless, notes = _pair_layers(record, specs, weights, norms)
         finally:
             record.remove()
     layers = _drop_shared(layers, notes)
-    return Plan(layers, [(n, m, specs[n]) for n, m in neurons], unfed, "example", notes)
+    return Plan(layers, [(n, m, specs[n]) for n, m in neurons], unfed, "example", notes, weightless=weightless)
 
 
 def _drop_shared(layers: list[LayerPlan], notes: list[str]) -> list[LayerPlan]:

@@ -247,3 +247,51 @@ def test_spikformer_attention_lif_is_reported_as_not_calibrated():
     assert all(row.status == "ok" for name, row in by_neuron.items() if name != "blocks.0.attn.attn_lif")
     functional.reset_net(model)
     assert counted_rate(model.blocks[0].attn.attn_lif, lambda: model(x)) == pytest.approx(attn.rate)
+    # the others, paused in the pass or (a pooling between BatchNorm and neuron) searched up to the neuron
+    modules = dict(model.named_modules())
+    names = [name for name in by_neuron if name != "blocks.0.attn.attn_lif"]
+    functional.reset_net(model)
+    rates = counted_rates(model, [modules[name] for name in names], lambda: model(x))
+    assert all(abs(r / 0.159 - 1) <= 0.05 + 1e-9 for r in rates), dict(zip(names, rates))
+
+
+# ------------------------------------------------------------------------------------------------
+# Multi-step models: calibrated in about one forward pass (the pass pauses at each neuron)
+# ------------------------------------------------------------------------------------------------
+def counted_rates(model, neurons, run):
+    """Rate of each neuron module over one forward pass, counted by our own hooks."""
+    counts = {id(m): [0, 0] for m in neurons}
+
+    def hook(m, args, out):
+        counts[id(m)][0] += int(torch.count_nonzero(out))
+        counts[id(m)][1] += out.numel()
+
+    handles = [m.register_forward_hook(hook) for m in neurons]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for h in handles:
+            h.remove()
+    return [counts[id(m)][0] / counts[id(m)][1] for m in neurons]
+
+
+@pytest.mark.spikingjelly
+@requires_spikingjelly
+def test_sew_resnet_is_calibrated_in_one_paused_pass():
+    from spikingjelly.activation_based import functional, neuron
+    from spikingjelly.activation_based.model import sew_resnet
+
+    torch.manual_seed(0)
+    model = sew_resnet.sew_resnet18(spiking_neuron=neuron.LIFNode, cnf="ADD", num_classes=10)
+    functional.set_step_mode(model, "m")
+    x = torch.rand(2, 4, 3, 32, 32)
+    calls = [0]
+    model.register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
+    report = sip.calibrate(model, x, 0.159)
+    assert report.ok and len(report.layers) == 20, str(report)
+    assert calls[0] == 2  # the plan's pass and the paused pass; model mode took 5-6 per layer
+    neurons = [m for m in model.modules() if isinstance(m, neuron.LIFNode)]
+    functional.reset_net(model)
+    rates = counted_rates(model, neurons, lambda: model(x))
+    assert all(abs(r / 0.159 - 1) <= 0.05 + 1e-9 for r in rates), rates

@@ -1,0 +1,154 @@
+"""What ``calibrated`` costs on the models people train today, in forward passes of the whole model.
+
+    python benchmarks/calibration_cost.py              # every model whose framework is installed
+    python benchmarks/calibration_cost.py --models sew_resnet18 tutorial5 --batch 16
+
+For each model: the seconds of one forward pass (fastest of 5 after a warm-up call, no gradient), the seconds of
+``initialize(model, "calibrated", x)`` (the analytic start, the plan and the search; fastest of 3 runs on fresh
+copies, after a warm-up run that pays for the one-time imports and surrogate tables), their ratio, how many calls
+of the whole model the calibration made (counted by a hook on the model; a pass stopped early counts as one), the calibration mode, and the lowest /
+highest rate after calibration over the calibrated layers with the layers not within ±10% of the target named.
+Small inputs so that one run takes a few minutes on a 2-core CPU:
+
+* ``sew_resnet18``: SpikingJelly's zoo SEW ResNet-18 (``LIFNode``, ADD, multi-step, T = 2, 32 x 32 x 3);
+* ``spiking_vgg11_bn``: the zoo's Spiking VGG-11 with BatchNorm (``LIFNode``, multi-step, T = 2, 32 x 32 x 3);
+* ``spikformer``: SpikingJelly 2.x's shipped Spikformer scaled down (T = 2, 28 x 28, patch 4, 64 dims, 2 blocks);
+* ``csnn``: the IKUN CSNN example (``examples/spikingjelly_fmnist_csnn.py``, 16 channels, T = 4);
+* ``tutorial5``: the snnTorch tutorial-5 network 784-1000-10 (``snn.Leaky``, one call per step, T = 25).
+"""
+import argparse
+import copy
+import importlib.util
+import os
+import statistics
+import sys
+import time
+import warnings
+
+import torch
+import torch.nn as nn
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, os.path.join(ROOT, "examples"))
+
+import snn_initplug as sip  # noqa: E402
+
+HAS = {name: importlib.util.find_spec(name) is not None for name in ("snntorch", "spikingjelly")}
+
+
+def sew_resnet18(batch):
+    from spikingjelly.activation_based import functional, neuron
+    from spikingjelly.activation_based.model import sew_resnet
+
+    model = sew_resnet.sew_resnet18(spiking_neuron=neuron.LIFNode, cnf="ADD", num_classes=10)
+    functional.set_step_mode(model, "m")
+    return model, torch.rand(2, batch, 3, 32, 32)
+
+
+def spiking_vgg11_bn(batch):
+    from spikingjelly.activation_based import functional, neuron
+    from spikingjelly.activation_based.model import spiking_vgg
+
+    model = spiking_vgg.spiking_vgg11_bn(spiking_neuron=neuron.LIFNode, num_classes=10)
+    functional.set_step_mode(model, "m")
+    return model, torch.rand(2, batch, 3, 32, 32)
+
+
+def spikformer(batch):
+    from spikingjelly.activation_based.model.spikformer import Spikformer
+
+    model = Spikformer(T=2, in_channels=1, img_size_h=28, img_size_w=28, patch_size=4, num_classes=10,
+                       embed_dims=64, num_heads=4, mlp_ratio=4.0, depths=2)
+    return model, torch.rand(batch, 1, 28, 28)
+
+
+def csnn(batch):
+    from spikingjelly_fmnist_csnn import CSNN
+
+    return CSNN(T=4, channels=16), torch.rand(batch, 1, 28, 28)
+
+
+def tutorial5(batch):
+    from snntorch_mnist import Net, encode
+
+    return Net(), encode(torch.rand(batch, 1, 28, 28), 25)
+
+
+MODELS = {"sew_resnet18": ("spikingjelly", sew_resnet18), "spiking_vgg11_bn": ("spikingjelly", spiking_vgg11_bn),
+          "spikformer": ("spikingjelly", spikformer), "csnn": ("spikingjelly", csnn),
+          "tutorial5": ("snntorch", tutorial5)}
+
+
+def reset(model):
+    for module in model.modules():
+        if hasattr(module, "reset") and callable(module.reset) and module is not model and "spikingjelly" in type(module).__module__:
+            module.reset()
+
+
+def forward_seconds(model, x, repeats=5):
+    times = []
+    with torch.no_grad():
+        reset(model)
+        model(x)  # warm-up: the first call pays for allocation and lazy initialization
+        for _ in range(repeats):
+            reset(model)
+            start = time.perf_counter()
+            model(x)
+            times.append(time.perf_counter() - start)
+    reset(model)
+    return min(times)
+
+
+def calibrated_seconds(model, x):
+    """Seconds of ``initialize(model, "calibrated", x)`` and its report; the count of whole-model calls."""
+    passes = [0]
+    handle = model.register_forward_pre_hook(lambda m, a: passes.__setitem__(0, passes[0] + 1))
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = sip.initialize(model, "calibrated", x, generator=torch.Generator().manual_seed(0))
+    seconds = time.perf_counter() - start
+    handle.remove()
+    return seconds, report, passes[0]
+
+
+def measure(name, batch, repeats=3, tolerance=0.10):
+    """The fastest of ``repeats`` runs, each on a fresh copy of the model (the CPU may be shared: the minimum
+    is the least disturbed); the first run also pays for the imports and surrogate tables and is not counted."""
+    torch.manual_seed(0)
+    model, x = MODELS[name][1](batch)
+    calibrated_seconds(copy.deepcopy(model), x)
+    one = forward_seconds(model, x)
+    runs = [calibrated_seconds(copy.deepcopy(model), x) for _ in range(repeats)]
+    seconds = min(r[0] for r in runs)
+    _, report, passes = runs[-1]
+    calibration = report.calibration
+    scaled = [row for row in calibration.layers if row.parameters]
+    off = [f"{row.neuron} ({row.rate:.3f}: {row.status.split(':')[0]})" for row in calibration.layers
+           if abs(row.rate / row.target - 1) > tolerance]
+    return {"model": name, "forward_s": one, "calibrated_s": seconds, "ratio": seconds / one,
+            "forward_passes": passes, "mode": calibration.mode, "layers": len(scaled),
+            "min": min(r.rate for r in scaled), "max": max(r.rate for r in scaled), "off": off}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=[m for m, (fw, _) in MODELS.items() if HAS[fw]],
+                        choices=list(MODELS))
+    parser.add_argument("--batch", type=int, default=8)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    print(f"{'model':<18} {'forward s':>9} {'calibrated s':>12} {'ratio':>6} {'passes':>6} {'mode':<6} "
+          f"{'layers':>6} {'rates':<13} not within ±10% of the target")
+    rows = []
+    for name in args.models:
+        row = measure(name, args.batch)
+        rows.append(row)
+        print(f"{name:<18} {row['forward_s']:>9.3f} {row['calibrated_s']:>12.2f} {row['ratio']:>6.1f} "
+              f"{row['forward_passes']:>6} {row['mode']:<6} {row['layers']:>6} "
+              f"{row['min']:.3f}-{row['max']:.3f}   {'; '.join(row['off']) or 'none'}", flush=True)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
