@@ -133,6 +133,19 @@ def _wider_second_layer() -> nn.Sequential:
     return model
 
 
+def parametrized_mlp(kind: str) -> nn.Sequential:
+    """mlp() with its first Linear parametrized, in training mode (spectral_norm updates u, v on every read)."""
+    from torch.nn.utils import parametrizations, spectral_norm, weight_norm
+
+    wrap = {"spectral-norm": parametrizations.spectral_norm, "weight-norm": parametrizations.weight_norm,
+            "old-spectral-norm": spectral_norm, "old-weight-norm": weight_norm}[kind]
+    model = mlp()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.nn.utils.weight_norm is deprecated
+        model[0] = wrap(model[0])
+    return model.train()
+
+
 def frozen(model: nn.Module) -> nn.Module:
     model.requires_grad_(False)
     return model
@@ -591,6 +604,20 @@ def rows() -> Dict[str, Row]:
     row("reinitialize-shape-changed", "reinitialize", "the report's layer 2 had 2 outputs, the model's has 7",
         lambda m: sip.reinitialize(m, sip.Report.from_dict(_report_dict()), x), _wider_second_layer,
         **raises(sip.InitError, "2.weight has fan_in 3 and fan_out 7, the report's 3 and 2: the layer's shape changed"))
+
+    # parametrized weights: refused before anything reads them (reading runs the power iteration)
+    for key, label in (("spectral-norm", "torch.nn.utils.parametrizations.spectral_norm"),
+                       ("weight-norm", "torch.nn.utils.parametrizations.weight_norm"),
+                       ("old-spectral-norm", "torch.nn.utils.spectral_norm (hooks)"),
+                       ("old-weight-norm", "torch.nn.utils.weight_norm (hooks)")):
+        calls = {"initialize": lambda m: sip.initialize(m, "ikun", x)}
+        if key == "spectral-norm":
+            calls.update({"plan": lambda m: sip.plan(m, x), "diagnose": lambda m: sip.diagnose(m, x),
+                          "calibrate": lambda m: sip.calibrate(m, x)})
+        for entry, call in calls.items():
+            row(f"{entry}-{key}", entry, f"the first Linear wrapped in {label}", call,
+                lambda key=key: parametrized_mlp(key),
+                **raises(sip.PlanError, "0.weight computed by a parametrization (spectral_norm, weight_norm)"))
 
     # --- NeuronSpec ---------------------------------------------------------------------------------
     spec_rows = [
