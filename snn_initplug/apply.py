@@ -289,7 +289,7 @@ def initialize(
     process_group: Any = None,
     **options,
 ) -> Report:
-    """Initialize every weight that feeds a spiking neuron of ``model``; return a :class:`Report`.
+    r"""Initialize every weight that feeds a spiking neuron of ``model``; return a :class:`Report`.
 
     Args:
         model: an snnTorch / SpikingJelly model (or one with neurons registered by ``register_neuron``).
@@ -324,6 +324,23 @@ def initialize(
     All new weights are computed and sampled before any is written, so an error leaves the model unchanged.
     The report records the settings (``report.settings``) and each layer's seed (``LayerReport.seed``):
     ``report.save(path)`` then :func:`reinitialize` reproduces the weights exactly.
+
+    Returns:
+        Report: one row per initialized weight (method, neuron, surrogate, fans, gain, std, mean and the numbers
+        the law assumed); printing it gives a table.
+
+    Example:
+        IKUN with κ from snnTorch's default arctangent surrogate: std = :math:`\sqrt{\kappa/\mathrm{fan\_in}}`.
+
+        >>> import torch, torch.nn as nn, snntorch as snn
+        >>> import snn_initplug as sip
+        >>> net = nn.Sequential(nn.Linear(784, 256), snn.Leaky(beta=0.9, init_hidden=True),
+        ...                     nn.Linear(256, 10), snn.Leaky(beta=0.9, init_hidden=True, output=True))
+        >>> x = torch.rand(64, 784)
+        >>> report = sip.initialize(net, "ikun", x, generator=torch.Generator().manual_seed(0))
+        >>> [(row.layer, round(row.std, 4)) for row in report.layers]
+        [('0.weight', 0.0563), ('2.weight', 0.0986)]
+        >>> report = sip.initialize(net, "calibrated", x, steps=4, target_rate=0.1)  # every layer at 10%
     """
     return _initialize(model, method, example_input, generator, overrides, skip, forward, process_group, options)
 
@@ -545,6 +562,23 @@ def reinitialize(
 
     A report made under ``torch.distributed`` replays exactly under the same group with the same per-rank
     batches (save it on rank 0: its seeds are rank 0's, whose weights every rank received).
+
+    Returns:
+        Report: the report of the replayed call.
+
+    Example:
+        >>> import os, tempfile, torch, torch.nn as nn, snntorch as snn
+        >>> import snn_initplug as sip
+        >>> def build():
+        ...     return nn.Sequential(nn.Linear(784, 256), snn.Leaky(beta=0.9, init_hidden=True))
+        >>> x = torch.rand(64, 784)
+        >>> net = build()
+        >>> path = os.path.join(tempfile.mkdtemp(), "init.json")
+        >>> sip.initialize(net, "spike_aware", x).save(path)
+        >>> copy = build()
+        >>> _ = sip.reinitialize(copy, path, x)
+        >>> torch.equal(copy[0].weight, net[0].weight)
+        True
     """
     if isinstance(report, (str, os.PathLike)):
         report = Report.load(report)
