@@ -48,7 +48,7 @@ from .planning import InputStats, LayerPlan, Plan, plan
 from .reports import LayerReport, Report, calibrated_label
 from .selection import Skip, check_overrides, is_skipped, layer_overrides
 from .tables import surrogate_label
-from .transaction import Snapshot, check_writable, exclusive, write_all
+from .transaction import Snapshot, agree, check_writable, exclusive, fingerprint, write_all
 
 __all__ = ["initialize", "reinitialize", "Report", "LayerReport", "METHODS", "compute_laws"]
 
@@ -387,29 +387,50 @@ def _initialize_exclusive(model, method, example_input, generator, overrides, sk
 
 def _initialize_analytic(model, method, example_input, generator, overrides, skip, forward, group, options,
                          replay: Optional[Report], label: Callable[[str], str] = str) -> Report:
-    method_options(method, options)
-    if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
-        raise InitError("initialize: generator must be a CPU torch.Generator")
-    if isinstance(example_input, torch.Tensor) and example_input.dim() and example_input.shape[0] == 0:
-        raise InitError("initialize: example_input has no elements (an empty batch has no statistics)")
-    p = plan(model, example_input, forward=forward)
+    """Plan, agree, compute every law and draw every weight, agree, then write (:mod:`snn_initplug.transaction`).
+
+    Under ``torch.distributed`` the ranks agree twice: after planning (a fingerprint of the planned layers'
+    names, shapes and dtypes, the method and its options: a rank that differs, or failed, makes every rank
+    raise before the statistics are all-reduced) and after drawing (a rank that failed later, e.g. on an
+    override only it has, makes every rank raise before anyone writes). Outside it, errors raise as they are."""
+    error: Optional[Exception] = None
+    try:
+        method_options(method, options)
+        if generator is not None and (not isinstance(generator, torch.Generator) or generator.device.type != "cpu"):
+            raise InitError("initialize: generator must be a CPU torch.Generator")
+        if isinstance(example_input, torch.Tensor) and example_input.dim() and example_input.shape[0] == 0:
+            raise InitError("initialize: example_input has no elements (an empty batch has no statistics)")
+        p = plan(model, example_input, forward=forward)
+        print_ = fingerprint(method, options, overrides, skip,
+                             [(layer.name, tuple(layer.weight.shape), str(layer.weight.dtype)) for layer in p.layers])
+    except Exception as exc:
+        error, print_ = exc, 0
+    agree("initialize", print_, error, group)
     _use_global_input_stats(p, group)
-    results, skipped = compute_laws(p, method, options, overrides, skip, label)
-    if not results and not skipped:  # nothing to do is a mistake to report, not a success
-        why = list(p.notes) + ([f"neurons with no weight layer before them: {', '.join(p.unfed)}"] if p.unfed else [])
-        raise PlanError(f"initialize: no weight layer feeds a neuron ({'; '.join(why) or 'nothing was traced'})")
-    for layer, _, _ in results:
-        if layer.weight.numel() == 0:
-            raise InitError(f"initialize: {layer.name} has zero elements")
-        check_writable(f"initialize: {layer.name}", layer.weight)
-    # Each layer draws from its own stream, seeded in plan order from ``generator`` (or the global RNG): the
-    # draws can run in parallel, and skipping or overriding one layer does not change the others' weights.
-    # The seeds go into the report: replaying them needs no generator state.
-    if replay is not None:
-        seeds = checkpoint.replayed_seeds([(law, row) for _, law, row in results], replay)
-    else:
-        seeds = torch.randint(0, 2**62, (len(results),), generator=generator).tolist()
-    _write([(layer.weight, law) for layer, law, _ in results], seeds, group)
+    try:
+        results, skipped = compute_laws(p, method, options, overrides, skip, label)
+        if not results and not skipped:  # nothing to do is a mistake to report, not a success
+            why = list(p.notes) + ([f"neurons with no weight layer before them: {', '.join(p.unfed)}"] if p.unfed
+                                   else [])
+            raise PlanError(f"initialize: no weight layer feeds a neuron ({'; '.join(why) or 'nothing was traced'})")
+        for layer, _, _ in results:
+            if layer.weight.numel() == 0:
+                raise InitError(f"initialize: {layer.name} has zero elements")
+            check_writable(f"initialize: {layer.name}", layer.weight)
+        # Each layer draws from its own stream, seeded in plan order from ``generator`` (or the global RNG): the
+        # draws can run in parallel, and skipping or overriding one layer does not change the others' weights.
+        # The seeds go into the report: replaying them needs no generator state.
+        if replay is not None:
+            seeds = checkpoint.replayed_seeds([(law, row) for _, law, row in results], replay)
+        else:
+            seeds = torch.randint(0, 2**62, (len(results),), generator=generator).tolist()
+        new = _draw([(layer.weight, law) for layer, law, _ in results], seeds)
+    except Exception as exc:
+        error = exc
+    agree("initialize", 0, error, group)
+    # rank 0's draws win everywhere (robust to ranks whose generators differ): broadcast before writing
+    broadcast_parameters(new, src=0, group=group)
+    write_all([(layer.weight, value) for (layer, _, _), value in zip(results, new)])
     for (_, _, row), seed in zip(results, seeds):
         row.seed = int(seed)
     notes = list(p.notes)
@@ -421,18 +442,15 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
     return Report(method, [r for _, _, r in results], skipped, p.source, notes)
 
 
-def _write(weights: list[tuple[torch.Tensor, Law]], seeds: list[int], group) -> None:
-    """Sample every weight from its own seeded stream (in parallel), then write them all; rank 0's draws win."""
+def _draw(weights: list[tuple[torch.Tensor, Law]], seeds: list[int]) -> list[torch.Tensor]:
+    """Sample every weight from its own seeded stream (in parallel); nothing is written."""
     def draw(item):
         (weight, law), seed = item
         return sample(law, weight.shape, dtype=weight.dtype, device=weight.device,
                       generator=torch.Generator().manual_seed(seed))
 
     with ThreadPoolExecutor(max_workers=min(len(weights), os.cpu_count() or 1) or 1) as pool:
-        new = list(pool.map(draw, zip(weights, seeds)))
-    # rank 0's draws win everywhere (robust to ranks whose generators differ): broadcast before writing
-    broadcast_parameters(new, src=0, group=group)
-    write_all([(weight, value) for (weight, _), value in zip(weights, new)])
+        return list(pool.map(draw, zip(weights, seeds)))
 
 
 def _use_global_input_stats(p: Plan, group) -> None:

@@ -378,11 +378,6 @@ def _bias_like(layer: nn.Module, bias: torch.Tensor, z: torch.Tensor) -> torch.T
 def _calibrate_model(model, groups, run, target_rate, tolerance, max_evals, seed, process_group=None):
     if all(is_time_major(group.neuron) for group in groups):  # each neuron sees its whole [T, ...] input at once
         return _calibrate_paused(model, groups, run, target_rate, tolerance, max_evals, seed, process_group)
-    return _calibrate_recorded(model, groups, run, target_rate, tolerance, max_evals, seed, process_group)
-
-
-def _calibrate_every_pass(model, groups, run, target_rate, tolerance, max_evals, seed, process_group=None):
-    """Model mode proper: every evaluation of every layer's search runs the whole model."""
     results, scales = [], []
     snapshot = StateSnapshot(model)
     for group in groups:
@@ -574,13 +569,18 @@ def _same_values(z: torch.Tensor, out: torch.Tensor) -> bool:
 
 
 def _zero_weight_output(module: nn.Module, param: torch.Tensor, args: tuple) -> torch.Tensor:
-    """The module's output with ``param`` set to 0: the part that does not scale (a bias, BatchNorm's β).
-    Computed by ``functional_call`` on copies: neither the parameter nor BatchNorm's running statistics move."""
-    name = next(n for n, p in module.named_parameters(recurse=False) if p is param)
-    replaced = {n: b.detach().clone() for n, b in module.named_buffers(recurse=False)}
-    replaced[name] = torch.zeros_like(param)
+    """The module's output with ``param`` set to 0: the part that does not scale (a bias, BatchNorm's β);
+    BatchNorm's running statistics are put back after this extra call."""
+    buffers = [(b, b.detach().clone()) for b in module.buffers(recurse=False)]
+    saved = param.detach().clone()
     with torch.no_grad():
-        out = first_tensor(torch.func.functional_call(module, replaced, args))
+        try:
+            param.zero_()
+            out = first_tensor(module(*args))
+        finally:
+            param.copy_(saved)
+            for buffer, value in buffers:
+                buffer.copy_(value)
     assert out is not None  # the forward hook saw a tensor output of the same call
     return out
 
@@ -608,109 +608,6 @@ def _search_on_input(group, neuron, direction, offset, busy, target_rate, tolera
     state.restore()
     record = LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s, evals, status)
     return record, s, s * direction + offset
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Recorded steps: single-step models in custom time loops (one neuron call per step)
-# ----------------------------------------------------------------------------------------------------------
-def _calibrate_recorded(model, groups, run, target_rate, tolerance, max_evals, seed, process_group=None):
-    """Model mode in one forward pass per neuron layer: in forward order, one pass records every call of the
-    neuron (its input at each step, and the scaled module's output at that step); when each input is that
-    output, the scale is searched by re-running only the neuron over the recorded steps, its state carried
-    from call to call as the model carries it. Other neurons fall back to whole-model evaluations. Leaves the
-    weights scaled; returns ``(records, [(parameter, scale)])``."""
-    snapshot = StateSnapshot(model)
-    owners = _affine_owners(model, groups)
-    search = (target_rate, tolerance, max_evals, seed, process_group)
-    results, scales = [], []
-    for group in groups:
-        snapshot.restore()
-        found = _search_recorded_steps(group, owners.get(id(group)), run, *search)
-        if found is None:
-            found = _calibrate_in_model(group, snapshot, run, *search)
-        results.append(found[0])
-        scales.extend((param, found[1]) for _, param in group.params)
-    snapshot.restore()
-    return results, scales
-
-
-@dataclass
-class _Call:
-    args: tuple
-    kwargs: dict
-    owner_args: Optional[tuple]
-    owner_out: Optional[torch.Tensor]
-    outputs: tuple = ()
-
-
-def _search_recorded_steps(group, owner, run, target_rate, tolerance, max_evals, seed, process_group):
-    """The search of ``group`` on its neuron's recorded calls (None when an input is not the scaled module's
-    output, so the recorded inputs would not be affine in the scale)."""
-    if owner is None:
-        return None
-    neuron, param = group.neuron, group.params[0][1]
-    calls: list[_Call] = []
-    last: list[Optional[tuple[tuple, torch.Tensor]]] = [None]
-    start: list[Optional[StateSnapshot]] = [None]
-
-    def owner_hook(module, args, out):
-        tensor = first_tensor(out)
-        last[0] = (args, tensor) if tensor is not None else None
-
-    def before(module, args, kwargs):
-        if start[0] is None:
-            start[0] = StateSnapshot(module)
-        owner_args, owner_out = last[0] if last[0] is not None else (None, None)
-        calls.append(_Call(args, dict(kwargs), owner_args, owner_out))
-
-    def after(module, args, out):
-        calls[-1].outputs = out if isinstance(out, tuple) else (out,)
-
-    handles = [owner.register_forward_hook(owner_hook), neuron.register_forward_pre_hook(before, with_kwargs=True),
-               neuron.register_forward_hook(after)]
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        for handle in handles:
-            handle.remove()
-    if not calls:
-        raise PlanError(f"calibrate: neuron {group.neuron_name} was not called by the forward pass")
-    if not all(c.args and isinstance(c.args[0], torch.Tensor) and c.owner_out is not None
-               and _same_values(c.args[0], c.owner_out) for c in calls):
-        return None
-    inputs = []
-    for c in calls:  # input at scale s: s·direction + offset
-        offset = _zero_weight_output(owner, param, c.owner_args).reshape(c.args[0].shape)
-        inputs.append((c.args[0] - offset, offset))
-    # an argument that is an output of the previous call (snnTorch's mem, spk) is the state the loop carries
-    carried = [{j: next((i for i, o in enumerate(prev.outputs) if o is arg), None)
-                for j, arg in enumerate(c.args[1:], start=1)} if prev is not None else {}
-               for prev, c in zip([None, *calls[:-1]], calls)]
-    target = _target_for(group.neuron_name, target_rate)
-    draws = SameDraws(seed)
-
-    def rate_at(s: float) -> float:
-        def once() -> list[torch.Tensor]:
-            start[0].restore()
-            spikes, previous = [], ()
-            with torch.no_grad():
-                for c, (direction, offset), carry in zip(calls, inputs, carried):
-                    args = [s * direction + offset] + [
-                        previous[carry[j]] if carry.get(j) is not None and previous else arg
-                        for j, arg in enumerate(c.args[1:], start=1)]
-                    out = neuron(*args, **c.kwargs)
-                    previous = out if isinstance(out, tuple) else (out,)
-                    spikes.append(first_tensor(out))
-            return spikes
-        return _spike_rate(draws.run(once), process_group)
-
-    s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, _silent_cause(group))
-    start[0].restore()
-    with torch.no_grad():
-        param.mul_(s)
-    return LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s, evals,
-                            status), s
 
 
 # ----------------------------------------------------------------------------------------------------------

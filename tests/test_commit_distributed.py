@@ -1,0 +1,100 @@
+"""The commit protocol across ranks (issue 14, class 1): a rank that fails late, ranks with different
+architectures and ranks asking for different methods or options all raise the same DistributedError on every
+rank, before any rank writes, and every rank's model is left bit for bit as it was.
+
+Each test spawns 2 or 4 CPU processes on gloo (rendezvous through a file in tmp_path) that run every scenario
+in turn in one process group (a scenario that left the ranks out of step would hang the next one: the
+collective timeout is short, so that fails fast instead).
+"""
+import datetime
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+
+import snn_initplug as sip
+from user_neuron import MyLIF, register
+
+dist = pytest.importorskip("torch.distributed")
+if not dist.is_available() or not dist.is_gloo_available():
+    pytest.skip("torch.distributed with the gloo backend is not available", allow_module_level=True)
+
+
+def build(rank: int, hidden: int = 6, depth: int = 2) -> nn.Sequential:
+    torch.manual_seed(10 + rank)  # every rank's weights differ: only the package could make them agree
+    layers, width = [], 4
+    for _ in range(depth):
+        layers += [nn.Linear(width, hidden), MyLIF()]
+        width = hidden
+    return nn.Sequential(*layers)
+
+
+def unwritable(model: nn.Sequential) -> nn.Sequential:
+    model[2].weight = nn.Parameter(model[2].weight.detach()[:, :1].expand_as(model[2].weight))
+    return model
+
+
+def state(model: nn.Module) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def scenarios(rank: int, world: int):
+    """name -> (model, call) for this rank; the last rank is the odd one out in each."""
+    last = rank == world - 1
+    x = torch.rand(8, 4, generator=torch.Generator().manual_seed(rank))
+    return {
+        # the same call and shapes, but the last rank's second weight cannot be written (an expanded view): it
+        # fails after the statistics all-reduce, when the other ranks have their weights ready to write
+        "late-failure": (unwritable(build(rank)) if last else build(rank),
+                         lambda m: sip.initialize(m, "spike_aware", x)),
+        "different-overrides": (build(rank), lambda m: sip.initialize(
+            m, "spike_aware", x, overrides={"2*": {"sigma_u": 2.0}} if last else None)),
+        "different-width": (build(rank, hidden=7 if last else 6), lambda m: sip.initialize(m, "spike_aware", x)),
+        "different-depth": (build(rank, depth=3 if last else 2), lambda m: sip.initialize(m, "spike_aware", x)),
+        "different-method": (build(rank), lambda m: sip.initialize(m, "ikun" if last else "spike_aware", x)),
+        "calibrate-different-target": (build(rank), lambda m: sip.calibrate(
+            m, x, target_rate=0.3 if last else 0.15, steps=2, max_evaluations=3)),
+        "calibrated-different-start": (build(rank), lambda m: sip.initialize(
+            m, "calibrated", x, start="ikun" if last else "spike_aware", steps=2, max_evaluations=3)),
+    }
+
+
+def worker(rank: int, world: int, init_file: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=20))
+    try:
+        register()
+        results = {}
+        for name, (model, call) in scenarios(rank, world).items():
+            before = state(model)
+            try:
+                call(model)
+                error = None
+            except Exception as exc:  # noqa: BLE001 - recorded for the parent to check
+                error = (type(exc).__name__, str(exc), type(exc.__cause__).__name__ if exc.__cause__ else None)
+            after = state(model)
+            unchanged = before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+            results[name] = {"error": error, "unchanged": unchanged}
+        torch.save(results, os.path.join(out, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_every_rank_raises_the_same_error_and_no_rank_writes(world, tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(worker, args=(world, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=world, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(world)]
+    for name in ranks[0]:
+        for rank, result in enumerate(ranks):
+            assert result[name]["unchanged"], f"{name}: rank {rank}'s model changed"
+            kind, message, _ = result[name]["error"] or (None, None, None)
+            assert kind == "DistributedError", (name, rank, result[name]["error"])
+            assert message == ranks[0][name]["error"][1], (name, rank)  # the same words on every rank
+    assert f"rank(s) [{world - 1}] of {world} failed" in ranks[0]["late-failure"]["error"][1]
+    assert ranks[world - 1]["late-failure"]["error"][2] == "InitError"  # the failing rank keeps its cause
+    for name in ("different-overrides", "different-width", "different-depth", "different-method", "calibrate-different-target",
+                 "calibrated-different-start"):
+        assert "ranks differ in the model's layers and shapes, the method or its options" in ranks[0][name]["error"][1]
