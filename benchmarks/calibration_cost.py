@@ -20,13 +20,11 @@ import argparse
 import copy
 import importlib.util
 import os
-import statistics
 import sys
 import time
 import warnings
 
 import torch
-import torch.nn as nn
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "examples"))

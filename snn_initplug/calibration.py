@@ -124,8 +124,8 @@ def _search(rate_at: Callable[[float], float], target: float, tolerance: float, 
                      "or a neuron that cannot fire faster)")
         else:
             cause = "driven by a bias or offset; try bias='zero'"
-        side = "below" if hi is None else "above"
-        return k, cache[k], initial, len(cache), (f"unreachable: the rate stays {side} the target (at {f(s):.3g} with "
+        where = "below" if hi is None else "above"
+        return k, cache[k], initial, len(cache), (f"unreachable: the rate stays {where} the target (at {f(s):.3g} with "
                                                   f"the weight scaled ×{s:.3g}; kept ×{k:.3g}, rate {cache[k]:.3g}): "
                                                   f"{cause}")
     # regula falsi on log s (Illinois), rates bracketing the target
@@ -158,7 +158,7 @@ def _search(rate_at: Callable[[float], float], target: float, tolerance: float, 
                                               "few neurons or a small batch)")
 
 
-def _silent_cause(group: "_Group") -> str:
+def _silent_cause(group: _Group) -> str:
     """Why no scale makes this neuron fire: a weight that is all zero (BatchNorm γ = 0, as torchvision-style
     ``zero_init_residual=True`` sets it) stays zero when scaled; otherwise no spikes reach the layer."""
     zero = [name for name, param in group.params if not bool(param.detach().any())]
@@ -249,8 +249,22 @@ def _owner_unit(units: list[tuple[str, nn.Module]], param: torch.Tensor) -> Opti
     return None
 
 
+def _chain_obstacle(model: nn.Module) -> Optional[str]:
+    """Why chain mode's shortcut (a layer's output at weight scale s is s·Wx + b) may not hold, read up front:
+    a forward hook or pre-hook (it may change the output), a weight-layer subclass (its forward may not be
+    linear in the weight). None when nothing is seen; the final rates are still checked by a real pass."""
+    if nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks:
+        return "a global forward hook is registered"
+    for name, module in model.named_modules():
+        if module._forward_hooks or module._forward_pre_hooks:
+            return f"{name or 'the model'} has a forward hook"
+        if isinstance(module, WEIGHT_LAYERS) and type(module) not in WEIGHT_LAYERS:
+            return f"{name} is a {type(module).__name__}, a subclass of {type(module).__mro__[1].__name__}"
+    return None
+
+
 def _chain_ready(model: nn.Module, groups: list[_Group]) -> Optional[list[tuple[str, nn.Module]]]:
-    if type(model) is not nn.Sequential:
+    if type(model) is not nn.Sequential or _chain_obstacle(model) is not None:
         return None
     units = _units(model)
     position = {id(u): i for i, (_, u) in enumerate(units)}
@@ -373,19 +387,14 @@ def _bias_like(layer: nn.Module, bias: torch.Tensor, z: torch.Tensor) -> torch.T
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Model mode: any architecture, one whole forward pass per evaluation
+# Model mode: any architecture; a whole forward pass per evaluation where nothing cheaper is exact
 # ----------------------------------------------------------------------------------------------------------
 def _calibrate_model(model, groups, run, target_rate, tolerance, max_evals, seed, process_group=None):
+    """Multi-step models: one paused pass; single-step loops: one recorded pass per neuron layer; a neuron
+    whose input is not affine in its scale: whole-model (or up-to-the-neuron) evaluations."""
     if all(is_time_major(group.neuron) for group in groups):  # each neuron sees its whole [T, ...] input at once
         return _calibrate_paused(model, groups, run, target_rate, tolerance, max_evals, seed, process_group)
-    results, scales = [], []
-    snapshot = StateSnapshot(model)
-    for group in groups:
-        result, s = _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals, seed, process_group)
-        results.append(result)
-        scales.extend((param, s) for _, param in group.params)
-    snapshot.restore()
-    return results, scales
+    return _calibrate_recorded(model, groups, run, target_rate, tolerance, max_evals, seed, process_group)
 
 
 def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals, seed, process_group):
@@ -569,18 +578,13 @@ def _same_values(z: torch.Tensor, out: torch.Tensor) -> bool:
 
 
 def _zero_weight_output(module: nn.Module, param: torch.Tensor, args: tuple) -> torch.Tensor:
-    """The module's output with ``param`` set to 0: the part that does not scale (a bias, BatchNorm's β);
-    BatchNorm's running statistics are put back after this extra call."""
-    buffers = [(b, b.detach().clone()) for b in module.buffers(recurse=False)]
-    saved = param.detach().clone()
+    """The module's output with ``param`` set to 0: the part that does not scale (a bias, BatchNorm's β).
+    Computed by ``functional_call`` on copies: neither the parameter nor BatchNorm's running statistics move."""
+    name = next(n for n, p in module.named_parameters(recurse=False) if p is param)
+    replaced = {n: b.detach().clone() for n, b in module.named_buffers(recurse=False)}
+    replaced[name] = torch.zeros_like(param)
     with torch.no_grad():
-        try:
-            param.zero_()
-            out = first_tensor(module(*args))
-        finally:
-            param.copy_(saved)
-            for buffer, value in buffers:
-                buffer.copy_(value)
+        out = first_tensor(torch.func.functional_call(module, replaced, args))
     assert out is not None  # the forward hook saw a tensor output of the same call
     return out
 
@@ -608,6 +612,111 @@ def _search_on_input(group, neuron, direction, offset, busy, target_rate, tolera
     state.restore()
     record = LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s, evals, status)
     return record, s, s * direction + offset
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Recorded steps: single-step models in custom time loops (one neuron call per step)
+# ----------------------------------------------------------------------------------------------------------
+def _calibrate_recorded(model, groups, run, target_rate, tolerance, max_evals, seed, process_group=None):
+    """Model mode in one forward pass per neuron layer: in forward order, one pass records every call of the
+    neuron (its input at each step, and the scaled module's output at that step); when each input is that
+    output, the scale is searched by re-running only the neuron over the recorded steps, its state carried
+    from call to call as the model carries it. Other neurons fall back to whole-model evaluations. Leaves the
+    weights scaled; returns ``(records, [(parameter, scale)])``."""
+    snapshot = StateSnapshot(model)
+    owners = _affine_owners(model, groups)
+    search = (target_rate, tolerance, max_evals, seed, process_group)
+    results, scales = [], []
+    for group in groups:
+        snapshot.restore()
+        found = _search_recorded_steps(group, owners.get(id(group)), run, *search)
+        if found is None:
+            found = _calibrate_in_model(group, snapshot, run, *search)
+        results.append(found[0])
+        scales.extend((param, found[1]) for _, param in group.params)
+    snapshot.restore()
+    return results, scales
+
+
+@dataclass
+class _Call:
+    args: tuple
+    kwargs: dict
+    owner_args: Optional[tuple]
+    owner_out: Optional[torch.Tensor]
+    outputs: tuple = ()
+
+
+def _search_recorded_steps(group, owner, run, target_rate, tolerance, max_evals, seed, process_group):
+    """The search of ``group`` on its neuron's recorded calls (None when an input is not the scaled module's
+    output, so the recorded inputs would not be affine in the scale)."""
+    if owner is None:
+        return None
+    neuron, param = group.neuron, group.params[0][1]
+    calls: list[_Call] = []
+    last: list[Optional[tuple[tuple, torch.Tensor]]] = [None]
+    start: list[Optional[StateSnapshot]] = [None]
+
+    def owner_hook(module, args, out):
+        tensor = first_tensor(out)
+        last[0] = (args, tensor) if tensor is not None else None
+
+    def before(module, args, kwargs):
+        if start[0] is None:
+            start[0] = StateSnapshot(module)
+        owner_args, owner_out = last[0] if last[0] is not None else (None, None)
+        calls.append(_Call(args, dict(kwargs), owner_args, owner_out))
+
+    def after(module, args, out):
+        calls[-1].outputs = out if isinstance(out, tuple) else (out,)
+
+    handles = [owner.register_forward_hook(owner_hook), neuron.register_forward_pre_hook(before, with_kwargs=True),
+               neuron.register_forward_hook(after)]
+    try:
+        with torch.no_grad():
+            run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not calls:
+        raise PlanError(f"calibrate: neuron {group.neuron_name} was not called by the forward pass")
+    if not all(c.args and isinstance(c.args[0], torch.Tensor) and c.owner_out is not None
+               and _same_values(c.args[0], c.owner_out) for c in calls):
+        return None
+    inputs = []
+    for c in calls:  # input at scale s: s·direction + offset
+        offset = _zero_weight_output(owner, param, c.owner_args).reshape(c.args[0].shape)
+        inputs.append((c.args[0] - offset, offset))
+    # an argument that is an output of the previous call (snnTorch's mem, spk) is the state the loop carries
+    carried = [{j: next((i for i, o in enumerate(prev.outputs) if o is arg), None)
+                for j, arg in enumerate(c.args[1:], start=1)} if prev is not None else {}
+               for prev, c in zip([None, *calls[:-1]], calls)]
+    target = _target_for(group.neuron_name, target_rate)
+    draws = SameDraws(seed)
+    state = start[0]
+    assert state is not None  # taken at the first call, and there was one
+
+    def rate_at(s: float) -> float:
+        def once() -> list[torch.Tensor]:
+            state.restore()
+            spikes, previous = [], ()
+            with torch.no_grad():
+                for c, (direction, offset), carry in zip(calls, inputs, carried):
+                    args = [s * direction + offset] + [
+                        previous[carry[j]] if carry.get(j) is not None and previous else arg
+                        for j, arg in enumerate(c.args[1:], start=1)]
+                    out = neuron(*args, **c.kwargs)
+                    previous = out if isinstance(out, tuple) else (out,)
+                    spikes.append(_output(neuron, out))
+            return spikes
+        return _spike_rate(draws.run(once), process_group)
+
+    s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, _silent_cause(group))
+    state.restore()
+    with torch.no_grad():
+        param.mul_(s)
+    return LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s, evals,
+                            status), s
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -671,12 +780,14 @@ def calibrate(
     if run is not None:
         run = _counting_first_run(run, p.neurons, steps_seen)
     with exclusive(model, "calibrate"):  # the search installs hooks and writes weights: one thread at a time
-        results = _calibrate_atomically(model, p, groups, units, calls, run, options, process_group)
+        results, chain_mismatch = _calibrate_atomically(model, p, groups, units, calls, run, options, process_group)
+        if chain_mismatch:
+            units = None  # recalibrated in model mode
         if p.weightless:  # reported, not silently "ok": no weight of theirs was scaled
             results += _weightless_records(model, p, options.target_rate,
                                            _runner(model, example_input, calls, options.steps, forward),
                                            process_group)
-    notes = []
+    notes = list(chain_mismatch)
     one_step = _one_step_warning(p, options.steps, example_input, units is not None, steps_seen)
     if one_step is not None:
         warnings.warn(one_step, UserWarning, stacklevel=2)
@@ -697,7 +808,7 @@ def _weightless_records(model: nn.Module, p: Plan, target_rate: TargetRate, run:
     modules = {name: module for name, module, _ in p.neurons}
     recorded: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     handles = [modules[name].register_forward_hook(
-        lambda m, a, out, key=name: recorded[key].append(first_tensor(out).detach())) for name in names]
+        lambda m, a, out, key=name: recorded[key].append(_output(m, out).detach())) for name in names]
     try:
         with preserved(model), torch.no_grad():
             for _, neuron, _ in p.neurons:
@@ -732,10 +843,15 @@ def _checked_groups(model: nn.Module, p: Plan, skip, target_rate: TargetRate) ->
 
 
 def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, run, options: CalibrationOptions,
-                          process_group) -> list[LayerCalibration]:
+                          process_group) -> tuple[list[LayerCalibration], list[str]]:
     """Search every group's scale (chain mode when ``units`` is given, else model mode with ``run``), then
     commit (:mod:`snn_initplug.transaction`): the model is put back as it was, the ranks agree, and the scaled
-    weights (and zeroed biases) are written all or nothing. On any error the model is left unchanged."""
+    weights (and zeroed biases) are written all or nothing. On any error the model is left unchanged.
+
+    Chain mode's rates are checked by one real forward pass of the chain at the found scales; where they differ
+    (the shortcut's assumption failed), the search is redone in model mode. Returns the records and, then, the
+    note saying so (empty otherwise)."""
+    fallback: list[str] = []
     targets = [param for g in groups for _, param in g.params + g.biases]
     scaled_params = [param for g in groups for _, param in g.params]
     originals = Snapshot(targets)
@@ -757,11 +873,23 @@ def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, ru
             search = (options.target_rate, options.tolerance, options.max_evaluations, options.seed, process_group)
             if units is not None:
                 results, scales = _calibrate_chain(model, units, groups, calls, *search)
-                factor = {id(param): s for param, s in scales}  # the chain search never wrote the weights
+                with torch.no_grad():  # the chain search never wrote the weights: scale them for the check
+                    for param, s in scales:
+                        param.mul_(s)
+                fallback = _chain_mismatch(p, groups, units, calls, results, options, process_group)
+                if fallback:
+                    originals.restore()
+                    for _, neuron, _ in p.neurons:
+                        reset_neuron(neuron)
+                    if options.bias == "zero":
+                        with torch.no_grad():
+                            for group in groups:
+                                for _, b in group.biases:
+                                    b.zero_()
+                    results, _ = _calibrate_model(model, groups, lambda: [model(x) for x in calls], *search)
             else:
                 results, _ = _calibrate_model(model, groups, run, *search)  # model mode leaves them scaled
-                factor = {}
-            final = [t.detach().clone() * factor.get(id(t), 1.0) for t in targets]
+            final = [t.detach().clone() for t in targets]
         except Exception as exc:
             error = exc
         finally:
@@ -770,7 +898,39 @@ def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, ru
     # the scales agree on every rank already (same global rates); this guards against anything rank-local
     broadcast_parameters(final, src=0, group=process_group)
     write_all(list(zip(targets, final)))
-    return results
+    return results, fallback
+
+
+def _chain_mismatch(p: Plan, groups: list[_Group], units, calls, results: list[LayerCalibration],
+                    options: CalibrationOptions, process_group) -> list[str]:
+    """Run the chain once, as the model runs, with the scaled weights; a neuron whose real rate is outside the
+    tolerance band around the rate the search reported means its shortcut did not hold: say which."""
+    recorded: dict[str, list[torch.Tensor]] = {g.neuron_name: [] for g in groups}
+    handles = [g.neuron.register_forward_hook(
+        lambda m, a, out, key=g.neuron_name: recorded[key].append(first_tensor(out).detach())) for g in groups]
+    snapshot = StateSnapshot(nn.ModuleList([u for _, u in units]))
+    try:
+        def once() -> None:
+            snapshot.restore()
+            for value in recorded.values():
+                value.clear()
+            for _, neuron, _ in p.neurons:
+                reset_neuron(neuron)
+            with torch.no_grad():
+                _run_units([u for _, u in units], list(calls))
+        SameDraws(options.seed).run(once)
+    finally:
+        for handle in handles:
+            handle.remove()
+        snapshot.restore()
+    wrong = []
+    for record in results:
+        real = _spike_rate(recorded[record.neuron], process_group)
+        if abs(real - record.rate) > options.tolerance * max(record.target, record.rate):
+            wrong.append(f"{record.neuron} {real:.4g}, not {record.rate:.4g}")
+    if not wrong:
+        return []
+    return [f"chain mode's rates differ from a real forward pass ({'; '.join(wrong)}): recalibrated in model mode"]
 
 
 def _checked_calls(calls: list[Any]) -> list[Any]:
