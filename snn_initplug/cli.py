@@ -115,34 +115,24 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def number_in(kind: type, accepts: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
+    """An argparse type: ``kind(text)`` when ``accepts`` it, else one line saying ``expected <what>``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), got {text!r}") from None
-    if not 0 <= value < 2**63:
-        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63), got {text!r}")
-    return value
-
-
-def relay_share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a relay share in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a relay share in [0, 1), got {text!r}")
-    return value
+positive_int = number_in(int, lambda n: n > 0, "a positive integer")
+seed = number_in(int, lambda n: 0 <= n < 2**63, "an integer seed in [0, 2**63)")
+relay_share = number_in(float, lambda r: 0.0 <= r < 1.0, "a relay share in [0, 1)")
 
 
 def writable_file(text: str) -> str:
