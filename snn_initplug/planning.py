@@ -381,13 +381,6 @@ def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
                         "model before applying the parametrization, or remove it "
                         "(torch.nn.utils.parametrize.remove_parametrizations, remove_weight_norm, "
                         "remove_spectral_norm) and apply it again afterwards")
-    parametrized = _parametrized_weights(model)
-    if parametrized:  # checked before anything reads a weight: reading one runs the parametrization
-        raise PlanError(f"plan: {', '.join(parametrized)} computed by a parametrization (spectral_norm, weight_norm): "
-                        "it cannot be initialized in place, and reading it runs the power iteration; initialize the "
-                        "model before applying the parametrization, or remove it "
-                        "(torch.nn.utils.parametrize.remove_parametrizations, remove_weight_norm, "
-                        "remove_spectral_norm) and apply it again afterwards")
     lazy = [name for name, p in model.named_parameters() if isinstance(p, nn.parameter.UninitializedParameter)]
     if lazy:
         raise PlanError(f"plan: {', '.join(lazy)} not materialized yet (a Lazy module); run one forward pass "
@@ -412,20 +405,6 @@ def _parametrized_weights(model: nn.Module) -> list[str]:
         params = module._parameters
         hooked = [key[:-5] for key in params if key.endswith("_orig") and key[:-5] not in params] + \
                  [key[:-2] for key in params if key.endswith("_g") and key[:-2] + "_v" in params]
-        for key in sorted(set(parametrizations or ()) | set(hooked)):
-            found.append(f"{name}.{key}" if name else key)
-    return found
-
-
-def _parametrized_weights(model: nn.Module) -> list[str]:
-    """The weights of ``model`` computed from other tensors: ``torch.nn.utils.parametrize`` (the
-    ``parametrizations.*`` API) and the older hooks (``weight_orig`` of spectral_norm, ``weight_g``/``weight_v``
-    of weight_norm). Only the module's attributes are read, never the weight itself."""
-    found = []
-    for name, module in model.named_modules():
-        parametrizations = getattr(module, "parametrizations", None)
-        params = module._parameters
-        hooked = [key[:-5] for key in params if key.endswith("_orig") and key[:-5] not in params] +                  [key[:-2] for key in params if key.endswith("_g") and key[:-2] + "_v" in params]
         for key in sorted(set(parametrizations or ()) | set(hooked)):
             found.append(f"{name}.{key}" if name else key)
     return found

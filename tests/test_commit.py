@@ -158,13 +158,20 @@ def test_the_guard_is_per_model_and_released_after_an_error():
 def test_calibrate_does_not_reseed_the_process_rng_for_a_model_that_draws_nothing(mode):
     """Every forward pass of the search sees the process RNG exactly as the caller left it (another thread
     drawing from it meanwhile would get its own stream, not rewound seeded draws), and it is unchanged after."""
-    model = mlp()
+    seen = []
+
+    class Probe(nn.Module):  # an identity that looks at the process RNG whenever the search runs it
+        def forward(self, x):
+            seen.append(torch.get_rng_state())
+            return x
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), Probe(), MyLIF(), nn.Linear(6, 5), MyLIF())
     sip.initialize(model, "spike_aware", batch())
     torch.manual_seed(1234)
     torch.rand(5)  # a state no seed gives directly
     before = torch.get_rng_state()
-    seen = []
-    model[0].register_forward_pre_hook(lambda m, a: seen.append(torch.get_rng_state()))
+    seen.clear()
     sip.calibrate(model, batch(), mode=mode, max_evaluations=4, seed=0)
     assert seen and all(torch.equal(state_, before) for state_ in seen)
     assert torch.equal(torch.get_rng_state(), before)
@@ -206,3 +213,76 @@ def test_an_initialize_error_leaves_the_process_rng_where_it_was():
     with pytest.raises(sip.InitError, match="mode='chain'"):
         sip.initialize(model, "calibrated", batch(), mode="chain", forward=lambda m, x: m(x))
     assert torch.equal(torch.rand(3), expected)
+
+
+# ------------------------------------------------------------------------------------------------------
+# 4. chain mode checks its shortcut
+# ------------------------------------------------------------------------------------------------------
+class ClippedLinear(nn.Linear):
+    """A Linear whose forward clips its weight: its output is not linear in the weight's scale."""
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight.clamp(-0.05, 0.05), self.bias)
+
+
+def real_rates(model: nn.Module, x: torch.Tensor) -> list:
+    """Each neuron's rate in one plain forward pass of the calibrated model (from rest)."""
+    outputs = []
+    handles = [m.register_forward_hook(lambda m, a, out: outputs.append(out.detach()))
+               for m in model if isinstance(m, MyLIF)]
+    with torch.no_grad():
+        for m in model:
+            if isinstance(m, MyLIF):
+                m.u = torch.zeros(())
+        model(x)
+    for h in handles:
+        h.remove()
+    return [(o > 0.5).double().mean().item() for o in outputs]  # spikes counted: a ratio of integers
+
+
+def hooked() -> nn.Sequential:
+    model = mlp()[:4]
+    model[0].register_forward_hook(lambda m, a, out: out + 5.0)
+    return model
+
+
+def clipped() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(ClippedLinear(4, 6), MyLIF(), nn.Linear(6, 5), MyLIF())
+
+
+@pytest.mark.parametrize("build", [hooked, clipped])
+def test_a_hook_or_a_weight_layer_subclass_sends_auto_to_model_mode(build):
+    model, x = build(), batch()
+    report = sip.calibrate(model, x, target_rate=0.2, max_evaluations=12)
+    assert report.mode == "model"
+    with pytest.raises(sip.InitError, match="mode='chain' needs"):
+        sip.calibrate(build(), x, mode="chain")
+
+
+@pytest.mark.parametrize("build", [hooked, pytest.param(clipped, marks=pytest.mark.xfail(
+    reason="model mode's affine shortcut (33716b4) took this clipping Linear as affine (0.198 'ok' where the "
+           "model fires 0); the scale-2 affinity check in progress fixes it", strict=False))])
+def test_the_reported_rates_are_the_rates_the_model_produces(build):
+    model, x = build(), batch()
+    report = sip.calibrate(model, x, target_rate=0.2, max_evaluations=12)
+    assert [c.rate for c in report.layers] == pytest.approx(real_rates(model, x), abs=1e-12)
+
+
+def test_chain_rates_are_checked_by_a_real_pass(monkeypatch):
+    """With the up-front detection switched off, the chain search believes the hooked layer is affine; the
+    check by a real forward pass sees the difference and the search is redone in model mode."""
+    monkeypatch.setattr(calibration, "_chain_obstacle", lambda model: None)
+    model, x = hooked(), batch()
+    report = sip.calibrate(model, x, target_rate=0.2, max_evaluations=12)
+    assert report.mode == "model"
+    assert any("recalibrated in model mode" in note for note in report.notes), report.notes
+    assert [c.rate for c in report.layers] == pytest.approx(real_rates(model, x), abs=1e-12)
+
+
+def test_a_plain_chain_passes_its_check():
+    model, x = mlp(), batch()
+    sip.initialize(model, "spike_aware", x)
+    report = sip.calibrate(model, x, target_rate=0.2, max_evaluations=12)
+    assert report.mode == "chain" and not any("recalibrated" in n for n in report.notes)
+    assert [c.rate for c in report.layers] == pytest.approx(real_rates(model, x), abs=1e-12)
