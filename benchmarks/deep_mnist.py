@@ -16,52 +16,21 @@ import time
 import warnings
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 
 import snn_initplug as sip  # noqa: E402
+from deep_snntorch_mnist import DeepLIF as ExampleDeepLIF  # noqa: E402  (examples/)
+from deep_snntorch_mnist import accuracy  # noqa: E402
 from methods import split_method  # noqa: E402  (benchmarks/methods.py)
 
 
-class DeepLIF(nn.Module):
-    def __init__(self, depth, width, beta, steps, alpha=2.0):
-        super().__init__()
-        import snntorch as snn
-        from snntorch import surrogate
+def DeepLIF(depth, width, beta, steps, alpha=2.0):
+    """The main job's network (examples/deep_snntorch_mnist.py) with an ATan surrogate of the given alpha."""
+    from snntorch import surrogate
 
-        sizes = [784] + [width] * depth
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.neurons = nn.ModuleList(snn.Leaky(beta=beta, spike_grad=surrogate.atan(alpha=alpha)) for _ in range(depth))
-        self.readout = nn.Linear(width, 10)
-        self.steps = steps
-
-    def last_layer_spikes(self, x):
-        """The last hidden layer's spikes at each of the T steps (the pixels are presented at every step)."""
-        x = x.flatten(1)
-        mems = [n.reset_mem() for n in self.neurons]
-        for _ in range(self.steps):
-            h = x
-            for i, (layer, neuron) in enumerate(zip(self.layers, self.neurons)):
-                h, mems[i] = neuron(layer(h), mems[i])
-            yield h
-
-    def forward(self, x):
-        logits = 0
-        for h in self.last_layer_spikes(x):
-            logits = logits + self.readout(h)
-        return logits / self.steps
-
-
-def accuracy(model, x, y, batch=1000):
-    model.eval()
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch):
-            correct += (model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum().item()
-    model.train()
-    return correct / len(x)
+    return ExampleDeepLIF(depth, width, beta, steps, spike_grad=surrogate.atan(alpha=alpha))
 
 
 def method_options(name, args):

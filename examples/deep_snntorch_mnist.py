@@ -40,13 +40,15 @@ LABELS = {"none": "snnTorch default (no init call)"}
 class DeepLIF(nn.Module):
     """``depth`` x (Linear -> snn.Leaky), then a linear readout of the last layer's spikes averaged over T steps."""
 
-    def __init__(self, depth: int, width: int, beta: float, steps: int):
+    def __init__(self, depth: int, width: int, beta: float, steps: int, spike_grad=None):
         super().__init__()
         import snntorch as snn
 
         sizes = [784] + [width] * depth
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.neurons = nn.ModuleList(snn.Leaky(beta=beta) for _ in range(depth))  # snnTorch's default surrogate
+        # spike_grad None: snnTorch's default surrogate (ATan, alpha 2)
+        extra = {} if spike_grad is None else {"spike_grad": spike_grad}
+        self.neurons = nn.ModuleList(snn.Leaky(beta=beta, **extra) for _ in range(depth))
         self.readout = nn.Linear(width, 10)
         self.steps = steps
 

@@ -547,7 +547,10 @@ def _paused_pass(pending, owners, run, target_rate, tolerance, max_evals, seed, 
             z = args[0]
             if recorded is None or not _same_values(z, recorded[1]):
                 raise _Unpausable(group)
-            offset = _zero_weight_output(owner, group.params[0][1], recorded[0]).reshape(z.shape)
+            offset = _affine_offset(owner, group.params[0][1], recorded[0], recorded[1])
+            if offset is None:
+                raise _Unpausable(group)
+            offset = offset.reshape(z.shape)
             direction = z - offset
             record, s, z_s = _search_on_input(group, module, direction, offset, busy, target_rate, tolerance,
                                               max_evals, seed, process_group)
@@ -577,16 +580,27 @@ def _same_values(z: torch.Tensor, out: torch.Tensor) -> bool:
     return z is out or (z.numel() == out.numel() and z.dtype == out.dtype and torch.equal(z.reshape(-1), out.reshape(-1)))
 
 
-def _zero_weight_output(module: nn.Module, param: torch.Tensor, args: tuple) -> torch.Tensor:
-    """The module's output with ``param`` set to 0: the part that does not scale (a bias, BatchNorm's β).
-    Computed by ``functional_call`` on copies: neither the parameter nor BatchNorm's running statistics move."""
+def _scaled_output(module: nn.Module, param: torch.Tensor, args: tuple, scale: float) -> torch.Tensor:
+    """The module's output with ``param`` times ``scale``, by ``functional_call`` on copies: neither the
+    parameter nor BatchNorm's running statistics move."""
     name = next(n for n, p in module.named_parameters(recurse=False) if p is param)
     replaced = {n: b.detach().clone() for n, b in module.named_buffers(recurse=False)}
-    replaced[name] = torch.zeros_like(param)
+    replaced[name] = param.detach() * scale
     with torch.no_grad():
-        out = first_tensor(torch.func.functional_call(module, replaced, args))
-    assert out is not None  # the forward hook saw a tensor output of the same call
-    return out
+        return _output(module, torch.func.functional_call(module, replaced, args))
+
+
+def _affine_offset(module: nn.Module, param: torch.Tensor, args: tuple, out: torch.Tensor) -> Optional[torch.Tensor]:
+    """The part of ``out`` that does not scale with ``param`` (a bias, BatchNorm's β: the output at weight 0),
+    or None when the output is not affine in the scale (a subclass that clips its weight, a hook): checked at
+    scale 2, where it must be 2·out − offset."""
+    offset = _scaled_output(module, param, args, 0.0)
+    doubled = _scaled_output(module, param, args, 2.0)
+    expected = 2 * out - offset
+    if doubled.shape != out.shape or not torch.allclose(doubled, expected, rtol=1e-4,
+                                                        atol=1e-5 * float(expected.abs().max().clamp_min(1.0))):
+        return None
+    return offset
 
 
 def _search_on_input(group, neuron, direction, offset, busy, target_rate, tolerance, max_evals, seed, process_group):
@@ -685,7 +699,11 @@ def _search_recorded_steps(group, owner, run, target_rate, tolerance, max_evals,
         return None
     inputs = []
     for c in calls:  # input at scale s: s·direction + offset
-        offset = _zero_weight_output(owner, param, c.owner_args).reshape(c.args[0].shape)
+        assert c.owner_args is not None and c.owner_out is not None
+        offset = _affine_offset(owner, param, c.owner_args, c.owner_out)
+        if offset is None:
+            return None
+        offset = offset.reshape(c.args[0].shape)
         inputs.append((c.args[0] - offset, offset))
     # an argument that is an output of the previous call (snnTorch's mem, spk) is the state the loop carries
     carried = [{j: next((i for i, o in enumerate(prev.outputs) if o is arg), None)
