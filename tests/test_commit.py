@@ -260,9 +260,7 @@ def test_a_hook_or_a_weight_layer_subclass_sends_auto_to_model_mode(build):
         sip.calibrate(build(), x, mode="chain")
 
 
-@pytest.mark.parametrize("build", [hooked, pytest.param(clipped, marks=pytest.mark.xfail(
-    reason="model mode's affine shortcut (33716b4) took this clipping Linear as affine (0.198 'ok' where the "
-           "model fires 0); the scale-2 affinity check in progress fixes it", strict=False))])
+@pytest.mark.parametrize("build", [hooked, clipped])
 def test_the_reported_rates_are_the_rates_the_model_produces(build):
     model, x = build(), batch()
     report = sip.calibrate(model, x, target_rate=0.2, max_evaluations=12)
