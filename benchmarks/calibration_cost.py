@@ -3,6 +3,10 @@
     python benchmarks/calibration_cost.py              # every model whose framework is installed
     python benchmarks/calibration_cost.py --models sew_resnet18 tutorial5 --batch 16
 
+Columns: ``ratio`` = calibrated / forward; ``search`` = (calibrated − start) / forward, the part the search adds
+to the analytic start (``start s``: ``initialize`` with the start method alone); ``default s``: the framework's
+own init (every ``reset_parameters``), for what merely sampling the weights costs.
+
 For each model: the seconds of one forward pass (fastest of 5 after a warm-up call, no gradient), the seconds of
 ``initialize(model, "calibrated", x)`` (the analytic start, the plan and the search; fastest of 3 runs on fresh
 copies, after a warm-up run that pays for the one-time imports and surrogate tables), their ratio, how many calls
@@ -97,14 +101,23 @@ def forward_seconds(model, x, repeats=5):
     return min(times)
 
 
-def calibrated_seconds(model, x):
-    """Seconds of ``initialize(model, "calibrated", x)`` and its report; the count of whole-model calls."""
+def default_seconds(model):
+    """Seconds of the framework's own init (every module's ``reset_parameters``): what sampling the weights costs."""
+    start = time.perf_counter()
+    for module in model.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return time.perf_counter() - start
+
+
+def calibrated_seconds(model, x, method="calibrated"):
+    """Seconds of ``initialize(model, method, x)`` and its report; the count of whole-model calls."""
     passes = [0]
     handle = model.register_forward_pre_hook(lambda m, a: passes.__setitem__(0, passes[0] + 1))
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = sip.initialize(model, "calibrated", x, generator=torch.Generator().manual_seed(0))
+        report = sip.initialize(model, method, x, generator=torch.Generator().manual_seed(0))
     seconds = time.perf_counter() - start
     handle.remove()
     return seconds, report, passes[0]
@@ -120,11 +133,15 @@ def measure(name, batch, repeats=3, tolerance=0.10):
     runs = [calibrated_seconds(copy.deepcopy(model), x) for _ in range(repeats)]
     seconds = min(r[0] for r in runs)
     _, report, passes = runs[-1]
+    start_method = report.method.split("start ")[-1].rstrip(")")  # "calibrated (start spike_aware)"
+    start = min(calibrated_seconds(copy.deepcopy(model), x, start_method)[0] for _ in range(repeats))
+    default = min(default_seconds(copy.deepcopy(model)) for _ in range(repeats))
     calibration = report.calibration
     scaled = [row for row in calibration.layers if row.parameters]
     off = [f"{row.neuron} ({row.rate:.3f}: {row.status.split(':')[0]})" for row in calibration.layers
            if abs(row.rate / row.target - 1) > tolerance]
     return {"model": name, "forward_s": one, "calibrated_s": seconds, "ratio": seconds / one,
+            "start_s": start, "search_ratio": (seconds - start) / one, "default_s": default,
             "forward_passes": passes, "mode": calibration.mode, "layers": len(scaled),
             "min": min(r.rate for r in scaled), "max": max(r.rate for r in scaled), "off": off}
 
@@ -134,16 +151,18 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=[m for m, (fw, _) in MODELS.items() if HAS[fw]],
                         choices=list(MODELS))
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per model (the fastest is kept)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    print(f"{'model':<18} {'forward s':>9} {'calibrated s':>12} {'ratio':>6} {'passes':>6} {'mode':<6} "
-          f"{'layers':>6} {'rates':<13} not within ±10% of the target")
+    print(f"{'model':<18} {'forward s':>9} {'default s':>9} {'start s':>7} {'calibrated s':>12} {'ratio':>6} "
+          f"{'search':>6} {'passes':>6} {'layers':>6} {'rates':<13} not within ±10% of the target")
     rows = []
     for name in args.models:
-        row = measure(name, args.batch)
+        row = measure(name, args.batch, args.repeats)
         rows.append(row)
-        print(f"{name:<18} {row['forward_s']:>9.3f} {row['calibrated_s']:>12.2f} {row['ratio']:>6.1f} "
-              f"{row['forward_passes']:>6} {row['mode']:<6} {row['layers']:>6} "
+        print(f"{name:<18} {row['forward_s']:>9.3f} {row['default_s']:>9.3f} {row['start_s']:>7.2f} "
+              f"{row['calibrated_s']:>12.2f} {row['ratio']:>6.1f} {row['search_ratio']:>6.1f} "
+              f"{row['forward_passes']:>6} {row['layers']:>6} "
               f"{row['min']:.3f}-{row['max']:.3f}   {'; '.join(row['off']) or 'none'}", flush=True)
     return rows
 

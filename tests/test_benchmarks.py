@@ -43,3 +43,18 @@ def test_depth_runs_the_relay_methods(tmp_path):
     assert all(abs(r / data["target"] - 1) <= 0.05 + 1e-9 for r in results["calibrated:relay"]["rate"])
     assert results["kaiming_normal"]["rate"][-1] < 0.05  # the baseline dies, as in the full run
     assert (tmp_path / "depth.png").exists()
+
+
+@pytest.mark.spikingjelly
+@pytest.mark.skipif(importlib.util.find_spec("spikingjelly") is None, reason="SpikingJelly not installed")
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").is_dir(), reason="Debian's Fashion-MNIST not installed")
+def test_real_models_trains_each_method_on_a_tiny_budget(tmp_path):
+    out = tmp_path / "real_models.json"
+    printed = run("real_models.py", "--models", "csnn", "--methods", "default", "calibrated", "--seeds", "0",
+                  "--train", "64", "--test", "64", "--batch", "32", "--out", str(out))
+    runs = json.loads(out.read_text())["runs"]
+    assert [(r["model"], r["method"]) for r in runs] == [("csnn", "default"), ("csnn", "calibrated")]
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in runs) and "calibrated" in printed
+    rates = runs[1]["init_rates"]  # on the batch calibrated on: every layer at 1 - Phi(1) within 10%
+    assert abs(rates["min"] / 0.1587 - 1) < 0.1 and abs(rates["max"] / 0.1587 - 1) < 0.1, rates
+
