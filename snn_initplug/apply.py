@@ -379,15 +379,16 @@ def _initialize_exclusive(model, method, example_input, generator, overrides, sk
         report = _initialize_calibrated(model, call, example_input, generator, overrides, skip, forward, group, replay)
         options = call.recorded()
     else:
-        report = _initialize_analytic(model, method, example_input, generator, overrides, skip, forward, group,
-                                      options, replay)
+        report, _ = _initialize_analytic(model, method, example_input, generator, overrides, skip, forward, group,
+                                         options, replay)
     report.settings = checkpoint.settings(method, options, overrides, skip, example_input, forward, world_size(group))
     return report
 
 
 def _initialize_analytic(model, method, example_input, generator, overrides, skip, forward, group, options,
-                         replay: Optional[Report], label: Callable[[str], str] = str) -> Report:
+                         replay: Optional[Report], label: Callable[[str], str] = str) -> tuple[Report, Plan]:
     """Plan, agree, compute every law and draw every weight, agree, then write (:mod:`snn_initplug.transaction`).
+    Returns the report and the plan (``calibrated`` reuses it: the model's structure has not changed).
 
     Under ``torch.distributed`` the ranks agree twice: after planning (a fingerprint of the planned layers'
     names, shapes and dtypes, the method and its options: a rank that differs, or failed, makes every rank
@@ -439,7 +440,7 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
     if is_distributed(group):
         notes.append(f"torch.distributed: input statistics of the global batch of {world_size(group)} ranks; "
                      "weights broadcast from rank 0 (the seeds recorded are this rank's)")
-    return Report(method, [r for _, _, r in results], skipped, p.source, notes)
+    return Report(method, [r for _, _, r in results], skipped, p.source, notes), p
 
 
 def _draw(weights: list[tuple[torch.Tensor, Law]], seeds: list[int]) -> list[torch.Tensor]:
@@ -541,10 +542,13 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
     try:
         # a list holds one input per time step (a model called once per step): the start plans on the first
         start_input = example_input[0] if isinstance(example_input, list) else example_input
-        report = _initialize_analytic(model, call.start, start_input, generator, overrides, skip, forward, group,
-                                      call.start_options, replay, label=calibrated_label)
+        report, start_plan = _initialize_analytic(model, call.start, start_input, generator, overrides, skip,
+                                                  forward, group, call.start_options, replay, label=calibrated_label)
+        # the start planned on the input calibrate would plan on (its first step), so its plan is reused: only
+        # the pairing is needed, and the weights it wrote do not change it
+        same_input = forward is None or not isinstance(example_input, list)
         report.calibration = calibrate(model, example_input, forward=forward, skip=skip, process_group=group,
-                                       **call.calibration)
+                                       plan_=start_plan if same_input else None, **call.calibration)
         if replay is not None:
             checkpoint.check_replayed_scales(report.calibration, replay.calibration)
     except BaseException:
