@@ -783,20 +783,24 @@ def calibrate(
     """
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"calibrate: model must be a torch.nn.Module, got {type(model).__name__}")
-    options = CalibrationOptions(target_rate, tolerance, max_evaluations, steps, bias, mode, seed)
-    if example_input is None:
-        raise InitError("calibrate: needs a real batch (example_input)")
-    calls = _checked_calls(_calls(example_input, options.steps))
-    p = plan_ if plan_ is not None else plan(model, example_input if forward is not None else calls[0], forward=forward)
-    groups = _checked_groups(model, p, skip, options.target_rate)
-    chain_ok = forward is None and all(isinstance(c, torch.Tensor) for c in calls)  # a unit takes one tensor
-    units = _chain_ready(model, groups) if options.mode in ("auto", "chain") and chain_ok else None
-    if options.mode == "chain" and units is None:
-        raise InitError("calibrate: mode='chain' needs a plain nn.Sequential stack with one layer per neuron")
-    run = None if units is not None else _runner(model, example_input, calls, options.steps, forward)
-    steps_seen: dict[str, int] = {}
-    if run is not None:
-        run = _counting_first_run(run, p.neurons, steps_seen)
+    try:  # a rank failing here still joins the first agreement, so the others do not wait for it
+        options = CalibrationOptions(target_rate, tolerance, max_evaluations, steps, bias, mode, seed)
+        if example_input is None:
+            raise InitError("calibrate: needs a real batch (example_input)")
+        calls = _checked_calls(_calls(example_input, options.steps))
+        p = plan_ if plan_ is not None else plan(model, example_input if forward is not None else calls[0], forward=forward)
+        groups = _checked_groups(model, p, skip, options.target_rate)
+        chain_ok = forward is None and all(isinstance(c, torch.Tensor) for c in calls)  # a unit takes one tensor
+        units = _chain_ready(model, groups) if options.mode in ("auto", "chain") and chain_ok else None
+        if options.mode == "chain" and units is None:
+            raise InitError("calibrate: mode='chain' needs a plain nn.Sequential stack with one layer per neuron")
+        run = None if units is not None else _runner(model, example_input, calls, options.steps, forward)
+        steps_seen: dict[str, int] = {}
+        if run is not None:
+            run = _counting_first_run(run, p.neurons, steps_seen)
+    except Exception as exc:
+        agree("calibrate", 0, exc, process_group)  # raises: this error alone, or DistributedError on every rank
+        raise
     with exclusive(model, "calibrate"):  # the search installs hooks and writes weights: one thread at a time
         results, chain_mismatch = _calibrate_atomically(model, p, groups, units, calls, run, options, process_group)
         if chain_mismatch:

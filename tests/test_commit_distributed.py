@@ -53,6 +53,9 @@ def scenarios(rank: int, world: int):
         "different-width": (build(rank, hidden=7 if last else 6), lambda m: sip.initialize(m, "spike_aware", x)),
         "different-depth": (build(rank, depth=3 if last else 2), lambda m: sip.initialize(m, "spike_aware", x)),
         "different-method": (build(rank), lambda m: sip.initialize(m, "ikun" if last else "spike_aware", x)),
+        # the last rank's batch holds a NaN: calibrate refuses it before its first agreement, the others wait there
+        "calibrate-early-failure": (build(rank), lambda m: sip.calibrate(
+            m, torch.cat([torch.full_like(x[:1], float("nan")), x[1:]]) if last else x, steps=2, max_evaluations=3)),
         "calibrate-different-target": (build(rank), lambda m: sip.calibrate(
             m, x, target_rate=0.3 if last else 0.15, steps=2, max_evaluations=3)),
         "calibrated-different-start": (build(rank), lambda m: sip.initialize(
@@ -95,6 +98,8 @@ def test_every_rank_raises_the_same_error_and_no_rank_writes(world, tmp_path):
             assert message == ranks[0][name]["error"][1], (name, rank)  # the same words on every rank
     assert f"rank(s) [{world - 1}] of {world} failed" in ranks[0]["late-failure"]["error"][1]
     assert ranks[world - 1]["late-failure"]["error"][2] == "InitError"  # the failing rank keeps its cause
+    assert f"rank(s) [{world - 1}] of {world} failed" in ranks[0]["calibrate-early-failure"]["error"][1]
+    assert ranks[world - 1]["calibrate-early-failure"]["error"][2] == "InitError"
     for name in ("different-overrides", "different-width", "different-depth", "different-method", "calibrate-different-target",
                  "calibrated-different-start"):
         assert "ranks differ in the model's layers and shapes, the method or its options" in ranks[0][name]["error"][1]
