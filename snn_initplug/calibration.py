@@ -929,7 +929,7 @@ def _chain_mismatch(p: Plan, groups: list[_Group], units, calls, results: list[L
     tolerance band around the rate the search reported means its shortcut did not hold: say which."""
     recorded: dict[str, list[torch.Tensor]] = {g.neuron_name: [] for g in groups}
     handles = [g.neuron.register_forward_hook(
-        lambda m, a, out, key=g.neuron_name: recorded[key].append(first_tensor(out).detach())) for g in groups]
+        lambda m, a, out, key=g.neuron_name: recorded[key].append(_output(m, out).detach())) for g in groups]
     snapshot = StateSnapshot(nn.ModuleList([u for _, u in units]))
     try:
         def once() -> None:
