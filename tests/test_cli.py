@@ -10,7 +10,6 @@ import torch
 import snn_initplug as sip
 from snn_initplug import adapters
 from snn_initplug.cli import builtin_surrogates, main
-from snn_initplug.diagnostics import diagnose
 
 # A framework-free model file: its neuron registers itself on import, as a third-party neuron would.
 USER_MODEL = textwrap.dedent('''
