@@ -778,8 +778,22 @@ def calibrate(
             BatchNorm layers in training mode still normalise with per-rank batch statistics (use
             ``SyncBatchNorm``). A no-op outside ``torch.distributed``.
 
-    The options are validated as a :class:`~snn_initplug.options.CalibrationOptions`. Returns a
-    :class:`CalibrationReport`; layers that cannot reach their target say why (``status``).
+    The options are validated as a :class:`~snn_initplug.options.CalibrationOptions`.
+
+    Returns:
+        CalibrationReport: per neuron, the scaled weights, the target, the rate before and after, the scale and
+        the ``status`` (``"ok"``, or why the target cannot be reached).
+
+    Example:
+        >>> import torch, torch.nn as nn, snntorch as snn
+        >>> import snn_initplug as sip
+        >>> net = nn.Sequential(nn.Linear(784, 256), snn.Leaky(beta=0.9, init_hidden=True),
+        ...                     nn.Linear(256, 256), snn.Leaky(beta=0.9, init_hidden=True))
+        >>> x = torch.rand(64, 784)
+        >>> _ = sip.initialize(net, "spike_aware", x)
+        >>> report = sip.calibrate(net, x, target_rate=0.1, steps=4)  # the batch presented at 4 steps
+        >>> [(layer.status, round(layer.rate, 2)) for layer in report.layers]
+        [('ok', 0.1), ('ok', 0.1)]
     """
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"calibrate: model must be a torch.nn.Module, got {type(model).__name__}")
