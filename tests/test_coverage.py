@@ -110,11 +110,11 @@ def test_batchnorm_gamma_zero_is_named_as_the_cause():
     from spikingjelly.activation_based import functional, layer, neuron
 
     torch.manual_seed(0)
-    net = nn.Sequential(layer.Linear(20, 30), neuron.IFNode(), layer.Linear(30, 30), layer.BatchNorm1d(30),
-                        neuron.IFNode())
+    net = nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), neuron.IFNode(), layer.Conv2d(8, 8, 3, padding=1),
+                        layer.BatchNorm2d(8), neuron.IFNode())
     functional.set_step_mode(net, "m")
     nn.init.zeros_(net[3].weight)  # what zero_init_residual=True does to a block's last BatchNorm
-    x = (torch.rand(4, 16, 20) < 0.3).float()
+    x = (torch.rand(4, 8, 1, 6, 6) < 0.3).float()
     first, second = sip.calibrate(net, x, 0.1).layers
     assert first.status == "ok"
     assert second.status.startswith("unreachable") and "3.weight is all zero (BatchNorm γ = 0" in second.status
