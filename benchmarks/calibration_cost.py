@@ -3,7 +3,8 @@
     python benchmarks/calibration_cost.py              # every model whose framework is installed
     python benchmarks/calibration_cost.py --models sew_resnet18 tutorial5 --batch 16
 
-Columns: ``ratio`` = calibrated / forward; ``search`` = (calibrated − start) / forward, the part the search adds
+Columns: ``ratio`` = calibrated / forward, the median over the repeats of each run's ratio to a forward pass timed
+just before it (a shared CPU's load changes by the minute); ``search`` = (calibrated − start) / forward, the part the search adds
 to the analytic start (``start s``: ``initialize`` with the start method alone); ``default s``: the framework's
 own init (every ``reset_parameters``), for what merely sampling the weights costs.
 
@@ -22,6 +23,7 @@ Small inputs so that one run takes a few minutes on a 2-core CPU:
 """
 import argparse
 import copy
+import statistics
 import importlib.util
 import os
 import sys
@@ -129,19 +131,25 @@ def measure(name, batch, repeats=3, tolerance=0.10):
     torch.manual_seed(0)
     model, x = MODELS[name][1](batch)
     calibrated_seconds(copy.deepcopy(model), x)
-    one = forward_seconds(model, x)
-    runs = [calibrated_seconds(copy.deepcopy(model), x) for _ in range(repeats)]
-    seconds = min(r[0] for r in runs)
+    # each timed run right after its own forward timing, so that both see the same load; the median ratio
+    forwards, runs = [], []
+    for _ in range(repeats):
+        forwards.append(forward_seconds(model, x))
+        runs.append(calibrated_seconds(copy.deepcopy(model), x))
+    ratios = sorted(r[0] / f for r, f in zip(runs, forwards))
+    one, seconds = min(forwards), min(r[0] for r in runs)
     _, report, passes = runs[-1]
     start_method = report.method.split("start ")[-1].rstrip(")")  # "calibrated (start spike_aware)"
-    start = min(calibrated_seconds(copy.deepcopy(model), x, start_method)[0] for _ in range(repeats))
+    starts = [calibrated_seconds(copy.deepcopy(model), x, start_method)[0] / forward_seconds(model, x)
+              for _ in range(repeats)]
     default = min(default_seconds(copy.deepcopy(model)) for _ in range(repeats))
     calibration = report.calibration
     scaled = [row for row in calibration.layers if row.parameters]
     off = [f"{row.neuron} ({row.rate:.3f}: {row.status.split(':')[0]})" for row in calibration.layers
            if abs(row.rate / row.target - 1) > tolerance]
-    return {"model": name, "forward_s": one, "calibrated_s": seconds, "ratio": seconds / one,
-            "start_s": start, "search_ratio": (seconds - start) / one, "default_s": default,
+    return {"model": name, "forward_s": one, "calibrated_s": seconds, "ratio": statistics.median(ratios),
+            "start_s": statistics.median(starts) * one, "search_ratio": statistics.median(ratios) - statistics.median(starts),
+            "default_s": default,
             "forward_passes": passes, "mode": calibration.mode, "layers": len(scaled),
             "min": min(r.rate for r in scaled), "max": max(r.rate for r in scaled), "off": off}
 
