@@ -397,13 +397,21 @@ def _calibrate_model(model, groups, run, target_rate, tolerance, max_evals, seed
     return _calibrate_recorded(model, groups, run, target_rate, tolerance, max_evals, seed, process_group)
 
 
-def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals, seed, process_group):
-    """Search the scale of ``group``'s weights by running the whole model; leave them scaled (later layers
-    are calibrated on top of this one) and return the record and the scale."""
+def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals, seed, process_group,
+                        stop_at_neuron: bool = False):
+    """Search the scale of ``group``'s weights by running the model; leave them scaled (later layers are
+    calibrated on top of this one) and return the record and the scale. ``stop_at_neuron``: each evaluation
+    stops right after the neuron's (single) call, as the rest of the pass cannot change its rate (multi-step
+    models)."""
     originals = [(param, param.detach().clone()) for _, param in group.params]
     recorded: list[torch.Tensor] = []
-    handle = group.neuron.register_forward_hook(lambda m, a, out: recorded.append(first_tensor(out).detach()))
 
+    def record(module, args, out):
+        recorded.append(first_tensor(out).detach())
+        if stop_at_neuron:
+            raise _Reached
+
+    handle = group.neuron.register_forward_hook(record)
     draws = SameDraws(seed)
 
     def rate_at(s: float) -> float:
@@ -415,6 +423,8 @@ def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals,
                     param.copy_(value * s)
                 try:
                     run()
+                except _Reached:
+                    pass
                 finally:
                     for param, value in originals:
                         param.copy_(value)
@@ -433,6 +443,10 @@ def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals,
             param.copy_(value * s)
     return LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s, evals,
                             status), s
+
+
+class _Reached(Exception):
+    """Raised by a neuron's forward hook: the rest of the pass is not needed."""
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -462,59 +476,12 @@ def _calibrate_paused(model, groups, run, target_rate, tolerance, max_evals, see
         done, stopped = _paused_pass(pending, owners, run, *search)
         found.update(done)
         if stopped is not None:
-            found[id(stopped)] = _calibrate_up_to(stopped, snapshot, run, *search)
+            found[id(stopped)] = _calibrate_in_model(stopped, snapshot, run, *search, stop_at_neuron=True)
         elif not done:
             raise PlanError(f"calibrate: neuron {pending[0].neuron_name} was not called by the forward pass")
     snapshot.restore()
     return ([found[id(g)][0] for g in groups],
             [(param, found[id(g)][1]) for g in groups for _, param in g.params])
-
-
-class _Reached(Exception):
-    """Raised by a neuron's forward hook: the rest of the pass is not needed."""
-
-
-def _calibrate_up_to(group, snapshot, run, target_rate, tolerance, max_evals, seed, process_group):
-    """Model mode for one neuron of a multi-step model, each evaluation running the model only up to that
-    neuron's (single) call: the rest of the pass cannot change its rate. Leaves the weights scaled."""
-    originals = [(param, param.detach().clone()) for _, param in group.params]
-    recorded: list[torch.Tensor] = []
-
-    def stop_after(module, args, out):
-        recorded.append(first_tensor(out).detach())
-        raise _Reached
-
-    draws = SameDraws(seed)
-
-    def rate_at(s: float) -> float:
-        def once() -> None:
-            snapshot.restore()
-            recorded.clear()
-            handle = group.neuron.register_forward_hook(stop_after)
-            try:
-                with torch.no_grad():
-                    for param, value in originals:
-                        param.copy_(value * s)
-                    run()
-            except _Reached:
-                pass
-            finally:
-                handle.remove()
-                with torch.no_grad():
-                    for param, value in originals:
-                        param.copy_(value)
-        draws.run(once)
-        if not recorded:
-            raise PlanError(f"calibrate: neuron {group.neuron_name} was not called by the forward pass")
-        return _spike_rate(recorded, process_group)
-
-    target = _target_for(group.neuron_name, target_rate)
-    s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, _silent_cause(group))
-    with torch.no_grad():
-        for param, value in originals:
-            param.copy_(value * s)
-    return LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s, evals,
-                            status), s
 
 
 def _affine_owners(model: nn.Module, groups: list[_Group]) -> dict[int, nn.Module]:
