@@ -19,6 +19,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 import numpy as np
 import torch
 
+from snn_initplug.cli import OneLineParser, number_in, relay_share  # noqa: F401  (relay_share: for the scripts)
+
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # so ``import data`` works however the script is started
     sys.path.insert(0, str(HERE))
@@ -32,47 +34,14 @@ def init_choices() -> List[str]:
     return ["none", *snn_initplug.METHODS]
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with errors on one line (``prog: error: ...``, exit status 2), before any work is done."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _checked(kind: type, low: float, inclusive: bool, what: str):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (value >= low if inclusive else value > low) or value != value:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    parse.__name__ = what  # argparse names the type in its messages
-    return parse
-
-
-positive_int = _checked(int, 0, False, "a positive integer")
-count = _checked(int, 0, True, "a non-negative integer")
-positive_float = _checked(float, 0.0, False, "a positive number")
-non_negative_float = _checked(float, 0.0, True, "a non-negative number")
-
-
-def beta(text: str) -> float:
-    """A membrane decay factor in [0, 1] (snnTorch's beta)."""
-    value = non_negative_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"expected a decay in [0, 1], got {text!r}")
-    return value
-
-
-def tau(text: str) -> float:
-    """A membrane time constant > 1 (SpikingJelly's tau; tau = 1 would discard the membrane each step)."""
-    value = positive_float(text)
-    if value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a time constant > 1, got {text!r}")
-    return value
+# the command line's argument checks (one-line errors, exit 2, values checked while parsing), shared
+positive_int = number_in(int, lambda n: n > 0, "a positive integer")
+count = number_in(int, lambda n: n >= 0, "a non-negative integer")
+positive_float = number_in(float, lambda x: x > 0, "a positive number")
+non_negative_float = number_in(float, lambda x: x >= 0, "a non-negative number")
+beta = number_in(float, lambda b: 0 <= b <= 1, "a decay in [0, 1]")  # snnTorch's beta
+# SpikingJelly's tau; tau = 1 would discard the membrane each step
+tau = number_in(float, lambda t: t > 1, "a time constant > 1")
 
 
 def base_parser(description: str, *, T: int, batch: int, epochs: int, lr: float, out: str,

@@ -73,7 +73,7 @@ def parser():
     p.add_argument("-methods", nargs="+", default=["none", "calibrated:relay"], type=method_name,
                    help="init methods to compare: 'none' (the framework's own) or any snn_initplug method, "
                         "':relay' adds the relay structure")
-    p.add_argument("-relay", type=relay_fraction, default=0.9, help="relay= for the ':relay' methods")
+    p.add_argument("-relay", type=common.relay_share, default=0.9, help="relay= for the ':relay' methods")
     p.add_argument("-eval-every", type=common.positive_int, default=20, help="training steps between evaluations")
     p.add_argument("-val", type=common.count, default=0,
                    help="hold out this many training images (stratified) and evaluate on them, not on the test set")
@@ -88,15 +88,6 @@ def method_name(text: str) -> str:
         raise argparse.ArgumentTypeError(f"unknown method {text!r}; choose from {common.init_choices()}, "
                                          f"optionally with ':relay' (spike_aware, calibrated)")
     return text
-
-
-def relay_fraction(text: str) -> float:
-    import argparse
-
-    value = common.non_negative_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"expected a relay share in [0, 1), got {text!r}")
-    return value
 
 
 def label(name: str, relay: float) -> str:
