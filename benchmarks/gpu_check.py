@@ -464,6 +464,14 @@ def cupy_diagnosis(check_kernel: bool = True, check_spikingjelly: bool = True) -
                                f"{failure['error']}" + (f". Fix: pip install {missing.split('.')[0]}" if missing else "")
                                + ".")
             return info
+        if swallowed.get("uses_cupy") and check_kernel and torch.cuda.is_available():
+            launch = spikingjelly_cupy_launch()
+            info["spikingjelly"].update(launch)
+            if launch.get("failure"):
+                info.update(stage="SpikingJelly's CuPy neuron kernel", failure=launch["failure"])
+                info["message"] = (f"CuPy {info['version']} imports and SpikingJelly 0.0.0.0.14 uses it, but its "
+                                   f"LIFNode(backend='cupy') forward fails: {launch['failure']['error']}.")
+                return info
     info["usable"] = True
     info["stage"] = "ok"
     info["message"] = f"CuPy {info['version']} imports" + (", compiles kernels" if "kernel" in info else "") + (
@@ -500,6 +508,32 @@ def spikingjelly_cupy_import() -> Dict[str, Any]:
     out.update(failed_import="(none on retry)", failure={
         "error": "every import succeeds on retry: it failed only at SpikingJelly's first import (import order?)",
         "module": None, "where": None, "outer": None})
+    return out
+
+
+def legacy_cupy_numpy_alias() -> Optional[str]:
+    """The examples' ``np.int`` alias for SpikingJelly 0.0.0.0.14's CuPy kernels (NumPy >= 1.24 lacks it)."""
+    sys.path.insert(0, str(ROOT / "examples"))
+    import common
+
+    return common.legacy_cupy_numpy_alias()
+
+
+def spikingjelly_cupy_launch() -> Dict[str, Any]:
+    """One ``LIFNode(step_mode='m', backend='cupy')`` forward on CUDA, as the examples run it (with their ``np.int``
+    alias, which a current NumPy needs: SpikingJelly's kernel launcher checks argument types against it)."""
+    import torch
+
+    out: Dict[str, Any] = {"numpy_alias": legacy_cupy_numpy_alias() or "not needed"}
+    try:
+        from spikingjelly.activation_based import neuron
+
+        cell = neuron.LIFNode(step_mode="m", backend="cupy").cuda()
+        spikes = cell(torch.full((4, 2, 8), 3.0, device="cuda"))
+        torch.cuda.synchronize()
+        out["launch"] = f"LIFNode(backend='cupy') ran, rate {float(spikes.mean()):.2f}"
+    except BaseException as exc:  # noqa: BLE001
+        out["failure"] = describe_failure(exc)
     return out
 
 
@@ -557,6 +591,8 @@ def kernel_probe(neuron_name: str, neuron_kwargs: Dict[str, Any], device, T: int
     w = torch.randn(hidden, features, generator=g) * (1.5 / features ** 0.5)
     r = torch.randn(T, batch, hidden, generator=g)
     x, w, r = x.to(device).requires_grad_(), w.to(device).requires_grad_(), r.to(device)
+    if neuron_kwargs.get("backend") == "cupy":
+        legacy_cupy_numpy_alias()
     extra = {"tau": 2.0} if neuron_name == "LIFNode" else {}
     cell = getattr(neuron, neuron_name)(surrogate_function=surrogate.ATan(), step_mode="m", **extra, **neuron_kwargs)
     cell = cell.to(device).train()
@@ -696,7 +732,7 @@ def job_init(s: Dict[str, Any], rec: Recorder) -> None:
     fast = {}
     if legacy and device.type == "cuda":
         diagnosis = cupy_diagnosis()
-        fast = {"backend": "cupy"} if diagnosis["usable"] else {}
+        fast = {"backend": "cupy"} if diagnosis["usable"] else {}  # the diagnosis applied the np.int alias
         rec["cuda_backend"] = "cupy" if fast else f"torch (CuPy not usable: {diagnosis['message']})"
     elif not legacy:
         rec["cuda_backend"] = implementations(device)
@@ -1135,13 +1171,19 @@ def part_init(ctx: Dict[str, Any], seconds: float) -> Tuple[List[Dict[str, str]]
             bitwise = [m for m, r in items if r.get("bitwise")]
             close = [m for m, r in items if not r.get("bitwise") and str(r.get("verdict", "")).startswith("ok")]
             bad = [m for m, r in items if r.get("verdict") == "FAIL"]
+            failed = [m for m, r in items if r.get("verdict") == "FAIL" and ("cuda_error" in r or "cpu_error" in r)]
+            bad = [m for m in bad if m not in failed]
+            errors = sorted({f"{where}: {r[where + '_error']}"[:120] for m, r in items if m in failed
+                             for where in ("cuda", "cpu") if where + "_error" in r})
             other = [f"{m}: {r.get('skipped') or r.get('verdict')}" for m, r in items
-                     if m not in bitwise + close + bad]
+                     if m not in bitwise + close + bad + failed]
             detail = ", ".join([f"{len(bitwise)}/{len(items)} bitwise"] +
                                ([f"within tolerance: {', '.join(close)}"] if close else []) +
-                               ([f"DIFFER: {', '.join(bad)}"] if bad else []) + other)
+                               ([f"DIFFER: {', '.join(bad)}"] if bad else []) +
+                               ([f"raised ({', '.join(failed)}): {'; '.join(errors)}"] if failed else []) + other)
             rows.append(row("d", f"initialize {model} ({label}), {len(items)} methods", difference=detail[:200],
-                            tolerance="bitwise (calibrated: weights 15%)", verdict="FAIL" if bad else "ok"))
+                            tolerance="bitwise (calibrated: weights 15%)",
+                            verdict="FAIL" if bad else ("error" if failed else "ok")))
         for what in ("diagnose", "calibrate"):
             for name, r in result.items():
                 if not name.startswith(what + "/"):

@@ -13,6 +13,7 @@ import platform
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
@@ -238,6 +239,20 @@ def sj_has_backend_arg(neuron_cls) -> bool:
     return "backend" in inspect.signature(neuron_cls.__init__).parameters
 
 
+def legacy_cupy_numpy_alias() -> Optional[str]:
+    """SpikingJelly 0.0.0.0.14's CuPy kernels check argument types against ``np.int``, an alias of the builtin
+    ``int`` that NumPy 1.24 removed: with a current NumPy every ``backend='cupy'`` forward raises
+    ``AttributeError: module 'numpy' has no attribute 'int'``. Put the alias back (what ``np.int`` always was) for
+    this process. Returns the line to print, or None when this NumPy still has it."""
+    with warnings.catch_warnings():  # NumPy 1.20-1.23 still have it, with a DeprecationWarning
+        warnings.simplefilter("ignore")
+        if hasattr(np, "int"):
+            return None
+    np.int = int  # type: ignore[attr-defined]
+    return (f"NumPy {np.__version__} has no np.int, which SpikingJelly 0.0.0.0.14's CuPy kernels use: "
+            "set numpy.int = int (the builtin it aliased) for this run")
+
+
 def sj_backend(neuron_cls, requested: str, device: torch.device) -> Dict[str, Any]:
     """Neuron keyword arguments for ``-backend torch|cupy|auto`` (multi-step neurons); prints the choice."""
     name = neuron_cls.__name__
@@ -278,6 +293,9 @@ def sj_backend(neuron_cls, requested: str, device: torch.device) -> Dict[str, An
             choice = "cupy" if device.type == "cuda" and has_cupy else "torch"
         else:
             choice = "torch"
+        alias = legacy_cupy_numpy_alias() if choice == "cupy" else None
+        if alias:
+            print(f"[spikingjelly] {alias}")
         print(f"[spikingjelly] legacy API (0.0.0.0.14 style): {name}(step_mode='m', backend={choice!r})"
               + (f" (CuPy not usable: {cupy_problem})" if requested == "auto" and device.type == "cuda" and not has_cupy
                  else ""))

@@ -484,3 +484,24 @@ def test_user_subclasses():
         with pytest.raises(UnsupportedNeuronError) as error:
             neuron_spec(m)
         assert_names(error, m)
+
+
+def test_diagnose_under_a_forced_cuda_implementation(monkeypatch):
+    """2.x refuses its torch reference path (the one that calls a Python spike function, as diagnose's recorder
+    is) on CUDA while ``SJ_LIF_CUDA_IMPLEMENTATION`` names one implementation, even ``torch``. For the pass the
+    selection must read ``auto``; afterwards the user's choice and the cached selections are back."""
+    selection_module = pytest.importorskip("spikingjelly._ops.selection")
+    lif_ops = pytest.importorskip("spikingjelly._ops.lif")
+    import snn_initplug as sip
+
+    selection = lif_ops._selection
+    monkeypatch.setattr(selection, "_requested", "torch")
+    monkeypatch.setattr(selection, "_selections", {0: "the user's torch selection"})
+    with pytest.raises(RuntimeError, match="cannot run this execution profile"):  # the premise, before any CUDA call
+        selection_module._require_automatic_torch(selection, torch.device("cuda", 0), "reference required")
+    seen = []
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), sj_neuron.LIFNode(step_mode="m"))
+    model[1].register_forward_pre_hook(lambda m, args: seen.append(selection._requested))
+    diagnosis = sip.diagnose(model, torch.rand(4, 3, 8))
+    assert len(diagnosis) == 1 and seen[-1] == "auto"  # the recorded pass (planning runs the model first)
+    assert selection._requested == "torch" and selection._selections == {0: "the user's torch selection"}

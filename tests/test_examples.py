@@ -362,3 +362,20 @@ def test_main_job_compares_default_and_recommended_init(tmp_path):
     if HAS_MATPLOTLIB:
         out = tmp_path / "out"
         assert (out / "rates.png").stat().st_size > 0 and (out / "accuracy.png").stat().st_size > 0
+
+
+def test_legacy_cupy_numpy_alias(monkeypatch):
+    """SpikingJelly 0.0.0.0.14's CuPy launcher compares dtypes with ``np.int``; NumPy >= 1.24 removed it. The
+    examples put back exactly the builtin it aliased, once, and say so; with the alias present they do nothing."""
+    import numpy as np
+
+    import common
+
+    monkeypatch.delattr(np, "int", raising=False)
+    with pytest.raises(AttributeError):
+        np.int  # noqa: B018 - the premise: this NumPy has no alias
+    note = common.legacy_cupy_numpy_alias()
+    assert np.int is int and np.dtype(np.int) == np.dtype(int)
+    assert note and np.__version__ in note and "np.int" in note
+    assert common.legacy_cupy_numpy_alias() is None
+    del np.int  # not through monkeypatch, which would put the alias back at teardown

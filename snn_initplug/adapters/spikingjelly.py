@@ -41,6 +41,7 @@ supported class that replaces its update methods.
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -166,9 +167,10 @@ def _surrogate_path(module: FrameworkNeuron):
     """0.0.0.0.14 runs TorchScript kernels without the surrogate in eval mode and CuPy kernels that need the
     surrogate's CUDA code: the neuron alone (not BatchNorm or Dropout) goes to training mode and the ``torch``
     backend, the same equations step by step. 2.x takes its torch reference path for any surrogate defined
-    outside its surrogate module, so it needs nothing here. Returns the undo function."""
+    outside its surrogate module, but refuses that path on CUDA while an ``SJ_*_CUDA_IMPLEMENTATION`` variable
+    names one implementation (even ``torch``): see :func:`_cuda_choice_on_auto`. Returns the undo function."""
     if not any(name.startswith("jit_eval") for name in dir(type(module))):
-        return lambda: None
+        return _cuda_choice_on_auto()
     training, backend = module.training, getattr(module, "backend", None)
     module.training = True
     if backend not in (None, "torch"):
@@ -178,6 +180,36 @@ def _surrogate_path(module: FrameworkNeuron):
         module.training = training
         if backend not in (None, "torch"):
             module.backend = backend
+
+    return undo
+
+
+def _forced_cuda_selections() -> list:
+    """SpikingJelly 2.x's per-operator CUDA selections (``spikingjelly._ops.<op>._selection``) that an
+    ``SJ_<OP>_CUDA_IMPLEMENTATION`` variable set to something other than ``auto``."""
+    forced = []
+    for name, mod in list(sys.modules.items()):
+        if name.startswith("spikingjelly._ops.") and name.count(".") == 2:
+            selection = getattr(mod, "_selection", None)
+            if isinstance(getattr(selection, "_requested", None), str) and selection._requested != "auto":
+                forced.append(selection)
+    return forced
+
+
+def _cuda_choice_on_auto():
+    """For one pass, let 2.x's forced CUDA selections read ``auto``: its reference path (the only one that calls
+    a Python spike function) raises ``SJ_LIF_CUDA_IMPLEMENTATION='torch' cannot run this execution profile``
+    otherwise. The choices cached meanwhile are dropped, so the user's implementation serves every later call.
+    Returns the undo function."""
+    saved = [(s, s._requested, dict(s._selections)) for s in _forced_cuda_selections()]
+    for selection, _, _ in saved:
+        selection._requested = "auto"
+
+    def undo():
+        for selection, requested, cached in saved:
+            selection._requested = requested
+            selection._selections.clear()
+            selection._selections.update(cached)
 
     return undo
 
