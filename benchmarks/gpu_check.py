@@ -642,9 +642,12 @@ def compare_epochs(reference: List[Dict[str, float]], other: List[Dict[str, floa
     }
 
 
-def example_argv(example: str, backend: str, s: Dict[str, Any], out_dir: Path) -> List[str]:
+SEED_LABEL = "torch_seed1"  # the torch backend again with seed 1
+
+
+def example_argv(example: str, backend: str, s: Dict[str, Any], out_dir: Path, seed: int = 0) -> List[str]:
     argv = ["-device", s["device"], "-backend", backend, "-init", "ikun", "-epochs", str(s["epochs"]),
-            "-b", str(s["batch"]), "-seed", "0", "-data-dir", s["data_dir"], "-no-download", "-quiet", "-no-plots",
+            "-b", str(s["batch"]), "-seed", str(seed), "-data-dir", s["data_dir"], "-no-download", "-quiet", "-no-plots",
             "-out-dir", str(out_dir)]
     if s["device"] == "cpu":
         argv += ["-threads", "1"]
@@ -655,7 +658,9 @@ def example_argv(example: str, backend: str, s: Dict[str, Any], out_dir: Path) -
 
 def job_examples(s: Dict[str, Any], rec: Recorder) -> None:
     """Train the two SpikingJelly examples with each backend of ``s["backends"]`` (label -> -backend value) and
-    probe the kernels. 0.0.0.0.14 runs both backends here; 2.x one per process (set at import)."""
+    probe the kernels. 0.0.0.0.14 runs both backends here; 2.x one per process (set at import). Labels in
+    ``s["seed_runs"]`` (label -> seed) run the torch backend again with another seed: how far two seeds drift
+    apart, the spread the backends' difference is read against."""
     import torch
 
     # the same data, seed and order for both backends; only the neuron kernels may differ
@@ -681,13 +686,15 @@ def job_examples(s: Dict[str, Any], rec: Recorder) -> None:
                 rec[f"probe_error/{label}/{name}"] = describe_failure(exc)
     torch.save(probes, s["probe_file"])
     rec["probes_saved"] = sorted(probes)
+    plan = [(label, backend, 0) for label, backend in s["backends"].items()]
+    plan += [(label, "torch", seed) for label, seed in s.get("seed_runs", {}).items()]
     for example in ("spikingjelly_mnist", "spikingjelly_fmnist_csnn"):
-        for label, backend in s["backends"].items():
+        for label, backend, seed in plan:
             if time.monotonic() > deadline:
                 runs[f"{example}/{label}"] = {"error": "skipped: out of time for this part"}
             else:
                 out_dir = Path(s["work"]) / f"{s['job']}-{example}-{label}"
-                runs[f"{example}/{label}"] = run_example(example, example_argv(example, backend, s, out_dir),
+                runs[f"{example}/{label}"] = run_example(example, example_argv(example, backend, s, out_dir, seed),
                                                          Path(s["log"]))
             rec["runs"] = runs
 
@@ -846,14 +853,20 @@ def compare_calibrate(build, cpu_kwargs, cuda_kwargs, state, x, device, run) -> 
         reports[where] = sip.calibrate(model, x.to(dev), target_rate=0.1, seed=0, **run.get("calibrate", {}))
     scale_rel = rate_abs = 0.0
     statuses = []
-    for a, b in zip(reports["cpu"].layers, reports["cuda"].layers):
+    layers = {where: {layer.neuron: layer for layer in report.layers} for where, report in reports.items()}
+    for name in layers["cpu"].keys() & layers["cuda"].keys():
+        a, b = layers["cpu"][name], layers["cuda"][name]
         scale_rel = max(scale_rel, abs(a.scale - b.scale) / max(abs(a.scale), 1e-30))
         rate_abs = max(rate_abs, abs(a.rate - b.rate))
         statuses.append((a.status, b.status))
-    ok = (scale_rel <= TOLERANCES["calibrate_scale_rel"] and rate_abs <= TOLERANCES["calibrate_rate_abs"]
-          and all(x == y for x, y in statuses))
-    return {"layers": len(statuses), "scale_rel": scale_rel, "rate_abs": rate_abs,
+    same_layers = list(layers["cpu"]) == list(layers["cuda"])
+    ok = (same_layers and scale_rel <= TOLERANCES["calibrate_scale_rel"]
+          and rate_abs <= TOLERANCES["calibrate_rate_abs"] and all(x == y for x, y in statuses))
+    return {"layers": len(statuses), "same_layers": same_layers, "scale_rel": scale_rel, "rate_abs": rate_abs,
             "status_cpu": [a for a, _ in statuses], "status_cuda": [b for _, b in statuses],
+            "per_layer": {where: [[x.neuron, x.initial_rate, x.rate, x.scale, x.evaluations, x.status]
+                                  for x in report.layers] for where, report in reports.items()},
+            "notes": {where: report.notes for where, report in reports.items()},
             "verdict": "ok" if ok else "FAIL"}
 
 
@@ -1025,6 +1038,14 @@ def example_rows(part: str, result: Dict[str, Any], fast_label: str, torch_label
                                    f"test acc {d['test_acc_abs']:.3f}",
                         tolerance=f"loss {TOLERANCES['train_loss_rel']:.0%}, acc {TOLERANCES['acc_abs']}",
                         verdict="ok" if ok else "FAIL"))
+        seeded = runs.get(f"{example}/{SEED_LABEL}")
+        if seeded and "epochs" in seeded:
+            s = compare_epochs(ref["epochs"], seeded["epochs"])
+            rows.append(row(part, f"{example}: torch, seed 0 vs seed 1 (the spread of two seeds)",
+                            torch_value=f"test acc {s['final_test_acc'][0]:.3f}",
+                            fast_value=f"seed 1: test acc {s['final_test_acc'][1]:.3f}",
+                            difference=f"loss {s['train_loss_rel']:.2%}, train acc {s['train_acc_abs']:.3f}, "
+                                       f"test acc {s['test_acc_abs']:.3f}", verdict="measured"))
     return rows
 
 
@@ -1066,6 +1087,7 @@ def part_cupy(ctx: Dict[str, Any], seconds: float) -> Tuple[List[Dict[str, str]]
     stand_in = ctx["device"] == "cpu"
     settings = {**_example_settings(ctx, seconds * 0.8), "expect_legacy": True, "doctor": not stand_in,
                 "backends": {"torch": "torch", "cupy": "torch" if stand_in else "cupy"},
+                "seed_runs": {SEED_LABEL: 1},
                 "probe_file": str(Path(ctx["work"]) / "probe_sj014.pt")}
     result = run_job(ctx, "a_cupy", "examples", settings, env["paths"], seconds)
     rows = _job_rows("a", "SpikingJelly 0.0.0.0.14 examples", result)
@@ -1089,6 +1111,7 @@ def part_triton(ctx: Dict[str, Any], seconds: float) -> Tuple[List[Dict[str, str
         timeout = budget.left() * (0.6 if label == "auto" else 1.0)
         settings = {**_example_settings(ctx, timeout * 0.75), "expect_legacy": False,
                     "backends": {label: "auto" if forced is None else "torch"},
+                    "seed_runs": {} if forced is None else {SEED_LABEL: 1},
                     "probe_file": str(Path(ctx["work"]) / f"probe_sj2_{label}.pt")}
         extra = {name: forced for name in ("SJ_IF_CUDA_IMPLEMENTATION", "SJ_LIF_CUDA_IMPLEMENTATION")}
         results[label] = run_job(ctx, f"b_triton_{label}", "examples", settings, env["paths"], timeout, extra)
@@ -1200,7 +1223,9 @@ def part_init(ctx: Dict[str, Any], seconds: float) -> Tuple[List[Dict[str, str]]
                                     verdict=r["verdict"]))
                 else:
                     rows.append(row("d", f"calibrate {model} ({label})",
-                                    difference=f"scale {r['scale_rel']:.1e}, rate {r['rate_abs']:.1e}",
+                                    difference=f"scale {r['scale_rel']:.1e}, rate {r['rate_abs']:.1e}, "
+                                               f"{r['layers']} layers" + ("" if r.get("same_layers", True)
+                                                                          else " (different layers!)"),
                                     tolerance=f"{TOLERANCES['calibrate_scale_rel']} / {TOLERANCES['calibrate_rate_abs']}",
                                     verdict=r["verdict"]))
     return rows, results
