@@ -424,8 +424,11 @@ def test_dry_run_of_the_spikingjelly_2_parts(tmp_path):
     rows = {(r["part"], r["check"]): r for r in record["rows"]}
     probes = [r for (part, check), r in rows.items() if part == "b" and check.startswith("kernel probe")]
     assert len(probes) == 2 and all(r["difference"] == "spikes 0.0e+00, grad x 0.0e+00, grad W 0.0e+00" for r in probes)
-    runs = [r for (part, check), r in rows.items() if part == "b" and check.startswith("spikingjelly_")]
+    runs = [r for (part, check), r in rows.items() if part == "b" and check.startswith("spikingjelly_")
+            and "seed 1" not in check]
     assert len(runs) == 2 and all(r["difference"].startswith("loss 0.00%") for r in runs)
+    seeds = [r for (part, check), r in rows.items() if part == "b" and "seed 0 vs seed 1" in check]
+    assert len(seeds) == 2 and all(r["verdict"] == "measured" for r in seeds)
     speed = [r for (part, check), r in rows.items() if part == "c" and "T=2" in check]
     assert speed and speed[0]["verdict"] == "measured" and speed[0]["torch"].endswith("/s")
     init = [r for (part, check), r in rows.items() if part == "d"]
@@ -446,8 +449,10 @@ def test_dry_run_of_the_legacy_parts(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     details = record["parts"]["a"]["details"]
     assert details["spikingjelly"]["legacy_api"] is True and details["spikingjelly"]["path"].startswith(str(legacy))
-    a = [r for r in record["rows"] if r["part"] == "a"]
+    a = [r for r in record["rows"] if r["part"] == "a" and "seed 1" not in r["check"]]
     assert len(a) == 4 and all(r["verdict"] == "ok" for r in a), gpu_check.format_table(record["rows"])
+    seeds = [r for r in record["rows"] if r["part"] == "a" and "seed 0 vs seed 1" in r["check"]]
+    assert len(seeds) == 2 and all(r["verdict"] == "measured" for r in seeds)
     e = [r for r in record["rows"] if r["part"] == "e"]
     assert e[-1]["check"].startswith("simulated #459") and e[-1]["verdict"] == "ok"
 
