@@ -435,8 +435,7 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
     for (_, _, row), seed in zip(results, seeds):
         row.seed = int(seed)
     notes = list(p.notes)
-    if p.unfed:
-        notes.append(f"neurons with no weight layer before them (left as they are): {', '.join(p.unfed)}")
+    notes += p.unfed_notes()
     if is_distributed(group):
         notes.append(f"torch.distributed: input statistics of the global batch of {world_size(group)} ranks; "
                      "weights broadcast from rank 0 (the seeds recorded are this rank's)")

@@ -134,6 +134,13 @@ class Plan:
     def __len__(self) -> int:
         return len(self.layers)
 
+    def unfed_notes(self) -> list[str]:
+        """The note every entry point adds when some neurons have no weight layer before them (none if none):
+        nothing of theirs is initialized or calibrated, so the report must say so rather than look complete."""
+        if not self.unfed:
+            return []
+        return [f"neurons with no weight layer before them (left as they are): {', '.join(self.unfed)}"]
+
     def layer(self, name: str) -> LayerPlan:
         for entry in self.layers:
             if name in (entry.name, entry.module_name):
@@ -168,7 +175,7 @@ class Plan:
         lines = render_table(table)
         lines.append(f"[{len(self.layers)} weight tensors, {len(self.neurons)} neurons; paired from "
                      f"{'one forward pass of the example input' if self.source == 'example' else 'module order'}]")
-        lines += [f"note: {n}" for n in self.notes]
+        lines += [f"note: {n}" for n in self.notes + self.unfed_notes()]
         return "\n".join(lines)
 
 
@@ -299,12 +306,14 @@ def _trace_sources(node, boundaries: dict[int, str], weights: dict[int, str], no
     layers: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     spikes: list[str] = []
     stack: list[tuple[Any, tuple[str, ...], tuple[str, ...]]] = [(node, (), ())]
-    visited: set[int] = set()
+    # Holds every node it has seen: a graph node's Python object may live only while referenced (torch <= 2.11),
+    # and a freed object's id is reused, which would make an unseen node look visited.
+    visited: dict[int, Any] = {}
     while stack:
         current, path_norms, path_passes = stack.pop()
         if current is None or id(current) in visited:
             continue
-        visited.add(id(current))
+        visited[id(current)] = current
         if id(current) in boundaries:
             if boundaries[id(current)] not in spikes:
                 spikes.append(boundaries[id(current)])

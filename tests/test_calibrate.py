@@ -161,3 +161,18 @@ def test_default_method_is_calibrated_and_asks_for_data():
     with pytest.raises(sip.SnnInitError, match="needs example_input.*'ikun'"):
         sip.initialize(untouched)
     assert all(torch.equal(a, b) for a, b in zip(before, untouched.parameters()))
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_neurons_no_weight_feeds_are_named_not_passed_over():
+    """A spiking encoder on the raw input has no weight to scale: the report says so instead of listing only the
+    calibrated neurons as if that were all of them."""
+    import snntorch as snn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(snn.Leaky(beta=0.9, init_hidden=True), nn.Linear(64, 32), snn.Leaky(beta=0.9, init_hidden=True))
+    x = torch.rand(16, 64) * 3
+    report = calibrate(net, x, 0.1, steps=4)
+    assert [layer.neuron for layer in report.layers] == ["2"] and report.ok
+    assert any("no weight layer before them" in note and note.endswith(": 0") for note in report.notes), report.notes

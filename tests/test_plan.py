@@ -332,3 +332,33 @@ def test_entry_point_adapters_are_loaded_once(monkeypatch):
         assert calls == [1]
     finally:
         sip.unregister_neuron(ThirdPartyNeuron)
+
+
+class _TransientNode:
+    """An autograd node whose children are new Python objects at every access and die when no longer
+    referenced, as torch <= 2.11 hands out graph nodes: a freed node's id is soon another node's."""
+
+    def __init__(self, depth: int, weight: torch.Tensor):
+        self.depth, self.weight = depth, weight
+
+    @property
+    def next_functions(self):
+        if self.depth == 0:
+            return ((_Leaf(self.weight), 0),)
+        return ((_TransientNode(self.depth - 1, self.weight), 0),)
+
+
+class _Leaf:
+    def __init__(self, variable):
+        self.variable = variable
+
+
+def test_graph_walk_survives_node_ids_being_reused():
+    """The first conv of a SpikingJelly CSNN was left unpaired (and its neuron silently uncalibrated) on torch
+    2.11: the walk marked nodes visited by id while letting them die, so a fresh node with a reused id looked
+    visited. A 40-node chain of transient nodes must still lead to the weight at its end."""
+    from snn_initplug.planning import _trace_sources
+
+    weight = nn.Parameter(torch.zeros(3))
+    layers, spikes = _trace_sources(_TransientNode(40, weight), {}, {id(weight): "conv"}, {}, {})
+    assert layers == {"conv": ((), ())} and spikes == []
