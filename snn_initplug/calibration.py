@@ -43,7 +43,7 @@ import torch.nn as nn
 
 from .adapters import is_neuron, is_time_major
 from .distributed import all_reduce_counts, broadcast_parameters, is_distributed, world_size
-from .errors import ArgumentTypeError, InitError, PlanError, UnsupportedNeuronError
+from .errors import ArgumentTypeError, DistributedError, InitError, PlanError, UnsupportedNeuronError
 from .options import DEFAULT_TARGET_RATE, CalibrationOptions, TargetRate
 from .planning import (
     NORM_LAYERS,
@@ -179,6 +179,21 @@ def _spike_rate(outputs: Sequence[torch.Tensor], group=None) -> float:
     count = sum(o.numel() for o in outputs)
     total, count = all_reduce_counts([total, count], group)
     return total / max(count, 1)
+
+
+def _measured_rate(evaluate: Callable[[], Sequence[torch.Tensor]], group=None) -> float:
+    """:func:`_spike_rate` of one search step's outputs. Under ``torch.distributed`` a rank whose evaluation
+    raises still joins this step's agreement, so every rank stops at the same step with the same
+    :class:`~snn_initplug.errors.DistributedError` (:func:`~snn_initplug.transaction.agree`) and restores its
+    model, instead of the others waiting in the count's all-reduce until the group's timeout."""
+    if not is_distributed(group):
+        return _spike_rate(evaluate())
+    try:
+        outputs, error = evaluate(), None
+    except Exception as exc:  # noqa: BLE001 - re-raised by agree, on this rank chained to the others' error
+        outputs, error = [], exc
+    agree("calibrate", 0, error, group)
+    return _spike_rate(outputs, group)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -364,7 +379,7 @@ def _calibrate_segment(segment, group, acts, target_rate, tolerance, max_evals, 
     target = _target_for(group.neuron_name, target_rate)
 
     def measured(v: float) -> float:  # the global batch's rate under torch.distributed
-        return _spike_rate(outputs_at(v), process_group)
+        return _measured_rate(lambda: outputs_at(v), process_group)
 
     s, rate, initial, evals, status = _search(measured, target, tolerance, max_evals, _silent_cause(group))
     acts = outputs_at(s)
@@ -428,10 +443,13 @@ def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals,
                 finally:
                     for param, value in originals:
                         param.copy_(value)
-        draws.run(once)
-        if not recorded:
-            raise PlanError(f"calibrate: neuron {group.neuron_name} was not called by the forward pass")
-        return _spike_rate(recorded, process_group)
+        def evaluate() -> list[torch.Tensor]:
+            draws.run(once)
+            if not recorded:
+                raise PlanError(f"calibrate: neuron {group.neuron_name} was not called by the forward pass")
+            return recorded
+
+        return _measured_rate(evaluate, process_group)
 
     target = _target_for(group.neuron_name, target_rate)
     try:
@@ -587,7 +605,7 @@ def _search_on_input(group, neuron, direction, offset, busy, target_rate, tolera
                     return first_tensor(neuron(s * direction + offset))
             finally:
                 busy[0] = False
-        return _spike_rate([draws.run(once)], process_group)
+        return _measured_rate(lambda: [draws.run(once)], process_group)
 
     s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, _silent_cause(group))
     state.restore()
@@ -694,7 +712,7 @@ def _search_recorded_steps(group, owner, run, target_rate, tolerance, max_evals,
                     previous = out if isinstance(out, tuple) else (out,)
                     spikes.append(_output(neuron, out))
             return spikes
-        return _spike_rate(draws.run(once), process_group)
+        return _measured_rate(lambda: draws.run(once), process_group)
 
     s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, _silent_cause(group))
     state.restore()
@@ -791,6 +809,8 @@ def calibrate(
                                            _runner(model, example_input, calls, options.steps, forward),
                                            process_group)
     notes = list(chain_mismatch)
+    if set(p.unfed) - set(p.weightless):  # weight-less neurons have their own records above
+        notes += p.unfed_notes()
     one_step = _one_step_warning(p, options.steps, example_input, units is not None, steps_seen)
     if one_step is not None:
         warnings.warn(one_step, UserWarning, stacklevel=2)
@@ -897,6 +917,8 @@ def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, ru
             error = exc
         finally:
             originals.restore()
+    if isinstance(error, DistributedError):  # every rank raised it together in the search: agreed already
+        raise error
     agree("calibrate", 0, error, process_group)
     # the scales agree on every rank already (same global rates); this guards against anything rank-local
     broadcast_parameters(final, src=0, group=process_group)

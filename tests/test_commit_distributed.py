@@ -39,6 +39,19 @@ def state(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def failing_late(model: nn.Sequential, after_calls: int) -> nn.Sequential:
+    """The first neuron raises from its ``after_calls``-th call on: in the middle of calibrate's search."""
+    calls = [0]
+
+    def hook(module, args):
+        calls[0] += 1
+        if calls[0] > after_calls:
+            raise RuntimeError("this rank's model broke in the middle of the search")
+
+    model[1].register_forward_pre_hook(hook)
+    return model
+
+
 def scenarios(rank: int, world: int):
     """name -> (model, call) for this rank; the last rank is the odd one out in each."""
     last = rank == world - 1
@@ -56,6 +69,11 @@ def scenarios(rank: int, world: int):
         # the last rank's batch holds a NaN: calibrate refuses it before its first agreement, the others wait there
         "calibrate-early-failure": (build(rank), lambda m: sip.calibrate(
             m, torch.cat([torch.full_like(x[:1], float("nan")), x[1:]]) if last else x, steps=2, max_evaluations=3)),
+        # the last rank's model raises in the middle of the search, when the others wait in the rate's all-reduce
+        "calibrate-search-failure": (failing_late(build(rank), 6) if last else build(rank), lambda m: sip.calibrate(
+            m, x, steps=2, max_evaluations=8, mode="model")),
+        "calibrated-search-failure": (failing_late(build(rank), 8) if last else build(rank), lambda m: sip.initialize(
+            m, "calibrated", x, steps=2, max_evaluations=8, mode="model")),
         "calibrate-different-target": (build(rank), lambda m: sip.calibrate(
             m, x, target_rate=0.3 if last else 0.15, steps=2, max_evaluations=3)),
         "calibrated-different-start": (build(rank), lambda m: sip.initialize(
@@ -100,6 +118,9 @@ def test_every_rank_raises_the_same_error_and_no_rank_writes(world, tmp_path):
     assert ranks[world - 1]["late-failure"]["error"][2] == "InitError"  # the failing rank keeps its cause
     assert f"rank(s) [{world - 1}] of {world} failed" in ranks[0]["calibrate-early-failure"]["error"][1]
     assert ranks[world - 1]["calibrate-early-failure"]["error"][2] == "InitError"
+    for name in ("calibrate-search-failure", "calibrated-search-failure"):
+        assert f"rank(s) [{world - 1}] of {world} failed" in ranks[0][name]["error"][1], ranks[0][name]
+        assert ranks[world - 1][name]["error"][2] == "RuntimeError"  # the failing rank keeps its cause
     for name in ("different-overrides", "different-width", "different-depth", "different-method", "calibrate-different-target",
                  "calibrated-different-start"):
         assert "ranks differ in the model's layers and shapes, the method or its options" in ranks[0][name]["error"][1]
