@@ -191,7 +191,8 @@ def _forced_cuda_selections() -> list:
     for name, mod in list(sys.modules.items()):
         if name.startswith("spikingjelly._ops.") and name.count(".") == 2:
             selection = getattr(mod, "_selection", None)
-            if isinstance(getattr(selection, "_requested", None), str) and selection._requested != "auto":
+            requested = getattr(selection, "_requested", None)
+            if isinstance(requested, str) and requested != "auto":
                 forced.append(selection)
     return forced
 
