@@ -59,7 +59,16 @@ from .planning import (
 )
 from .reports import CalibrationReport, LayerCalibration
 from .selection import is_skipped
-from .transaction import SameDraws, Snapshot, agree, check_writable, exclusive, fingerprint, write_all
+from .transaction import (
+    SameDraws,
+    Snapshot,
+    agree,
+    check_writable,
+    exclusive,
+    fingerprint,
+    seeded_evaluations,
+    write_all,
+)
 
 __all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET_RATE"]
 
@@ -800,6 +809,7 @@ def calibrate(
     except Exception as exc:
         agree("calibrate", 0, exc, process_group)  # raises: this error alone, or DistributedError on every rank
         raise
+    seeded_before = seeded_evaluations()
     with exclusive(model, "calibrate"):  # the search installs hooks and writes weights: one thread at a time
         results, chain_mismatch = _calibrate_atomically(model, p, groups, units, calls, run, options, process_group)
         if chain_mismatch:
@@ -811,6 +821,11 @@ def calibrate(
     notes = list(chain_mismatch)
     if set(p.unfed) - set(p.weightless):  # weight-less neurons have their own records above
         notes += p.unfed_notes()
+    if seeded_evaluations() > seeded_before:
+        notes.append(f"the model draws random numbers from the process RNG (dropout, a stochastic encoder): every "
+                     f"evaluation ran from seed={options.seed} inside torch.random.fork_rng, which restored the "
+                     "RNG afterwards; torch has one CPU generator per process, so another thread drawing from it "
+                     "during the calibration saw that stream")
     one_step = _one_step_warning(p, options.steps, example_input, units is not None, steps_seen)
     if one_step is not None:
         warnings.warn(one_step, UserWarning, stacklevel=2)

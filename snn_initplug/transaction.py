@@ -131,6 +131,14 @@ def agree(entry: str, print_: int, error: Optional[BaseException], group: Any = 
 # ----------------------------------------------------------------------------------------------------------
 # The same random draws at every evaluation, without reseeding the process RNG when nothing draws
 # ----------------------------------------------------------------------------------------------------------
+_seeded = threading.local()  # per thread: how many evaluations SameDraws ran seeded inside fork_rng
+
+
+def seeded_evaluations() -> int:
+    """How many evaluations :class:`SameDraws` has run from its seed in this thread (for the report's note)."""
+    return getattr(_seeded, "count", 0)
+
+
 class SameDraws:
     """Run the evaluations of a search so that each sees the same random draws (dropout, a stochastic encoder)
     from ``seed``, touching the process RNG only for a model that draws from it.
@@ -155,6 +163,7 @@ class SameDraws:
         if not self.draws:
             return evaluate()
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+        _seeded.count = seeded_evaluations() + 1
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(self.seed)
             return evaluate()

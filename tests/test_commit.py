@@ -203,6 +203,19 @@ def test_a_model_that_draws_sees_the_same_draws_at_every_evaluation():
     assert out.mean().item() == pytest.approx(rates[0], abs=1e-12)
 
 
+def test_the_report_says_when_evaluations_were_seeded():
+    """Seeding inside fork_rng is the one thing that touches the process RNG (shared by every thread): the
+    report says so for a model that draws, and says nothing for one that does not."""
+    torch.manual_seed(0)
+    drawing = nn.Sequential(nn.Linear(4, 32), nn.Dropout(0.5), MyLIF(), nn.Linear(32, 16), MyLIF())
+    quiet = nn.Sequential(nn.Linear(4, 32), MyLIF(), nn.Linear(32, 16), MyLIF())
+    for model in (drawing, quiet):
+        sip.initialize(model, "spike_aware", batch(), generator=torch.Generator().manual_seed(0))
+    notes = sip.calibrate(drawing, batch(), mode="model", max_evaluations=6, seed=3).notes
+    assert any("draws random numbers" in n and "seed=3" in n for n in notes), notes
+    assert not any("draws random numbers" in n for n in sip.calibrate(quiet, batch(), max_evaluations=6).notes)
+
+
 def test_an_initialize_error_leaves_the_process_rng_where_it_was():
     """generator=None draws the per-layer seeds from the process RNG; when the call fails after that (here the
     calibration of method='calibrated' refuses mode='chain' with a forward=), the draw is undone."""
