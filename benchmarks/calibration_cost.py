@@ -2,6 +2,7 @@
 
     python benchmarks/calibration_cost.py              # every model whose framework is installed
     python benchmarks/calibration_cost.py --models sew_resnet18 tutorial5 --batch 16
+    python benchmarks/calibration_cost.py --models spikformer --weightless threshold   # attention LIFs too
 
 Columns: ``ratio`` = calibrated / forward, the median over the repeats of each run's ratio to a forward pass timed
 just before it (a shared CPU's load changes by the minute); ``search`` = (calibrated − start) / forward, the part the search adds
@@ -112,30 +113,31 @@ def default_seconds(model):
     return time.perf_counter() - start
 
 
-def calibrated_seconds(model, x, method="calibrated"):
-    """Seconds of ``initialize(model, method, x)`` and its report; the count of whole-model calls."""
+def calibrated_seconds(model, x, method="calibrated", **options):
+    """Seconds of ``initialize(model, method, x, **options)`` and its report; the count of whole-model calls."""
     passes = [0]
     handle = model.register_forward_pre_hook(lambda m, a: passes.__setitem__(0, passes[0] + 1))
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        report = sip.initialize(model, method, x, generator=torch.Generator().manual_seed(0))
+        report = sip.initialize(model, method, x, generator=torch.Generator().manual_seed(0), **options)
     seconds = time.perf_counter() - start
     handle.remove()
     return seconds, report, passes[0]
 
 
-def measure(name, batch, repeats=3, tolerance=0.10):
+def measure(name, batch, repeats=3, tolerance=0.10, weightless="report"):
     """The fastest of ``repeats`` runs, each on a fresh copy of the model (the CPU may be shared: the minimum
     is the least disturbed); the first run also pays for the imports and surrogate tables and is not counted."""
     torch.manual_seed(0)
     model, x = MODELS[name][1](batch)
-    calibrated_seconds(copy.deepcopy(model), x)
+    options = {"weightless": weightless}
+    calibrated_seconds(copy.deepcopy(model), x, **options)
     # each timed run right after its own forward timing, so that both see the same load; the median ratio
     forwards, runs = [], []
     for _ in range(repeats):
         forwards.append(forward_seconds(model, x))
-        runs.append(calibrated_seconds(copy.deepcopy(model), x))
+        runs.append(calibrated_seconds(copy.deepcopy(model), x, **options))
     ratios = sorted(r[0] / f for r, f in zip(runs, forwards))
     one, seconds = min(forwards), min(r[0] for r in runs)
     _, report, passes = runs[-1]
@@ -144,10 +146,12 @@ def measure(name, batch, repeats=3, tolerance=0.10):
               for _ in range(repeats)]
     default = min(default_seconds(copy.deepcopy(model)) for _ in range(repeats))
     calibration = report.calibration
-    scaled = [row for row in calibration.layers if row.parameters]
+    scaled = [row for row in calibration.layers if row.parameters and not row.parameters[0].endswith(".threshold")]
     off = [f"{row.neuron} ({row.rate:.3f}: {row.status.split(':')[0]})" for row in calibration.layers
            if abs(row.rate / row.target - 1) > tolerance]
-    return {"model": name, "forward_s": one, "calibrated_s": seconds, "ratio": statistics.median(ratios),
+    thresholds = [f"{row.neuron} {row.rate:.3f}" for row in calibration.layers
+                  if row.parameters and row.parameters[0].endswith(".threshold")]
+    return {"model": name, "thresholds": thresholds, "forward_s": one, "calibrated_s": seconds, "ratio": statistics.median(ratios),
             "start_s": statistics.median(starts) * one, "search_ratio": statistics.median(ratios) - statistics.median(starts),
             "default_s": default,
             "forward_passes": passes, "mode": calibration.mode, "layers": len(scaled),
@@ -160,18 +164,21 @@ def main(argv=None):
                         choices=list(MODELS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per model (the fastest is kept)")
+    parser.add_argument("--weightless", choices=["report", "threshold"], default="report",
+                        help="calibrate's option for neurons no weight feeds (threshold: bring them to the target)")
     args = parser.parse_args(argv)
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     print(f"{'model':<18} {'forward s':>9} {'default s':>9} {'start s':>7} {'calibrated s':>12} {'ratio':>6} "
           f"{'search':>6} {'passes':>6} {'layers':>6} {'rates':<13} not within ±10% of the target")
     rows = []
     for name in args.models:
-        row = measure(name, args.batch, args.repeats)
+        row = measure(name, args.batch, args.repeats, weightless=args.weightless)
         rows.append(row)
         print(f"{name:<18} {row['forward_s']:>9.3f} {row['default_s']:>9.3f} {row['start_s']:>7.2f} "
               f"{row['calibrated_s']:>12.2f} {row['ratio']:>6.1f} {row['search_ratio']:>6.1f} "
               f"{row['forward_passes']:>6} {row['layers']:>6} "
-              f"{row['min']:.3f}-{row['max']:.3f}   {'; '.join(row['off']) or 'none'}", flush=True)
+              f"{row['min']:.3f}-{row['max']:.3f}   {'; '.join(row['off']) or 'none'}"
+              + (f"   thresholds: {', '.join(row['thresholds'])}" if row["thresholds"] else ""), flush=True)
     return rows
 
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 import torch.nn as nn
 
-from .adapters import is_neuron, is_time_major
+from .adapters import is_neuron, is_time_major, threshold_lever
 from .distributed import all_reduce_counts, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, DistributedError, InitError, PlanError, UnsupportedNeuronError
 from .options import DEFAULT_TARGET_RATE, CalibrationOptions, TargetRate
@@ -80,8 +80,11 @@ __all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET
 _PLATEAU_STEPS = 6
 
 
+_JUMP_WIDTH = 1e-3  # a bracket narrower than this in log-scale (×1.001) holds a jump of the rate, not a root
+
+
 def _search(rate_at: Callable[[float], float], target: float, tolerance: float, max_evals: int,
-            silent_cause: str = "a silent input?"):
+            silent_cause: str = "a silent input?", lever: str = "the weight scaled"):
     """Find s with |rate_at(s)/target - 1| <= tolerance; returns (s, rate, initial rate, evaluations, status).
 
     When the target cannot be bracketed, s is the best scale found (the rate nearest the target), not 1, and the
@@ -135,7 +138,7 @@ def _search(rate_at: Callable[[float], float], target: float, tolerance: float, 
             cause = "driven by a bias or offset; try bias='zero'"
         where = "below" if hi is None else "above"
         return k, cache[k], initial, len(cache), (f"unreachable: the rate stays {where} the target (at {f(s):.3g} with "
-                                                  f"the weight scaled ×{s:.3g}; kept ×{k:.3g}, rate {cache[k]:.3g}): "
+                                                  f"{lever} ×{s:.3g}; kept ×{k:.3g}, rate {cache[k]:.3g}): "
                                                   f"{cause}")
     # regula falsi on log s (Illinois), rates bracketing the target
     a, b = math.log(lo), math.log(hi)
@@ -159,9 +162,17 @@ def _search(rate_at: Callable[[float], float], target: float, tolerance: float, 
             if side == 1:
                 fa *= 0.5
             side = 1
-        if abs(b - a) < 1e-9:
+        if abs(b - a) < _JUMP_WIDTH:  # the bracket is a point: the rate jumps across the target there
             break
     k = best()
+    if abs(b - a) < _JUMP_WIDTH:
+        def at(log_scale: float) -> float:  # the evaluated scale at that end of the bracket
+            return cache[min(cache, key=lambda key: abs(math.log(key) - log_scale))]
+        below, above = sorted((at(a), at(b)))
+        return k, cache[k], initial, len(cache), (
+            f"unreachable within the tolerance: the rate jumps from {below:.4g} to {above:.4g} within ×"
+            f"{math.exp(abs(b - a)):.4f} of the scale (few neurons, a small batch, or an input taking few distinct "
+            f"values); kept {lever} ×{k:.4g}, rate {cache[k]:.4g}")
     return k, cache[k], initial, len(cache), (f"tolerance not reached in {len(cache)} evaluations "
                                               f"(best rate {cache[k]:.4g}; the rate may jump in steps: "
                                               "few neurons or a small batch)")
@@ -744,6 +755,7 @@ def calibrate(
     bias: str = "keep",
     mode: str = "auto",
     seed: int = 0,
+    weightless: str = "report",
     skip=None,
     plan_: Optional[Plan] = None,
     process_group: Any = None,
@@ -763,6 +775,12 @@ def calibrate(
             that can make a low target unreachable).
         mode: ``"auto"`` (chain when the model is a plain ``nn.Sequential`` stack), ``"chain"`` or ``"model"``.
         seed: RNG seed used for every evaluation (dropout and stochastic encoders see the same draws each time).
+        weightless: neurons that no weight feeds (Spikformer's attention LIF, fed by q·kᵀ·v of spikes):
+            ``"report"`` (default) lists them as ``not calibrated`` with their rate; ``"threshold"`` brings each to
+            its target by scaling its threshold θ (searched on whole-model passes with the calibrated weights, in
+            forward order; the record's parameter is ``<neuron>.threshold`` and its scale the factor on θ). The
+            threshold is then part of the model's state that calibrate changed; a neuron whose adapter cannot set
+            it (``register_neuron(scale_threshold=...)``) stays ``not calibrated``.
         skip: layers to leave alone (patterns or predicates, as in ``initialize``).
         process_group: under an initialized ``torch.distributed`` group (None: the world group; False: no
             synchronisation), every rank calibrates on the global batch: the weights to scale are first
@@ -792,7 +810,7 @@ def calibrate(
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"calibrate: model must be a torch.nn.Module, got {type(model).__name__}")
     try:  # a rank failing here still joins the first agreement, so the others do not wait for it
-        options = CalibrationOptions(target_rate, tolerance, max_evaluations, steps, bias, mode, seed)
+        options = CalibrationOptions(target_rate, tolerance, max_evaluations, steps, bias, mode, seed, weightless)
         if example_input is None:
             raise InitError("calibrate: needs a real batch (example_input)")
         calls = _checked_calls(_calls(example_input, options.steps))
@@ -811,13 +829,13 @@ def calibrate(
         raise
     seeded_before = seeded_evaluations()
     with exclusive(model, "calibrate"):  # the search installs hooks and writes weights: one thread at a time
-        results, chain_mismatch = _calibrate_atomically(model, p, groups, units, calls, run, options, process_group)
+        whole_model = _runner(model, example_input, calls, options.steps, forward)
+        results, chain_mismatch = _calibrate_atomically(model, p, groups, units, calls, run, options, process_group,
+                                                        whole_model)
         if chain_mismatch:
             units = None  # recalibrated in model mode
-        if p.weightless:  # reported, not silently "ok": no weight of theirs was scaled
-            results += _weightless_records(model, p, options.target_rate,
-                                           _runner(model, example_input, calls, options.steps, forward),
-                                           process_group)
+        if p.weightless and options.weightless == "report":  # reported, not silently "ok": no weight was scaled
+            results += _weightless_records(model, p, options.target_rate, whole_model, process_group)
     notes = list(chain_mismatch)
     if set(p.unfed) - set(p.weightless):  # weight-less neurons have their own records above
         notes += p.unfed_notes()
@@ -881,7 +899,7 @@ def _checked_groups(model: nn.Module, p: Plan, skip, target_rate: TargetRate) ->
 
 
 def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, run, options: CalibrationOptions,
-                          process_group) -> tuple[list[LayerCalibration], list[str]]:
+                          process_group, whole_model: Callable[[], Any]) -> tuple[list[LayerCalibration], list[str]]:
     """Search every group's scale (chain mode when ``units`` is given, else model mode with ``run``), then
     commit (:mod:`snn_initplug.transaction`): the model is put back as it was, the ranks agree, and the scaled
     weights (and zeroed biases) are written all or nothing. On any error the model is left unchanged.
@@ -927,6 +945,10 @@ def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, ru
                     results, _ = _calibrate_model(model, groups, lambda: [model(x) for x in calls], *search)
             else:
                 results, _ = _calibrate_model(model, groups, run, *search)  # model mode leaves them scaled
+            thresholds: list[tuple[Callable[[float], Callable[[], None]], float]] = []
+            if p.weightless and options.weightless == "threshold":  # with the calibrated weights in place
+                results, thresholds = _with_thresholds(model, p, groups, whole_model, results, options, search,
+                                                       process_group)
             final = [t.detach().clone() for t in targets]
         except Exception as exc:
             error = exc
@@ -938,7 +960,159 @@ def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, ru
     # the scales agree on every rank already (same global rates); this guards against anything rank-local
     broadcast_parameters(final, src=0, group=process_group)
     write_all(list(zip(targets, final)))
+    undo: list[Callable[[], None]] = []
+    try:
+        for scale_threshold, factor in thresholds:
+            undo.append(scale_threshold(factor))
+    except Exception:
+        for step in reversed(undo):
+            step()
+        originals.restore()
+        raise
     return results, fallback
+
+
+_THRESHOLD_ROUNDS = 3
+
+
+def _with_thresholds(model, p: Plan, groups: list[_Group], run: Callable[[], Any], first: list[LayerCalibration],
+                     options: CalibrationOptions, search: tuple, process_group
+                     ) -> tuple[list[LayerCalibration], list[tuple[Callable[[float], Callable[[], None]], float]]]:
+    """``weightless="threshold"``: the weight-less neurons' thresholds, then the weights again, in rounds.
+
+    A new threshold changes what the neurons after it receive, so the weights found before it no longer give
+    their rates: each round searches the thresholds (with the weights in place), measures every neuron in one
+    pass, and, where a rate left the tolerance, searches the weights again from where they are (then the
+    thresholds), at most ``_THRESHOLD_ROUNDS`` times. The records carry the total factors and the rates of that
+    last pass. Returns them and the ``(lever, factor)`` per threshold; the thresholds are back as they were."""
+    records = {r.neuron: r for r in first}
+    factors: dict[str, tuple[Callable[[float], Callable[[], None]], float]] = {}
+    undo: list[Callable[[], None]] = []
+    tolerance = options.tolerance
+    try:
+        for round_ in range(_THRESHOLD_ROUNDS):
+            found, writes = _calibrate_thresholds(model, p, run, options, process_group)
+            for record, (lever, factor) in zip([r for r in found if r.parameters], writes):
+                undo.append(lever(factor))  # in place for the next rounds
+                total = factors[record.neuron][1] * factor if record.neuron in factors else factor
+                factors[record.neuron] = (lever, total)
+            _merge(records, found)
+            rates = _rates_of(model, p, [r.neuron for r in records.values()], run, options.seed, process_group)
+            drifted = [name for name, r in records.items() if r.status == "ok"
+                       and abs(rates[name] / r.target - 1.0) > tolerance]
+            for name, rate in rates.items():
+                records[name] = dataclasses.replace(records[name], rate=rate)
+            if not drifted or round_ == _THRESHOLD_ROUNDS - 1:
+                for name in drifted:
+                    records[name] = dataclasses.replace(records[name], status=(
+                        f"moved to {rates[name]:.4g} by the thresholds set before it ({_THRESHOLD_ROUNDS} rounds)"))
+                break
+            again, _ = _calibrate_model(model, groups, run, *search)  # from the weights in place
+            _merge(records, again)
+    finally:
+        for step in reversed(undo):
+            step()
+    return list(records.values()), list(factors.values())
+
+
+def _merge(records: dict[str, LayerCalibration], found: list[LayerCalibration]) -> None:
+    """A later search's records into the first's: factors multiply, evaluations add, the first rate stays."""
+    for r in found:
+        old = records.get(r.neuron)
+        records[r.neuron] = r if old is None else dataclasses.replace(
+            r, initial_rate=old.initial_rate, scale=old.scale * r.scale, evaluations=old.evaluations + r.evaluations)
+
+
+def _rates_of(model, p: Plan, names: list[str], run: Callable[[], Any], seed: int, process_group
+              ) -> dict[str, float]:
+    """The rate of each named neuron over one whole-model pass from rest."""
+    modules = {name: module for name, module, _ in p.neurons}
+    recorded: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    handles = [modules[name].register_forward_hook(
+        lambda m, a, out, key=name: recorded[key].append(_output(m, out).detach())) for name in names]
+
+    def once():
+        with preserved(model), torch.no_grad():
+            for _, neuron, _ in p.neurons:
+                reset_neuron(neuron)
+            run()
+
+    try:
+        def evaluate() -> list[torch.Tensor]:
+            SameDraws(seed).run(once)
+            return []
+
+        _measured_rate(evaluate, process_group)  # the pass, with every rank agreeing it ran
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: _spike_rate(recorded[name], process_group) for name in names}
+
+
+def _search_threshold(model, p: Plan, name: str, lever: Callable[[float], Callable[[], None]], target: float,
+                      run: Callable[[], Any], options: CalibrationOptions, process_group):
+    """:func:`_search` for one weight-less neuron, each evaluation a whole-model pass with θ divided by s."""
+    module = dict((n, m) for n, m, _ in p.neurons)[name]
+    recorded: list[torch.Tensor] = []
+    handle = module.register_forward_hook(lambda m, a, out: recorded.append(_output(m, out).detach()))
+    draws = SameDraws(options.seed)
+
+    def once():
+        with preserved(model), torch.no_grad():
+            for _, neuron, _ in p.neurons:
+                reset_neuron(neuron)
+            run()
+
+    def rate_at(s: float) -> float:
+        def evaluate() -> list[torch.Tensor]:
+            recorded.clear()
+            restore = lever(1.0 / s)
+            try:
+                draws.run(once)
+            finally:
+                restore()
+            return list(recorded)
+
+        return _measured_rate(evaluate, process_group)
+
+    try:
+        return _search(rate_at, target, options.tolerance, options.max_evaluations,
+                       f"its input stays silent: the neurons feeding it ({', '.join(p.weightless[name])}) do not "
+                       "fire", lever="the threshold divided by")
+    finally:
+        handle.remove()
+
+
+def _calibrate_thresholds(model, p: Plan, run: Callable[[], Any], options: CalibrationOptions, process_group
+                          ) -> tuple[list[LayerCalibration], list[tuple[Callable[[float], Callable[[], None]], float]]]:
+    r"""Bring each weight-less neuron to its target through its threshold: :math:`\theta \leftarrow \theta / s`,
+    :math:`s` searched like a weight scale (the rate grows with it) on whole-model passes, in forward order, so a
+    later neuron sees the earlier ones' new thresholds. Returns the records and the ``(lever, 1/s)`` to apply;
+    every threshold is back as it was on return."""
+    modules = {name: module for name, module, _ in p.neurons}
+    records: list[LayerCalibration] = []
+    writes: list[tuple[Callable[[float], Callable[[], None]], float]] = []
+    undo: list[Callable[[], None]] = []
+    try:
+        for name in p.weightless:
+            module, target = modules[name], _target_for(name, options.target_rate)
+            lever = threshold_lever(module)
+            if lever is None:
+                records.append(LayerCalibration(
+                    name, [], target, float("nan"), float("nan"), 1.0, 0,
+                    f"not calibrated: no weight feeds it and its adapter cannot scale its threshold "
+                    f"({type(module).__name__}; register_neuron(scale_threshold=...))"))
+                continue
+            s, rate, initial, evals, status = _search_threshold(model, p, name, lever, target, run, options,
+                                                                process_group)
+            undo.append(lever(1.0 / s))  # the neurons after it see its new threshold
+            writes.append((lever, 1.0 / s))
+            records.append(LayerCalibration(name, [f"{name}.threshold"], target, initial, rate, 1.0 / s, evals,
+                                            status))
+    finally:
+        for step in reversed(undo):
+            step()
+    return records, writes
 
 
 def _chain_mismatch(p: Plan, groups: list[_Group], units, calls, results: list[LayerCalibration],

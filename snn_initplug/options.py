@@ -252,7 +252,9 @@ class CalibrationOptions:
     """Options of :func:`snn_initplug.calibrate` (and of ``initialize(..., "calibrated")``): the target rate
     (a number, ``{pattern: rate}`` or a callable on neuron names), the relative ``tolerance``, the rate
     evaluations per layer, the time ``steps`` the batch is presented for, ``bias`` ``"keep"``/``"zero"``, the
-    execution ``mode`` (``"auto"``, ``"chain"``, ``"model"``) and the RNG ``seed`` of every evaluation."""
+    execution ``mode`` (``"auto"``, ``"chain"``, ``"model"``), the RNG ``seed`` of every evaluation, and what
+    to do with neurons no weight feeds (``weightless``: ``"report"`` them as not calibrated, or bring them to
+    the target through their ``"threshold"``)."""
 
     target_rate: TargetRate = DEFAULT_TARGET_RATE
     tolerance: float = 0.05
@@ -261,6 +263,7 @@ class CalibrationOptions:
     bias: str = "keep"
     mode: str = "auto"
     seed: int = 0
+    weightless: str = "report"
 
     def __post_init__(self):
         if not (callable(self.target_rate) or isinstance(self.target_rate, dict)):
@@ -284,6 +287,7 @@ class CalibrationOptions:
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) \
                 or not -2**63 <= self.seed < 2**64:  # the range torch.Generator.manual_seed takes
             raise OptionError(f"calibrate: seed must be an integer in [-2**63, 2**64), got {self.seed!r}")
+        _choice("calibrate", "weightless", self.weightless, ("report", "threshold"))
 
 
 CALIBRATION_FIELDS = tuple(f.name for f in fields(CalibrationOptions))

@@ -255,6 +255,68 @@ def test_spikformer_attention_lif_is_reported_as_not_calibrated():
     assert all(abs(r / 0.159 - 1) <= 0.05 + 1e-9 for r in rates), dict(zip(names, rates))
 
 
+@pytest.mark.spikingjelly
+@requires_spikingjelly
+@pytest.mark.parametrize("depths", [1, 2])
+def test_spikformer_attention_lif_through_its_threshold(depths):
+    """weightless="threshold": every attention LIF is brought to the target by its own v_threshold, or to the
+    nearest level its discrete input allows (said so), the weights after it are searched again, every rate the
+    report gives is the one the model produces afterwards (counted by our hooks), and an error at the write
+    leaves weights and thresholds as they were."""
+    pytest.importorskip("spikingjelly.activation_based.model.spikformer")
+    from spikingjelly.activation_based import functional
+    from spikingjelly.activation_based.model.spikformer import Spikformer
+
+    def build():
+        torch.manual_seed(0)
+        return Spikformer(T=2, in_channels=1, img_size_h=16, img_size_w=16, patch_size=4, num_classes=10,
+                          embed_dims=32, num_heads=2, mlp_ratio=2.0, depths=depths)
+
+    x = torch.rand(8, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+    reference_report = sip.calibrate(build(), x, 0.159)
+    model = build()
+    report = sip.calibrate(model, x, 0.159, weightless="threshold")
+    attn = [row for row in report.layers if row.neuron.endswith("attn.attn_lif")]
+    assert len(attn) == depths and all(row.parameters == [f"{row.neuron}.threshold"] for row in attn)
+    modules = dict(model.named_modules())
+    for row in attn:
+        assert modules[row.neuron].v_threshold == pytest.approx(0.5 * row.scale, rel=1e-12)  # θ was 0.5
+        # q·kᵀ·v of spikes takes few distinct values, so the rate moves in jumps: the target, or the level
+        # nearest it, said so
+        assert abs(row.rate / 0.159 - 1) < abs(row.initial_rate / 0.159 - 1) and abs(row.rate / 0.159 - 1) <= 0.15
+        assert row.status == "ok" or row.status.startswith("unreachable within the tolerance: the rate jumps")
+    assert all(row.status == "ok" for row in report.layers if row not in attn), str(report)
+    functional.reset_net(model)
+    rates = counted_rates(model, [modules[row.neuron] for row in report.layers], lambda: model(x))
+    assert rates == pytest.approx([row.rate for row in report.layers], abs=1e-12), str(report)
+    # the weights after an attention LIF were searched again for its new threshold: the same layers are scaled
+    assert [r.parameters for r in report.layers if r not in attn] == [r.parameters for r in reference_report.layers
+                                                                      if r.parameters]
+    # an error after the search (the last write) leaves everything as it was
+    broken = build()
+    before = {k: v.clone() for k, v in broken.state_dict().items()}
+    thresholds = {n: m.v_threshold for n, m in broken.named_modules() if hasattr(m, "v_threshold")}
+    import snn_initplug.calibration as calibration_module
+
+    def failing_write(pairs):
+        raise RuntimeError("the write failed")
+
+    calibration_module.write_all, saved = failing_write, calibration_module.write_all
+    try:
+        with pytest.raises(RuntimeError, match="the write failed"):
+            sip.calibrate(broken, x, 0.159, weightless="threshold")
+    finally:
+        calibration_module.write_all = saved
+    assert all(torch.equal(before[k], v) for k, v in broken.state_dict().items())
+    assert thresholds == {n: m.v_threshold for n, m in broken.named_modules() if hasattr(m, "v_threshold")}
+
+
+@pytest.mark.parametrize("option", ["thresholds", None, 1])
+def test_weightless_option_is_checked(option):
+    with pytest.raises(sip.OptionError, match="weightless must be one of"):
+        sip.calibrate(nn.Sequential(nn.Linear(3, 3)), torch.rand(2, 3), weightless=option)
+
+
 # ------------------------------------------------------------------------------------------------
 # Multi-step models: calibrated in about one forward pass (the pass pauses at each neuron)
 # ------------------------------------------------------------------------------------------------
@@ -328,3 +390,61 @@ def test_tutorial_loop_is_calibrated_in_one_pass_per_neuron_layer():
     assert calls[0] == 3  # the plan's pass and one per neuron layer
     rates = counted_rates(net, [net.lif1, net.lif2], lambda: net(x))
     assert all(abs(r / 0.159 - 1) <= 0.05 + 1e-9 for r in rates), rates
+
+
+class _Coincidence(nn.Module):
+    """Two snnTorch LIF layers, and a third fed by the product of their spikes (no weight), T steps."""
+
+    def __init__(self, learn_threshold: bool = False):
+        super().__init__()
+        import snntorch as snn
+
+        self.fc1, self.fc2 = nn.Linear(20, 40), nn.Linear(20, 40)
+        self.lif1 = snn.Leaky(beta=0.9, init_hidden=True)
+        self.lif2 = snn.Leaky(beta=0.9, init_hidden=True)
+        self.both = snn.Leaky(beta=0.5, init_hidden=True, learn_threshold=learn_threshold)
+
+    def forward(self, x):
+        return [self.both(2.0 * self.lif1(self.fc1(x)) * self.lif2(self.fc2(x))) for _ in range(4)]
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+@pytest.mark.parametrize("learn_threshold", [False, True])
+def test_snntorch_neuron_fed_by_a_product_of_spikes_through_its_threshold(learn_threshold):
+    torch.manual_seed(0)
+    model = _Coincidence(learn_threshold)
+    x = torch.rand(64, 20, generator=torch.Generator().manual_seed(2)) * 2
+    kind = type(model.both.threshold)
+    targets = {"lif*": 0.3, "both": 0.05}  # coincidences of two 0.3-rate layers: up to 0.09 per step
+    report = sip.initialize(model, "calibrated", x, weightless="threshold", target_rate=targets).calibration
+    both = {r.neuron: r for r in report.layers}["both"]
+    assert both.parameters == ["both.threshold"] and both.status == "ok", str(report)
+    assert float(model.both.threshold) == pytest.approx(both.scale, rel=1e-6)  # θ was 1
+    assert type(model.both.threshold) is kind  # a learned threshold stays the optimizer's Parameter
+    import snntorch.utils as utils
+
+    utils.reset(model)
+    rates = counted_rates(model, [model.lif1, model.lif2, model.both], lambda: model(x))
+    assert all(abs(r / t - 1) <= 0.05 + 1e-9 for r, t in zip(rates, [0.3, 0.3, 0.05])), rates
+
+
+def test_a_user_neuron_without_a_threshold_lever_is_named():
+    from user_neuron import MyLIF, register, unregister
+
+    register()
+    try:
+        class Product(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.fc1, self.fc2, self.a, self.b, self.c = nn.Linear(6, 8), nn.Linear(6, 8), MyLIF(), MyLIF(), MyLIF()
+
+            def forward(self, x):
+                return self.c(self.a(self.fc1(x)) * self.b(self.fc2(x)))
+
+        torch.manual_seed(0)
+        report = sip.calibrate(Product(), torch.rand(32, 6) * 3, 0.2, weightless="threshold")
+        c = {r.neuron: r for r in report.layers}["c"]
+        assert c.parameters == [] and c.status.startswith("not calibrated") and "scale_threshold" in c.status
+    finally:
+        unregister()

@@ -46,6 +46,7 @@ __all__ = [
     "reset_neuron",
     "is_time_major",
     "fires_on_last_call",
+    "threshold_lever",
     "use_surrogate_path",
 ]
 
@@ -83,7 +84,10 @@ class NeuronAdapter:
     * ``fires_on_last_call``: the neuron calls its spike function more than once per step and only the last
       call fires (snnTorch first calls it on the previous membrane for the reset signal);
     * ``surrogate_path(module) -> undo``: switch the neuron to the code path that calls its spike function
-      (some implementations run fused kernels without it), returning the function that switches back.
+      (some implementations run fused kernels without it), returning the function that switches back;
+    * ``scale_threshold(module, factor) -> undo``: multiply the neuron's threshold(s) by ``factor`` in place,
+      returning the function that puts the exact previous value back (the lever of
+      ``calibrate(weightless="threshold")``; default: none).
     """
 
     cls: type
@@ -94,6 +98,7 @@ class NeuronAdapter:
     time_major: Optional[Callable[[nn.Module], bool]] = None
     fires_on_last_call: bool = False
     surrogate_path: Optional[Callable[[nn.Module], Callable[[], None]]] = None
+    scale_threshold: Optional[Callable[[nn.Module, float], Callable[[], None]]] = None
 
 
 _registry: dict[type, NeuronAdapter] = {}
@@ -116,6 +121,7 @@ def register_neuron(
     time_major: Optional[Callable[[nn.Module], bool]] = None,
     fires_on_last_call: bool = False,
     surrogate_path: Optional[Callable[[nn.Module], Callable[[], None]]] = None,
+    scale_threshold: Optional[Callable[[nn.Module, float], Callable[[], None]]] = None,
 ) -> None:
     """Register (or replace) the adapter of a neuron class; subclasses use it too unless they have their own.
 
@@ -132,6 +138,9 @@ def register_neuron(
             call fires.
         surrogate_path: switches the neuron to the code path that calls its spike function in Python and
             returns the function that switches it back.
+        scale_threshold: ``(module, factor) -> undo`` multiplies the threshold by ``factor`` in place and returns
+            the function restoring the exact previous value; lets ``calibrate(weightless="threshold")`` bring a
+            neuron that no weight feeds to its target rate.
 
     Example:
         >>> import torch, torch.nn as nn
@@ -152,9 +161,11 @@ def register_neuron(
         raise ArgumentTypeError(f"register_neuron: to_spec must be callable, got {type(to_spec).__name__}")
     if internal_weights is not None and not callable(internal_weights):
         raise ArgumentTypeError("register_neuron: internal_weights must be callable or None")
+    if scale_threshold is not None and not callable(scale_threshold):
+        raise ArgumentTypeError("register_neuron: scale_threshold must be callable or None")
     with _lock:
         _registry[cls] = NeuronAdapter(cls, to_spec, internal_weights, framework, reset, time_major,
-                                       bool(fires_on_last_call), surrogate_path)
+                                       bool(fires_on_last_call), surrogate_path, scale_threshold)
 
 
 def unregister_neuron(cls: type) -> None:
@@ -284,6 +295,15 @@ def fires_on_last_call(module: nn.Module) -> bool:
     """True when only the last spike-function call of each forward call fires."""
     adapter = find_adapter(module)
     return adapter is not None and adapter.fires_on_last_call
+
+
+def threshold_lever(module: nn.Module) -> Optional[Callable[[float], Callable[[], None]]]:
+    """``factor -> undo`` scaling the neuron's threshold in place, or None when its adapter has no such lever."""
+    adapter = find_adapter(module)
+    if adapter is None or adapter.scale_threshold is None:
+        return None
+    scale = adapter.scale_threshold
+    return lambda factor: scale(module, factor)
 
 
 def use_surrogate_path(module: nn.Module) -> Callable[[], None]:

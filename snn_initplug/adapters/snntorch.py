@@ -325,8 +325,24 @@ def _time_major(module: FrameworkNeuron) -> bool:
     return isinstance(module, getattr(snntorch, "LeakyParallel", ()))
 
 
+def _scale_threshold(module: nn.Module, factor: float):
+    """``threshold`` is a tensor (a buffer, or a Parameter with ``learn_threshold=True``): scaled in place, so
+    a per-neuron threshold keeps its shape and the optimizer keeps its Parameter. Returns the undo."""
+    threshold: torch.Tensor = getattr(module, "threshold")  # noqa: B009 - a tensor attribute, typed for mypy
+    previous = threshold.detach().clone()
+    with torch.no_grad():
+        threshold.mul_(factor)
+
+    def undo():
+        with torch.no_grad():
+            threshold.copy_(previous)
+
+    return undo
+
+
 # snnTorch calls spike_grad on the previous membrane first (the detached reset signal), then on the new one
-_RUNS: dict[str, Any] = dict(reset=_to_rest, time_major=_time_major, fires_on_last_call=True)
+_RUNS: dict[str, Any] = dict(reset=_to_rest, time_major=_time_major, fires_on_last_call=True,
+                             scale_threshold=_scale_threshold)
 
 
 def _register() -> None:

@@ -215,7 +215,30 @@ def _cuda_choice_on_auto():
     return undo
 
 
-_RUNS: dict[str, Any] = dict(reset=_to_rest, time_major=_time_major, surrogate_path=_surrogate_path)
+def _scale_threshold(module: FrameworkNeuron, factor: float):
+    """``v_threshold`` is a float the kernels read at every call (a tensor in place, should a user make it
+    one). Returns the undo."""
+    previous = module.v_threshold
+    if isinstance(previous, torch.Tensor):
+        saved = previous.detach().clone()
+        with torch.no_grad():
+            previous.mul_(factor)
+
+        def undo_tensor():
+            with torch.no_grad():
+                previous.copy_(saved)
+
+        return undo_tensor
+    module.v_threshold = float(previous) * factor
+
+    def undo():
+        module.v_threshold = previous
+
+    return undo
+
+
+_RUNS: dict[str, Any] = dict(reset=_to_rest, time_major=_time_major, surrogate_path=_surrogate_path,
+                             scale_threshold=_scale_threshold)
 
 
 def _register() -> None:
