@@ -386,7 +386,8 @@ def _initialize_exclusive(model, method, example_input, generator, overrides, sk
 
 
 def _initialize_analytic(model, method, example_input, generator, overrides, skip, forward, group, options,
-                         replay: Optional[Report], label: Callable[[str], str] = str) -> tuple[Report, Plan]:
+                         replay: Optional[Report], label: Callable[[str], str] = str,
+                         saved: Optional[Snapshot] = None) -> tuple[Report, Plan]:
     """Plan, agree, compute every law and draw every weight, agree, then write (:mod:`snn_initplug.transaction`).
     Returns the report and the plan (``calibrated`` reuses it: the model's structure has not changed).
 
@@ -431,7 +432,7 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
     agree("initialize", 0, error, group)
     # rank 0's draws win everywhere (robust to ranks whose generators differ): broadcast before writing
     broadcast_parameters(new, src=0, group=group)
-    write_all([(layer.weight, value) for (layer, _, _), value in zip(results, new)])
+    write_all([(layer.weight, value) for (layer, _, _), value in zip(results, new)], saved)
     for (_, _, row), seed in zip(results, seeds):
         row.seed = int(seed)
     notes = list(p.notes)
@@ -542,7 +543,8 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
         # a list holds one input per time step (a model called once per step): the start plans on the first
         start_input = example_input[0] if isinstance(example_input, list) else example_input
         report, start_plan = _initialize_analytic(model, call.start, start_input, generator, overrides, skip,
-                                                  forward, group, call.start_options, replay, label=calibrated_label)
+                                                  forward, group, call.start_options, replay, label=calibrated_label,
+                                                  saved=saved)  # the rollback of every parameter, taken above
         # the start planned on the input calibrate would plan on (its first step), so its plan is reused: only
         # the pairing is needed, and the weights it wrote do not change it
         same_input = forward is None or not isinstance(example_input, list)

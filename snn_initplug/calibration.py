@@ -67,7 +67,6 @@ from .transaction import (
     exclusive,
     fingerprint,
     seeded_evaluations,
-    write_all,
 )
 
 __all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET_RATE"]
@@ -949,22 +948,21 @@ def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, ru
             if p.weightless and options.weightless == "threshold":  # with the calibrated weights in place
                 results, thresholds = _with_thresholds(model, p, groups, whole_model, results, options, search,
                                                        process_group)
-            final = [t.detach().clone() for t in targets]
         except Exception as exc:
             error = exc
-        finally:
             originals.restore()
     if isinstance(error, DistributedError):  # every rank raised it together in the search: agreed already
         raise error
-    agree("calibrate", 0, error, process_group)
-    # the scales agree on every rank already (same global rates); this guards against anything rank-local
-    broadcast_parameters(final, src=0, group=process_group)
-    write_all(list(zip(targets, final)))
+    # The weights already hold the calibrated values (the search wrote them in place): the commit keeps them
+    # rather than restoring and copying them again, and restores them if any rank failed.
     undo: list[Callable[[], None]] = []
     try:
+        agree("calibrate", 0, error, process_group)
+        # the scales agree on every rank already (same global rates); this guards against anything rank-local
+        broadcast_parameters(targets, src=0, group=process_group)
         for scale_threshold, factor in thresholds:
             undo.append(scale_threshold(factor))
-    except Exception:
+    except BaseException:
         for step in reversed(undo):
             step()
         originals.restore()

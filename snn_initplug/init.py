@@ -79,8 +79,11 @@ def sample(law: Law, shape, *, dtype=torch.float32, device=None, generator: Opti
     if law.relay:
         out.add_(relay_pattern(shape, dtype=work), alpha=law.relay)
     result = out.to(device=device, dtype=dtype)
-    # a law with a non-zero scale almost never draws 0: mostly zeros means its scale underflows the dtype
-    if (law.std > 0 or law.mean != 0) and result.numel() and result.device.type != "meta" \
+    # a law with a non-zero scale almost never draws 0: mostly zeros means its scale underflows the dtype (only
+    # possible for a half dtype, or a scale near the dtype's smallest normal: no pass over the draws otherwise)
+    scale = max(law.std, abs(law.mean))
+    may_underflow = dtype.itemsize < 4 or scale < torch.finfo(dtype).tiny * 2.0 ** 24
+    if scale > 0 and may_underflow and result.numel() and result.device.type != "meta" \
             and 2 * int((result == 0).sum()) > result.numel():
         raise InitError(f"a law with mean {law.mean:.3g} and std {law.std:.3g} underflows {dtype}: "
                         f"{int((result == 0).sum())} of {result.numel()} draws are 0 (a tiny threshold?)")

@@ -258,7 +258,7 @@ def test_spikformer_attention_lif_is_reported_as_not_calibrated():
 @pytest.mark.spikingjelly
 @requires_spikingjelly
 @pytest.mark.parametrize("depths", [1, 2])
-def test_spikformer_attention_lif_through_its_threshold(depths):
+def test_spikformer_attention_lif_through_its_threshold(depths, monkeypatch):
     """weightless="threshold": every attention LIF is brought to the target by its own v_threshold, or to the
     nearest level its discrete input allows (said so), the weights after it are searched again, every rate the
     report gives is the one the model produces afterwards (counted by our hooks), and an error at the write
@@ -292,21 +292,18 @@ def test_spikformer_attention_lif_through_its_threshold(depths):
     # the weights after an attention LIF were searched again for its new threshold: the same layers are scaled
     assert [r.parameters for r in report.layers if r not in attn] == [r.parameters for r in reference_report.layers
                                                                       if r.parameters]
-    # an error after the search (the last write) leaves everything as it was
+    # an error at the commit (after the search, before the thresholds are set) leaves everything as it was
     broken = build()
     before = {k: v.clone() for k, v in broken.state_dict().items()}
     thresholds = {n: m.v_threshold for n, m in broken.named_modules() if hasattr(m, "v_threshold")}
     import snn_initplug.calibration as calibration_module
 
-    def failing_write(pairs):
-        raise RuntimeError("the write failed")
+    def failing_commit(*args, **kwargs):
+        raise RuntimeError("the commit failed")
 
-    calibration_module.write_all, saved = failing_write, calibration_module.write_all
-    try:
-        with pytest.raises(RuntimeError, match="the write failed"):
-            sip.calibrate(broken, x, 0.159, weightless="threshold")
-    finally:
-        calibration_module.write_all = saved
+    monkeypatch.setattr(calibration_module, "broadcast_parameters", failing_commit)
+    with pytest.raises(RuntimeError, match="the commit failed"):
+        sip.calibrate(broken, x, 0.159, weightless="threshold")
     assert all(torch.equal(before[k], v) for k, v in broken.state_dict().items())
     assert thresholds == {n: m.v_threshold for n, m in broken.named_modules() if hasattr(m, "v_threshold")}
 
