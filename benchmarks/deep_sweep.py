@@ -1,0 +1,250 @@
+"""Deep plain SNNs: accuracy against depth, per init method (no normalization, no skip connections).
+
+    python benchmarks/deep_sweep.py                                      # the whole sweep (hours on a CPU)
+    python benchmarks/deep_sweep.py --depths 2 20 --seeds 0 --epochs 1 --train 1000    # a small run
+    python benchmarks/deep_sweep.py --dataset fashion_mnist --train 20000 --depths 2 50 100
+    python benchmarks/deep_sweep.py --arch conv --depths 2 20 --dataset fashion_mnist
+    python benchmarks/deep_sweep.py --val 1000 --lr 3e-4 1e-3 3e-3 --depths 20 --seeds 0   # choose lr
+
+Networks (snnTorch ``Leaky``, beta 0.9, snnTorch's default surrogate ATan(alpha = 2), T = ``--steps`` steps of
+direct pixel input, a non-spiking linear readout of the last layer's spikes averaged over T):
+
+* ``--arch mlp``: 784 -> ``--width`` x depth ``Linear`` -> ``Leaky`` layers;
+* ``--arch conv``: depth 3 x 3 ``Conv2d`` -> ``Leaky`` layers of ``--channels`` channels ("same" padding; a 2 x 2
+  max-pool after the first and the second layer), then the readout.
+
+For every dataset, depth, method and seed: the seeded network is initialized (``default``: the framework's own
+init; ``kaiming_normal``; ``spike_aware``; ``calibrated``; ``:relay`` adds the relay structure), then measured at
+init on one training batch: each neuron layer's firing rate, the rates on a second, fresh batch (does calibration
+generalize beyond its batch?), and the gradient norm of each layer's weight for the cross-entropy of that batch
+(``diagnose``): the ratio of the largest to the smallest over the layers. Then Adam (``--lr``, batch ``--batch``)
+for ``--epochs`` over ``--train`` training images, evaluated after each epoch on the test set, or with ``--val N``
+on N images carved (stratified) from the training set: that is how the learning rate is chosen, never on the test
+set. Several ``--lr`` run as a grid. Writes ``--out``.json, a table, and ``--out``.png (final accuracy against
+depth, one curve per method, mean and range over the seeds).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+
+import snn_initplug as sip  # noqa: E402
+from common import split_method  # noqa: E402  (examples/common.py)
+from data import load, stratified_split  # noqa: E402  (examples/data.py)
+
+METHODS = ["default", "kaiming_normal", "spike_aware:relay", "calibrated:relay"]
+
+
+class PlainSNN(nn.Module):
+    """``depth`` weight layers, each followed by an ``snn.Leaky``; a linear readout of the last layer's spikes
+    averaged over ``steps`` steps of the same input. No normalization, no skip connection."""
+
+    def __init__(self, arch: str, depth: int, width: int, channels: int, beta: float, steps: int):
+        super().__init__()
+        import snntorch as snn
+
+        if arch == "mlp":
+            sizes = [784] + [width] * depth
+            self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+            features = width
+        else:
+            sizes = [1] + [channels] * depth
+            self.layers = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(sizes[:-1], sizes[1:]))
+            side = 28 // (2 ** min(depth, 2))
+            features = channels * side * side
+        self.arch = arch
+        self.neurons = nn.ModuleList(snn.Leaky(beta=beta) for _ in range(depth))
+        self.readout = nn.Linear(features, 10)
+        self.steps = steps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1) if self.arch == "mlp" else x.reshape(len(x), 1, 28, 28)
+        mems = [neuron.reset_mem() for neuron in self.neurons]
+        total = 0
+        for _ in range(self.steps):
+            h = x
+            for i, (layer, neuron) in enumerate(zip(self.layers, self.neurons)):
+                h, mems[i] = neuron(layer(h), mems[i])
+                if self.arch == "conv" and i < 2:
+                    h = F.max_pool2d(h, 2)
+            total = total + self.readout(h.flatten(1))
+        return total / self.steps
+
+
+def initialized(name: str, depth: int, batch: torch.Tensor, seed: int, args) -> tuple[PlainSNN, float]:
+    torch.manual_seed(seed)
+    model = PlainSNN(args.arch, depth, args.width, args.channels, args.beta, args.steps)
+    method, options = split_method(name, args.relay)
+    start = time.perf_counter()
+    if method != "default":
+        if method == "calibrated":
+            options["target_rate"] = args.target
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sip.initialize(model, method, batch, generator=torch.Generator().manual_seed(seed), skip="readout",
+                           **options)
+    return model, time.perf_counter() - start
+
+
+def at_init(model: PlainSNN, batch, labels, fresh, target: float) -> dict:
+    """Rates on the batch and on a fresh batch, and the spread of the weight gradients over the layers."""
+    diagnosis = sip.diagnose(model, batch, labels)
+    rates = [layer.rate for layer in diagnosis.layers]
+    fresh_rates = [layer.rate for layer in sip.diagnose(model, fresh).layers]
+    grads = [layer.grad_norm for layer in diagnosis.layers if layer.grad_norm is not None]
+    positive = [g for g in grads if g > 0]
+    return {"rates": rates, "fresh_rates": fresh_rates, "grad_norms": grads,
+            "silent_layers": sum(r < 1e-3 for r in rates),
+            "fresh_worst": max((abs(r / target - 1) for r in fresh_rates), default=None),
+            "grad_ratio": (max(positive) / min(positive)) if len(positive) == len(grads) and grads else math.inf}
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    model.eval()
+    with torch.no_grad():
+        correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
+    model.train()
+    return correct / len(x)
+
+
+def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
+    x_tr, y_tr, x_ev, y_ev = data
+    model, init_s = initialized(name, depth, x_tr[: args.batch], seed, args)
+    record = {"method": name, "depth": depth, "seed": seed, "lr": lr, "init_s": init_s,
+              **at_init(model, x_tr[: args.batch], y_tr[: args.batch], x_tr[args.batch: 2 * args.batch], args.target)}
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    order = torch.Generator().manual_seed(seed)
+    record["accuracy"], start = [], time.perf_counter()
+    for _ in range(args.epochs):
+        perm = torch.randperm(len(x_tr), generator=order)
+        for i in range(0, len(x_tr) - args.batch + 1, args.batch):
+            idx = perm[i:i + args.batch]
+            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        record["accuracy"].append(accuracy(model, x_ev, y_ev))
+    record["train_s"] = time.perf_counter() - start
+    return record
+
+
+def summary(records: list[dict]) -> list[dict]:
+    """Per (method, depth, lr): the final accuracy over the seeds, and the init measurements of seed 0."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["method"], r["depth"], r["lr"]), []).append(r)
+    rows = []
+    for (method, depth, lr), rs in groups.items():
+        final = [r["accuracy"][-1] for r in rs]
+        first = rs[0]
+        rows.append({"method": method, "depth": depth, "lr": lr, "final": final,
+                     "mean": statistics.fmean(final), "rates": (min(first["rates"]), max(first["rates"])),
+                     "silent": first["silent_layers"], "fresh_worst": first["fresh_worst"],
+                     "grad_ratio": first["grad_ratio"]})
+    return rows
+
+
+def table(rows: list[dict], evaluated_on: str) -> str:
+    lines = [f"{'method':<20} {'depth':>5} {'lr':>7}  {evaluated_on + ' accuracy (seeds)':<34} {'rates at init':<13} "
+             f"{'silent':>6} {'fresh batch':>11} {'grad max/min':>12}"]
+    for r in sorted(rows, key=lambda r: (r["method"], r["depth"], r["lr"])):
+        fresh = "n/a" if r["fresh_worst"] is None else f"±{r['fresh_worst']:.0%}"
+        accs = f"{r['mean']:.3f} ({' '.join(f'{a:.3f}' for a in r['final'])})"
+        lines.append(f"{r['method']:<20} {r['depth']:>5} {r['lr']:>7.0e}  {accs:<34} "
+                     f"{r['rates'][0]:.3f}-{r['rates'][1]:.3f}  {r['silent']:>6} {fresh:>11} {r['grad_ratio']:>12.3g}")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method in sorted({r["method"] for r in rows}):
+        mine = sorted((r for r in rows if r["method"] == method), key=lambda r: r["depth"])
+        depths = [r["depth"] for r in mine]
+        ax.plot(depths, [r["mean"] for r in mine], marker="o", label=method)
+        ax.fill_between(depths, [min(r["final"]) for r in mine], [max(r["final"]) for r in mine], alpha=0.2)
+    ax.set_xscale("log")
+    ax.set_xlabel("depth (weight layers)")
+    ax.set_ylabel("accuracy after the last epoch")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--arch", choices=["mlp", "conv"], default="mlp")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "fashion_mnist"])
+    p.add_argument("--depths", type=int, nargs="+", default=[2, 10, 20, 50, 100])
+    p.add_argument("--methods", nargs="+", default=METHODS)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--lr", type=float, nargs="+", default=[1e-3], help="one rate for every depth (a grid if several)")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--train", type=int, default=None, help="training images (default: all there are)")
+    p.add_argument("--test", type=int, default=None, help="test images (default: the whole test set)")
+    p.add_argument("--val", type=int, default=0, help="carve this many (stratified) from the training images and "
+                                                      "evaluate on them instead of the test set")
+    p.add_argument("--width", type=int, default=256)
+    p.add_argument("--channels", type=int, default=16)
+    p.add_argument("--beta", type=float, default=0.9)
+    p.add_argument("--steps", type=int, default=4)
+    p.add_argument("--target", type=float, default=0.1587, help="calibrated's target rate")
+    p.add_argument("--relay", type=float, default=0.9)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--out", default="results/deep_sweep")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    x_tr, y_tr, x_te, y_te = load(args.dataset, args.data_dir, subset=args.train, test_subset=args.test)
+    if args.val:
+        train_idx, val_idx = stratified_split(y_tr, max(1, args.val // 10))
+        data, evaluated_on = (x_tr[train_idx], y_tr[train_idx], x_tr[val_idx], y_tr[val_idx]), "validation"
+    else:
+        data, evaluated_on = (x_tr, y_tr, x_te, y_te), "test"
+    records = []
+    for depth in args.depths:
+        for name in args.methods:
+            for lr in args.lr:
+                for seed in args.seeds:
+                    r = run(name, depth, seed, lr, data, args)
+                    records.append(r)
+                    print(f"{name:<20} depth {depth:>4} lr {lr:.0e} seed {seed}: {evaluated_on} accuracy "
+                          f"{' '.join(f'{a:.3f}' for a in r['accuracy'])}; rates {min(r['rates']):.3f}-"
+                          f"{max(r['rates']):.3f}, grad max/min {r['grad_ratio']:.3g} ({r['train_s']:.0f} s)",
+                          flush=True)
+    rows = summary(records)
+    print(table(rows, evaluated_on))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps({"args": vars(args), "evaluated_on": evaluated_on,
+                                                    "records": records}, indent=1, default=str))
+    plot(rows, out.with_suffix(".png"), f"{args.arch}, {args.dataset}, T = {args.steps}, {args.epochs} epochs")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
