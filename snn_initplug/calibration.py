@@ -36,6 +36,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Optional, Union
 
 import torch
@@ -63,6 +64,7 @@ from .transaction import (
     SameDraws,
     Snapshot,
     agree,
+    all_finite,
     check_writable,
     exclusive,
     fingerprint,
@@ -83,7 +85,7 @@ _JUMP_WIDTH = 1e-3  # a bracket narrower than this in log-scale (×1.001) holds 
 
 
 def _search(rate_at: Callable[[float], float], target: float, tolerance: float, max_evals: int,
-            silent_cause: str = "a silent input?", lever: str = "the weight scaled"):
+            silent_cause: Union[str, Callable[[], str]] = "a silent input?", lever: str = "the weight scaled"):
     """Find s with |rate_at(s)/target - 1| <= tolerance; returns (s, rate, initial rate, evaluations, status).
 
     When the target cannot be bracketed, s is the best scale found (the rate nearest the target), not 1, and the
@@ -129,7 +131,7 @@ def _search(rate_at: Callable[[float], float], target: float, tolerance: float, 
     if hi is None or lo is None:
         k = best()
         if hi is None and f(s) == 0.0:
-            cause = silent_cause
+            cause = silent_cause() if callable(silent_cause) else silent_cause  # computed only when needed
         elif hi is None:
             cause = ("saturation: the rate stops growing with the scale (neurons with no input, "
                      "or a neuron that cannot fire faster)")
@@ -400,7 +402,7 @@ def _calibrate_segment(segment, group, acts, target_rate, tolerance, max_evals, 
     def measured(v: float) -> float:  # the global batch's rate under torch.distributed
         return _measured_rate(lambda: outputs_at(v), process_group)
 
-    s, rate, initial, evals, status = _search(measured, target, tolerance, max_evals, _silent_cause(group))
+    s, rate, initial, evals, status = _search(measured, target, tolerance, max_evals, partial(_silent_cause, group))
     acts = outputs_at(s)
     snapshot.restore()
     return LayerCalibration(group.neuron_name, [pname], target, initial, rate, s, evals, status), (param, s), acts
@@ -472,7 +474,7 @@ def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals,
 
     target = _target_for(group.neuron_name, target_rate)
     try:
-        s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, _silent_cause(group))
+        s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, partial(_silent_cause, group))
     finally:
         handle.remove()
     with torch.no_grad():
@@ -505,12 +507,14 @@ def _calibrate_paused(model, groups, run, target_rate, tolerance, max_evals, see
     after it. Leaves the weights scaled, as model mode does; returns ``(records, [(parameter, scale)])``."""
     snapshot = StateSnapshot(model)
     owners = _affine_owners(model, groups)
+    # decided before the pass installs its own hooks on these modules
+    plain = {id(g) for g in groups if id(g) in owners and _affine_by_construction(owners[id(g)], g.params[0][1])}
     found: dict[int, tuple[LayerCalibration, float]] = {}
     search = (target_rate, tolerance, max_evals, seed, process_group)
     while len(found) < len(groups):
         snapshot.restore()
         pending = [g for g in groups if id(g) not in found]
-        done, stopped = _paused_pass(pending, owners, run, *search)
+        done, stopped = _paused_pass(pending, owners, plain, run, *search)
         found.update(done)
         if stopped is not None:
             found[id(stopped)] = _calibrate_in_model(stopped, snapshot, run, *search, stop_at_neuron=True)
@@ -530,7 +534,7 @@ def _affine_owners(model: nn.Module, groups: list[_Group]) -> dict[int, nn.Modul
             if len(g.params) == 1 and id(g.params[0][1]) in by_param}
 
 
-def _paused_pass(pending, owners, run, target_rate, tolerance, max_evals, seed, process_group):
+def _paused_pass(pending, owners, plain, run, target_rate, tolerance, max_evals, seed, process_group):
     """One forward pass with every pending neuron calibrated where it is called; returns the records found
     and the group the pass stopped at (None when it ran to the end)."""
     outputs: dict[int, tuple[tuple, torch.Tensor]] = {}  # owner id -> (its last call's inputs, output)
@@ -551,7 +555,7 @@ def _paused_pass(pending, owners, run, target_rate, tolerance, max_evals, seed, 
             z = args[0]
             if recorded is None or not _same_values(z, recorded[1]):
                 raise _Unpausable(group)
-            offset = _affine_offset(owner, group.params[0][1], recorded[0], recorded[1])
+            offset = _affine_offset(owner, group.params[0][1], recorded[0], recorded[1], id(group) in plain)
             if offset is None:
                 raise _Unpausable(group)
             offset = offset.reshape(z.shape)
@@ -594,10 +598,37 @@ def _scaled_output(module: nn.Module, param: torch.Tensor, args: tuple, scale: f
         return _output(module, torch.func.functional_call(module, replaced, args))
 
 
-def _affine_offset(module: nn.Module, param: torch.Tensor, args: tuple, out: torch.Tensor) -> Optional[torch.Tensor]:
+# forwards that are affine in the weight by construction (torch's own; a subclass that keeps them, such as
+# SpikingJelly's layer.Linear, too)
+_AFFINE_FORWARDS = frozenset({nn.Linear.forward, nn.Conv1d.forward, nn.Conv2d.forward, nn.Conv3d.forward})
+_CONV_FORWARDS = frozenset({nn.Conv1d._conv_forward, nn.Conv2d._conv_forward, nn.Conv3d._conv_forward})
+
+
+def _affine_by_construction(module: nn.Module, param: torch.Tensor) -> bool:
+    """torch's own Linear/Conv forward on its own ``weight``, no hook and no parametrization on the module: the
+    check at scale 2 could not fail, and on a 100 M-parameter classifier it costs more than the search."""
+    cls = type(module)
+    if cls.forward not in _AFFINE_FORWARDS or param is not getattr(module, "weight", None):
+        return False
+    if isinstance(module, nn.modules.conv._ConvNd) and getattr(cls, "_conv_forward", None) not in _CONV_FORWARDS:
+        return False
+    global_hooks = nn.modules.module
+    return not (module._forward_hooks or module._forward_pre_hooks or global_hooks._global_forward_hooks
+                or global_hooks._global_forward_pre_hooks or getattr(module, "parametrizations", None))
+
+
+def _affine_offset(module: nn.Module, param: torch.Tensor, args: tuple, out: torch.Tensor,
+                   by_construction: bool = False) -> Optional[torch.Tensor]:
     """The part of ``out`` that does not scale with ``param`` (a bias, BatchNorm's β: the output at weight 0),
     or None when the output is not affine in the scale (a subclass that clips its weight, a hook): checked at
     scale 2, where it must be 2·out − offset."""
+    if by_construction:  # :func:`_affine_by_construction`, decided before any hook of ours was installed
+        bias = getattr(module, "bias", None)  # the output at weight 0, without running a zero weight
+        if bias is None:
+            return torch.zeros((), dtype=out.dtype, device=out.device).expand_as(out)
+        channels = bias.detach().view(-1, *([1] * (out.dim() - 2))) if isinstance(module, nn.modules.conv._ConvNd) \
+            else bias.detach()
+        return channels.to(out.dtype).expand_as(out)
     offset = _scaled_output(module, param, args, 0.0)
     doubled = _scaled_output(module, param, args, 2.0)
     expected = 2 * out - offset
@@ -626,7 +657,7 @@ def _search_on_input(group, neuron, direction, offset, busy, target_rate, tolera
                 busy[0] = False
         return _measured_rate(lambda: [draws.run(once)], process_group)
 
-    s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, _silent_cause(group))
+    s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, partial(_silent_cause, group))
     state.restore()
     record = LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s, evals, status)
     return record, s, s * direction + offset
@@ -733,7 +764,7 @@ def _search_recorded_steps(group, owner, run, target_rate, tolerance, max_evals,
             return spikes
         return _measured_rate(lambda: draws.run(once), process_group)
 
-    s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, _silent_cause(group))
+    s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, partial(_silent_cause, group))
     state.restore()
     with torch.no_grad():
         param.mul_(s)
@@ -889,7 +920,7 @@ def _checked_groups(model: nn.Module, p: Plan, skip, target_rate: TargetRate) ->
     for group in groups:
         _target_for(group.neuron_name, target_rate)
         for name, param in group.params:
-            if not torch.isfinite(param).all():  # a scale search on NaN weights would misreport the cause
+            if not all_finite(param):  # a scale search on NaN weights would misreport the cause
                 raise InitError(f"calibrate: {name} has non-finite values; initialize it first")
             check_writable(f"calibrate: {name}", param)
     if not groups:

@@ -55,7 +55,7 @@ from .errors import DiagnoseError, SurrogateError
 from .planning import Plan, first_tensor, plan, preserved, reset_neuron, run_model
 from .surrogate import surrogate_derivative
 from .tables import render_table, short_number
-from .transaction import one_thread_per_model
+from .transaction import all_finite, one_thread_per_model
 
 __all__ = [
     "diagnose",
@@ -438,7 +438,7 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
                 loss_value = float(loss.detach())
                 grad_norms = _gradient_norms(loss, feeding)
     notes = observed.notes + _unobserved_notes(p, observed) + list(p.notes)
-    broken = [n for n, q in model.named_parameters() if q.is_floating_point() and not bool(torch.isfinite(q).all())]
+    broken = [n for n, q in model.named_parameters() if q.is_floating_point() and not all_finite(q)]
     if broken:  # NaN spikes count as non-zero: a NaN parameter would pass for a saturated layer
         notes.insert(0, f"non-finite values (NaN/Inf) in parameters {', '.join(broken)}: the statistics below "
                         "are not meaningful")

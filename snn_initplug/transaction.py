@@ -38,6 +38,14 @@ T = TypeVar("T")
 # ----------------------------------------------------------------------------------------------------------
 # Validate, then write with rollback
 # ----------------------------------------------------------------------------------------------------------
+def all_finite(tensor: torch.Tensor) -> bool:
+    """No NaN and no ±Inf in ``tensor``, from its largest and smallest values (``amax``/``amin`` propagate NaN),
+    without a boolean copy of a 100 M-element weight."""
+    if tensor.numel() == 0:
+        return True
+    return bool(torch.isfinite(tensor.amax())) and bool(torch.isfinite(tensor.amin()))
+
+
 def check_writable(name: str, target: torch.Tensor) -> None:
     """Refuse, before anything is written, a target that cannot take ``new`` in place."""
     if not target.is_floating_point():
