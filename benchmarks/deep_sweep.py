@@ -5,6 +5,7 @@
     python benchmarks/deep_sweep.py --dataset fashion_mnist --train 20000 --depths 2 50 100
     python benchmarks/deep_sweep.py --arch conv --depths 2 20 --dataset fashion_mnist
     python benchmarks/deep_sweep.py --val 1000 --lr 3e-4 1e-3 3e-3 --depths 20 --seeds 0   # choose lr
+    python benchmarks/deep_sweep.py --epochs 0 --depths 100 1000 --seeds 0     # measurements at init only
 
 Networks (snnTorch ``Leaky``, beta 0.9, snnTorch's default surrogate ATan(alpha = 2), T = ``--steps`` steps of
 direct pixel input, a non-spiking linear readout of the last layer's spikes averaged over T):
@@ -148,7 +149,7 @@ def summary(records: list[dict]) -> list[dict]:
         groups.setdefault((r["method"], r["depth"], r["lr"]), []).append(r)
     rows = []
     for (method, depth, lr), rs in groups.items():
-        final = [r["accuracy"][-1] for r in rs]
+        final = [r["accuracy"][-1] if r["accuracy"] else math.nan for r in rs]  # --epochs 0: init only
         first = rs[0]
         rows.append({"method": method, "depth": depth, "lr": lr, "final": final,
                      "mean": statistics.fmean(final), "rates": (min(first["rates"]), max(first["rates"])),
