@@ -170,6 +170,10 @@ def table(rows: list[dict], evaluated_on: str) -> str:
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
+    rows = [r for r in rows if not math.isnan(r["mean"])]
+    if not rows:
+        print("no training (--epochs 0): no accuracy plot")
+        return
     try:
         import matplotlib
 
