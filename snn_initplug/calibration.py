@@ -733,9 +733,10 @@ def _search_recorded_steps(group, owner, run, target_rate, tolerance, max_evals,
                and _same_values(c.args[0], c.owner_out) for c in calls):
         return None
     inputs = []
+    plain = _affine_by_construction(owner, param)  # our hooks are removed again
     for c in calls:  # input at scale s: s·direction + offset
         assert c.owner_args is not None and c.owner_out is not None
-        offset = _affine_offset(owner, param, c.owner_args, c.owner_out)
+        offset = _affine_offset(owner, param, c.owner_args, c.owner_out, plain)
         if offset is None:
             return None
         offset = offset.reshape(c.args[0].shape)
