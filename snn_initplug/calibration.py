@@ -484,6 +484,56 @@ def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals,
                             status), s
 
 
+def _calibrate_on_stopped_input(group, snapshot, run, z1: Optional[torch.Tensor], target_rate, tolerance, max_evals,
+                                seed, process_group) -> Optional[tuple[LayerCalibration, float]]:
+    """A multi-step neuron whose input is not the scaled module's output (a max-pool after BatchNorm, an identity
+    sum) but may still be affine in the scale: its input ``z1`` at the scale in place (where the paused pass
+    stopped), and at scales 0 and 2 from two passes stopped before it; if ``z(2) = 2·z(1) − z(0)`` on every rank, the scale is searched on the neuron alone (as in the paused
+    pass) instead of by a pass per evaluation. Leaves the weights scaled; None when the input is not affine."""
+    originals = [(param, param.detach().clone()) for _, param in group.params]
+    seen: list[torch.Tensor] = []
+
+    def stop(module, args):
+        if args and isinstance(args[0], torch.Tensor):
+            seen.append(args[0].detach().clone())
+        raise _Reached
+
+    def input_at(s: float) -> Optional[torch.Tensor]:
+        def once() -> None:
+            snapshot.restore()
+            seen.clear()
+            with torch.no_grad():
+                for param, value in originals:
+                    param.copy_(value * s)
+                try:
+                    run()
+                except _Reached:
+                    pass
+                finally:
+                    for param, value in originals:
+                        param.copy_(value)
+        SameDraws(seed).run(once)
+        return seen[0] if len(seen) == 1 else None
+
+    handle = group.neuron.register_forward_pre_hook(stop)
+    try:
+        z0, z2 = input_at(0.0), input_at(2.0)
+    finally:
+        handle.remove()
+    affine = z0 is not None and z1 is not None and z2 is not None and z2.shape == z1.shape and torch.allclose(
+        z2, 2 * z1 - z0, rtol=1e-4, atol=1e-5 * float((2 * z1 - z0).abs().max().clamp_min(1.0)))
+    if all_reduce_counts([int(not affine)], process_group)[0]:  # every rank takes the same path
+        return None
+    assert z0 is not None and z1 is not None
+    snapshot.restore()  # the neuron as the pass reaches it (multi-step: one call, from rest)
+    record, s, _ = _search_on_input(group, group.neuron, z1 - z0, z0, [False], target_rate, tolerance, max_evals,
+                                    seed, process_group)
+    with torch.no_grad():
+        for param, value in originals:
+            param.copy_(value * s)
+    return record, s
+
+
 class _Reached(Exception):
     """Raised by a neuron's forward hook: the rest of the pass is not needed."""
 
@@ -494,9 +544,10 @@ class _Reached(Exception):
 class _Unpausable(Exception):
     """Raised inside a neuron's pre-hook to stop the pass at a neuron whose input is not affine in its scale."""
 
-    def __init__(self, group: _Group):
+    def __init__(self, group: _Group, z: Optional[torch.Tensor] = None):
         super().__init__(group.neuron_name)
         self.group = group
+        self.input = z  # the neuron's input where the pass stopped (at the scale in place)
 
 
 def _calibrate_paused(model, groups, run, target_rate, tolerance, max_evals, seed, process_group=None):
@@ -514,10 +565,11 @@ def _calibrate_paused(model, groups, run, target_rate, tolerance, max_evals, see
     while len(found) < len(groups):
         snapshot.restore()
         pending = [g for g in groups if id(g) not in found]
-        done, stopped = _paused_pass(pending, owners, plain, run, *search)
+        done, stopped, z1 = _paused_pass(pending, owners, plain, run, *search)
         found.update(done)
         if stopped is not None:
-            found[id(stopped)] = _calibrate_in_model(stopped, snapshot, run, *search, stop_at_neuron=True)
+            found[id(stopped)] = (_calibrate_on_stopped_input(stopped, snapshot, run, z1, *search)
+                                  or _calibrate_in_model(stopped, snapshot, run, *search, stop_at_neuron=True))
         elif not done:
             raise PlanError(f"calibrate: neuron {pending[0].neuron_name} was not called by the forward pass")
     snapshot.restore()
@@ -554,7 +606,7 @@ def _paused_pass(pending, owners, plain, run, target_rate, tolerance, max_evals,
             recorded = outputs.get(id(owner)) if owner is not None else None
             z = args[0]
             if recorded is None or not _same_values(z, recorded[1]):
-                raise _Unpausable(group)
+                raise _Unpausable(group, z.detach().clone())
             offset = _affine_offset(owner, group.params[0][1], recorded[0], recorded[1], id(group) in plain)
             if offset is None:
                 raise _Unpausable(group)
@@ -571,15 +623,17 @@ def _paused_pass(pending, owners, plain, run, target_rate, tolerance, max_evals,
     handles = [owner.register_forward_hook(record_output) for owner in {id(o): o for o in owners.values()}.values()]
     handles += [g.neuron.register_forward_pre_hook(pause(g)) for g in pending]
     stopped = None
+    stopped_input = [None]
     try:
         with torch.no_grad():  # run once: the RNG moves as in any forward pass; the searches below see same draws
             run()
     except _Unpausable as stop:
         stopped = stop.group
+        stopped_input[0] = stop.input
     finally:
         for handle in handles:
             handle.remove()
-    return done, stopped
+    return done, stopped, stopped_input[0]
 
 
 def _same_values(z: torch.Tensor, out: torch.Tensor) -> bool:

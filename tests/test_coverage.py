@@ -357,6 +357,39 @@ def test_sew_resnet_is_calibrated_in_one_paused_pass():
     assert all(abs(r / 0.159 - 1) <= 0.05 + 1e-9 for r in rates), rates
 
 
+@pytest.mark.spikingjelly
+@requires_spikingjelly
+@pytest.mark.parametrize("between, calls", [("maxpool", 5), ("relu", None)])
+def test_a_module_between_norm_and_neuron(between, calls):
+    """Multi-step: where a module sits between BatchNorm and the neuron, the pass stops there. A max-pool keeps
+    the input affine in γ's scale (checked from the input at 0 and 2): the search runs on the neuron alone, so
+    the whole model is called 5 times (plan, the pass that stops, two stopped passes, the pass that resumes); a
+    ReLU after a non-zero β does not, and the scale is searched by passes. Either way the rates are the real
+    ones."""
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    middle = {"maxpool": layer.MaxPool2d(2), "relu": layer.SeqToANNContainer(nn.ReLU())}[between]
+    torch.manual_seed(0)
+    model = nn.Sequential(layer.Conv2d(1, 8, 3, padding=1), layer.BatchNorm2d(8), middle, neuron.LIFNode(),
+                          layer.Flatten(), layer.Linear(8 * (16 if between == "maxpool" else 64), 16),
+                          neuron.LIFNode())
+    with torch.no_grad():
+        model[1].bias.fill_(0.5)  # ReLU(γ·x + β) with β ≠ 0 is not affine in γ's scale
+    functional.set_step_mode(model, "m")
+    x = torch.rand(4, 16, 1, 8, 8)
+    counter = [0]
+    model.register_forward_pre_hook(lambda m, a: counter.__setitem__(0, counter[0] + 1))
+    report = sip.calibrate(model, x, 0.159, mode="model")
+    assert report.ok and len(report.layers) == 2, str(report)
+    if calls is not None:
+        assert counter[0] == calls
+    else:
+        assert counter[0] >= 5 + report.layers[0].evaluations  # the two stopped passes, then a pass per step
+    functional.reset_net(model)
+    rates = counted_rates(model, [model[3], model[6]], lambda: model(x))
+    assert rates == pytest.approx([r.rate for r in report.layers], abs=1e-12)
+
+
 @pytest.mark.snntorch
 @requires_snntorch
 def test_tutorial_loop_is_calibrated_in_one_pass_per_neuron_layer():
