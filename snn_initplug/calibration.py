@@ -484,11 +484,12 @@ def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals,
                             status), s
 
 
-def _calibrate_on_stopped_input(group, snapshot, run, z1: Optional[torch.Tensor], target_rate, tolerance, max_evals,
-                                seed, process_group) -> Optional[tuple[LayerCalibration, float]]:
+def _calibrate_on_stopped_input(group, snapshot, run, target_rate, tolerance, max_evals, seed, process_group
+                                ) -> Optional[tuple[LayerCalibration, float]]:
     """A multi-step neuron whose input is not the scaled module's output (a max-pool after BatchNorm, an identity
-    sum) but may still be affine in the scale: its input ``z1`` at the scale in place (where the paused pass
-    stopped), and at scales 0 and 2 from two passes stopped before it; if ``z(2) = 2·z(1) − z(0)`` on every rank, the scale is searched on the neuron alone (as in the paused
+    sum) but may still be affine in the scale: its input at scales 0, 1 and 2 from three passes stopped before
+    it (not the paused pass's own input at 1, which carries the earlier searches' rounding: an identity path of
+    spikes would then differ by whole spikes); if ``z(2) = 2·z(1) − z(0)`` on every rank, the scale is searched on the neuron alone (as in the paused
     pass) instead of by a pass per evaluation. Leaves the weights scaled; None when the input is not affine."""
     originals = [(param, param.detach().clone()) for _, param in group.params]
     seen: list[torch.Tensor] = []
@@ -517,7 +518,7 @@ def _calibrate_on_stopped_input(group, snapshot, run, z1: Optional[torch.Tensor]
 
     handle = group.neuron.register_forward_pre_hook(stop)
     try:
-        z0, z2 = input_at(0.0), input_at(2.0)
+        z0, z1, z2 = input_at(0.0), input_at(1.0), input_at(2.0)
     finally:
         handle.remove()
     affine = z0 is not None and z1 is not None and z2 is not None and z2.shape == z1.shape and torch.allclose(
@@ -544,10 +545,9 @@ class _Reached(Exception):
 class _Unpausable(Exception):
     """Raised inside a neuron's pre-hook to stop the pass at a neuron whose input is not affine in its scale."""
 
-    def __init__(self, group: _Group, z: Optional[torch.Tensor] = None):
+    def __init__(self, group: _Group):
         super().__init__(group.neuron_name)
         self.group = group
-        self.input = z  # the neuron's input where the pass stopped (at the scale in place)
 
 
 def _calibrate_paused(model, groups, run, target_rate, tolerance, max_evals, seed, process_group=None):
@@ -565,10 +565,10 @@ def _calibrate_paused(model, groups, run, target_rate, tolerance, max_evals, see
     while len(found) < len(groups):
         snapshot.restore()
         pending = [g for g in groups if id(g) not in found]
-        done, stopped, z1 = _paused_pass(pending, owners, plain, run, *search)
+        done, stopped = _paused_pass(pending, owners, plain, run, *search)
         found.update(done)
         if stopped is not None:
-            found[id(stopped)] = (_calibrate_on_stopped_input(stopped, snapshot, run, z1, *search)
+            found[id(stopped)] = (_calibrate_on_stopped_input(stopped, snapshot, run, *search)
                                   or _calibrate_in_model(stopped, snapshot, run, *search, stop_at_neuron=True))
         elif not done:
             raise PlanError(f"calibrate: neuron {pending[0].neuron_name} was not called by the forward pass")
@@ -606,7 +606,7 @@ def _paused_pass(pending, owners, plain, run, target_rate, tolerance, max_evals,
             recorded = outputs.get(id(owner)) if owner is not None else None
             z = args[0]
             if recorded is None or not _same_values(z, recorded[1]):
-                raise _Unpausable(group, z.detach().clone())
+                raise _Unpausable(group)
             offset = _affine_offset(owner, group.params[0][1], recorded[0], recorded[1], id(group) in plain)
             if offset is None:
                 raise _Unpausable(group)
@@ -623,17 +623,15 @@ def _paused_pass(pending, owners, plain, run, target_rate, tolerance, max_evals,
     handles = [owner.register_forward_hook(record_output) for owner in {id(o): o for o in owners.values()}.values()]
     handles += [g.neuron.register_forward_pre_hook(pause(g)) for g in pending]
     stopped = None
-    stopped_input = [None]
     try:
         with torch.no_grad():  # run once: the RNG moves as in any forward pass; the searches below see same draws
             run()
     except _Unpausable as stop:
         stopped = stop.group
-        stopped_input[0] = stop.input
     finally:
         for handle in handles:
             handle.remove()
-    return done, stopped, stopped_input[0]
+    return done, stopped
 
 
 def _same_values(z: torch.Tensor, out: torch.Tensor) -> bool:

@@ -359,11 +359,11 @@ def test_sew_resnet_is_calibrated_in_one_paused_pass():
 
 @pytest.mark.spikingjelly
 @requires_spikingjelly
-@pytest.mark.parametrize("between, calls", [("maxpool", 5), ("relu", None)])
+@pytest.mark.parametrize("between, calls", [("maxpool", 6), ("relu", None)])
 def test_a_module_between_norm_and_neuron(between, calls):
     """Multi-step: where a module sits between BatchNorm and the neuron, the pass stops there. A max-pool keeps
     the input affine in γ's scale (checked from the input at 0 and 2): the search runs on the neuron alone, so
-    the whole model is called 5 times (plan, the pass that stops, two stopped passes, the pass that resumes); a
+    the whole model is called 6 times (plan, the pass that stops, three stopped passes, the pass that resumes); a
     ReLU after a non-zero β does not, and the scale is searched by passes. Either way the rates are the real
     ones."""
     from spikingjelly.activation_based import functional, layer, neuron
@@ -379,12 +379,13 @@ def test_a_module_between_norm_and_neuron(between, calls):
     x = torch.rand(4, 16, 1, 8, 8)
     counter = [0]
     model.register_forward_pre_hook(lambda m, a: counter.__setitem__(0, counter[0] + 1))
-    report = sip.calibrate(model, x, 0.159, mode="model")
+    report = sip.calibrate(model, x, 0.159, mode="model", tolerance=0.01)  # tight: many evaluations
     assert report.ok and len(report.layers) == 2, str(report)
-    if calls is not None:
-        assert counter[0] == calls
-    else:
-        assert counter[0] >= 5 + report.layers[0].evaluations  # the two stopped passes, then a pass per step
+    evaluations = report.layers[0].evaluations
+    if calls is not None:  # however many evaluations the search took
+        assert counter[0] == calls and evaluations > 3
+    else:  # a stopped pass per evaluation
+        assert counter[0] >= 3 + evaluations
     functional.reset_net(model)
     rates = counted_rates(model, [model[3], model[6]], lambda: model(x))
     assert rates == pytest.approx([r.rate for r in report.layers], abs=1e-12)
