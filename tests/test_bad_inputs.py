@@ -406,6 +406,9 @@ def rows() -> Dict[str, Row]:
         **raises(sip.OptionError, "must lie in (0, 1)"))
     row("calibrate-target-not-number", "calibrate", "target_rate='high'", lambda m: sip.calibrate(m, x, "high"), mlp,
         **raises(sip.OptionError, "target rate"))
+    row("calibrate-weightless-unknown", "calibrate", "weightless='thresholds'",
+        lambda m: sip.calibrate(m, x, weightless="thresholds"), mlp,
+        **raises(sip.OptionError, "weightless must be one of ['report', 'threshold']"))
     row("calibrate-max-evaluations-zero", "calibrate", "max_evaluations=0",
         lambda m: sip.calibrate(m, x, max_evaluations=0), mlp,
         **raises(sip.OptionError, "max_evaluations"))
