@@ -93,6 +93,8 @@ def initialized(name: str, depth: int, batch: torch.Tensor, seed: int, args) -> 
     if method != "default":
         if method == "calibrated":
             options["target_rate"] = args.target
+        if method == "spike_aware" and args.horizon != "single":  # the dense law and the relay weight over T steps
+            options["horizon"] = args.steps if args.horizon == "steps" else args.horizon
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sip.initialize(model, method, batch, generator=torch.Generator().manual_seed(seed), skip="readout",
@@ -218,6 +220,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--target", type=float, default=0.1587, help="calibrated's target rate")
     p.add_argument("--relay", type=float, default=0.9)
+    p.add_argument("--horizon", default="single", choices=["single", "steps", "stationary"],
+                   help="spike_aware's horizon: one step, the T steps simulated (its relay weight then holds the "
+                        "rate over T steps of the neuron's dynamics), or the stationary sums")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results/deep_sweep")

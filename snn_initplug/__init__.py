@@ -55,6 +55,7 @@ _PUBLIC: dict[str, str] = {
     "relay_pattern": "init",
     "baseline_law": "laws",
     "Law": "laws",
+    "RelayDynamics": "laws",
     "membrane_target": "laws",
     "ikun_law": "laws",
     "spike_aware_law": "laws",
@@ -108,7 +109,16 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         relay_pattern,
         spike_aware_,
     )
-    from .laws import Law, baseline_law, calculate_relay, fluctuation_law, ikun_law, membrane_target, spike_aware_law
+    from .laws import (
+        Law,
+        RelayDynamics,
+        baseline_law,
+        calculate_relay,
+        fluctuation_law,
+        ikun_law,
+        membrane_target,
+        spike_aware_law,
+    )
     from .neuron import NeuronSpec, kernel_sums_from_response, simulate_impulse_response
     from .options import BaselineOptions, CalibrationOptions, FluctuationOptions, IkunOptions, SpikeAwareOptions
     from .planning import Plan, plan

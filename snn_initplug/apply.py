@@ -30,7 +30,7 @@ from .calibration import calibrate
 from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, OptionError, PlanError, SurrogateError
 from .init import calculate_ikun_gain, sample
-from .laws import Law, baseline_law, fluctuation_law, ikun_law, membrane_target, spike_aware_law
+from .laws import Law, RelayDynamics, baseline_law, fluctuation_law, ikun_law, membrane_target, spike_aware_law
 from .options import (
     ANALYTIC_METHODS,
     CALIBRATION_FIELDS,
@@ -183,16 +183,31 @@ def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
     assumed["sum_K2"] = k2
     if share != 1.0:
         assumed["variance_share"] = share
-    relay, input_scale, notes = 0.0, 1.0, []
+    relay, input_scale, notes, dynamics = 0.0, 1.0, [], None
     if opts.relay and _relays(layer, ctx, share):
         relay, input_scale = opts.relay, _kernel_sums(layer, "single", "spike_aware")[0]  # one step: K[0] = c
+        dynamics = _relay_dynamics(layer, opts.horizon)
     elif opts.relay:
         notes.append("relay: not applied (the input is not spikes from upstream neurons, or the neuron has "
                      "several inputs: other layers, a recurrent weight or identity residual spikes)")
-    law = spike_aware_law(layer.fan_in, theta, sigma_u, q, k2, share=share, relay=relay, input_scale=input_scale)
+    law = spike_aware_law(layer.fan_in, theta, sigma_u, q, k2, share=share, relay=relay, input_scale=input_scale,
+                          relay_dynamics=dynamics)
     if relay:
         assumed.update(relay=relay, relay_weight=law.relay)
+        if dynamics is not None:
+            assumed["relay_steps"] = dynamics.steps
     return law, assumed, notes
+
+
+def _relay_dynamics(layer: LayerPlan, horizon: Any) -> Optional[RelayDynamics]:
+    """``horizon=T`` (T > 1): the relay weight holds the rate over T steps of the neuron's own leak and reset;
+    ``"single"`` and ``"stationary"``: the one-step closed form (None)."""
+    steps = horizon_steps("spike_aware", horizon)
+    if steps is None or steps == 1:
+        return None
+    spec = layer.spec
+    beta = float(torch.as_tensor(spec.beta, dtype=torch.float64).mean())  # per-neuron decays: their mean
+    return RelayDynamics(beta=beta, steps=steps, reset=spec.reset, reset_value=float(spec.reset_value))
 
 
 def _fluctuation_rule(layer: LayerPlan, opts: FluctuationOptions, ctx: _Context):

@@ -20,6 +20,7 @@ from .errors import ArgumentTypeError, InitError
 from .laws import (
     BASELINES,
     Law,
+    RelayDynamics,
     baseline_law,
     calculate_relay,
     fluctuation_law,
@@ -318,6 +319,7 @@ def spike_aware_(
     kernel_sq_sum: float = 1.0,
     relay: float = 0.0,
     input_scale: float = 1.0,
+    relay_dynamics: Optional[RelayDynamics] = None,
     generator: Optional[torch.Generator] = None,
 ) -> torch.Tensor:
     r"""Fill ``tensor`` with :math:`\mathcal{N}(0, \sigma_u^2/(\mathrm{fan\_in}\, q_\mathrm{in}\, \Sigma K^2))`.
@@ -339,6 +341,8 @@ def spike_aware_(
         kernel_sq_sum: :math:`\Sigma K^2` of the neuron.
         relay: :math:`\rho` in [0, 1).
         input_scale: the neuron's input scaling :math:`c`.
+        relay_dynamics: the neuron's leak, reset and the steps the relay weight should hold the rate over
+            (:class:`~snn_initplug.laws.RelayDynamics`; default one step, the closed form).
         generator: a CPU ``torch.Generator`` to sample from.
 
     Returns:
@@ -359,7 +363,8 @@ def spike_aware_(
     options = SpikeAwareOptions(sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment, relay=relay)
     sigma = membrane_target(threshold, sigma_u=options.sigma_u, rate=options.rate)
     q = theory.firing_probability(threshold, sigma) if input_second_moment is None else input_second_moment
-    law = spike_aware_law(fan_in, threshold, sigma, q, kernel_sq_sum, relay=options.relay, input_scale=input_scale)
+    law = spike_aware_law(fan_in, threshold, sigma, q, kernel_sq_sum, relay=options.relay, input_scale=input_scale,
+                          relay_dynamics=relay_dynamics)
     return _fill_(tensor, law, generator)
 
 

@@ -40,8 +40,21 @@ __all__ = [
     "baseline_law",
     "calculate_relay",
     "check_relay",
+    "RelayDynamics",
     "BASELINES",
 ]
+
+
+@dataclass(frozen=True)
+class RelayDynamics:
+    """The neuron the relay path feeds, over the steps its weight should hold the rate for: membrane decay
+    ``beta``, ``steps`` (1: the one-step closed form of :func:`snn_initplug.theory.relay_gain`), the ``reset``
+    (``"subtract"``, ``"hard"`` to ``reset_value``, ``"none"``)."""
+
+    beta: float = 1.0
+    steps: int = 1
+    reset: str = "subtract"
+    reset_value: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -123,7 +136,7 @@ def ikun_law(fan_in: int, fan_out: int, kappa: float, *, mode: str = "fan_in") -
 
 def spike_aware_law(fan_in: int, threshold: float, sigma_u: float, input_second_moment: float,
                     kernel_sq_sum: float = 1.0, *, share: float = 1.0, relay: float = 0.0,
-                    input_scale: float = 1.0) -> Law:
+                    input_scale: float = 1.0, relay_dynamics: Optional[RelayDynamics] = None) -> Law:
     r"""Spike-aware law (Micheli et al. 2024): the weights that give the membrane the standard deviation
     :math:`\sigma_u` when ``fan_in`` inputs of second moment :math:`q` arrive through the kernel :math:`K`,
 
@@ -144,6 +157,7 @@ def spike_aware_law(fan_in: int, threshold: float, sigma_u: float, input_second_
         share: :math:`s`, in (0, 1].
         relay: :math:`\rho` in [0, 1).
         input_scale: the neuron's input scaling :math:`c`.
+        relay_dynamics: the neuron's leak, reset and steps for the relay weight (default: one step).
 
     Returns:
         Law: normal, mean 0, the std above (times :math:`\sqrt{1-\rho}`), and the relay weight.
@@ -156,7 +170,7 @@ def spike_aware_law(fan_in: int, threshold: float, sigma_u: float, input_second_
     std = math.sqrt(theory.spike_aware_variance(1.0, sigma_u, input_second_moment, kernel_sq_sum) * share / fan_in)
     if not relay:
         return Law("normal", 0.0, std)
-    dense, weight = calculate_relay(relay, std, fan_in, threshold, input_second_moment, input_scale)
+    dense, weight = calculate_relay(relay, std, fan_in, threshold, input_second_moment, input_scale, relay_dynamics)
     return Law("normal", 0.0, dense, weight)
 
 
@@ -257,14 +271,15 @@ def check_relay(relay) -> float:
 
 
 def calculate_relay(relay: float, dense_std: float, fan_in: int, threshold: float, input_rate: float,
-                    input_scale: float = 1.0) -> tuple[float, float]:
+                    input_scale: float = 1.0, dynamics: Optional[RelayDynamics] = None) -> tuple[float, float]:
     r"""(dense std, relay weight) of a relay-structured layer: :math:`W = g\,P + \sqrt{1-\rho}\;\sigma_w Z`.
 
     ``relay`` :math:`\rho \in [0, 1)` moves that fraction of the law's variance out of the dense random part;
     each output unit instead receives one strong input (:func:`snn_initplug.init.relay_pattern`) whose weight
     :math:`g/c` (:math:`c` = ``input_scale``, the neuron's input scaling) keeps the firing probability at the
     input rate :math:`p` for one step (:func:`snn_initplug.theory.relay_gain` with the dense membrane std
-    :math:`\sigma_d = c\sqrt{1-\rho}\,\sigma_w\sqrt{\mathrm{fan\_in}\,p}`).
+    :math:`\sigma_d = c\sqrt{1-\rho}\,\sigma_w\sqrt{\mathrm{fan\_in}\,p}`), or over ``dynamics.steps`` steps of
+    the neuron's own leak and reset (:func:`snn_initplug.theory.relay_gain_over_steps`).
 
     Why: threshold units with dense random weights are chaotic, so the class information of the input fades
     within a few layers even when every layer fires at its target; a dominant one-to-one path carries it
@@ -277,6 +292,7 @@ def calculate_relay(relay: float, dense_std: float, fan_in: int, threshold: floa
         threshold: the firing threshold :math:`\theta`.
         input_rate: the input's spike probability :math:`p`.
         input_scale: the neuron's input scaling :math:`c`.
+        dynamics: the neuron's leak, reset and the steps the rate should hold over (default: one step).
 
     Returns:
         tuple[float, float]: the std of the dense part and the relay weight (0 when ``relay`` is 0).
@@ -292,4 +308,8 @@ def calculate_relay(relay: float, dense_std: float, fan_in: int, threshold: floa
     if relay == 0.0:
         return dense, 0.0
     sigma_dense = input_scale * dense * math.sqrt(fan_in * input_rate)
-    return dense, theory.relay_gain(threshold, sigma_dense, input_rate) / input_scale
+    if dynamics is None or dynamics.steps == 1:
+        return dense, theory.relay_gain(threshold, sigma_dense, input_rate) / input_scale
+    gain = theory.relay_gain_over_steps(threshold, sigma_dense, input_rate, dynamics.beta, dynamics.steps,
+                                        dynamics.reset, dynamics.reset_value)
+    return dense, gain / input_scale

@@ -120,10 +120,14 @@ def spike_aware(options: Dict[str, Any], spikes: bool = False) -> Fill:
         else:
             q = upper_tail(THETA / sigma_u)
         relay = options.get("relay", 0.0) if spikes else 0.0  # a relay needs spikes from upstream neurons
-        _, k2 = kernel_sums(n["c"], options.get("horizon", "single"))
+        horizon = options.get("horizon", "single")
+        _, k2 = kernel_sums(n["c"], horizon)
+        spec = n["spec"]
+        dynamics = sip.RelayDynamics(float(spec.beta), horizon, spec.reset, spec.reset_value) \
+            if relay and isinstance(horizon, int) and horizon > 1 else None
         return sip.spike_aware_(w, THETA, sigma_u=options.get("sigma_u"), rate=options.get("rate"),
                                 input_second_moment=q, kernel_sq_sum=k2, relay=relay, input_scale=n["c"],
-                                generator=g)
+                                relay_dynamics=dynamics, generator=g)
     return fill
 
 
@@ -168,7 +172,7 @@ for opts in [{}, {"sigma_u": 0.8}, {"rate": 0.1}, {"horizon": "single"}, {"horiz
              {"recurrent_fraction": 0.5}, {"relay": 0.5}]:
     case(f"spike_aware{opts}", "spike_aware", opts, spike_aware(opts))
 for opts in [{}, {"relay": 0.5}, {"relay": 0.5, "rate": 0.1}, {"relay": 0.3, "sigma_u": 1.2, "horizon": "stationary"},
-             {"sigma_u": 1.2}]:
+             {"sigma_u": 1.2}, {"relay": 0.8, "horizon": 3}]:
     case(f"spike_aware{opts} on spikes", "spike_aware", opts, spike_aware(opts, spikes=True), spikes=True)
 for opts in [{}, {"mu_u": 0.3}, {"sigma_u": 0.7}, {"rate": 0.1}, {"mu_u": 0.2, "rate": 0.1}, {"input_rate": 0.2},
              {"horizon": "single"}, {"horizon": 4}, {"steps": 4}, {"input_mean": 0.3, "input_second_moment": 0.4},
@@ -213,7 +217,7 @@ def test_initialize_writes_what_the_tensor_function_writes(framework, label, met
     seeds = torch.randint(0, 2**62, (len(model) // 2,), generator=torch.Generator().manual_seed(SEED)).tolist()
     assert [row.seed for row in report.layers] == seeds
     seed = seeds[-1]
-    numbers = {"surrogate": framework.surrogate(neuron), "c": framework.input_scale}
+    numbers = {"surrogate": framework.surrogate(neuron), "c": framework.input_scale, "spec": sip.neuron_spec(neuron)}
     expected = fill(torch.empty_like(layer.weight), numbers, torch.Generator().manual_seed(seed))
     assert torch.equal(layer.weight, expected), (label, report)
 

@@ -281,3 +281,90 @@ def test_no_relay_where_two_weights_feed_one_neuron():
     assert set(rows) == {"a.weight", "b.weight", "c.weight"}
     assert all(row.relay == 0.0 for row in rows.values())
     assert all(any("relay: not applied" in note for note in rows[name].notes) for name in ("b.weight", "c.weight"))
+
+
+def _relay_drive(gain, sigma_dense, p, n, steps, seed=123):
+    """Relay spikes of probability p times the gain plus a Gaussian dense input, drawn by torch (not by the
+    simulation's numpy generator), one tensor per step."""
+    g = torch.Generator().manual_seed(seed)
+    return [gain * (torch.rand(n, generator=g, dtype=torch.float64) < p)
+            + sigma_dense * torch.randn(n, generator=g, dtype=torch.float64) for _ in range(steps)]
+
+
+@pytest.mark.parametrize("sigma_dense, steps, hard", [(0.3, 4, False), (0.2, 8, False), (0.3, 4, True)])
+def test_relay_weight_over_steps_holds_the_rate_in_spikingjellys_neuron(sigma_dense, steps, hard):
+    """The T-step relay weight drives SpikingJelly's own LIFNode (τ = 10, no input decay: u ← 0.9 u + x, reset
+    right after the spike, as the simulation assumes) at p averaged over the T steps from rest; with the soft
+    reset the one-step weight of the closed form overdrives it."""
+    sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+    p, theta, beta, n = 0.16, 1.0, 0.9, 200_000
+    ours = theory.relay_gain_over_steps(theta, sigma_dense, p, beta, steps, "hard" if hard else "subtract")
+
+    def framework_rate(gain: float) -> float:
+        cell = sj_neuron.LIFNode(tau=10.0, decay_input=False, v_threshold=theta, v_reset=0.0 if hard else None,
+                                 step_mode="m")
+        with torch.no_grad():
+            spikes = cell(torch.stack(_relay_drive(gain, sigma_dense, p, n, steps)))
+        return float(spikes.mean())
+
+    assert framework_rate(ours) == pytest.approx(p, rel=0.02)
+    if not hard:  # a soft reset keeps what the relayed spike left above θ: the one-step weight overdrives
+        assert framework_rate(theory.relay_gain(theta, sigma_dense, p)) > 1.1 * p
+    assert theory.relay_gain_over_steps(theta, sigma_dense, p, beta, 1) == theory.relay_gain(theta, sigma_dense, p)
+
+
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_relay_weight_over_steps_in_snntorchs_neuron_within_its_delayed_reset():
+    """snnTorch's Leaky subtracts θ one step later and undecayed (u ← β u + x − θ s_prev): the same weight fires
+    a few percent below p there (measured 0.154 for 0.16), far closer than the one-step weight (0.2 and more)."""
+    import snntorch as snn
+
+    p, theta, beta, n, steps, sigma_dense = 0.16, 1.0, 0.9, 200_000, 4, 0.3
+    ours = theory.relay_gain_over_steps(theta, sigma_dense, p, beta, steps)
+
+    def framework_rate(gain: float) -> float:
+        neuron, fired = snn.Leaky(beta=beta, threshold=theta), 0.0
+        mem = neuron.init_leaky()
+        for drive in _relay_drive(gain, sigma_dense, p, n, steps):
+            spk, mem = neuron(drive, mem)
+            fired += float(spk.sum())
+        return fired / (n * steps)
+
+    assert framework_rate(ours) == pytest.approx(p, rel=0.06)
+    assert framework_rate(theory.relay_gain(theta, sigma_dense, p)) > 1.2 * p
+
+
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_spike_aware_relay_over_the_horizon_does_not_overdrive_a_deep_stack():
+    """A 12-layer snnTorch LIF stack (β = 0.9) run for T = 4 steps: with the one-step relay weight the rates
+    climb layer after layer (the soft reset keeps what the relayed spike left above θ); with horizon=4 the relay
+    weight is the T-step one and no layer fires above the one-step target 1 − Φ(1) = 0.159 by more than 25%."""
+    import snntorch as snn
+
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(64 if i == 0 else 128, 128) for i in range(12))
+            self.neurons = nn.ModuleList(snn.Leaky(beta=0.9) for _ in range(12))
+
+        def forward(self, x):
+            mems = [n.reset_mem() for n in self.neurons]
+            out = []
+            for _ in range(4):
+                h = x
+                for i, (layer, neuron) in enumerate(zip(self.layers, self.neurons)):
+                    h, mems[i] = neuron(layer(h), mems[i])
+                out.append(h)
+            return torch.stack(out)
+
+    x = torch.rand(64, 64, generator=torch.Generator().manual_seed(0))
+    rates = {}
+    for horizon in ("single", 4):
+        torch.manual_seed(0)
+        model = Stack()
+        report = sip.initialize(model, "spike_aware", x, relay=0.9, horizon=horizon,
+                                generator=torch.Generator().manual_seed(0))
+        assert (report.layers[5].assumed.get("relay_steps") == 4) == (horizon == 4)
+        rates[horizon] = [layer.rate for layer in sip.diagnose(model, x).layers]
+    assert max(rates["single"][6:]) > 0.3, rates["single"]
+    assert max(rates[4][1:]) < 1.25 * 0.159, rates[4]
