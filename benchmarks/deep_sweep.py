@@ -45,6 +45,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import snn_initplug as sip  # noqa: E402
 from common import split_method  # noqa: E402  (examples/common.py)
 from data import load, stratified_split  # noqa: E402  (examples/data.py)
+from deep_snntorch_mnist import accuracy  # noqa: E402  (the main job's test accuracy)
 
 METHODS = ["default", "kaiming_normal", "spike_aware:relay", "calibrated:relay"]
 
@@ -113,14 +114,6 @@ def at_init(model: PlainSNN, batch, labels, fresh, target: float) -> dict:
             "silent_layers": sum(r < 1e-3 for r in rates),
             "fresh_worst": max((abs(r / target - 1) for r in fresh_rates), default=None),
             "grad_ratio": (max(positive) / min(positive)) if len(positive) == len(grads) and grads else math.inf}
-
-
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
-    model.eval()
-    with torch.no_grad():
-        correct = sum(int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum()) for i in range(0, len(x), batch))
-    model.train()
-    return correct / len(x)
 
 
 def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:

@@ -30,6 +30,7 @@ once every layer has been calibrated (an error leaves the model as it was).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import math
@@ -452,18 +453,9 @@ def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals,
 
     def rate_at(s: float) -> float:
         def once() -> None:
-            snapshot.restore()
             recorded.clear()
-            with torch.no_grad():
-                for param, value in originals:
-                    param.copy_(value * s)
-                try:
-                    run()
-                except _Reached:
-                    pass
-                finally:
-                    for param, value in originals:
-                        param.copy_(value)
+            _scaled_pass(snapshot, originals, s, run)
+
         def evaluate() -> list[torch.Tensor]:
             draws.run(once)
             if not recorded:
@@ -477,11 +469,31 @@ def _calibrate_in_model(group, snapshot, run, target_rate, tolerance, max_evals,
         s, rate, initial, evals, status = _search(rate_at, target, tolerance, max_evals, partial(_silent_cause, group))
     finally:
         handle.remove()
+    _write_scaled(originals, s)
+    return LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s, evals,
+                            status), s
+
+
+def _write_scaled(originals: list[tuple[torch.Tensor, torch.Tensor]], s: float) -> None:
+    """Every parameter of ``originals`` set to its original value times ``s``."""
     with torch.no_grad():
         for param, value in originals:
             param.copy_(value * s)
-    return LayerCalibration(group.neuron_name, [n for n, _ in group.params], target, initial, rate, s, evals,
-                            status), s
+
+
+def _scaled_pass(snapshot, originals: list[tuple[torch.Tensor, torch.Tensor]], s: float,
+                 run: Callable[[], Any]) -> None:
+    """One pass from the snapshot's state with the parameters of ``originals`` times ``s``, stopped where a hook
+    raises :class:`_Reached`; the parameters are put back afterwards."""
+    snapshot.restore()
+    with torch.no_grad():
+        _write_scaled(originals, s)
+        try:
+            run()
+        except _Reached:
+            pass
+        finally:
+            _write_scaled(originals, 1.0)
 
 
 def _calibrate_on_stopped_input(group, snapshot, run, target_rate, tolerance, max_evals, seed, process_group
@@ -489,8 +501,9 @@ def _calibrate_on_stopped_input(group, snapshot, run, target_rate, tolerance, ma
     """A multi-step neuron whose input is not the scaled module's output (a max-pool after BatchNorm, an identity
     sum) but may still be affine in the scale: its input at scales 0, 1 and 2 from three passes stopped before
     it (not the paused pass's own input at 1, which carries the earlier searches' rounding: an identity path of
-    spikes would then differ by whole spikes); if ``z(2) = 2·z(1) − z(0)`` on every rank, the scale is searched on the neuron alone (as in the paused
-    pass) instead of by a pass per evaluation. Leaves the weights scaled; None when the input is not affine."""
+    spikes would then differ by whole spikes); if ``z(2) = 2·z(1) − z(0)`` on every rank, the scale is searched
+    on the neuron alone (as in the paused pass) instead of by a pass per evaluation. Leaves the weights scaled;
+    None when the input is not affine."""
     originals = [(param, param.detach().clone()) for _, param in group.params]
     seen: list[torch.Tensor] = []
 
@@ -499,21 +512,14 @@ def _calibrate_on_stopped_input(group, snapshot, run, target_rate, tolerance, ma
             seen.append(args[0].detach().clone())
         raise _Reached
 
+    draws = SameDraws(seed)
+
     def input_at(s: float) -> Optional[torch.Tensor]:
         def once() -> None:
-            snapshot.restore()
             seen.clear()
-            with torch.no_grad():
-                for param, value in originals:
-                    param.copy_(value * s)
-                try:
-                    run()
-                except _Reached:
-                    pass
-                finally:
-                    for param, value in originals:
-                        param.copy_(value)
-        SameDraws(seed).run(once)
+            _scaled_pass(snapshot, originals, s, run)
+
+        draws.run(once)
         return seen[0] if len(seen) == 1 else None
 
     handle = group.neuron.register_forward_pre_hook(stop)
@@ -521,17 +527,14 @@ def _calibrate_on_stopped_input(group, snapshot, run, target_rate, tolerance, ma
         z0, z1, z2 = input_at(0.0), input_at(1.0), input_at(2.0)
     finally:
         handle.remove()
-    affine = z0 is not None and z1 is not None and z2 is not None and z2.shape == z1.shape and torch.allclose(
-        z2, 2 * z1 - z0, rtol=1e-4, atol=1e-5 * float((2 * z1 - z0).abs().max().clamp_min(1.0)))
+    affine = z0 is not None and z1 is not None and z2 is not None and _on_a_line(z0, z1, z2)
     if all_reduce_counts([int(not affine)], process_group)[0]:  # every rank takes the same path
         return None
     assert z0 is not None and z1 is not None
     snapshot.restore()  # the neuron as the pass reaches it (multi-step: one call, from rest)
     record, s, _ = _search_on_input(group, group.neuron, z1 - z0, z0, [False], target_rate, tolerance, max_evals,
                                     seed, process_group)
-    with torch.no_grad():
-        for param, value in originals:
-            param.copy_(value * s)
+    _write_scaled(originals, s)
     return record, s
 
 
@@ -682,12 +685,16 @@ def _affine_offset(module: nn.Module, param: torch.Tensor, args: tuple, out: tor
             else bias.detach()
         return channels.to(out.dtype).expand_as(out)
     offset = _scaled_output(module, param, args, 0.0)
-    doubled = _scaled_output(module, param, args, 2.0)
-    expected = 2 * out - offset
-    if doubled.shape != out.shape or not torch.allclose(doubled, expected, rtol=1e-4,
-                                                        atol=1e-5 * float(expected.abs().max().clamp_min(1.0))):
+    if not _on_a_line(offset, out, _scaled_output(module, param, args, 2.0)):
         return None
     return offset
+
+
+def _on_a_line(at0: torch.Tensor, at1: torch.Tensor, at2: torch.Tensor) -> bool:
+    """The values at scales 0, 1 and 2 lie on a line, ``at2 = 2·at1 − at0``, up to float32 rounding."""
+    expected = 2 * at1 - at0
+    return at2.shape == expected.shape and torch.allclose(
+        at2, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max().clamp_min(1.0)))
 
 
 def _search_on_input(group, neuron, direction, offset, busy, target_rate, tolerance, max_evals, seed, process_group):
@@ -944,21 +951,10 @@ def _weightless_records(model: nn.Module, p: Plan, target_rate: TargetRate, run:
     Spikformer's attention LIF is by q·kᵀ·v): its rate with the calibrated weights, from one forward pass,
     and the status ``not calibrated`` with the reason."""
     names = list(p.weightless)
-    modules = {name: module for name, module, _ in p.neurons}
-    recorded: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    handles = [modules[name].register_forward_hook(
-        lambda m, a, out, key=name: recorded[key].append(_output(m, out).detach())) for name in names]
-    try:
-        with preserved(model), torch.no_grad():
-            for _, neuron, _ in p.neurons:
-                reset_neuron(neuron)
-            run()
-    finally:
-        for handle in handles:
-            handle.remove()
+    rates = _rates_of(model, p, names, run, None, process_group)  # unseeded: the pass as the model runs it
     records = []
     for name in names:
-        rate = _spike_rate(recorded[name], process_group)
+        rate = rates[name]
         sources = ", ".join(p.weightless[name])
         records.append(LayerCalibration(
             name, [], _target_for(name, target_rate), rate, rate, 1.0, 0,
@@ -1105,64 +1101,65 @@ def _merge(records: dict[str, LayerCalibration], found: list[LayerCalibration]) 
             r, initial_rate=old.initial_rate, scale=old.scale * r.scale, evaluations=old.evaluations + r.evaluations)
 
 
-def _rates_of(model, p: Plan, names: list[str], run: Callable[[], Any], seed: int, process_group
-              ) -> dict[str, float]:
-    """The rate of each named neuron over one whole-model pass from rest."""
+@contextlib.contextmanager
+def _recorded_passes(model, p: Plan, run: Callable[[], Any], names: list[str]):
+    """Hooks recording the outputs of the named neurons; yields ``(once, recorded)``: ``once()`` runs the whole
+    model from rest (states and RNG put back afterwards) and ``recorded`` then holds that pass alone."""
     modules = {name: module for name, module, _ in p.neurons}
     recorded: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     handles = [modules[name].register_forward_hook(
         lambda m, a, out, key=name: recorded[key].append(_output(m, out).detach())) for name in names]
 
-    def once():
+    def once() -> None:
+        for values in recorded.values():  # a pass SameDraws repeats (seeded) must not add to the undone one
+            values.clear()
         with preserved(model), torch.no_grad():
             for _, neuron, _ in p.neurons:
                 reset_neuron(neuron)
             run()
 
     try:
-        def evaluate() -> list[torch.Tensor]:
-            SameDraws(seed).run(once)
-            return []
-
-        _measured_rate(evaluate, process_group)  # the pass, with every rank agreeing it ran
+        yield once, recorded
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _rates_of(model, p: Plan, names: list[str], run: Callable[[], Any], seed: Optional[int], process_group
+              ) -> dict[str, float]:
+    """The rate of each named neuron over one whole-model pass from rest (with the draws of ``seed``, as the
+    searches see them; None: the pass as it comes)."""
+    with _recorded_passes(model, p, run, names) as (once, recorded):
+        def evaluate() -> list[torch.Tensor]:
+            if seed is None:
+                once()
+            else:
+                SameDraws(seed).run(once)
+            return []
+
+        _measured_rate(evaluate, process_group)  # the pass, with every rank agreeing it ran
     return {name: _spike_rate(recorded[name], process_group) for name in names}
 
 
 def _search_threshold(model, p: Plan, name: str, lever: Callable[[float], Callable[[], None]], target: float,
                       run: Callable[[], Any], options: CalibrationOptions, process_group):
     """:func:`_search` for one weight-less neuron, each evaluation a whole-model pass with θ divided by s."""
-    module = dict((n, m) for n, m, _ in p.neurons)[name]
-    recorded: list[torch.Tensor] = []
-    handle = module.register_forward_hook(lambda m, a, out: recorded.append(_output(m, out).detach()))
     draws = SameDraws(options.seed)
+    with _recorded_passes(model, p, run, [name]) as (once, recorded):
+        def rate_at(s: float) -> float:
+            def evaluate() -> list[torch.Tensor]:
+                restore = lever(1.0 / s)
+                try:
+                    draws.run(once)
+                finally:
+                    restore()
+                return list(recorded[name])
 
-    def once():
-        with preserved(model), torch.no_grad():
-            for _, neuron, _ in p.neurons:
-                reset_neuron(neuron)
-            run()
+            return _measured_rate(evaluate, process_group)
 
-    def rate_at(s: float) -> float:
-        def evaluate() -> list[torch.Tensor]:
-            recorded.clear()
-            restore = lever(1.0 / s)
-            try:
-                draws.run(once)
-            finally:
-                restore()
-            return list(recorded)
-
-        return _measured_rate(evaluate, process_group)
-
-    try:
         return _search(rate_at, target, options.tolerance, options.max_evaluations,
                        f"its input stays silent: the neurons feeding it ({', '.join(p.weightless[name])}) do not "
                        "fire", lever="the threshold divided by")
-    finally:
-        handle.remove()
 
 
 def _calibrate_thresholds(model, p: Plan, run: Callable[[], Any], options: CalibrationOptions, process_group

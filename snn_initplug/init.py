@@ -84,10 +84,11 @@ def sample(law: Law, shape, *, dtype=torch.float32, device=None, generator: Opti
     # possible for a half dtype, or a scale near the dtype's smallest normal: no pass over the draws otherwise)
     scale = max(law.std, abs(law.mean))
     may_underflow = dtype.itemsize < 4 or scale < torch.finfo(dtype).tiny * 2.0 ** 24
-    if scale > 0 and may_underflow and result.numel() and result.device.type != "meta" \
-            and 2 * int((result == 0).sum()) > result.numel():
-        raise InitError(f"a law with mean {law.mean:.3g} and std {law.std:.3g} underflows {dtype}: "
-                        f"{int((result == 0).sum())} of {result.numel()} draws are 0 (a tiny threshold?)")
+    if scale > 0 and may_underflow and result.numel() and result.device.type != "meta":
+        zeros = int((result == 0).sum())
+        if 2 * zeros > result.numel():
+            raise InitError(f"a law with mean {law.mean:.3g} and std {law.std:.3g} underflows {dtype}: "
+                            f"{zeros} of {result.numel()} draws are 0 (a tiny threshold?)")
     return result
 
 

@@ -105,6 +105,13 @@ def spike_aware_variance(fan_in: float, sigma_u: float, input_second_moment: flo
     return sigma_u**2 / (fan_in * input_second_moment * kernel_sq_sum)
 
 
+def _check_relay_inputs(sigma_dense: float, rate: float) -> None:
+    if not 0.0 < rate < 1.0:
+        raise InitError(f"relay: the input spike rate must lie in (0, 1), got {rate}")
+    if not (math.isfinite(sigma_dense) and sigma_dense > 0):
+        raise InitError(f"relay: the dense membrane std must be positive and finite, got {sigma_dense}")
+
+
 def relay_gain(threshold: float, sigma_dense: float, rate: float) -> float:
     r"""Membrane jump :math:`g` of the relay path that keeps the firing probability at ``rate`` for one step.
 
@@ -117,10 +124,7 @@ def relay_gain(threshold: float, sigma_dense: float, rate: float) -> float:
 
     Needs the dense input alone to fire less often than :math:`p/(1-p)`, i.e. a relay share large enough.
     """
-    if not 0.0 < rate < 1.0:
-        raise InitError(f"relay: the input spike rate must lie in (0, 1), got {rate}")
-    if not (math.isfinite(sigma_dense) and sigma_dense > 0):
-        raise InitError(f"relay: the dense membrane std must be positive and finite, got {sigma_dense}")
+    _check_relay_inputs(sigma_dense, rate)
     # in log space: for a small dense std, 1 − Φ(θ/σ_d) underflows and Φ⁻¹(0) would give an infinite weight
     log_lost = math.log1p(-rate) + float(special.log_ndtr(-threshold / sigma_dense)) - math.log(rate)
     if not log_lost < 0.0:
@@ -164,10 +168,7 @@ def relay_gain_over_steps(threshold: float, sigma_dense: float, rate: float, bet
     β = 0.9, T = 4: rates 0.23-0.50 instead of 0.16); this jump does not."""
     if steps == 1:
         return relay_gain(threshold, sigma_dense, rate)
-    if not 0.0 < rate < 1.0:
-        raise InitError(f"relay: the input spike rate must lie in (0, 1), got {rate}")
-    if not (math.isfinite(sigma_dense) and sigma_dense > 0):
-        raise InitError(f"relay: the dense membrane std must be positive and finite, got {sigma_dense}")
+    _check_relay_inputs(sigma_dense, rate)
     if not (0.0 <= beta <= 1.0) or steps < 1 or reset not in ("subtract", "hard", "none"):
         raise InitError(f"relay: needs 0 <= beta <= 1, steps >= 1 and a known reset, got beta={beta}, "
                         f"steps={steps}, reset={reset!r}")

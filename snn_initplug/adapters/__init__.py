@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+import torch
 import torch.nn as nn
 
 from ..errors import ArgumentTypeError, UnsupportedNeuronError
@@ -46,6 +47,7 @@ __all__ = [
     "reset_neuron",
     "is_time_major",
     "fires_on_last_call",
+    "scale_tensor_in_place",
     "threshold_lever",
     "use_surrogate_path",
 ]
@@ -295,6 +297,20 @@ def fires_on_last_call(module: nn.Module) -> bool:
     """True when only the last spike-function call of each forward call fires."""
     adapter = find_adapter(module)
     return adapter is not None and adapter.fires_on_last_call
+
+
+def scale_tensor_in_place(tensor: torch.Tensor, factor: float) -> Callable[[], None]:
+    """``tensor *= factor`` in place (a buffer stays the module's buffer, a Parameter the optimizer's), returning
+    the function that puts the exact previous values back: the threshold lever of the adapters."""
+    previous = tensor.detach().clone()
+    with torch.no_grad():
+        tensor.mul_(factor)
+
+    def undo() -> None:
+        with torch.no_grad():
+            tensor.copy_(previous)
+
+    return undo
 
 
 def threshold_lever(module: nn.Module) -> Optional[Callable[[float], Callable[[], None]]]:

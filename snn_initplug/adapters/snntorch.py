@@ -54,7 +54,14 @@ import torch
 import torch.nn as nn
 
 from ..neuron import NeuronSpec, NeuronSpecError, simulate_impulse_response
-from . import FrameworkNeuron, InternalWeight, UnsupportedNeuronError, register_neuron, register_unsupported
+from . import (
+    FrameworkNeuron,
+    InternalWeight,
+    UnsupportedNeuronError,
+    register_neuron,
+    register_unsupported,
+    scale_tensor_in_place,
+)
 
 FRAMEWORK = "snntorch"
 
@@ -329,15 +336,7 @@ def _scale_threshold(module: nn.Module, factor: float):
     """``threshold`` is a tensor (a buffer, or a Parameter with ``learn_threshold=True``): scaled in place, so
     a per-neuron threshold keeps its shape and the optimizer keeps its Parameter. Returns the undo."""
     threshold: torch.Tensor = getattr(module, "threshold")  # noqa: B009 - a tensor attribute, typed for mypy
-    previous = threshold.detach().clone()
-    with torch.no_grad():
-        threshold.mul_(factor)
-
-    def undo():
-        with torch.no_grad():
-            threshold.copy_(previous)
-
-    return undo
+    return scale_tensor_in_place(threshold, factor)
 
 
 # snnTorch calls spike_grad on the previous membrane first (the detached reset signal), then on the new one

@@ -49,7 +49,7 @@ import torch.nn as nn
 from spikingjelly.activation_based import neuron as sj_neuron
 
 from ..neuron import NeuronSpec
-from . import FrameworkNeuron, UnsupportedNeuronError, register_neuron, register_unsupported
+from . import FrameworkNeuron, UnsupportedNeuronError, register_neuron, register_unsupported, scale_tensor_in_place
 
 FRAMEWORK = "spikingjelly"
 
@@ -220,15 +220,7 @@ def _scale_threshold(module: FrameworkNeuron, factor: float):
     one). Returns the undo."""
     previous = module.v_threshold
     if isinstance(previous, torch.Tensor):
-        saved = previous.detach().clone()
-        with torch.no_grad():
-            previous.mul_(factor)
-
-        def undo_tensor():
-            with torch.no_grad():
-                previous.copy_(saved)
-
-        return undo_tensor
+        return scale_tensor_in_place(previous, factor)
     module.v_threshold = float(previous) * factor
 
     def undo():
