@@ -1104,7 +1104,8 @@ def _merge(records: dict[str, LayerCalibration], found: list[LayerCalibration]) 
 @contextlib.contextmanager
 def _recorded_passes(model, p: Plan, run: Callable[[], Any], names: list[str]):
     """Hooks recording the outputs of the named neurons; yields ``(once, recorded)``: ``once()`` runs the whole
-    model from rest (states and RNG put back afterwards) and ``recorded`` then holds that pass alone."""
+    model from rest (its states put back afterwards) and ``recorded`` then holds that pass alone. The process RNG
+    is the caller's to handle (:class:`SameDraws` must see whether the model draws)."""
     modules = {name: module for name, module, _ in p.neurons}
     recorded: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     handles = [modules[name].register_forward_hook(
@@ -1113,10 +1114,14 @@ def _recorded_passes(model, p: Plan, run: Callable[[], Any], names: list[str]):
     def once() -> None:
         for values in recorded.values():  # a pass SameDraws repeats (seeded) must not add to the undone one
             values.clear()
-        with preserved(model), torch.no_grad():
-            for _, neuron, _ in p.neurons:
-                reset_neuron(neuron)
-            run()
+        state = StateSnapshot(model)  # taken now: a threshold the search just set is part of the state
+        try:
+            with torch.no_grad():
+                for _, neuron, _ in p.neurons:
+                    reset_neuron(neuron)
+                run()
+        finally:
+            state.restore()
 
     try:
         yield once, recorded
@@ -1132,7 +1137,8 @@ def _rates_of(model, p: Plan, names: list[str], run: Callable[[], Any], seed: Op
     with _recorded_passes(model, p, run, names) as (once, recorded):
         def evaluate() -> list[torch.Tensor]:
             if seed is None:
-                once()
+                with preserved(model):  # the RNG put back too
+                    once()
             else:
                 SameDraws(seed).run(once)
             return []

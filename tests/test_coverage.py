@@ -9,6 +9,7 @@ import warnings
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import snn_initplug as sip
 from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
@@ -479,3 +480,32 @@ def test_a_user_neuron_without_a_threshold_lever_is_named():
         assert c.parameters == [] and c.status.startswith("not calibrated") and "scale_threshold" in c.status
     finally:
         unregister()
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_threshold_search_on_a_model_that_draws_counts_one_seeded_pass():
+    """Dropout before the weight-less neuron: every evaluation of the threshold search is one pass from rest with
+    the draws of ``seed=``, so its first (initial) rate is what that seeded pass gives, counted by our own hook, at the
+    original threshold and the calibrated weights (the neuron is last: no later weight moves)."""
+    import snntorch.utils as utils
+
+    class Dropped(_Coincidence):
+        def forward(self, x):
+            return [self.both(F.dropout(2.0 * self.lif1(self.fc1(x)) * self.lif2(self.fc2(x)), 0.3, True))
+                    for _ in range(4)]
+
+    torch.manual_seed(0)
+    model = Dropped()
+    x = torch.rand(64, 20, generator=torch.Generator().manual_seed(2)) * 2
+    rng = torch.get_rng_state()
+    report = sip.calibrate(model, x, {"lif*": 0.3, "both": 0.05}, weightless="threshold", mode="model", seed=5)
+    assert torch.equal(torch.get_rng_state(), rng)  # the caller's RNG is left where it was
+    assert any("draws random numbers" in note and "seed=5" in note for note in report.notes)
+    both = {r.neuron: r for r in report.layers}["both"]
+    assert both.parameters == ["both.threshold"], str(report)
+    with torch.no_grad():
+        model.both.threshold.fill_(1.0)  # back to the original θ, the calibrated weights in place
+    utils.reset(model)
+    torch.manual_seed(5)
+    assert counted_rate(model.both, lambda: model(x)) == pytest.approx(both.initial_rate, abs=1e-12)
