@@ -100,13 +100,8 @@ def initialized(name: str, depth: int, batch: torch.Tensor, seed: int, args) -> 
             warnings.simplefilter("ignore")
             sip.initialize(model, method, batch, generator=torch.Generator().manual_seed(seed), skip="readout",
                            **options)
-    if args.scale_membrane != 1.0:  # weights, biases and thresholds times c: the same spikes, other gradients
-        with torch.no_grad():
-            for layer in model.layers:
-                layer.weight.mul_(args.scale_membrane)
-                layer.bias.mul_(args.scale_membrane)
-            for neuron in model.neurons:
-                neuron.threshold.mul_(args.scale_membrane)
+    if args.scale_membrane != 1.0:  # weights, biases and thresholds times c: the same spikes, a wider surrogate
+        sip.scale_membrane(model, args.scale_membrane, batch)
     return model, time.perf_counter() - start
 
 
@@ -224,7 +219,8 @@ def main(argv=None) -> list[dict]:
                    help="spike_aware's horizon: one step, the T steps simulated (its relay weight then holds the "
                         "rate over T steps of the neuron's dynamics), or the stationary sums")
     p.add_argument("--scale-membrane", type=float, default=1.0,
-                   help="after init, multiply every hidden layer's weight and bias and every threshold by this")
+                   help="after init, sip.scale_membrane(model, C): every hidden layer's weight and bias and every "
+                        "threshold times C (the same spikes; the surrogate 1/C times wider relative to θ)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results/deep_sweep")

@@ -66,6 +66,8 @@ _PUBLIC: dict[str, str] = {
     "BaselineOptions": "options",
     "CalibrationOptions": "options",
     "calibrate": "calibration",
+    "scale_membrane": "membrane",
+    "MembraneScaling": "membrane",
     "CalibrationReport": "calibration",
     "diagnose": "diagnostics",
     "Diagnosis": "diagnostics",
@@ -119,6 +121,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         membrane_target,
         spike_aware_law,
     )
+    from .membrane import MembraneScaling, scale_membrane
     from .neuron import NeuronSpec, kernel_sums_from_response, simulate_impulse_response
     from .options import BaselineOptions, CalibrationOptions, FluctuationOptions, IkunOptions, SpikeAwareOptions
     from .planning import Plan, plan

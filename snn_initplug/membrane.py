@@ -1,0 +1,328 @@
+r"""The membrane's scale: every spike unchanged, the surrogate gradient seen at another width.
+
+A neuron's spikes depend on its membrane only through :math:`u - \theta`. Multiplying everything that drives
+the membrane (the weights and biases feeding it, or the BatchNorm affine before it, and its recurrent weights)
+and its threshold by the same factor :math:`c` therefore multiplies :math:`u` and :math:`\theta` by :math:`c`
+and leaves every spike as it was, for any linear membrane (LIF, IF, snnTorch ``Leaky``/``Synaptic``/``RLeaky``,
+SpikingJelly ``LIFNode``/``IFNode``/``ParametricLIFNode``; a soft reset or a hard reset to 0). The backward pass
+changes: the surrogate derivative is evaluated at :math:`c(u - \theta)`, so
+
+.. math::
+    \frac{\partial L}{\partial u'} = h\big(c\,(u - \theta)\big)\,\frac{\partial L}{\partial s}, \qquad
+    \frac{\partial L}{\partial s_{\mathrm{in}}} = c\,W^\top h\big(c\,(u - \theta)\big)\,\frac{\partial L}{\partial s}.
+
+For a surrogate that is the derivative of a smoothed step of width :math:`1/\alpha` (ATan, sigmoid, and the
+other normalised surrogates of both frameworks), :math:`c\,h_\alpha(c x) = h_{c\alpha}(x)`: scaling the membrane
+by :math:`c` is the same as making the surrogate :math:`1/c` times wider relative to the threshold, with the
+gradients reaching each spike identical to those of the network with surrogate :math:`h_{c\alpha}` and the
+weight gradients :math:`1/c` times theirs. This is the lever on the backward pass an initialization has
+without touching the user's surrogate object (SpikeInit, ICML 2026, sets the surrogate's shape for the same
+reason). For a deep relay stack (``relay=``), a relayed spike leaves the membrane near the relay weight
+:math:`g`, i.e. :math:`g - \theta` above threshold, where a narrow surrogate passes little gradient: the relay
+path's backward gain per layer, :math:`g\,c\,h(c(g - \theta))`, is largest at :math:`c = 1/(\pi(g - \theta))`
+for ATan(α = 2) (≈ 0.38 for g = 1.83, θ = 1). docs/depth.md measures what it buys in training.
+
+:func:`scale_membrane` checks what it can before writing (a neuron with no weight before it, a hard reset to a
+value other than 0, a neuron whose threshold cannot be set, BatchNorm without affine), writes, then runs the
+example batch again and compares every neuron's spikes and the model's output with the pass before: a neuron
+whose dynamics are not linear in the membrane (QIF, EIF, Izhikevich), or an output that reads a membrane
+potential, changes them, and the model is put back and an :class:`~snn_initplug.errors.InitError` names it.
+"""
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+import torch.nn as nn
+
+from .adapters import reset_neuron, threshold_lever
+from .calibration import _calls, _checked_calls, _runner
+from .distributed import is_distributed
+from .errors import ArgumentTypeError, InitError, OptionError, PlanError
+from .planning import NORM_LAYERS, LayerPlan, Plan, StateSnapshot, _all_tensors, first_tensor, plan, preserved
+from .selection import Skip, is_skipped, skip_list
+from .tables import render_table, short_number
+from .transaction import SameDraws, Snapshot, agree, all_finite, check_writable, fingerprint, one_thread_per_model
+
+__all__ = ["scale_membrane", "MembraneScaling", "NeuronScaling"]
+
+# a spike flipped by rounding (a membrane within an ulp of θ) is tolerated at this rate per neuron layer
+SPIKE_MISMATCH_TOLERANCE = 1e-3
+OUTPUT_TOLERANCE = 1e-3  # relative L2 difference of the model's output
+
+
+@dataclass
+class NeuronScaling:
+    neuron: str
+    parameters: list[str]  # the tensors multiplied by the factor (weights, biases, BatchNorm affine)
+    threshold_before: Optional[float]  # None: a per-neuron threshold (its mean is reported)
+    threshold_after: Optional[float]
+    spike_mismatch: float  # fraction of this neuron's spike values that differ from before (rounding)
+    status: str = "scaled"  # or "skipped"
+
+
+@dataclass
+class MembraneScaling:
+    """What :func:`scale_membrane` did: per neuron, the tensors scaled, the threshold before and after and
+    the fraction of spikes that differ from before (0 unless a membrane sat within rounding of θ)."""
+    factor: float
+    neurons: list[NeuronScaling]
+    output_difference: float  # relative L2 difference of the model's output, before and after
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def scaled(self) -> list[NeuronScaling]:
+        return [n for n in self.neurons if n.status == "scaled"]
+
+    def __str__(self) -> str:
+        table = [["neuron", "status", "scaled", "threshold", "spikes changed"]]
+        for n in self.neurons:
+            threshold = f"{short_number(n.threshold_before)} -> {short_number(n.threshold_after)}"
+            table.append([n.neuron, n.status, ", ".join(n.parameters), threshold, f"{n.spike_mismatch:.1e}"])
+        lines = [f"membrane scaled by {self.factor:g} (every spike unchanged; output difference "
+                 f"{self.output_difference:.1e})"] + render_table(table)
+        return "\n".join(lines + [f"note: {note}" for note in self.notes])
+
+
+def _threshold_value(module: nn.Module) -> Optional[float]:
+    value = getattr(module, "threshold", getattr(module, "v_threshold", None))
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().float().mean())
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _owner(layer: LayerPlan) -> nn.Module:
+    """The module holding the layer's weight (a neuron's own recurrent ``nn.Linear`` for an internal weight)."""
+    path = layer.parameter.rpartition(".")[0]
+    return layer.module.get_submodule(path) if path else layer.module
+
+
+def _drives(model: nn.Module, layers: list[LayerPlan], neuron: str) -> list[tuple[str, torch.Tensor]]:
+    """The tensors that drive the neuron's membrane linearly: each feeding layer's weight and bias, or the
+    affine of the norm between them (scaling a weight before a normalization does nothing)."""
+    modules = dict(model.named_modules())
+    found: list[tuple[str, torch.Tensor]] = []
+    for layer in layers:
+        norm = modules.get(layer.norm) if layer.norm is not None else None
+        if norm is not None:
+            weight = getattr(norm, "weight", None)
+            if not isinstance(norm, NORM_LAYERS) or not isinstance(weight, torch.Tensor):
+                raise InitError(f"scale_membrane: {layer.norm} normalizes the input of {neuron} without an affine "
+                                "weight to scale; skip this neuron")
+            found.append((f"{layer.norm}.weight", weight))
+            bias = getattr(norm, "bias", None)
+        else:
+            found.append((layer.name, layer.weight))
+            bias = getattr(_owner(layer), "bias", None)
+            owner_name = layer.name.rpartition(".")[0]
+        if isinstance(bias, torch.Tensor):
+            found.append((f"{layer.norm}.bias" if norm is not None else f"{owner_name}.bias", bias))
+    return found
+
+
+def _neuron_skipped(name: str, layers: list[LayerPlan], skip: Skip) -> bool:
+    patterns = [s for s in skip_list(skip) if isinstance(s, str)]
+    return any(fnmatch.fnmatchcase(name, s) for s in patterns) or any(is_skipped(layer, skip) for layer in layers)
+
+
+def _checked_factor(factor: Any) -> float:
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+        raise OptionError(f"scale_membrane: factor must be a positive number, got {type(factor).__name__}")
+    if not (math.isfinite(factor) and factor > 0):
+        raise OptionError(f"scale_membrane: factor must be a positive finite number, got {factor!r}")
+    return float(factor)
+
+
+@dataclass
+class _Target:
+    name: str
+    module: nn.Module
+    drives: list[tuple[str, torch.Tensor]]
+    lever: Callable[[float], Callable[[], None]]
+
+
+def _targets(model: nn.Module, p: Plan, skip: Skip) -> tuple[list[_Target], list[str]]:
+    """The neurons to scale (checked: each has a linear drive, a settable threshold, no hard reset to a value
+    other than 0) and the names of those skipped."""
+    targets, skipped = [], []
+    for name, module, spec in p.neurons:
+        layers = [layer for layer in p.layers if layer.neuron_name == name]
+        if _neuron_skipped(name, layers, skip):
+            skipped.append(name)
+            continue
+        if not layers:
+            raise InitError(f"scale_membrane: neuron {name} has no weight layer before it, so its input cannot be "
+                            f"scaled with its threshold without changing its spikes; skip it (skip={name!r})")
+        if spec.reset == "hard" and spec.reset_value != 0:
+            raise InitError(f"scale_membrane: neuron {name} resets to {spec.reset_value:g}, a value that would have "
+                            f"to be scaled too; skip it (skip={name!r})")
+        lever = threshold_lever(module)
+        if lever is None:
+            raise InitError(f"scale_membrane: the threshold of neuron {name} ({type(module).__name__}) cannot be "
+                            "set (register_neuron(scale_threshold=...)); skip it")
+        drives = _drives(model, layers, name)
+        for label, tensor in drives:
+            if not all_finite(tensor):
+                raise InitError(f"scale_membrane: {label} has non-finite values; initialize it first")
+            check_writable(f"scale_membrane: {label}", tensor)
+        targets.append(_Target(name, module, drives, lever))
+    if not targets:
+        raise PlanError("scale_membrane: no neuron to scale (every neuron skipped, or no neuron found)")
+    return targets, skipped
+
+
+def _record(model: nn.Module, p: Plan, run: Callable[[], Any], draws: SameDraws
+            ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
+    """Every neuron's outputs (concatenated over its calls) and the model's output tensors, over one pass from
+    rest with the draws of ``draws``; the model's state is put back."""
+    recorded: dict[str, list[torch.Tensor]] = {name: [] for name, _, _ in p.neurons}
+
+    def hook(key: str):
+        def record(module, args, out) -> None:
+            spikes = first_tensor(out)
+            if spikes is not None:
+                recorded[key].append(spikes.detach().flatten())
+        return record
+
+    handles = [module.register_forward_hook(hook(name)) for name, module, _ in p.neurons]
+    outputs: list[torch.Tensor] = []
+
+    def once() -> None:
+        for values in recorded.values():
+            values.clear()
+        state = StateSnapshot(model)
+        try:
+            with torch.no_grad():
+                for _, neuron, _ in p.neurons:
+                    reset_neuron(neuron)
+                outputs[:] = [t.detach().clone() for t in _all_tensors(run()) if t.is_floating_point()]
+        finally:
+            state.restore()
+
+    try:
+        with preserved(model):
+            draws.run(once)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {k: torch.cat(v) if v else torch.empty(0) for k, v in recorded.items()}, outputs
+
+
+def _difference(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
+    if len(before) != len(after) or any(a.shape != b.shape for a, b in zip(before, after)):
+        return math.inf
+    num = sum(float((a.double() - b.double()).pow(2).sum()) for a, b in zip(before, after))
+    den = sum(float(b.double().pow(2).sum()) for b in before)
+    return 0.0 if num == 0 else math.sqrt(num / den) if den > 0 else math.inf
+
+
+@one_thread_per_model("scale_membrane")
+def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps: Optional[int] = None,
+                   forward: Optional[Callable[[nn.Module, Any], Any]] = None, skip: Skip = None, seed: int = 0,
+                   process_group: Any = None) -> MembraneScaling:
+    r"""Multiply every neuron's membrane and threshold by ``factor``: the same spikes, a ``1/factor`` times wider
+    surrogate relative to θ (see the module's docstring for the gradients).
+
+    In place: the weights and biases feeding each neuron (or the BatchNorm weight and bias before it, and its
+    recurrent weights) and its threshold are multiplied by ``factor``. Then the example batch is run again and
+    every neuron's spikes and the model's output are compared with the pass before; if any changed (beyond a
+    spike flipped by rounding at :math:`u = \theta` in ``1e-3`` of a layer's values), everything is put back and
+    an :class:`~snn_initplug.errors.InitError` names where.
+
+    Args:
+        model: the network, usually just initialized (``initialize``/``calibrate``: their rates are kept).
+        factor: :math:`c > 0`; below 1 widens the surrogate relative to the membrane, above 1 narrows it.
+        example_input, steps, forward: as in :func:`~snn_initplug.calibrate` (the batch the spikes are compared on).
+        skip: neurons to leave alone (patterns on neuron or layer names, or predicates on a feeding layer); a
+            neuron with no weight before it (an encoder reading the data) must be skipped.
+        seed: the draws of a model that draws random numbers (dropout), the same in both passes.
+        process_group: under ``torch.distributed``, every rank checks, then all write, and all restore if any
+            rank's comparison fails.
+
+    Returns:
+        MembraneScaling: per neuron, the tensors scaled, the threshold before and after, the spikes changed.
+
+    Example:
+        >>> import torch, torch.nn as nn, snntorch as snn
+        >>> import snn_initplug as sip
+        >>> net = nn.Sequential(nn.Linear(20, 30), snn.Leaky(beta=0.9, init_hidden=True),
+        ...                     nn.Linear(30, 30), snn.Leaky(beta=0.9, init_hidden=True))
+        >>> x = torch.rand(8, 20)
+        >>> scaling = sip.scale_membrane(net, 0.5, x, steps=4)
+        >>> [(n.neuron, n.threshold_after, n.spike_mismatch) for n in scaling.neurons]
+        [('1', 0.5, 0.0), ('3', 0.5, 0.0)]
+    """
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(f"scale_membrane: model must be a torch.nn.Module, got {type(model).__name__}")
+    try:  # a rank failing here still joins the agreement, so the others do not wait for it
+        factor = _checked_factor(factor)
+        if example_input is None:
+            raise InitError("scale_membrane: needs a real batch (example_input) to trace the model and compare spikes")
+        calls = _checked_calls(_calls(example_input, steps))
+        p = plan(model, example_input if forward is not None else calls[0], forward=forward)
+        targets, skipped = _targets(model, p, skip)
+        run = _runner(model, example_input, calls, steps, forward)
+        draws = SameDraws(seed)
+        before, out_before = _record(model, p, run, draws)
+    except Exception as exc:
+        agree("scale_membrane", 0, exc, process_group)
+        raise
+    tensors: dict[int, torch.Tensor] = {}  # a layer feeding two neurons is scaled once
+    for target in targets:
+        for _, tensor in target.drives:
+            tensors.setdefault(id(tensor), tensor)
+    agree("scale_membrane", fingerprint([(t.name, [(n, tuple(x.shape)) for n, x in t.drives]) for t in targets],
+                                        factor), None, process_group)
+    thresholds = {t.name: _threshold_value(t.module) for t in targets}
+    saved = Snapshot(list(tensors.values()))
+    undo: list[Callable[[], None]] = []
+    error: Optional[Exception] = None
+    try:
+        with torch.no_grad():
+            for tensor in tensors.values():
+                tensor.mul_(factor)
+        levers: dict[int, Callable[[float], Callable[[], None]]] = {id(t.module): t.lever for t in targets}
+        for lever in levers.values():
+            undo.append(lever(factor))
+        after, out_after = _record(model, p, run, draws)
+        mismatch = {name: float((before[name] != after[name]).float().mean()) if before[name].shape == after[name].shape
+                    and before[name].numel() else (0.0 if before[name].shape == after[name].shape else 1.0)
+                    for name in before}
+        output_difference = _difference(out_before, out_after)
+        changed = [name for name, _, _ in p.neurons if mismatch[name] > SPIKE_MISMATCH_TOLERANCE]
+        if changed:
+            raise InitError(f"scale_membrane: the spikes of {changed[0]} changed ({mismatch[changed[0]]:.1%} of its "
+                            "values) when its membrane and threshold were scaled together: its dynamics are not linear "
+                            "in the membrane, or its input has a path that was not scaled; skip it "
+                            f"(skip={changed[0]!r}); the model is unchanged")
+        if output_difference > OUTPUT_TOLERANCE:
+            raise InitError(f"scale_membrane: the model's output changed (relative difference {output_difference:.2g}) "
+                            "although every spike stayed: it reads a membrane potential (snnTorch's mem_rec?) that "
+                            "the scaling changes; pass forward= returning what the loss uses if that is spikes only, "
+                            "or skip the neuron whose membrane is read; the model is unchanged")
+    except Exception as exc:
+        error = exc
+    try:
+        agree("scale_membrane", 0, error, process_group)
+    except BaseException:
+        for step in reversed(undo):
+            step()
+        saved.restore()
+        raise
+    records = []
+    names = {t.name: t for t in targets}
+    for name, module, _ in p.neurons:
+        if name in names:
+            records.append(NeuronScaling(name, [n for n, _ in names[name].drives], thresholds[name],
+                                         _threshold_value(module), mismatch[name]))
+        elif name in skipped:
+            records.append(NeuronScaling(name, [], _threshold_value(module), _threshold_value(module), 0.0, "skipped"))
+    notes = []
+    if factor == 1.0:
+        notes.append("factor 1: nothing changed")
+    if is_distributed(process_group):
+        notes.append("checked on every rank's batch; written on every rank")
+    return MembraneScaling(factor, records, output_difference, notes)
