@@ -74,10 +74,27 @@ def parser():
                    help="init methods to compare: 'none' (the framework's own) or any snn_initplug method, "
                         "':relay' adds the relay structure")
     p.add_argument("-relay", type=common.relay_share, default=0.9, help="relay= for the ':relay' methods")
+    p.add_argument("-membrane", type=positive_float, default=0.5,
+                   help="after an snn_initplug init, sip.scale_membrane(model, C): weights, biases and thresholds "
+                        "times C, the same spikes with the surrogate 1/C times wider relative to the threshold "
+                        "(1: leave them; chosen on a validation split, see docs/depth.md)")
     p.add_argument("-eval-every", type=common.positive_int, default=20, help="training steps between evaluations")
     p.add_argument("-val", type=common.count, default=0,
                    help="hold out this many training images (stratified) and evaluate on them, not on the test set")
     return p
+
+
+def positive_float(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def method_name(text: str) -> str:
@@ -90,9 +107,10 @@ def method_name(text: str) -> str:
     return text
 
 
-def label(name: str, relay: float) -> str:
+def label(name: str, relay: float, membrane: float = 1.0) -> str:
     method, options = common.split_method(name, relay)
-    return LABELS.get(name, method + (f", relay {options['relay']:g}" if options else ""))
+    scaled = f", membrane x{membrane:g}" if membrane != 1 and name != "none" else ""
+    return LABELS.get(name, method + (f", relay {options['relay']:g}" if options else "") + scaled)
 
 
 def build(name: str, args, example: torch.Tensor):
@@ -108,6 +126,8 @@ def build(name: str, args, example: torch.Tensor):
             warnings.simplefilter("ignore")
             sip.initialize(model, method, example, generator=torch.Generator().manual_seed(args.seed),
                            skip="readout", **options)
+            if args.membrane != 1:  # the same spikes; the surrogate wider relative to the threshold
+                sip.scale_membrane(model, args.membrane, example)
     seconds = time.perf_counter() - t0
     rates = [layer.rate for layer in sip.diagnose(model, example).layers]
     return model, seconds, rates
@@ -123,7 +143,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 10
 
 def train(name: str, args, x_tr, y_tr, x_ev, y_ev) -> Dict:
     model, init_seconds, rates = build(name, args, x_tr[: args.b])
-    print(f"\n{label(name, args.relay)}: firing rate at init, layer 1..{len(rates)}: "
+    print(f"\n{label(name, args.relay, args.membrane)}: firing rate at init, layer 1..{len(rates)}: "
           + " ".join(f"{r:.2f}" for r in rates), flush=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     order = torch.Generator().manual_seed(args.seed)  # the same batches for every method
@@ -145,9 +165,9 @@ def train(name: str, args, x_tr, y_tr, x_ev, y_ev) -> Dict:
                 common.set_postfix(bar, loss=loss.item(), acc=curve[-1]["accuracy"])
         if curve[-1]["step"] != step:
             curve.append({"step": step, "accuracy": accuracy(model, x_ev, y_ev), "loss": loss.item()})
-        print(f"{label(name, args.relay)}: epoch {epoch}, step {step}: accuracy {curve[-1]['accuracy']:.4f} "
+        print(f"{label(name, args.relay, args.membrane)}: epoch {epoch}, step {step}: accuracy {curve[-1]['accuracy']:.4f} "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
-    return {"label": label(name, args.relay), "rates_at_init": rates, "init_seconds": init_seconds,
+    return {"label": label(name, args.relay, args.membrane), "rates_at_init": rates, "init_seconds": init_seconds,
             "train_seconds": time.perf_counter() - t0, "curve": curve, "final_accuracy": curve[-1]["accuracy"]}
 
 
