@@ -1104,14 +1104,15 @@ def _merge(records: dict[str, LayerCalibration], found: list[LayerCalibration]) 
 @contextlib.contextmanager
 def _recorded_passes(model, p: Plan, run: Callable[[], Any], names: list[str]):
     """Hooks recording the outputs of the named neurons; yields ``(once, recorded)``: ``once()`` runs the whole
-    model from rest (its states put back afterwards) and ``recorded`` then holds that pass alone. The process RNG
+    model from rest (its states put back afterwards) and returns its output, and ``recorded`` then holds that
+    pass alone. The process RNG
     is the caller's to handle (:class:`SameDraws` must see whether the model draws)."""
     modules = {name: module for name, module, _ in p.neurons}
     recorded: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     handles = [modules[name].register_forward_hook(
         lambda m, a, out, key=name: recorded[key].append(_output(m, out).detach())) for name in names]
 
-    def once() -> None:
+    def once() -> Any:
         for values in recorded.values():  # a pass SameDraws repeats (seeded) must not add to the undone one
             values.clear()
         state = StateSnapshot(model)  # taken now: a threshold the search just set is part of the state
@@ -1119,7 +1120,7 @@ def _recorded_passes(model, p: Plan, run: Callable[[], Any], names: list[str]):
             with torch.no_grad():
                 for _, neuron, _ in p.neurons:
                     reset_neuron(neuron)
-                run()
+                return run()
         finally:
             state.restore()
 

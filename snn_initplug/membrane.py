@@ -38,11 +38,11 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
-from .adapters import reset_neuron, threshold_lever
-from .calibration import _calls, _checked_calls, _runner
+from .adapters import threshold_lever
+from .calibration import _calls, _checked_calls, _recorded_passes, _runner
 from .distributed import is_distributed
 from .errors import ArgumentTypeError, InitError, OptionError, PlanError
-from .planning import NORM_LAYERS, LayerPlan, Plan, StateSnapshot, _all_tensors, first_tensor, plan, preserved
+from .planning import NORM_LAYERS, LayerPlan, Plan, _all_tensors, plan, preserved
 from .selection import Skip, is_skipped, skip_list
 from .tables import render_table, short_number
 from .transaction import SameDraws, Snapshot, agree, all_finite, check_writable, fingerprint, one_thread_per_model
@@ -176,39 +176,24 @@ def _targets(model: nn.Module, p: Plan, skip: Skip) -> tuple[list[_Target], list
 
 def _record(model: nn.Module, p: Plan, run: Callable[[], Any], draws: SameDraws
             ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
-    """Every neuron's outputs (concatenated over its calls) and the model's output tensors, over one pass from
-    rest with the draws of ``draws``; the model's state is put back."""
-    recorded: dict[str, list[torch.Tensor]] = {name: [] for name, _, _ in p.neurons}
+    """Every neuron's outputs (flattened over its calls) and the model's output tensors, over one pass from
+    rest with the draws of ``draws``; the model's state and the RNG are put back."""
+    names = [name for name, _, _ in p.neurons]
+    with _recorded_passes(model, p, run, names) as (once, recorded), preserved(model):
+        output = draws.run(once)
+        spikes = {name: torch.cat([t.flatten() for t in recorded[name]]) if recorded[name] else torch.empty(0)
+                  for name in names}
+    return spikes, [t.detach().clone() for t in _all_tensors(output) if t.is_floating_point()]
 
-    def hook(key: str):
-        def record(module, args, out) -> None:
-            spikes = first_tensor(out)
-            if spikes is not None:
-                recorded[key].append(spikes.detach().flatten())
-        return record
 
-    handles = [module.register_forward_hook(hook(name)) for name, module, _ in p.neurons]
-    outputs: list[torch.Tensor] = []
-
-    def once() -> None:
-        for values in recorded.values():
-            values.clear()
-        state = StateSnapshot(model)
-        try:
-            with torch.no_grad():
-                for _, neuron, _ in p.neurons:
-                    reset_neuron(neuron)
-                outputs[:] = [t.detach().clone() for t in _all_tensors(run()) if t.is_floating_point()]
-        finally:
-            state.restore()
-
-    try:
-        with preserved(model):
-            draws.run(once)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {k: torch.cat(v) if v else torch.empty(0) for k, v in recorded.items()}, outputs
+def _changed(before: torch.Tensor, after: torch.Tensor) -> float:
+    """The fraction of spike values that differ (beyond float rounding: a straight-through spike ``1 + s - s``
+    is 1 only to within an ulp, and s moves with the scale)."""
+    if before.shape != after.shape:
+        return 1.0
+    if before.numel() == 0:
+        return 0.0
+    return float((~torch.isclose(after.double(), before.double(), rtol=1e-5, atol=1e-6)).double().mean())
 
 
 def _difference(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
@@ -288,9 +273,7 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
         for lever in levers.values():
             undo.append(lever(factor))
         after, out_after = _record(model, p, run, draws)
-        mismatch = {name: float((before[name] != after[name]).float().mean()) if before[name].shape == after[name].shape
-                    and before[name].numel() else (0.0 if before[name].shape == after[name].shape else 1.0)
-                    for name in before}
+        mismatch = {name: _changed(before[name], after[name]) for name in before}
         output_difference = _difference(out_before, out_after)
         changed = [name for name, _, _ in p.neurons if mismatch[name] > SPIKE_MISMATCH_TOLERANCE]
         if changed:

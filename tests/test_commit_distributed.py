@@ -36,7 +36,24 @@ def unwritable(model: nn.Sequential) -> nn.Sequential:
 
 
 def state(model: nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+    thresholds = {f"{n}.theta": torch.tensor(m.theta) for n, m in model.named_modules() if isinstance(m, MyLIF)}
+    return {**{k: v.detach().clone() for k, v in model.state_dict().items()}, **thresholds}
+
+
+def with_threshold_lever(call):
+    """``call`` with MyLIF registered with a threshold lever (scale_membrane needs one), then as before."""
+    def run(model):
+        register(threshold_lever=True)
+        try:
+            return call(model)
+        finally:
+            register()
+    return run
+
+
+def reads_membrane(model, x):
+    """Two steps whose output includes the last neuron's membrane, which scale_membrane changes."""
+    return [(model(x), model[3].u.clone()) for _ in range(2)]
 
 
 def failing_late(model: nn.Sequential, after_calls: int) -> nn.Sequential:
@@ -78,6 +95,11 @@ def scenarios(rank: int, world: int):
             m, x, target_rate=0.3 if last else 0.15, steps=2, max_evaluations=3)),
         "calibrated-different-start": (build(rank), lambda m: sip.initialize(
             m, "calibrated", x, start="ikun" if last else "spike_aware", steps=2, max_evaluations=3)),
+        # every rank has scaled its model when the last one finds its output changed: all put theirs back
+        "membrane-late-failure": (build(rank), with_threshold_lever(lambda m: sip.scale_membrane(
+            m, 0.5, x, steps=None if last else 2, forward=reads_membrane if last else None))),
+        "membrane-different-factor": (build(rank), with_threshold_lever(lambda m: sip.scale_membrane(
+            m, 0.25 if last else 0.5, x, steps=2))),
     }
 
 
@@ -118,9 +140,11 @@ def test_every_rank_raises_the_same_error_and_no_rank_writes(world, tmp_path):
     assert ranks[world - 1]["late-failure"]["error"][2] == "InitError"  # the failing rank keeps its cause
     assert f"rank(s) [{world - 1}] of {world} failed" in ranks[0]["calibrate-early-failure"]["error"][1]
     assert ranks[world - 1]["calibrate-early-failure"]["error"][2] == "InitError"
+    assert f"rank(s) [{world - 1}] of {world} failed" in ranks[0]["membrane-late-failure"]["error"][1]
+    assert ranks[world - 1]["membrane-late-failure"]["error"][2] == "InitError"
     for name in ("calibrate-search-failure", "calibrated-search-failure"):
         assert f"rank(s) [{world - 1}] of {world} failed" in ranks[0][name]["error"][1], ranks[0][name]
         assert ranks[world - 1][name]["error"][2] == "RuntimeError"  # the failing rank keeps its cause
     for name in ("different-overrides", "different-width", "different-depth", "different-method", "calibrate-different-target",
-                 "calibrated-different-start"):
+                 "calibrated-different-start", "membrane-different-factor"):
         assert "ranks differ in the model's layers and shapes, the method or its options" in ranks[0][name]["error"][1]

@@ -21,9 +21,21 @@ class MyLIF(nn.Module):
         return spikes
 
 
-def register():
+def scale_theta(module, factor):
+    """The threshold lever a user registers (``register_neuron(scale_threshold=...)``): returns the undo."""
+    previous = module.theta
+    module.theta = previous * factor
+
+    def undo():
+        module.theta = previous
+
+    return undo
+
+
+def register(threshold_lever: bool = False):
     sip.register_neuron(MyLIF, to_spec=lambda m: sip.NeuronSpec(threshold=m.theta, beta=m.decay,
-                                                               surrogate=lambda x: torch.sigmoid(4 * x), name="MyLIF"))
+                                                               surrogate=lambda x: torch.sigmoid(4 * x), name="MyLIF"),
+                        scale_threshold=scale_theta if threshold_lever else None)
 
 
 def unregister():
