@@ -66,7 +66,7 @@ class DeepLIF(nn.Module):
 
 
 def parser():
-    p = common.base_parser(__doc__.split("\n")[0], T=4, batch=64, epochs=5, lr=1e-3, out=NAME, single_init=False)
+    p = common.base_parser(__doc__.split("\n")[0], T=4, batch=64, epochs=5, lr=3e-4, out=NAME, single_init=False)
     p.add_argument("-depth", type=common.positive_int, default=20, help="Linear -> Leaky layers")
     p.add_argument("-width", type=common.positive_int, default=256, help="neurons per layer")
     p.add_argument("-beta", type=common.beta, default=0.9, help="membrane decay of snn.Leaky")
