@@ -136,6 +136,8 @@ def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
             optimizer.step()
         record["accuracy"].append(accuracy(model, x_ev, y_ev))
     record["train_s"] = time.perf_counter() - start
+    # did the activity survive training? (a deep stack can train into silence or saturation)
+    record["rates_after"] = [layer.rate for layer in sip.diagnose(model, x_ev[: args.batch]).layers]
     return record
 
 
@@ -242,7 +244,8 @@ def main(argv=None) -> list[dict]:
                     records.append(r)
                     print(f"{name:<20} depth {depth:>4} lr {lr:.0e} seed {seed}: {evaluated_on} accuracy "
                           f"{' '.join(f'{a:.3f}' for a in r['accuracy'])}; rates {min(r['rates']):.3f}-"
-                          f"{max(r['rates']):.3f}, grad max/min {r['grad_ratio']:.3g} ({r['train_s']:.0f} s)",
+                          f"{max(r['rates']):.3f} (after training {min(r['rates_after']):.3f}-{max(r['rates_after']):.3f}), "
+                          f"grad max/min {r['grad_ratio']:.3g} ({r['train_s']:.0f} s)",
                           flush=True)
     rows = summary(records)
     print(table(rows, evaluated_on))

