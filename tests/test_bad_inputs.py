@@ -444,6 +444,25 @@ def rows() -> Dict[str, Row]:
     row("plan-tied-weights", "plan", "two Linear modules sharing one weight Parameter", lambda m: sip.plan(m, x),
         tied_model, **works("one entry, named after the first module, fed by the data", _tied_plan))
 
+    # --- scale_membrane -----------------------------------------------------------------------------
+    row("scale-membrane-model-not-module", "scale_membrane", "model is a str",
+        lambda m: sip.scale_membrane("net", 0.5, x), **raises(sip.ArgumentTypeError, "model must be a torch.nn.Module"))
+    for value, label in ((0, "0"), (-0.5, "-0.5"), (float("nan"), "NaN"), (float("inf"), "inf")):
+        row(f"scale-membrane-factor-{label}", "scale_membrane", f"factor={label}",
+            lambda m, v=value: sip.scale_membrane(m, v, x), mlp,
+            **raises(sip.OptionError, "factor must be a positive finite number"))
+    row("scale-membrane-factor-str", "scale_membrane", "factor='0.5'", lambda m: sip.scale_membrane(m, "0.5", x), mlp,
+        **raises(sip.OptionError, "factor must be a positive number"))
+    row("scale-membrane-no-batch", "scale_membrane", "example_input=None", lambda m: sip.scale_membrane(m, 0.5, None),
+        mlp, **raises(sip.InitError, "needs a real batch"))
+    row("scale-membrane-no-threshold-lever", "scale_membrane", "a user neuron registered without scale_threshold",
+        lambda m: sip.scale_membrane(m, 0.5, x), mlp, **raises(sip.InitError, "threshold of neuron 1 (Spk) cannot be set"))
+    row("scale-membrane-inference-mode", "scale_membrane", "called under torch.inference_mode()",
+        lambda m: in_inference_mode(lambda model: sip.scale_membrane(model, 0.5, x), m), mlp,
+        **raises(sip.PlanError, "inference_mode"))
+    row("scale-membrane-skip-everything", "scale_membrane", "skip='*'", lambda m: sip.scale_membrane(m, 0.5, x, skip="*"),
+        mlp, **raises(sip.PlanError, "no neuron to scale"))
+
     # --- diagnose -----------------------------------------------------------------------------------
     row("diagnose-model-not-module", "diagnose", "model is a str", lambda m: sip.diagnose("net", x),
         **raises(sip.ArgumentTypeError, "model must be a torch.nn.Module"))
