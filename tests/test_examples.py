@@ -329,7 +329,9 @@ def test_bad_arguments_are_one_line(capsys, script, bad):
                                          ("deep_snntorch_mnist.py", ["-depth", "0"]),
                                          ("deep_snntorch_mnist.py", ["-methods", "none", "bogus"]),
                                          ("deep_snntorch_mnist.py", ["-methods", "ikun:deep"]),
-                                         ("deep_snntorch_mnist.py", ["-relay", "1"])])
+                                         ("deep_snntorch_mnist.py", ["-relay", "1"]),
+                                         ("deep_snntorch_mnist.py", ["-membrane", "0"]),
+                                         ("deep_snntorch_mnist.py", ["-membrane", "nan"])])
 def test_bad_arguments_stop_the_script_before_any_work(tmp_path, script, bad):
     """As a user runs it: exit 2, one line on stderr, nothing printed (no data loaded), nothing written."""
     proc = subprocess.run([sys.executable, str(EXAMPLES / script), *bad, "-out-dir", str(tmp_path / "out")],
