@@ -6,6 +6,8 @@
     python benchmarks/deep_sweep.py --arch conv --depths 2 20 --dataset fashion_mnist
     python benchmarks/deep_sweep.py --val 1000 --lr 3e-4 1e-3 3e-3 --depths 20 --seeds 0   # choose lr
     python benchmarks/deep_sweep.py --epochs 0 --depths 100 1000 --seeds 0     # measurements at init only
+    python benchmarks/deep_sweep.py --depths 2 10 20 --methods calibrated:relay --lr 3e-4 --scale-membrane 0.5
+                                                  # docs/depth.md's setting: the membrane scaled after the init
 
 Networks (snnTorch ``Leaky``, beta 0.9, snnTorch's default surrogate ATan(alpha = 2), T = ``--steps`` steps of
 direct pixel input, a non-spiking linear readout of the last layer's spikes averaged over T):
