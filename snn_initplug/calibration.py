@@ -230,24 +230,36 @@ class _Group:
     biases: list[tuple[str, torch.Tensor]]
 
 
-def _groups(model: nn.Module, p: Plan, skip=None) -> list[_Group]:
+def drive(layer: LayerPlan, modules: dict[str, nn.Module]) -> tuple[tuple[str, torch.Tensor],
+                                                                    Optional[tuple[str, torch.Tensor]]]:
+    """What scales the layer's contribution to its neuron's input, and the bias beside it: the affine weight of
+    the norm between them (scaling a weight before a normalization does nothing), else the layer's weight (an
+    internal weight's bias is its own submodule's)."""
+    norm = modules.get(layer.norm) if layer.norm is not None else None
+    if isinstance(norm, NORM_LAYERS) and norm.weight is not None:
+        return (f"{layer.norm}.weight", norm.weight), (None if norm.bias is None else (f"{layer.norm}.bias", norm.bias))
+    owner_path = layer.parameter.rpartition(".")[0]
+    owner = layer.module.get_submodule(owner_path) if owner_path else layer.module
+    own_bias = getattr(owner, "bias", None)
+    owner_name = layer.name.rpartition(".")[0]
+    return (layer.name, layer.weight), ((f"{owner_name}.bias", own_bias) if isinstance(own_bias, torch.Tensor)
+                                        else None)
+
+
+def _groups(model: nn.Module, p: Plan, skip=None, roles: tuple[str, ...] = ("input",)) -> list[_Group]:
+    """Per neuron (in forward order), the tensors that scale its input (:func:`drive`) of its layers in
+    ``roles`` that ``skip`` leaves."""
     modules = dict(model.named_modules())
     groups: dict[str, _Group] = {}
     for layer in p.layers:
-        if layer.role != "input" or is_skipped(layer, skip):
+        if layer.role not in roles or is_skipped(layer, skip):
             continue
         group = groups.setdefault(layer.neuron_name, _Group(layer.neuron_name, layer.neuron, [], [], []))
         group.layers.append(layer)
-        if layer.norm is not None and isinstance(modules.get(layer.norm), NORM_LAYERS) and modules[layer.norm].weight is not None:
-            norm = modules[layer.norm]
-            group.params.append((f"{layer.norm}.weight", norm.weight))
-            if norm.bias is not None:
-                group.biases.append((f"{layer.norm}.bias", norm.bias))
-        else:
-            group.params.append((layer.name, layer.weight))
-            bias = getattr(layer.module, "bias", None) if layer.kind != "internal" else None
-            if isinstance(bias, torch.Tensor):
-                group.biases.append((f"{layer.module_name}.bias", bias))
+        weight, bias = drive(layer, modules)
+        group.params.append(weight)
+        if bias is not None:
+            group.biases.append(bias)
     order = [name for name, _, _ in p.neurons]
     return sorted(groups.values(), key=lambda g: order.index(g.neuron_name))
 

@@ -39,10 +39,10 @@ import torch
 import torch.nn as nn
 
 from .adapters import threshold_lever
-from .calibration import _calls, _checked_calls, _recorded_passes, _runner
+from .calibration import _calls, _checked_calls, _groups, _recorded_passes, _runner
 from .distributed import is_distributed
 from .errors import ArgumentTypeError, InitError, OptionError, PlanError
-from .planning import NORM_LAYERS, LayerPlan, Plan, _all_tensors, plan, preserved
+from .planning import LayerPlan, Plan, _all_tensors, plan, preserved
 from .selection import Skip, is_skipped, skip_list
 from .tables import render_table, short_number
 from .transaction import SameDraws, Snapshot, agree, all_finite, check_writable, fingerprint, one_thread_per_model
@@ -94,35 +94,6 @@ def _threshold_value(module: nn.Module) -> Optional[float]:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def _owner(layer: LayerPlan) -> nn.Module:
-    """The module holding the layer's weight (a neuron's own recurrent ``nn.Linear`` for an internal weight)."""
-    path = layer.parameter.rpartition(".")[0]
-    return layer.module.get_submodule(path) if path else layer.module
-
-
-def _drives(model: nn.Module, layers: list[LayerPlan], neuron: str) -> list[tuple[str, torch.Tensor]]:
-    """The tensors that drive the neuron's membrane linearly: each feeding layer's weight and bias, or the
-    affine of the norm between them (scaling a weight before a normalization does nothing)."""
-    modules = dict(model.named_modules())
-    found: list[tuple[str, torch.Tensor]] = []
-    for layer in layers:
-        norm = modules.get(layer.norm) if layer.norm is not None else None
-        if norm is not None:
-            weight = getattr(norm, "weight", None)
-            if not isinstance(norm, NORM_LAYERS) or not isinstance(weight, torch.Tensor):
-                raise InitError(f"scale_membrane: {layer.norm} normalizes the input of {neuron} without an affine "
-                                "weight to scale; skip this neuron")
-            found.append((f"{layer.norm}.weight", weight))
-            bias = getattr(norm, "bias", None)
-        else:
-            found.append((layer.name, layer.weight))
-            bias = getattr(_owner(layer), "bias", None)
-            owner_name = layer.name.rpartition(".")[0]
-        if isinstance(bias, torch.Tensor):
-            found.append((f"{layer.norm}.bias" if norm is not None else f"{owner_name}.bias", bias))
-    return found
-
-
 def _neuron_skipped(name: str, layers: list[LayerPlan], skip: Skip) -> bool:
     patterns = [s for s in skip_list(skip) if isinstance(s, str)]
     return any(fnmatch.fnmatchcase(name, s) for s in patterns) or any(is_skipped(layer, skip) for layer in layers)
@@ -147,15 +118,20 @@ class _Target:
 def _targets(model: nn.Module, p: Plan, skip: Skip) -> tuple[list[_Target], list[str]]:
     """The neurons to scale (checked: each has a linear drive, a settable threshold, no hard reset to a value
     other than 0) and the names of those skipped."""
+    groups = {g.neuron_name: g for g in _groups(model, p, roles=("input", "recurrent"))}  # calibrate's drives
     targets, skipped = [], []
     for name, module, spec in p.neurons:
-        layers = [layer for layer in p.layers if layer.neuron_name == name]
-        if _neuron_skipped(name, layers, skip):
+        group = groups.get(name)
+        if _neuron_skipped(name, group.layers if group else [], skip):
             skipped.append(name)
             continue
-        if not layers:
+        if group is None:
             raise InitError(f"scale_membrane: neuron {name} has no weight layer before it, so its input cannot be "
                             f"scaled with its threshold without changing its spikes; skip it (skip={name!r})")
+        for layer, (label, _) in zip(group.layers, group.params):
+            if layer.norm is not None and not label.startswith(f"{layer.norm}."):
+                raise InitError(f"scale_membrane: {layer.norm} normalizes the input of {name} without an affine "
+                                f"weight to scale; skip it (skip={name!r})")
         if spec.reset == "hard" and spec.reset_value != 0:
             raise InitError(f"scale_membrane: neuron {name} resets to {spec.reset_value:g}, a value that would have "
                             f"to be scaled too; skip it (skip={name!r})")
@@ -163,7 +139,7 @@ def _targets(model: nn.Module, p: Plan, skip: Skip) -> tuple[list[_Target], list
         if lever is None:
             raise InitError(f"scale_membrane: the threshold of neuron {name} ({type(module).__name__}) cannot be "
                             "set (register_neuron(scale_threshold=...)); skip it")
-        drives = _drives(model, layers, name)
+        drives = group.params + group.biases
         for label, tensor in drives:
             if not all_finite(tensor):
                 raise InitError(f"scale_membrane: {label} has non-finite values; initialize it first")

@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import snn_initplug as sip
+import user_neuron
 from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
 
 
@@ -193,6 +194,13 @@ def test_refusals_name_the_problem_and_leave_the_model_unchanged():
     assert _unchanged(encoder, state)
     assert [n.status for n in sip.scale_membrane(encoder, 0.5, x * 3, steps=2, skip="0").neurons] == ["skipped", "scaled"]
 
+    no_affine = nn.Sequential(nn.Linear(12, 8), nn.BatchNorm1d(8, affine=False), snn.Leaky(beta=0.9, init_hidden=True))
+    state = _state(no_affine)
+    # BatchNorm without affine undoes the scaled Linear: caught by the comparison of the spikes
+    with pytest.raises(sip.InitError, match="the spikes of 2 changed"):
+        sip.scale_membrane(no_affine, 0.5, x, steps=2)
+    assert _unchanged(no_affine, state)
+
     net = _driven(LoopNet(surrogate.atan()))
     state = _state(net)
     for bad in (0, -1.0, math.nan, math.inf, "0.5", True, None):
@@ -234,14 +242,6 @@ class QuadraticNeuron(nn.Module):
 
 
 def test_a_neuron_not_linear_in_its_membrane_or_without_a_threshold_lever_is_refused():
-    def scale_theta(module, factor):
-        previous = module.theta
-        module.theta = previous * factor
-
-        def undo():
-            module.theta = previous
-        return undo
-
     def reset(module):
         module.u = None
 
@@ -254,7 +254,7 @@ def test_a_neuron_not_linear_in_its_membrane_or_without_a_threshold_lever_is_ref
         sip.register_neuron(QuadraticNeuron, spec, reset=reset)
         with pytest.raises(sip.InitError, match="threshold of neuron 1 .*cannot be set"):
             sip.scale_membrane(net, 0.5, x, steps=3)
-        sip.register_neuron(QuadraticNeuron, spec, reset=reset, scale_threshold=scale_theta)
+        sip.register_neuron(QuadraticNeuron, spec, reset=reset, scale_threshold=user_neuron.scale_theta)
         with pytest.raises(sip.InitError, match="the spikes of 1 changed"):
             sip.scale_membrane(net, 0.5, x, steps=3)
     finally:
