@@ -18,8 +18,8 @@ direct pixel input, a non-spiking linear readout of the last layer's spikes aver
 
 For every dataset, depth, method and seed: the seeded network is initialized (``default``: the framework's own
 init; ``kaiming_normal``; ``spike_aware``; ``calibrated``; ``:relay`` adds the relay structure), then measured at
-init on one training batch: each neuron layer's firing rate, the rates on a second, fresh batch (does calibration
-generalize beyond its batch?), and the gradient norm of each layer's weight for the cross-entropy of that batch
+init on one training batch: each neuron layer's firing rate, the rates on ``--fresh`` other training images (does
+calibration generalize beyond its batch of ``--calib-batch`` images?), and the gradient norm of each layer's weight for the cross-entropy of that batch
 (``diagnose``): the ratio of the largest to the smallest over the layers. Then Adam (``--lr``, batch ``--batch``)
 for ``--epochs`` over ``--train`` training images, evaluated after each epoch on the test set, or with ``--val N``
 on N images carved (stratified) from the training set: that is how the learning rate is chosen, never on the test
@@ -122,9 +122,10 @@ def at_init(model: PlainSNN, batch, labels, fresh, target: float) -> dict:
 
 def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
     x_tr, y_tr, x_ev, y_ev = data
-    model, init_s = initialized(name, depth, x_tr[: args.batch], seed, args)
+    calib = args.calib_batch or args.batch
+    model, init_s = initialized(name, depth, x_tr[:calib], seed, args)
     record = {"method": name, "depth": depth, "seed": seed, "lr": lr, "init_s": init_s,
-              **at_init(model, x_tr[: args.batch], y_tr[: args.batch], x_tr[args.batch: 2 * args.batch], args.target)}
+              **at_init(model, x_tr[: args.batch], y_tr[: args.batch], x_tr[calib: calib + args.fresh], args.target)}
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     order = torch.Generator().manual_seed(seed)
     record["accuracy"], start = [], time.perf_counter()
@@ -139,7 +140,7 @@ def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
         record["accuracy"].append(accuracy(model, x_ev, y_ev))
     record["train_s"] = time.perf_counter() - start
     # did the activity survive training? (a deep stack can train into silence or saturation)
-    record["rates_after"] = [layer.rate for layer in sip.diagnose(model, x_ev[: args.batch]).layers]
+    record["rates_after"] = [layer.rate for layer in sip.diagnose(model, x_ev[: args.fresh]).layers]
     return record
 
 
@@ -213,6 +214,12 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--test", type=int, default=None, help="test images (default: the whole test set)")
     p.add_argument("--val", type=int, default=0, help="carve this many (stratified) from the training images and "
                                                       "evaluate on them instead of the test set")
+    p.add_argument("--calib-batch", type=int, default=None,
+                   help="images the init sees (default: --batch): a rate follows its batch's input intensity, so a "
+                        "larger batch generalizes better")
+    p.add_argument("--fresh", type=int, default=64,
+                   help="images after the calibration batch on which the rates at init are measured again (and "
+                        "test images for the rates after training)")
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--channels", type=int, default=16)
     p.add_argument("--beta", type=float, default=0.9)
