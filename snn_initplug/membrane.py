@@ -58,7 +58,7 @@ OUTPUT_TOLERANCE = 1e-3  # relative L2 difference of the model's output
 class NeuronScaling:
     neuron: str
     parameters: list[str]  # the tensors multiplied by the factor (weights, biases, BatchNorm affine)
-    threshold_before: Optional[float]  # None: a per-neuron threshold (its mean is reported)
+    threshold_before: Optional[float]  # the mean of a per-neuron threshold; None if the module holds none we read
     threshold_after: Optional[float]
     spike_mismatch: float  # fraction of this neuron's spike values that differ from before (rounding)
     status: str = "scaled"  # or "skipped"
@@ -264,6 +264,11 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
                             "or skip the neuron whose membrane is read; the model is unchanged")
     except Exception as exc:
         error = exc
+    except BaseException:  # an interrupt: put everything back before it propagates
+        for step in reversed(undo):
+            step()
+        saved.restore()
+        raise
     try:
         agree("scale_membrane", 0, error, process_group)
     except BaseException:
