@@ -19,6 +19,7 @@ instead of the test set: the way to choose hyperparameters without looking at te
 """
 from __future__ import annotations
 
+import math
 import sys
 import time
 import warnings
@@ -34,6 +35,7 @@ import common  # noqa: E402
 import data  # noqa: E402
 
 NAME = "deep_snntorch_mnist"
+positive_finite = common.number_in(float, lambda x: math.isfinite(x) and x > 0, "a positive finite number")
 LABELS = {"none": "snnTorch default (no init call)"}
 
 
@@ -74,7 +76,7 @@ def parser():
                    help="init methods to compare: 'none' (the framework's own) or any snn_initplug method, "
                         "':relay' adds the relay structure")
     p.add_argument("-relay", type=common.relay_share, default=0.9, help="relay= for the ':relay' methods")
-    p.add_argument("-membrane", type=positive_float, default=0.5,
+    p.add_argument("-membrane", type=positive_finite, default=0.5,
                    help="after an snn_initplug init, sip.scale_membrane(model, C): weights, biases and thresholds "
                         "times C, the same spikes with the surrogate 1/C times wider relative to the threshold "
                         "(1: leave them; chosen on a validation split, see docs/depth.md)")
@@ -82,19 +84,6 @@ def parser():
     p.add_argument("-val", type=common.count, default=0,
                    help="hold out this many training images (stratified) and evaluate on them, not on the test set")
     return p
-
-
-def positive_float(text: str) -> float:
-    import argparse
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def method_name(text: str) -> str:

@@ -38,10 +38,11 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn as nn
 
-from .adapters import threshold_lever
+from .adapters import neuron_spec, threshold_lever
 from .calibration import _calls, _checked_calls, _groups, _recorded_passes, _runner
 from .distributed import is_distributed
 from .errors import ArgumentTypeError, InitError, OptionError, PlanError
+from .neuron import NeuronSpec
 from .planning import LayerPlan, Plan, _all_tensors, plan, preserved
 from .selection import Skip, is_skipped, skip_list
 from .tables import render_table, short_number
@@ -58,8 +59,8 @@ OUTPUT_TOLERANCE = 1e-3  # relative L2 difference of the model's output
 class NeuronScaling:
     neuron: str
     parameters: list[str]  # the tensors multiplied by the factor (weights, biases, BatchNorm affine)
-    threshold_before: Optional[float]  # the mean of a per-neuron threshold; None if the module holds none we read
-    threshold_after: Optional[float]
+    threshold_before: float  # as the adapter reads it (the mean of a per-neuron threshold)
+    threshold_after: float
     spike_mismatch: float  # fraction of this neuron's spike values that differ from before (rounding)
     status: str = "scaled"  # or "skipped"
 
@@ -87,11 +88,9 @@ class MembraneScaling:
         return "\n".join(lines + [f"note: {note}" for note in self.notes])
 
 
-def _threshold_value(module: nn.Module) -> Optional[float]:
-    value = getattr(module, "threshold", getattr(module, "v_threshold", None))
-    if isinstance(value, torch.Tensor):
-        return float(value.detach().float().mean())
-    return float(value) if isinstance(value, (int, float)) else None
+def _threshold_value(spec: NeuronSpec) -> float:
+    """The threshold as the neuron's adapter reads it (the mean of a per-neuron threshold)."""
+    return float(torch.as_tensor(spec.threshold, dtype=torch.float64).mean())
 
 
 def _neuron_skipped(name: str, layers: list[LayerPlan], skip: Skip) -> bool:
@@ -237,7 +236,6 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
             tensors.setdefault(id(tensor), tensor)
     agree("scale_membrane", fingerprint([(t.name, [(n, tuple(x.shape)) for n, x in t.drives]) for t in targets],
                                         factor), None, process_group)
-    thresholds = {t.name: _threshold_value(t.module) for t in targets}
     saved = Snapshot(list(tensors.values()))
     undo: list[Callable[[], None]] = []
     error: Optional[Exception] = None
@@ -245,9 +243,8 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
         with torch.no_grad():
             for tensor in tensors.values():
                 tensor.mul_(factor)
-        levers: dict[int, Callable[[float], Callable[[], None]]] = {id(t.module): t.lever for t in targets}
-        for lever in levers.values():
-            undo.append(lever(factor))
+        for target in targets:
+            undo.append(target.lever(factor))
         after, out_after = _record(model, p, run, draws)
         mismatch = {name: _changed(before[name], after[name]) for name in before}
         output_difference = _difference(out_before, out_after)
@@ -278,12 +275,12 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
         raise
     records = []
     names = {t.name: t for t in targets}
-    for name, module, _ in p.neurons:
+    for name, module, spec in p.neurons:  # the plan's specs were read before the scaling
         if name in names:
-            records.append(NeuronScaling(name, [n for n, _ in names[name].drives], thresholds[name],
-                                         _threshold_value(module), mismatch[name]))
+            records.append(NeuronScaling(name, [n for n, _ in names[name].drives], _threshold_value(spec),
+                                         _threshold_value(neuron_spec(module)), mismatch[name]))
         elif name in skipped:
-            records.append(NeuronScaling(name, [], _threshold_value(module), _threshold_value(module), 0.0, "skipped"))
+            records.append(NeuronScaling(name, [], _threshold_value(spec), _threshold_value(spec), 0.0, "skipped"))
     notes = []
     if factor == 1.0:
         notes.append("factor 1: nothing changed")
