@@ -102,9 +102,24 @@ def initialized(name: str, depth: int, batch: torch.Tensor, seed: int, args) -> 
             warnings.simplefilter("ignore")
             sip.initialize(model, method, batch, generator=torch.Generator().manual_seed(seed), skip="readout",
                            **options)
-    if args.scale_membrane != 1.0:  # weights, biases and thresholds times c: the same spikes, a wider surrogate
+    if args.scale_membrane == "balanced":  # the factor that flattens the weight-gradient norms over depth
+        model.balance = sip.balance_gradients(model, batch, seed=seed)
+    elif args.scale_membrane != 1.0:  # weights, biases and thresholds times c: the same spikes, a wider surrogate
         sip.scale_membrane(model, args.scale_membrane, batch)
     return model, time.perf_counter() - start
+
+
+def membrane_factor(text: str):
+    """``--scale-membrane``: a positive number or ``balanced``."""
+    if text == "balanced":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'balanced', got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'balanced', got {text!r}")
+    return value
 
 
 def at_init(model: PlainSNN, batch, labels, fresh, target: float) -> dict:
@@ -125,6 +140,7 @@ def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
     calib = args.calib_batch or args.batch
     model, init_s = initialized(name, depth, x_tr[:calib], seed, args)
     record = {"method": name, "depth": depth, "seed": seed, "lr": lr, "init_s": init_s,
+              "membrane_factor": model.balance.factor if hasattr(model, "balance") else args.scale_membrane,
               **at_init(model, x_tr[: args.batch], y_tr[: args.batch], x_tr[calib: calib + args.fresh], args.target)}
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     order = torch.Generator().manual_seed(seed)
@@ -229,9 +245,10 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--horizon", default="single", choices=["single", "steps", "stationary"],
                    help="spike_aware's horizon: one step, the T steps simulated (its relay weight then holds the "
                         "rate over T steps of the neuron's dynamics), or the stationary sums")
-    p.add_argument("--scale-membrane", type=float, default=1.0,
+    p.add_argument("--scale-membrane", type=membrane_factor, default=1.0,
                    help="after init, sip.scale_membrane(model, C): every hidden layer's weight and bias and every "
-                        "threshold times C (the same spikes; the surrogate 1/C times wider relative to θ)")
+                        "threshold times C (the same spikes; the surrogate 1/C times wider relative to θ); "
+                        "'balanced': the C of sip.balance_gradients (flat weight-gradient norms over depth)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results/deep_sweep")

@@ -68,6 +68,9 @@ _PUBLIC: dict[str, str] = {
     "calibrate": "calibration",
     "scale_membrane": "membrane",
     "MembraneScaling": "membrane",
+    "balance_gradients": "membrane",
+    "GradientBalance": "membrane",
+    "gradient_slope": "membrane",
     "CalibrationReport": "calibration",
     "diagnose": "diagnostics",
     "Diagnosis": "diagnostics",
@@ -121,7 +124,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         membrane_target,
         spike_aware_law,
     )
-    from .membrane import MembraneScaling, scale_membrane
+    from .membrane import GradientBalance, MembraneScaling, balance_gradients, gradient_slope, scale_membrane
     from .neuron import NeuronSpec, kernel_sums_from_response, simulate_impulse_response
     from .options import BaselineOptions, CalibrationOptions, FluctuationOptions, IkunOptions, SpikeAwareOptions
     from .planning import Plan, plan

@@ -40,19 +40,28 @@ import torch.nn as nn
 
 from .adapters import neuron_spec, threshold_lever
 from .calibration import _calls, _checked_calls, _groups, _recorded_passes, _runner
-from .distributed import is_distributed
+from .distributed import all_reduce_sums, is_distributed, world_size
 from .errors import ArgumentTypeError, InitError, OptionError, PlanError
 from .neuron import NeuronSpec
-from .planning import LayerPlan, Plan, _all_tensors, plan, preserved
+from .planning import LayerPlan, Plan, _all_tensors, plan, preserved, reset_neuron
 from .selection import Skip, is_skipped, skip_list
 from .tables import render_table, short_number
 from .transaction import SameDraws, Snapshot, agree, all_finite, check_writable, fingerprint, one_thread_per_model
 
-__all__ = ["scale_membrane", "MembraneScaling", "NeuronScaling"]
+__all__ = ["scale_membrane", "MembraneScaling", "NeuronScaling", "balance_gradients", "GradientBalance", "gradient_slope"]
 
 # a spike flipped by rounding (a membrane within an ulp of θ) is tolerated at this rate per neuron layer
 SPIKE_MISMATCH_TOLERANCE = 1e-3
 OUTPUT_TOLERANCE = 1e-3  # relative L2 difference of the model's output
+# A rounding flip (a factor that is not a power of 2 rounds c·W·x and c·θ differently) changes the spikes downstream
+# of it in a deep stack and moves the output a little; an output that reads a membrane moves by about |c - 1|.
+FLIPPED_OUTPUT_TOLERANCE = 0.05
+
+
+def _output_tolerance(factor: float, flipped: bool) -> float:
+    """How far the output may move: rounding only without a flipped spike; with one, the few percent its
+    downstream changes make, but less than half of the |c - 1| a membrane read would show."""
+    return min(FLIPPED_OUTPUT_TOLERANCE, 0.5 * abs(factor - 1)) if flipped else OUTPUT_TOLERANCE
 
 
 @dataclass
@@ -254,9 +263,10 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
                             "values) when its membrane and threshold were scaled together: its dynamics are not linear "
                             "in the membrane, or its input has a path that was not scaled; skip it "
                             f"(skip={changed[0]!r}); the model is unchanged")
-        if output_difference > OUTPUT_TOLERANCE:
+        flipped = any(mismatch.values())
+        if output_difference > _output_tolerance(factor, flipped):
             raise InitError(f"scale_membrane: the model's output changed (relative difference {output_difference:.2g}) "
-                            "although every spike stayed: it reads a membrane potential (snnTorch's mem_rec?) that "
+                            "although the spikes stayed: it reads a membrane potential (snnTorch's mem_rec?) that "
                             "the scaling changes; pass forward= returning what the loss uses if that is spikes only, "
                             "or skip the neuron whose membrane is read; the model is unchanged")
     except Exception as exc:
@@ -284,6 +294,259 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
     notes = []
     if factor == 1.0:
         notes.append("factor 1: nothing changed")
+    flips = [name for name, value in mismatch.items() if value]
+    if flips:
+        notes.append(f"{len(flips)} neuron layer(s) have spikes flipped by rounding (a membrane within float rounding "
+                     f"of θ, first {flips[0]}); the output moved by {output_difference:.2g} (relative)")
     if is_distributed(process_group):
         notes.append("checked on every rank's batch; written on every rank")
     return MembraneScaling(factor, records, output_difference, notes)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The factor that balances the backward pass
+# --------------------------------------------------------------------------------------------------------
+FLATNESS = 1.5  # stop when the fitted first-to-last gradient ratio exp(|b| (L - 1)) is within this factor
+BALANCE_BOUNDS = (1 / 64, 64)
+BALANCE_EVALUATIONS = 24
+
+
+def gradient_slope(norms) -> float:
+    r"""Least-squares slope :math:`b` of :math:`\log g_l = a + b\,l` over the layers :math:`l = 0 \dots L-1`.
+
+    :math:`b > 0`: the gradient norms grow toward the output (they vanish toward the input), :math:`b < 0`: they
+    explode toward the input; :math:`e^{b (L-1)}` is the fitted last-to-first ratio. A zero norm (underflow) and
+    an infinite one (overflow) are clamped to :math:`10^{\mp 300}`, so the sign still says which way they went.
+
+    Example:
+        >>> round(gradient_slope([1.0, 10.0, 100.0]), 4)  # ln 10 per layer
+        2.3026
+    """
+    logs = [math.log(min(max(float(g), 1e-300), 1e300)) if not math.isnan(g) else math.nan for g in norms]
+    if len(logs) < 2 or any(math.isnan(v) for v in logs):
+        raise InitError(f"gradient_slope: needs at least 2 finite gradient norms, got {list(norms)}")
+    n = len(logs)
+    mean_l, mean_y = (n - 1) / 2, sum(logs) / n
+    return sum((i - mean_l) * (y - mean_y) for i, y in enumerate(logs)) / sum((i - mean_l) ** 2 for i in range(n))
+
+
+@dataclass
+class GradientBalance:
+    """What :func:`balance_gradients` found: the membrane factor, the weight-gradient norms per neuron layer
+    (input to output) before and after, and the :func:`scale_membrane` record of the write."""
+    factor: float
+    neurons: list[str]
+    norms_before: list[float]
+    norms_after: list[float]
+    evaluations: int
+    scaling: MembraneScaling
+
+    @staticmethod
+    def _ratio(norms: list[float]) -> float:
+        positive = [g for g in norms if g > 0]
+        return max(norms) / min(norms) if len(positive) == len(norms) and math.isfinite(max(norms)) else math.inf
+
+    @property
+    def ratio_before(self) -> float:
+        """Largest over smallest weight-gradient norm over the neuron layers, before."""
+        return self._ratio(self.norms_before)
+
+    @property
+    def ratio_after(self) -> float:
+        return self._ratio(self.norms_after)
+
+    def __str__(self) -> str:
+        return (f"membrane scaled by {self.factor:.4g} ({self.evaluations} gradient passes): weight-gradient norms "
+                f"max/min over {len(self.neurons)} neuron layers {self.ratio_before:.3g} -> {self.ratio_after:.3g} "
+                f"(input to output: {short_number(self.norms_before[0])} .. {short_number(self.norms_before[-1])} -> "
+                f"{short_number(self.norms_after[0])} .. {short_number(self.norms_after[-1])})")
+
+
+def _random_projection(output: Any, seed: int) -> torch.Tensor:
+    r""":math:`L = \sum_k \langle o_k, R_k \rangle / \sqrt{n}` over the output's floating tensors, :math:`R_k` standard
+    normal from ``seed``: a loss whose gradient at the output is a fixed random direction, so the norms measure
+    the network's backward gain and not a task's."""
+    tensors = [t for t in _all_tensors(output) if t.is_floating_point() and t.requires_grad]
+    if not tensors:
+        raise InitError("balance_gradients: the model's output does not depend on any weight (no gradient path)")
+    generator = torch.Generator().manual_seed(seed)
+    n = sum(t.numel() for t in tensors)
+    return sum((t * torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device)).sum()
+               for t in tensors) / math.sqrt(n)
+
+
+def _gradient_norms_by_neuron(model: nn.Module, p: Plan, targets: list[_Target], run: Callable[[], Any],
+                              loss_of: Callable[[Any], torch.Tensor], draws: SameDraws) -> list[float]:
+    """||dL/dW|| of the weights feeding each target neuron (input to output), one pass from rest."""
+    weights = {t.name: [layer.weight for layer in p.layers if layer.neuron_name == t.name] for t in targets}
+    flat = list({id(w): w for ws in weights.values() for w in ws}.values())
+
+    def evaluate() -> Any:
+        for _, neuron, _ in p.neurons:
+            reset_neuron(neuron)
+        return run()
+
+    with preserved(model):  # states, requires_grad flags and RNG put back
+        for w in flat:
+            w.requires_grad_(True)
+        with torch.enable_grad():
+            loss = loss_of(draws.run(evaluate))
+            if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
+                raise InitError("balance_gradients: loss_fn must return a scalar tensor that depends on the weights")
+            grads = torch.autograd.grad(loss.reshape(()), flat, allow_unused=True)
+    by_id = {id(w): (0.0 if g is None else float(g.detach().double().pow(2).sum())) for w, g in zip(flat, grads)}
+    return [math.sqrt(sum(by_id[id(w)] for w in weights[t.name])) for t in targets]
+
+
+@one_thread_per_model("balance_gradients")
+def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[int] = None,
+                      forward: Optional[Callable[[nn.Module, Any], Any]] = None,
+                      loss_fn: Optional[Callable[[Any], torch.Tensor]] = None, skip: Skip = None, seed: int = 0,
+                      bounds: tuple[float, float] = BALANCE_BOUNDS, process_group: Any = None) -> GradientBalance:
+    r"""Scale the membrane (:func:`scale_membrane`) by the factor :math:`c` that makes the weight-gradient norms
+    equal, on average, from the first neuron layer to the last: every spike unchanged, the backward pass neither
+    vanishing nor exploding with depth.
+
+    The surrogate derivative is evaluated at :math:`c(u-\theta)`, so each layer's backward gain grows with
+    :math:`c` (for ATan, :math:`\mathbb{E}[h_{c\alpha}(u-\theta)^2]` grows with :math:`c`). With :math:`g_l` the
+    norm of :math:`\partial L/\partial W_l` on the example batch and :math:`b(c)` the least-squares slope of
+    :math:`\log g_l` over the layers (:func:`gradient_slope`), the search brackets and bisects :math:`\log c` for
+    :math:`b(c) = 0`, stopping when the fitted first-to-last ratio :math:`e^{|b|(L-1)}` is within 1.5 (or after
+    24 gradient passes, keeping the best), then writes that factor with :func:`scale_membrane`'s checks. The
+    default loss is a fixed random projection of the output (seeded by ``seed``): the gain is the network's, not
+    a task's; pass ``loss_fn(output) -> scalar`` for another.
+
+    Args:
+        model: the network after initialization (its rates are kept: no spike changes).
+        example_input, steps, forward, skip, seed, process_group: as in :func:`scale_membrane`; under
+            ``torch.distributed`` the slope is averaged over the ranks, so every rank takes the same factor.
+        loss_fn: optional loss of the model's output (what ``forward``/``model`` returns; a list over ``steps``).
+        bounds: the factors searched, ``(low, high)`` with ``0 < low < 1 < high``.
+
+    Returns:
+        GradientBalance: the factor, the norms per neuron layer before and after, the scaling record.
+
+    Raises:
+        InitError: no factor within ``bounds`` balances the gradients (the model is unchanged), or
+            :func:`scale_membrane` refuses the model.
+
+    Example:
+        >>> import torch, torch.nn as nn, snntorch as snn
+        >>> import snn_initplug as sip
+        >>> _ = torch.manual_seed(0)
+        >>> net = nn.Sequential(*[m for _ in range(8) for m in (nn.Linear(64, 64), snn.Leaky(beta=0.9, init_hidden=True))])
+        >>> x = (torch.rand(32, 64) < 0.2).float()
+        >>> _ = sip.initialize(net, "calibrated", x, steps=4, target_rate=0.15)
+        >>> balance = sip.balance_gradients(net, x, steps=4)
+        >>> balance.ratio_after < 10 < balance.ratio_before
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise ArgumentTypeError(f"balance_gradients: model must be a torch.nn.Module, got {type(model).__name__}")
+    try:
+        low, high = _checked_bounds(bounds)
+        if loss_fn is not None and not callable(loss_fn):
+            raise ArgumentTypeError(f"balance_gradients: loss_fn must be callable, got {type(loss_fn).__name__}")
+        if example_input is None:
+            raise InitError("balance_gradients: needs a real batch (example_input) to measure the gradients on")
+        calls = _checked_calls(_calls(example_input, steps))
+        p = plan(model, example_input if forward is not None else calls[0], forward=forward)
+        targets, _ = _targets(model, p, skip)
+        if len(targets) < 2:
+            raise InitError(f"balance_gradients: needs at least 2 neuron layers to balance, found {len(targets)}")
+        run = _runner(model, example_input, calls, steps, forward)
+        loss_of = loss_fn if loss_fn is not None else (lambda output: _random_projection(output, seed))
+        draws = SameDraws(seed)
+        tensors = list({id(t): t for target in targets for _, t in target.drives}.values())
+    except Exception as exc:
+        agree("balance_gradients", 0, exc, process_group)
+        raise
+    agree("balance_gradients", fingerprint([(t.name, [(n, tuple(x.shape)) for n, x in t.drives]) for t in targets],
+                                           [low, high]), None, process_group)
+    saved = Snapshot(tensors)
+
+    def norms_at(factor: float) -> list[float]:
+        """The norms with every target scaled by ``factor``, the model put back afterwards (on every rank)."""
+        undo: list[Callable[[], None]] = []
+        try:
+            with torch.no_grad():
+                for tensor in tensors:
+                    tensor.mul_(factor)
+            for target in targets:
+                undo.append(target.lever(factor))
+            norms, error = _gradient_norms_by_neuron(model, p, targets, run, loss_of, draws), None
+        except Exception as exc:  # noqa: BLE001 - every rank must learn of it before anyone raises
+            norms, error = [], exc
+        finally:
+            for step in reversed(undo):
+                step()
+            saved.restore()
+        agree("balance_gradients", 0, error, process_group)
+        return norms
+
+    def slope_at(factor: float) -> float:
+        norms = norms_at(factor)
+        tried[factor] = norms
+        if not is_distributed(process_group):
+            return gradient_slope(norms)
+        return all_reduce_sums([gradient_slope(norms)], process_group)[0] / world_size(process_group)
+
+    tried: dict[float, list[float]] = {}
+    found = _balanced_factor(slope_at, low, high, len(targets))
+    if found is None:
+        edge = high if high in tried else low
+        b_edge = gradient_slope(tried[edge])
+        way = "vanish toward the input" if b_edge > 0 else "explode toward the input"
+        raise InitError(f"balance_gradients: the gradients {way} at every factor from 1 to {edge:g} (slope of "
+                        f"log-norm per layer {b_edge:.3g} at {edge:g}); no membrane scale within bounds balances "
+                        "them; the model is unchanged")
+    scaling = scale_membrane(model, found, example_input, steps=steps, forward=forward, skip=skip, seed=seed,
+                             process_group=process_group)
+    after = tried[found]
+    return GradientBalance(found, [t.name for t in targets], tried[1.0], after, len(tried), scaling)
+
+
+def _checked_bounds(bounds: Any) -> tuple[float, float]:
+    try:
+        low, high = (float(b) for b in bounds)
+    except (TypeError, ValueError):
+        raise OptionError(f"balance_gradients: bounds must be two numbers (low, high), got {bounds!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low < 1 < high):
+        raise OptionError(f"balance_gradients: bounds must satisfy 0 < low < 1 < high, got {bounds!r}")
+    return low, high
+
+
+def _balanced_factor(slope_at: Callable[[float], float], low: float, high: float, layers: int) -> Optional[float]:
+    """The factor in [low, high] where the log-norm slope crosses 0 (it falls as the factor grows): from 1,
+    doubling or halving until the sign changes, then bisection in log space; None if it never changes sign."""
+    flat = math.log(FLATNESS) / max(layers - 1, 1)
+    b = slope_at(1.0)
+    best = (abs(b), 1.0)
+    if abs(b) <= flat:
+        return 1.0
+    inner, direction = 1.0, (2.0 if b > 0 else 0.5)  # vanishing: more gain, a larger factor
+    evaluations = 1
+    while True:
+        outer = min(max(inner * direction, low), high)
+        if outer == inner:
+            return None
+        b_outer = slope_at(outer)
+        evaluations += 1
+        best = min(best, (abs(b_outer), outer))
+        if abs(b_outer) <= flat:
+            return outer
+        if (b_outer > 0) != (b > 0):
+            break
+        inner = outer
+    while evaluations < BALANCE_EVALUATIONS:  # b(inner) and b(outer) have opposite signs
+        middle = math.sqrt(inner * outer)
+        b_middle = slope_at(middle)
+        evaluations += 1
+        best = min(best, (abs(b_middle), middle))
+        if abs(b_middle) <= flat:
+            return middle
+        if (b_middle > 0) == (b > 0):
+            inner = middle
+        else:
+            outer = middle
+    return best[1]

@@ -1,0 +1,146 @@
+"""balance_gradients: the membrane factor at which the weight-gradient norms stop vanishing or exploding with
+depth, checked against gradients computed here with plain autograd (not the package's measurement)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+import snn_initplug as sip
+from snn_initplug.planning import reset_neuron
+from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
+
+DEPTH, WIDTH, STEPS = 24, 48, 4
+
+
+def _snntorch_stack(depth=DEPTH, width=WIDTH):
+    import snntorch as snn
+
+    return nn.Sequential(*[m for _ in range(depth) for m in (nn.Linear(width, width),
+                                                             snn.Leaky(beta=0.9, init_hidden=True))])
+
+
+def _spikes(batch=32, width=WIDTH, seed=1):
+    return (torch.rand(batch, width, generator=torch.Generator().manual_seed(seed)) < 0.2).float()
+
+
+def _norms(net, x, steps=STEPS, multistep=False):
+    """||dL/dW|| per Linear (input to output), L = <output summed over the steps, R>, R standard normal:
+    written here with autograd alone, from a fresh state."""
+    for m in net.modules():
+        reset_neuron(m)
+    out = net(torch.stack([x] * steps)) if multistep else sum(net(x) for _ in range(steps))
+    r = torch.randn(out.shape, generator=torch.Generator().manual_seed(7))
+    weights = [m.weight for m in net.modules() if isinstance(m, nn.Linear)]
+    grads = torch.autograd.grad((out * r).sum(), weights)
+    for m in net.modules():
+        reset_neuron(m)
+    return [float(g.norm()) for g in grads]
+
+
+def _slope(norms):
+    """Least-squares slope of log-norm over the layer index (numpy's fit, not the package's)."""
+    import numpy as np
+
+    return float(np.polyfit(np.arange(len(norms)), np.log(norms), 1)[0])
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_snntorch_balanced_factor_is_where_the_gradients_turn_from_vanishing_to_exploding():
+    torch.manual_seed(0)
+    net, x = _snntorch_stack(), _spikes()
+    sip.initialize(net, "calibrated", x, steps=STEPS, target_rate=0.15)
+    sip.scale_membrane(net, 0.5, x, steps=STEPS)  # a wide surrogate: the gradient fades toward the input
+    before = _norms(net, x)
+    spikes_before = sum(net(x) for _ in range(STEPS)).detach()
+    reference = _snntorch_stack()
+    reference.load_state_dict(net.state_dict())
+    balance = sip.balance_gradients(net, x, steps=STEPS)
+    after = _norms(net, x)
+    assert _slope(before) > 0 and max(before) / min(before) > 10
+    assert max(after) / min(after) < 10  # the issue's target: the norms within 10x over the layers
+    assert abs(_slope(after)) * (DEPTH - 1) < math.log(2)
+    assert balance.factor > 1  # vanishing: more backward gain, a narrower surrogate relative to the membrane
+    # the factor is the crossing: half of it still vanishes, twice it explodes (independent scalings of a copy)
+    for factor, vanishes in ((balance.factor / 2, True), (balance.factor * 2, False)):
+        other = _snntorch_stack()
+        other.load_state_dict(reference.state_dict())
+        sip.scale_membrane(other, factor, x, steps=STEPS)
+        assert (_slope(_norms(other, x)) > 0) == vanishes
+    # the same spikes: the sum over the steps of the last layer's spikes is unchanged
+    for m in net.modules():
+        reset_neuron(m)
+    torch.testing.assert_close(sum(net(x) for _ in range(STEPS)).detach(), spikes_before)
+    # every weight, bias and threshold is the reference's times the factor
+    for (name, p), q in zip(net.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q * balance.factor, msg=name)
+    assert float(net[1].threshold) == pytest.approx(0.5 * balance.factor)
+    assert balance.ratio_before > 10 > balance.ratio_after  # its own measurement (another random projection) too
+    assert "membrane scaled by" in str(balance)
+
+
+@pytest.mark.spikingjelly
+@pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
+def test_spikingjelly_multistep_stack_is_balanced():
+    from spikingjelly.activation_based import layer, neuron
+
+    torch.manual_seed(0)
+    net = nn.Sequential(*[m for _ in range(DEPTH) for m in (layer.Linear(WIDTH, WIDTH, step_mode="m"),
+                                                            neuron.LIFNode(tau=2.0, step_mode="m"))])
+    x = torch.stack([_spikes()] * STEPS)
+    sip.initialize(net, "calibrated", x, target_rate=0.15)
+    sip.scale_membrane(net, 0.5, x)
+    before = _norms(net, x[0], multistep=True)
+    balance = sip.balance_gradients(net, x)
+    after = _norms(net, x[0], multistep=True)
+    assert max(before) / min(before) > 10
+    assert max(after) / min(after) < 10
+    assert balance.factor > 1 and balance.ratio_after < 10
+
+
+def test_gradient_slope_closed_form():
+    assert sip.gradient_slope([3.0 * 2.0**i for i in range(6)]) == pytest.approx(math.log(2))
+    assert sip.gradient_slope([5.0, 5.0, 5.0]) == pytest.approx(0.0)
+    assert sip.gradient_slope([0.0, 1e-3, 1.0]) > 0  # underflow to 0 still reads as vanishing
+    assert sip.gradient_slope([math.inf, 1.0, 1e-3]) < 0  # overflow still reads as exploding
+    with pytest.raises(sip.InitError):
+        sip.gradient_slope([1.0])
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+@pytest.mark.parametrize("call, error, words", [
+    (lambda n, x: sip.balance_gradients(n, x, steps=STEPS, bounds=(0.99, 1.01)), sip.InitError,
+     "no membrane scale within bounds"),
+    (lambda n, x: sip.balance_gradients(n, x, steps=STEPS, bounds=(2, 4)), sip.OptionError, "0 < low < 1 < high"),
+    (lambda n, x: sip.balance_gradients(n, x, steps=STEPS, bounds=5), sip.OptionError, "two numbers"),
+    (lambda n, x: sip.balance_gradients(n, x, steps=STEPS, loss_fn=lambda out: out[0]), sip.InitError,
+     "scalar tensor"),
+    (lambda n, x: sip.balance_gradients(n, x, steps=STEPS, loss_fn=lambda out: 1 / 0), ZeroDivisionError,
+     "division by zero"),
+    (lambda n, x: sip.balance_gradients(n, x, steps=STEPS, skip="*"), sip.PlanError, "no neuron to scale"),
+    (lambda n, x: sip.balance_gradients(n, None), sip.InitError, "needs a real batch"),
+])
+def test_refusals_leave_the_model_unchanged(call, error, words):
+    torch.manual_seed(0)
+    net, x = _snntorch_stack(depth=6, width=16), _spikes(width=16)
+    sip.initialize(net, "calibrated", x, steps=STEPS, target_rate=0.15)
+    state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    thresholds = [float(m.threshold) for m in net if hasattr(m, "threshold")]
+    with pytest.raises(error, match=words):
+        call(net, x)
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert [float(m.threshold) for m in net if hasattr(m, "threshold")] == thresholds
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_one_neuron_layer_is_refused():
+    import snntorch as snn
+
+    net = nn.Sequential(nn.Linear(8, 8), snn.Leaky(beta=0.9, init_hidden=True))
+    with pytest.raises(sip.InitError, match="at least 2 neuron layers"):
+        sip.balance_gradients(net, torch.rand(4, 8), steps=2)
