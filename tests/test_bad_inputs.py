@@ -463,6 +463,25 @@ def rows() -> Dict[str, Row]:
     row("scale-membrane-skip-everything", "scale_membrane", "skip='*'", lambda m: sip.scale_membrane(m, 0.5, x, skip="*"),
         mlp, **raises(sip.PlanError, "no neuron to scale"))
 
+    # --- balance_gradients --------------------------------------------------------------------------
+    row("balance-gradients-model-not-module", "balance_gradients", "model is a str",
+        lambda m: sip.balance_gradients("net", x), **raises(sip.ArgumentTypeError, "model must be a torch.nn.Module"))
+    for bounds, label in (((2, 4), "(2, 4)"), ((0.5, float("nan")), "(0.5, NaN)"), ((0, 4), "(0, 4)")):
+        row(f"balance-gradients-bounds-{label}", "balance_gradients", f"bounds={label}",
+            lambda m, b=bounds: sip.balance_gradients(m, x, bounds=b), mlp,
+            **raises(sip.OptionError, "bounds must satisfy 0 < low < 1 < high"))
+    row("balance-gradients-bounds-str", "balance_gradients", "bounds='wide'",
+        lambda m: sip.balance_gradients(m, x, bounds="wide"), mlp, **raises(sip.OptionError, "bounds must be two numbers"))
+    row("balance-gradients-loss-fn-not-callable", "balance_gradients", "loss_fn=3",
+        lambda m: sip.balance_gradients(m, x, loss_fn=3), mlp, **raises(sip.ArgumentTypeError, "loss_fn must be callable"))
+    row("balance-gradients-no-batch", "balance_gradients", "example_input=None",
+        lambda m: sip.balance_gradients(m, None), mlp, **raises(sip.InitError, "needs a real batch"))
+    row("balance-gradients-no-threshold-lever", "balance_gradients", "a user neuron registered without scale_threshold",
+        lambda m: sip.balance_gradients(m, x), mlp, **raises(sip.InitError, "threshold of neuron 1 (Spk) cannot be set"))
+    row("balance-gradients-inference-mode", "balance_gradients", "called under torch.inference_mode()",
+        lambda m: in_inference_mode(lambda model: sip.balance_gradients(model, x), m), mlp,
+        **raises(sip.PlanError, "inference_mode"))
+
     # --- diagnose -----------------------------------------------------------------------------------
     row("diagnose-model-not-module", "diagnose", "model is a str", lambda m: sip.diagnose("net", x),
         **raises(sip.ArgumentTypeError, "model must be a torch.nn.Module"))
