@@ -135,6 +135,18 @@ def at_init(model: PlainSNN, batch, labels, fresh, target: float) -> dict:
             "grad_ratio": (max(positive) / min(positive)) if len(positive) == len(grads) and grads else math.inf}
 
 
+def traced(model: PlainSNN, step: int, losses: list[float], x_ev, y_ev, fresh: int) -> dict:
+    """``--trace``: the training loss since the last trace, the evaluation accuracy, every layer's rate on
+    ``fresh`` evaluation images, and per hidden weight its mean and sd off the relay pattern (what drifts)."""
+    off_relay = []
+    for layer in model.layers[1:]:
+        w = layer.weight.detach()
+        keep = sip.relay_pattern(w.shape) == 0
+        off_relay.append((float(w[keep].mean()), float(w[keep].std())))
+    return {"step": step, "loss": statistics.fmean(losses), "accuracy": accuracy(model, x_ev, y_ev),
+            "rates": [layer.rate for layer in sip.diagnose(model, x_ev[:fresh]).layers], "off_relay": off_relay}
+
+
 def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
     x_tr, y_tr, x_ev, y_ev = data
     calib = args.calib_batch or args.batch
@@ -142,9 +154,10 @@ def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
     record = {"method": name, "depth": depth, "seed": seed, "lr": lr, "init_s": init_s,
               "membrane_factor": model.balance.factor if hasattr(model, "balance") else args.scale_membrane,
               **at_init(model, x_tr[: args.batch], y_tr[: args.batch], x_tr[calib: calib + args.fresh], args.target)}
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = (torch.optim.Adam(model.parameters(), lr=lr) if args.optimizer == "adam"
+                 else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
     order = torch.Generator().manual_seed(seed)
-    record["accuracy"], start = [], time.perf_counter()
+    record["accuracy"], record["trace"], start, step, losses = [], [], time.perf_counter(), 0, []
     for _ in range(args.epochs):
         perm = torch.randperm(len(x_tr), generator=order)
         for i in range(0, len(x_tr) - args.batch + 1, args.batch):
@@ -153,6 +166,10 @@ def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            step, _ = step + 1, losses.append(float(loss))
+            if args.trace and step % args.trace == 0:
+                record["trace"].append(traced(model, step, losses, x_ev, y_ev, args.fresh))
+                losses = []
         record["accuracy"].append(accuracy(model, x_ev, y_ev))
     record["train_s"] = time.perf_counter() - start
     # did the activity survive training? (a deep stack can train into silence or saturation)
@@ -225,6 +242,11 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--lr", type=float, nargs="+", default=[1e-3], help="one rate for every depth (a grid if several)")
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--trace", type=int, default=0, metavar="N",
+                   help="every N training steps record the loss, the accuracy, each layer's rate and the drift of "
+                        "the hidden weights off the relay pattern (in the JSON's records)")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
+                   help="Adam, or SGD with momentum 0.9 (whose steps follow the gradient's size layer by layer)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--train", type=int, default=None, help="training images (default: all there are)")
     p.add_argument("--test", type=int, default=None, help="test images (default: the whole test set)")

@@ -99,3 +99,19 @@ def test_deep_sweep_runs_and_measures_at_init(tmp_path, arch):
     grads = torch.autograd.grad(loss, [layer.weight for layer in model.layers])
     norms = [float(g.norm()) for g in grads]
     assert calibrated["grad_ratio"] == pytest.approx(max(norms) / min(norms), rel=1e-6)
+
+
+def test_deep_sweep_balanced_membrane_and_trace(tmp_path):
+    """--scale-membrane balanced records the factor balance_gradients chose, and --trace N records the loss,
+    accuracy, rates and weight drift every N steps, the last one at the last step."""
+    out = tmp_path / "sweep"
+    run("deep_sweep.py", "--depths", "6", "--seeds", "0", "--epochs", "1", "--train", "320", "--test", "64",
+        "--width", "32", "--methods", "calibrated", "--scale-membrane", "balanced", "--trace", "5",
+        "--optimizer", "sgd", "--lr", "0.05", "--out", str(out), "--threads", "1")
+    record = json.loads(out.with_suffix(".json").read_text())["records"][0]
+    assert record["membrane_factor"] > 0 and record["membrane_factor"] != 1.0
+    assert [t["step"] for t in record["trace"]] == [5]  # 320 images, batches of 64: 5 steps
+    last = record["trace"][-1]
+    assert last["accuracy"] == record["accuracy"][-1]  # the last step was traced: the same network evaluated
+    assert len(last["rates"]) == 6 and all(0 <= r <= 1 for r in last["rates"])
+    assert len(last["off_relay"]) == 5 and all(sd > 0 for _, sd in last["off_relay"])
