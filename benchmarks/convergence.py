@@ -25,7 +25,6 @@ import contextlib
 import functools
 import io
 import json
-import math
 import os
 import platform
 import statistics
