@@ -166,7 +166,7 @@ def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            step, _ = step + 1, losses.append(float(loss))
+            step, _ = step + 1, losses.append(float(loss.detach()))
             if args.trace and step % args.trace == 0:
                 record["trace"].append(traced(model, step, losses, x_ev, y_ev, args.fresh))
                 losses = []
