@@ -371,8 +371,8 @@ def _random_projection(output: Any, seed: int) -> torch.Tensor:
         raise InitError("balance_gradients: the model's output does not depend on any weight (no gradient path)")
     generator = torch.Generator().manual_seed(seed)
     n = sum(t.numel() for t in tensors)
-    return sum((t * torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device)).sum()
-               for t in tensors) / math.sqrt(n)
+    projections = [(t * torch.randn(t.shape, generator=generator, dtype=t.dtype).to(t.device)).sum() for t in tensors]
+    return sum(projections[1:], projections[0]) / math.sqrt(n)  # dtypes may differ: no stack
 
 
 def _gradient_norms_by_neuron(model: nn.Module, p: Plan, targets: list[_Target], run: Callable[[], Any],
@@ -434,12 +434,13 @@ def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[i
         >>> import torch, torch.nn as nn, snntorch as snn
         >>> import snn_initplug as sip
         >>> _ = torch.manual_seed(0)
-        >>> net = nn.Sequential(*[m for _ in range(8) for m in (nn.Linear(64, 64), snn.Leaky(beta=0.9, init_hidden=True))])
-        >>> x = (torch.rand(32, 64) < 0.2).float()
+        >>> layers = [m for _ in range(12) for m in (nn.Linear(64, 64), snn.Leaky(beta=0.9, init_hidden=True))]
+        >>> net, x = nn.Sequential(*layers), (torch.rand(32, 64) < 0.2).float()
         >>> _ = sip.initialize(net, "calibrated", x, steps=4, target_rate=0.15)
+        >>> _ = sip.scale_membrane(net, 0.5, x, steps=4)  # a wide surrogate: the gradient fades toward the input
         >>> balance = sip.balance_gradients(net, x, steps=4)
-        >>> balance.ratio_after < 10 < balance.ratio_before
-        True
+        >>> balance.factor, balance.ratio_after < 10 < balance.ratio_before
+        (2.0, True)
     """
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"balance_gradients: model must be a torch.nn.Module, got {type(model).__name__}")
