@@ -40,7 +40,7 @@ import torch.nn as nn
 
 from .adapters import neuron_spec, threshold_lever
 from .calibration import _calls, _checked_calls, _groups, _recorded_passes, _runner
-from .distributed import all_reduce_sums, is_distributed, world_size
+from .distributed import all_reduce_sums, is_distributed
 from .errors import ArgumentTypeError, InitError, OptionError, PlanError
 from .neuron import NeuronSpec
 from .planning import LayerPlan, Plan, _all_tensors, plan, preserved, reset_neuron
@@ -340,15 +340,15 @@ class GradientBalance:
     norms_after: list[float]
     evaluations: int
     scaling: MembraneScaling
+    fitted: list[bool]  # False: the layer's input is silent on the batch (its weight gradient is 0 at any scale)
 
-    @staticmethod
-    def _ratio(norms: list[float]) -> float:
-        positive = [g for g in norms if g > 0]
-        return max(norms) / min(norms) if len(positive) == len(norms) and math.isfinite(max(norms)) else math.inf
+    def _ratio(self, norms: list[float]) -> float:
+        used = [g for g, f in zip(norms, self.fitted) if f]
+        return max(used) / min(used) if min(used) > 0 and math.isfinite(max(used)) else math.inf
 
     @property
     def ratio_before(self) -> float:
-        """Largest over smallest weight-gradient norm over the neuron layers, before."""
+        """Largest over smallest weight-gradient norm over the neuron layers with input, before."""
         return self._ratio(self.norms_before)
 
     @property
@@ -356,10 +356,12 @@ class GradientBalance:
         return self._ratio(self.norms_after)
 
     def __str__(self) -> str:
+        silent = [n for n, f in zip(self.neurons, self.fitted) if not f]
         return (f"membrane scaled by {self.factor:.4g} ({self.evaluations} gradient passes): weight-gradient norms "
-                f"max/min over {len(self.neurons)} neuron layers {self.ratio_before:.3g} -> {self.ratio_after:.3g} "
+                f"max/min over {sum(self.fitted)} neuron layers {self.ratio_before:.3g} -> {self.ratio_after:.3g} "
                 f"(input to output: {short_number(self.norms_before[0])} .. {short_number(self.norms_before[-1])} -> "
-                f"{short_number(self.norms_after[0])} .. {short_number(self.norms_after[-1])})")
+                f"{short_number(self.norms_after[0])} .. {short_number(self.norms_after[-1])})"
+                + (f"; not fitted, their input silent: {', '.join(silent)}" if silent else ""))
 
 
 def _random_projection(output: Any, seed: int) -> torch.Tensor:
@@ -376,26 +378,42 @@ def _random_projection(output: Any, seed: int) -> torch.Tensor:
 
 
 def _gradient_norms_by_neuron(model: nn.Module, p: Plan, targets: list[_Target], run: Callable[[], Any],
-                              loss_of: Callable[[Any], torch.Tensor], draws: SameDraws) -> list[float]:
-    """||dL/dW|| of the weights feeding each target neuron (input to output), one pass from rest."""
-    weights = {t.name: [layer.weight for layer in p.layers if layer.neuron_name == t.name] for t in targets}
-    flat = list({id(w): w for ws in weights.values() for w in ws}.values())
+                              loss_of: Callable[[Any], torch.Tensor], draws: SameDraws
+                              ) -> tuple[list[float], list[bool]]:
+    """||dL/dW|| of the weights feeding each target neuron (input to output), one pass from rest, and whether
+    any of those layers received a non-zero input (a silent input makes the weight gradient 0 at every scale)."""
+    layers = {t.name: [layer for layer in p.layers if layer.neuron_name == t.name] for t in targets}
+    flat = list({id(layer.weight): layer.weight for ls in layers.values() for layer in ls}.values())
+    fed: dict[int, bool] = {}
+
+    def saw(module: nn.Module, args: tuple) -> None:
+        fed[id(module)] = fed.get(id(module), False) or any(
+            isinstance(a, torch.Tensor) and bool(torch.count_nonzero(a.detach())) for a in args)
 
     def evaluate() -> Any:
+        fed.clear()
         for _, neuron, _ in p.neurons:
             reset_neuron(neuron)
         return run()
 
-    with preserved(model):  # states, requires_grad flags and RNG put back
-        for w in flat:
-            w.requires_grad_(True)
-        with torch.enable_grad():
-            loss = loss_of(draws.run(evaluate))
-            if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
-                raise InitError("balance_gradients: loss_fn must return a scalar tensor that depends on the weights")
-            grads = torch.autograd.grad(loss.reshape(()), flat, allow_unused=True)
+    handles = [m.register_forward_pre_hook(saw) for m in {id(l.module): l.module for ls in layers.values()
+                                                          for l in ls}.values()]
+    try:
+        with preserved(model):  # states, requires_grad flags and RNG put back
+            for w in flat:
+                w.requires_grad_(True)
+            with torch.enable_grad():
+                loss = loss_of(draws.run(evaluate))
+                if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
+                    raise InitError("balance_gradients: loss_fn must return a scalar tensor that depends on the "
+                                    "weights")
+                grads = torch.autograd.grad(loss.reshape(()), flat, allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
     by_id = {id(w): (0.0 if g is None else float(g.detach().double().pow(2).sum())) for w, g in zip(flat, grads)}
-    return [math.sqrt(sum(by_id[id(w)] for w in weights[t.name])) for t in targets]
+    norms = [math.sqrt(sum(by_id[id(layer.weight)] for layer in layers[t.name])) for t in targets]
+    return norms, [any(fed.get(id(layer.module), False) for layer in layers[t.name]) for t in targets]
 
 
 @one_thread_per_model("balance_gradients")
@@ -466,8 +484,10 @@ def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[i
                                            [low, high]), None, process_group)
     saved = Snapshot(tensors)
 
-    def norms_at(factor: float) -> list[float]:
-        """The norms with every target scaled by ``factor``, the model put back afterwards (on every rank)."""
+    def norms_at(factor: float) -> tuple[list[float], list[bool]]:
+        """The norms with every target scaled by ``factor`` and which layers have input, the model put back
+        afterwards; under torch.distributed the squared norms and the input flags are summed over the ranks, so
+        every rank fits the same numbers."""
         undo: list[Callable[[], None]] = []
         try:
             with torch.no_grad():
@@ -475,36 +495,46 @@ def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[i
                     tensor.mul_(factor)
             for target in targets:
                 undo.append(target.lever(factor))
-            norms, error = _gradient_norms_by_neuron(model, p, targets, run, loss_of, draws), None
+            (norms, active), error = _gradient_norms_by_neuron(model, p, targets, run, loss_of, draws), None
         except Exception as exc:  # noqa: BLE001 - every rank must learn of it before anyone raises
-            norms, error = [], exc
+            (norms, active), error = ([], []), exc
         finally:
             for step in reversed(undo):
                 step()
             saved.restore()
         agree("balance_gradients", 0, error, process_group)
-        return norms
+        if is_distributed(process_group):
+            sums = all_reduce_sums([g * g for g in norms] + [float(a) for a in active], process_group)
+            norms, active = [math.sqrt(v) for v in sums[:len(norms)]], [v > 0 for v in sums[len(norms):]]
+        return norms, active
 
     def slope_at(factor: float) -> float:
-        norms = norms_at(factor)
-        tried[factor] = norms
-        if not is_distributed(process_group):
-            return gradient_slope(norms)
-        return all_reduce_sums([gradient_slope(norms)], process_group)[0] / world_size(process_group)
+        norms, active = norms_at(factor)
+        tried[factor], fitted[:] = norms, active
+        if sum(active) < 2:
+            silent = [t.name for t, a in zip(targets, active) if not a]
+            raise InitError(f"balance_gradients: the layers feeding {', '.join(silent)} receive no spikes on this "
+                            "batch, so their weight gradients are 0 at every scale; fewer than 2 layers are left to "
+                            "balance (initialize or calibrate first); the model is unchanged")
+        return gradient_slope([g for g, a in zip(norms, active) if a])
 
     tried: dict[float, list[float]] = {}
+    fitted: list[bool] = []
     found = _balanced_factor(slope_at, low, high, len(targets))
     if found is None:
         edge = high if high in tried else low
-        b_edge = gradient_slope(tried[edge])
+        b_edge = gradient_slope([g for g, a in zip(tried[edge], fitted) if a])
         way = "vanish toward the input" if b_edge > 0 else "explode toward the input"
+        silent = [t.name for t, a in zip(targets, fitted) if not a]
+        cause = (f" (the layers feeding {', '.join(silent)} receive no spikes on this batch and the gradient "
+                 "passes through them: initialize or calibrate first)" if silent else "")
         raise InitError(f"balance_gradients: the gradients {way} at every factor from 1 to {edge:g} (slope of "
                         f"log-norm per layer {b_edge:.3g} at {edge:g}); no membrane scale within bounds balances "
-                        "them; the model is unchanged")
+                        f"them{cause}; the model is unchanged")
     scaling = scale_membrane(model, found, example_input, steps=steps, forward=forward, skip=skip, seed=seed,
                              process_group=process_group)
-    after = tried[found]
-    return GradientBalance(found, [t.name for t in targets], tried[1.0], after, len(tried), scaling)
+    return GradientBalance(found, [t.name for t in targets], tried[1.0], tried[found], len(tried), scaling,
+                           list(fitted))
 
 
 def _checked_bounds(bounds: Any) -> tuple[float, float]:

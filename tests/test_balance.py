@@ -144,3 +144,24 @@ def test_one_neuron_layer_is_refused():
     net = nn.Sequential(nn.Linear(8, 8), snn.Leaky(beta=0.9, init_hidden=True))
     with pytest.raises(sip.InitError, match="at least 2 neuron layers"):
         sip.balance_gradients(net, torch.rand(4, 8), steps=2)
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_layers_with_a_silent_input_are_named_and_left_out_of_the_fit():
+    """A silent input makes a weight gradient 0 at every scale: such a layer says nothing about the backward
+    gain and is left out of the fit. Silencing a deep layer (its weights and bias 0) also leaves the gradient to
+    pass through neurons at rest, far from θ, whose gain falls as the factor grows: no factor balances that, and
+    the error names the silent layers. Silencing the first leaves one layer with input: refused. The model is
+    unchanged in both cases."""
+    torch.manual_seed(0)
+    net, x = _snntorch_stack(depth=6, width=16), _spikes(width=16)
+    sip.initialize(net, "calibrated", x, steps=STEPS, target_rate=0.15)
+    for index, words in ((4, "the layers feeding 7, 9, 11 receive no spikes"), (0, "receive no spikes on this batch, so")):
+        with torch.no_grad():
+            net[index].weight.zero_()
+            net[index].bias.zero_()
+        state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        with pytest.raises(sip.InitError, match=words):
+            sip.balance_gradients(net, x, steps=STEPS)
+        assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())

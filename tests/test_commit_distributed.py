@@ -100,6 +100,11 @@ def scenarios(rank: int, world: int):
             m, 0.5, x, steps=None if last else 2, forward=reads_membrane if last else None))),
         "membrane-different-factor": (build(rank), with_threshold_lever(lambda m: sip.scale_membrane(
             m, 0.25 if last else 0.5, x, steps=2))),
+        # the last rank's model raises during the search for the factor, when the others wait in its agreement
+        "balance-search-failure": (failing_late(build(rank), 4) if last else build(rank), with_threshold_lever(
+            lambda m: sip.balance_gradients(m, x, steps=2))),
+        "balance-different-bounds": (build(rank), with_threshold_lever(lambda m: sip.balance_gradients(
+            m, x, steps=2, bounds=(0.125, 8) if last else (1 / 64, 64)))),
     }
 
 
@@ -142,9 +147,34 @@ def test_every_rank_raises_the_same_error_and_no_rank_writes(world, tmp_path):
     assert ranks[world - 1]["calibrate-early-failure"]["error"][2] == "InitError"
     assert f"rank(s) [{world - 1}] of {world} failed" in ranks[0]["membrane-late-failure"]["error"][1]
     assert ranks[world - 1]["membrane-late-failure"]["error"][2] == "InitError"
-    for name in ("calibrate-search-failure", "calibrated-search-failure"):
+    for name in ("calibrate-search-failure", "calibrated-search-failure", "balance-search-failure"):
         assert f"rank(s) [{world - 1}] of {world} failed" in ranks[0][name]["error"][1], ranks[0][name]
         assert ranks[world - 1][name]["error"][2] == "RuntimeError"  # the failing rank keeps its cause
     for name in ("different-overrides", "different-width", "different-depth", "different-method", "calibrate-different-target",
-                 "calibrated-different-start", "membrane-different-factor"):
+                 "calibrated-different-start", "membrane-different-factor", "balance-different-bounds"):
         assert "ranks differ in the model's layers and shapes, the method or its options" in ranks[0][name]["error"][1]
+
+
+def balance_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=20))
+    try:
+        register(threshold_lever=True)
+        model = build(0, hidden=16, depth=6)  # the same weights on every rank, a different batch on each
+        x = torch.rand(16, 4, generator=torch.Generator().manual_seed(rank))
+        balance = sip.balance_gradients(model, x, steps=2)
+        torch.save({"factor": balance.factor, "state": state(model)}, os.path.join(out, f"balance{rank}.pt"))
+    finally:
+        register()
+        dist.destroy_process_group()
+
+
+def test_ranks_with_different_batches_take_the_same_balancing_factor(tmp_path):
+    """The slope is averaged over the ranks, so every rank bisects the same way and writes the same factor."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(balance_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"balance{r}.pt", weights_only=False) for r in range(2)]
+    assert ranks[0]["factor"] == ranks[1]["factor"] != 1.0
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key
