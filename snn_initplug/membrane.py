@@ -511,6 +511,8 @@ def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[i
     def slope_at(factor: float) -> float:
         norms, active = norms_at(factor)
         tried[factor], fitted[:] = norms, active
+        if not all(math.isfinite(g) for g in norms):  # overflow (inf, or inf·0 = NaN): exploding at this factor
+            return -math.inf
         if sum(active) < 2:
             silent = [t.name for t, a in zip(targets, active) if not a]
             raise InitError(f"balance_gradients: the layers feeding {', '.join(silent)} receive no spikes on this "
@@ -523,7 +525,8 @@ def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[i
     found = _balanced_factor(slope_at, low, high, len(targets))
     if found is None:
         edge = high if high in tried else low
-        b_edge = gradient_slope([g for g, a in zip(tried[edge], fitted) if a])
+        edge_norms = [g for g, a in zip(tried[edge], fitted) if a]
+        b_edge = gradient_slope(edge_norms) if all(math.isfinite(g) for g in edge_norms) else -math.inf
         way = "vanish toward the input" if b_edge > 0 else "explode toward the input"
         silent = [t.name for t, a in zip(targets, fitted) if not a]
         cause = (f" (the layers feeding {', '.join(silent)} receive no spikes on this batch and the gradient "
@@ -580,4 +583,4 @@ def _balanced_factor(slope_at: Callable[[float], float], low: float, high: float
             inner = middle
         else:
             outer = middle
-    return best[1]
+    return best[1] if math.isfinite(best[0]) else None

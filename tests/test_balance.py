@@ -121,6 +121,9 @@ def test_gradient_slope_closed_form():
     (lambda n, x: sip.balance_gradients(n, x, steps=STEPS, loss_fn=lambda out: 1 / 0), ZeroDivisionError,
      "division by zero"),
     (lambda n, x: sip.balance_gradients(n, x, steps=STEPS, skip="*"), sip.PlanError, "no neuron to scale"),
+    # gradients that overflow (inf, and NaN where inf meets 0) read as exploding at every factor, not as a crash
+    (lambda n, x: sip.balance_gradients(n, x, steps=STEPS, loss_fn=lambda out: sum(o.sum() for o in out) * 3e38),
+     sip.InitError, "explode toward the input at every factor from 1 to 0.015625"),
     (lambda n, x: sip.balance_gradients(n, None), sip.InitError, "needs a real batch"),
 ])
 def test_refusals_leave_the_model_unchanged(call, error, words):
