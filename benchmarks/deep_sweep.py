@@ -52,6 +52,20 @@ from deep_snntorch_mnist import accuracy  # noqa: E402  (the main job's test acc
 METHODS = ["default", "kaiming_normal", "spike_aware:relay", "calibrated:relay"]
 
 
+class CentredLinear(nn.Linear):
+    """``W (s - r) + b'`` with ``b' = b + W r 1``: the same function as ``layer`` when built, but the weight
+    gradient is ``δ (s - r)``, of both signs, where on spikes (never negative) it is ``δ s``, one sign per neuron,
+    which Adam turns into all of a neuron's weights moving together (docs/depth.md, the 50-layer collapse)."""
+
+    def __init__(self, layer: nn.Linear, rate: float):
+        super().__init__(layer.in_features, layer.out_features, device=layer.weight.device)
+        self.weight, self.rate = layer.weight, rate  # the same Parameter: a Linear to the package's walk
+        self.bias = nn.Parameter((layer.bias + layer.weight.sum(1) * rate).detach())
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return F.linear(h - self.rate, self.weight, self.bias)
+
+
 class PlainSNN(nn.Module):
     """``depth`` weight layers, each followed by an ``snn.Leaky``; a linear readout of the last layer's spikes
     averaged over ``steps`` steps of the same input. No normalization, no skip connection."""
@@ -106,6 +120,11 @@ def initialized(name: str, depth: int, batch: torch.Tensor, seed: int, args) -> 
         model.balance = sip.balance_gradients(model, batch, seed=seed)
     elif args.scale_membrane != 1.0:  # weights, biases and thresholds times c: the same spikes, a wider surrogate
         sip.scale_membrane(model, args.scale_membrane, batch)
+    if args.centred:  # after the init and the scaling: a training-side change of the hidden layers, not an initialization
+        if args.arch != "mlp":
+            raise SystemExit("--centred is for --arch mlp")
+        for i in range(1, depth):
+            model.layers[i] = CentredLinear(model.layers[i], args.target)
     return model, time.perf_counter() - start
 
 
@@ -245,6 +264,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--trace", type=int, default=0, metavar="N",
                    help="every N training steps record the loss, the accuracy, each layer's rate and the drift of "
                         "the hidden weights off the relay pattern (in the JSON's records)")
+    p.add_argument("--centred", action="store_true",
+                   help="after init, the hidden Linear layers see their spike input minus the target rate (the "
+                        "same function at init, bias adjusted; MLP only): an experiment on training, not an init")
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam",
                    help="Adam, or SGD with momentum 0.9 (whose steps follow the gradient's size layer by layer)")
     p.add_argument("--batch", type=int, default=64)
