@@ -115,3 +115,19 @@ def test_deep_sweep_balanced_membrane_and_trace(tmp_path):
     assert last["accuracy"] == record["accuracy"][-1]  # the last step was traced: the same network evaluated
     assert len(last["rates"]) == 6 and all(0 <= r <= 1 for r in last["rates"])
     assert len(last["off_relay"]) == 5 and all(sd > 0 for _, sd in last["off_relay"])
+
+
+def test_deep_sweep_centred_layers_compute_the_same_function_at_init(tmp_path):
+    """--centred rewrites W s + b as W (s - r) + (b + W r 1): every rate at init is the same, and so is the
+    first layer's gradient (it reads pixels and is left alone); the hidden layers' gradients differ (δ (s - r))."""
+    records = []
+    for flag in ([], ["--centred"]):
+        out = tmp_path / f"sweep{len(flag)}"
+        run("deep_sweep.py", "--depths", "4", "--seeds", "0", "--epochs", "0", "--train", "128", "--test", "64",
+            "--width", "32", "--methods", "calibrated:relay", "--scale-membrane", "0.5", "--out", str(out),
+            "--threads", "1", *flag)
+        records.append(json.loads(out.with_suffix(".json").read_text())["records"][0])
+    plain, centred = records
+    assert centred["rates"] == pytest.approx(plain["rates"], abs=1e-9)
+    assert centred["grad_norms"][0] == pytest.approx(plain["grad_norms"][0], rel=1e-5)
+    assert all(abs(a / b - 1) > 1e-3 for a, b in zip(centred["grad_norms"][1:], plain["grad_norms"][1:]))
