@@ -198,8 +198,10 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
     In place: the weights and biases feeding each neuron (or the BatchNorm weight and bias before it, and its
     recurrent weights) and its threshold are multiplied by ``factor``. Then the example batch is run again and
     every neuron's spikes and the model's output are compared with the pass before; if any changed (beyond a
-    spike flipped by rounding at :math:`u = \theta` in ``1e-3`` of a layer's values), everything is put back and
-    an :class:`~snn_initplug.errors.InitError` names where.
+    spike flipped by rounding at :math:`u = \theta` in ``1e-3`` of a layer's values, and the few percent of the
+    output such a flip moves downstream), everything is put back and an
+    :class:`~snn_initplug.errors.InitError` names where (or names the rounding flip, when one spread through the
+    layers after it beyond that share). A power-of-2 factor scales every value exactly: no flip at all.
 
     Args:
         model: the network, usually just initialized (``initialize``/``calibrate``: their rates are kept).
@@ -258,6 +260,13 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
         mismatch = {name: _changed(before[name], after[name]) for name in before}
         output_difference = _difference(out_before, out_after)
         changed = [name for name, _, _ in p.neurons if mismatch[name] > SPIKE_MISMATCH_TOLERANCE]
+        first = next((name for name, _, _ in p.neurons if mismatch[name] > 0), None)
+        if changed and first is not None and first != changed[0]:  # a rounding flip upstream, spread downstream
+            raise InitError(f"scale_membrane: spikes of {first} flipped by float rounding ({mismatch[first]:.1e} of "
+                            f"its values: a membrane within rounding of θ, the factor {factor:g} not being a power "
+                            f"of 2) and the change spread to {changed[0]} ({mismatch[changed[0]]:.1%} of its "
+                            "values), beyond what the check accepts; a power-of-2 factor scales exactly; the model "
+                            "is unchanged")
         if changed:
             raise InitError(f"scale_membrane: the spikes of {changed[0]} changed ({mismatch[changed[0]]:.1%} of its "
                             "values) when its membrane and threshold were scaled together: its dynamics are not linear "

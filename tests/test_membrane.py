@@ -329,3 +329,34 @@ def test_a_spike_flipped_by_rounding_is_accepted_with_a_note_but_a_membrane_read
     with pytest.raises(sip.InitError, match="output changed"):
         sip.scale_membrane(membrane_read, 1.3, x, forward=mem)
     assert all(torch.equal(v, state[k]) for k, v in membrane_read.state_dict().items())
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_a_rounding_flip_that_spreads_is_named_as_such_and_a_power_of_two_scales_exactly():
+    """One neuron of the first layer sits exactly on θ for one sample; every neuron of the second layer reads it
+    and integrates (IF), so its flip changes their whole spike train: 8x the first layer's share. The refusal
+    says a rounding flip spread (not that the second layer is not linear), and c = 2 scales without a flip."""
+    import snntorch as snn
+
+    def build():
+        net = nn.Sequential(nn.Linear(2, 8, bias=False), snn.Leaky(beta=0.5, init_hidden=True, threshold=THETA),
+                            nn.Linear(8, 8, bias=False), snn.Leaky(beta=1.0, init_hidden=True))
+        with torch.no_grad():
+            net[0].weight.zero_()
+            net[0].weight[0] = torch.tensor([A, B])
+            net[0].weight[1:, 0] = 0.31831
+            net[2].weight.zero_()
+            net[2].weight[:, 0] = 0.61803
+        return net
+
+    x = torch.zeros(200, 2)
+    x[:, 0] = 4.0
+    x[0] = torch.tensor([1.0, 1.0])
+    net = build()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    with pytest.raises(sip.InitError, match=r"spikes of 1 flipped by float rounding .* spread to 3"):
+        sip.scale_membrane(net, 1.3, x, steps=50)
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    scaling = sip.scale_membrane(build(), 2.0, x, steps=50)
+    assert [n.spike_mismatch for n in scaling.neurons] == [0.0, 0.0] and scaling.output_difference == 0.0
