@@ -47,7 +47,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import snn_initplug as sip  # noqa: E402
 from common import split_method  # noqa: E402  (examples/common.py)
 from data import load, validation_split  # noqa: E402  (examples/data.py)
-from deep_snntorch_mnist import accuracy  # noqa: E402  (the main job's test accuracy)
+from deep_snntorch_mnist import accuracy, positive_finite  # noqa: E402  (the main job's test accuracy and parser)
 
 METHODS = ["default", "kaiming_normal", "spike_aware:relay", "calibrated:relay"]
 
@@ -121,24 +121,14 @@ def initialized(name: str, depth: int, batch: torch.Tensor, seed: int, args) -> 
     elif args.scale_membrane != 1.0:  # weights, biases and thresholds times c: the same spikes, a wider surrogate
         sip.scale_membrane(model, args.scale_membrane, batch)
     if args.centred:  # after the init and the scaling: a training-side change of the hidden layers, not an initialization
-        if args.arch != "mlp":
-            raise SystemExit("--centred is for --arch mlp")
         for i in range(1, depth):
             model.layers[i] = CentredLinear(model.layers[i], args.target)
     return model, time.perf_counter() - start
 
 
 def membrane_factor(text: str):
-    """``--scale-membrane``: a positive number or ``balanced``."""
-    if text == "balanced":
-        return text
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'balanced', got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number or 'balanced', got {text!r}")
-    return value
+    """``--scale-membrane``: a positive finite number (the main job's ``-membrane`` parser) or ``balanced``."""
+    return text if text == "balanced" else positive_finite(text)
 
 
 def at_init(model: PlainSNN, batch, labels, fresh, target: float) -> dict:
@@ -185,7 +175,8 @@ def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            step, _ = step + 1, losses.append(float(loss.detach()))
+            step += 1
+            losses.append(float(loss.detach()))
             if args.trace and step % args.trace == 0:
                 record["trace"].append(traced(model, step, losses, x_ev, y_ev, args.fresh))
                 losses = []
@@ -297,6 +288,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results/deep_sweep")
     args = p.parse_args(argv)
+    if args.centred and args.arch != "mlp":
+        p.error("--centred is for --arch mlp")
     if args.threads:
         torch.set_num_threads(args.threads)
     x_tr, y_tr, x_te, y_te = load(args.dataset, args.data_dir, subset=args.train, test_subset=args.test)

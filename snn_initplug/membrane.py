@@ -158,6 +158,34 @@ def _targets(model: nn.Module, p: Plan, skip: Skip) -> tuple[list[_Target], list
     return targets, skipped
 
 
+def _drive_tensors(targets: list[_Target]) -> list[torch.Tensor]:
+    """Every tensor driving a target's membrane, once (a layer feeding two neurons is scaled once)."""
+    return list({id(tensor): tensor for target in targets for _, tensor in target.drives}.values())
+
+
+def _drive_fingerprint(targets: list[_Target], options: Any) -> int:
+    """What every rank must agree on before writing: the targets, their drive tensors' shapes, the options."""
+    return fingerprint([(t.name, [(n, tuple(x.shape)) for n, x in t.drives]) for t in targets], options)
+
+
+def _scale(tensors: list[torch.Tensor], targets: list[_Target], factor: float, undo: list[Callable[[], None]]
+           ) -> None:
+    """Multiply the drive tensors and every target's threshold by ``factor``; each threshold's undo is appended
+    to ``undo`` as soon as it is set, so a failure half-way can be put back (:func:`_put_back`)."""
+    with torch.no_grad():
+        for tensor in tensors:
+            tensor.mul_(factor)
+    for target in targets:
+        undo.append(target.lever(factor))
+
+
+def _put_back(undo: list[Callable[[], None]], saved: Snapshot) -> None:
+    """Undo :func:`_scale`: the thresholds in reverse order, then the tensors from their snapshot."""
+    for step in reversed(undo):
+        step()
+    saved.restore()
+
+
 def _record(model: nn.Module, p: Plan, run: Callable[[], Any], draws: SameDraws
             ) -> tuple[dict[str, torch.Tensor], list[torch.Tensor]]:
     """Every neuron's outputs (flattened over its calls) and the model's output tensors, over one pass from
@@ -241,21 +269,13 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
     except Exception as exc:
         agree("scale_membrane", 0, exc, process_group)
         raise
-    tensors: dict[int, torch.Tensor] = {}  # a layer feeding two neurons is scaled once
-    for target in targets:
-        for _, tensor in target.drives:
-            tensors.setdefault(id(tensor), tensor)
-    agree("scale_membrane", fingerprint([(t.name, [(n, tuple(x.shape)) for n, x in t.drives]) for t in targets],
-                                        factor), None, process_group)
-    saved = Snapshot(list(tensors.values()))
+    tensors = _drive_tensors(targets)
+    agree("scale_membrane", _drive_fingerprint(targets, factor), None, process_group)
+    saved = Snapshot(tensors)
     undo: list[Callable[[], None]] = []
     error: Optional[Exception] = None
     try:
-        with torch.no_grad():
-            for tensor in tensors.values():
-                tensor.mul_(factor)
-        for target in targets:
-            undo.append(target.lever(factor))
+        _scale(tensors, targets, factor, undo)
         after, out_after = _record(model, p, run, draws)
         mismatch = {name: _changed(before[name], after[name]) for name in before}
         output_difference = _difference(out_before, out_after)
@@ -281,16 +301,12 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
     except Exception as exc:
         error = exc
     except BaseException:  # an interrupt: put everything back before it propagates
-        for step in reversed(undo):
-            step()
-        saved.restore()
+        _put_back(undo, saved)
         raise
     try:
         agree("scale_membrane", 0, error, process_group)
     except BaseException:
-        for step in reversed(undo):
-            step()
-        saved.restore()
+        _put_back(undo, saved)
         raise
     records = []
     names = {t.name: t for t in targets}
@@ -485,12 +501,11 @@ def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[i
         run = _runner(model, example_input, calls, steps, forward)
         loss_of = loss_fn if loss_fn is not None else (lambda output: _random_projection(output, seed))
         draws = SameDraws(seed)
-        tensors = list({id(t): t for target in targets for _, t in target.drives}.values())
+        tensors = _drive_tensors(targets)
     except Exception as exc:
         agree("balance_gradients", 0, exc, process_group)
         raise
-    agree("balance_gradients", fingerprint([(t.name, [(n, tuple(x.shape)) for n, x in t.drives]) for t in targets],
-                                           [low, high]), None, process_group)
+    agree("balance_gradients", _drive_fingerprint(targets, [low, high]), None, process_group)
     saved = Snapshot(tensors)
 
     def norms_at(factor: float) -> tuple[list[float], list[bool]]:
@@ -499,18 +514,12 @@ def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[i
         every rank fits the same numbers."""
         undo: list[Callable[[], None]] = []
         try:
-            with torch.no_grad():
-                for tensor in tensors:
-                    tensor.mul_(factor)
-            for target in targets:
-                undo.append(target.lever(factor))
+            _scale(tensors, targets, factor, undo)
             (norms, active), error = _gradient_norms_by_neuron(model, p, targets, run, loss_of, draws), None
         except Exception as exc:  # noqa: BLE001 - every rank must learn of it before anyone raises
             (norms, active), error = ([], []), exc
         finally:
-            for step in reversed(undo):
-                step()
-            saved.restore()
+            _put_back(undo, saved)
         agree("balance_gradients", 0, error, process_group)
         if is_distributed(process_group):
             sums = all_reduce_sums([g * g for g in norms] + [float(a) for a in active], process_group)
