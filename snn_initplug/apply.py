@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from . import replay as checkpoint
 from . import theory
-from .calibration import calibrate
+from .calibration import calibrate, drive
 from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, OptionError, PlanError, SurrogateError
 from .init import calculate_ikun_gain, sample
@@ -184,26 +184,32 @@ def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
     if share != 1.0:
         assumed["variance_share"] = share
     relay, input_scale, notes, dynamics = 0.0, 1.0, [], None
-    if opts.relay and _relays(layer, ctx, share):
+    if opts.relay and _relays(layer, ctx, share) and not (opts.relay == 1.0 and layer.norm is not None):
         relay, input_scale = opts.relay, _kernel_sums(layer, "single", "spike_aware")[0]  # one step: K[0] = c
-        dynamics = _relay_dynamics(layer, opts.horizon)
+        dynamics = _relay_dynamics(layer, opts.horizon, copy=relay == 1.0)
     elif opts.relay:
         notes.append("relay: not applied (the input is not spikes from upstream neurons, or the neuron has "
-                     "several inputs: other layers, a recurrent weight or identity residual spikes)")
+                     "several inputs: other layers, a recurrent weight or identity residual spikes"
+                     + (", or a normalization between" if opts.relay == 1.0 else "") + ")")
     law = spike_aware_law(layer.fan_in, theta, sigma_u, q, k2, share=share, relay=relay, input_scale=input_scale,
                           relay_dynamics=dynamics)
     if relay:
         assumed.update(relay=relay, relay_weight=law.relay)
         if dynamics is not None:
-            assumed["relay_steps"] = dynamics.steps
+            assumed["relay_steps"] = "any" if dynamics.steps is None else dynamics.steps
+    if relay == 1.0:
+        notes.append("relay=1: a copy of the relayed spikes (no dense part); the bias is set to 0")
     return law, assumed, notes
 
 
-def _relay_dynamics(layer: LayerPlan, horizon: Any) -> Optional[RelayDynamics]:
+def _relay_dynamics(layer: LayerPlan, horizon: Any, copy: bool = False) -> Optional[RelayDynamics]:
     """``horizon=T`` (T > 1): the relay weight holds the rate over T steps of the neuron's own leak and reset;
-    ``"single"`` and ``"stationary"``: the one-step closed form (None)."""
+    ``"single"`` and ``"stationary"``: the one-step closed form (None). The copy relay (``copy``) always needs
+    the neuron's dynamics: over T steps, or any number for ``"single"`` and ``"stationary"``."""
     steps = horizon_steps("spike_aware", horizon)
-    if steps is None or steps == 1:
+    if copy:
+        steps = steps if steps != 1 else None
+    elif steps is None or steps == 1:
         return None
     spec = layer.spec
     beta = float(torch.as_tensor(spec.beta, dtype=torch.float64).mean())  # per-neuron decays: their mean
@@ -254,7 +260,8 @@ def _layer_law(layer: LayerPlan, method: str, opts: dict[str, Any], ctx: _Contex
     except InitError as exc:
         message = str(exc)
         raise type(exc)(message if layer.name in message else f"{message} (layer {layer.name})") from exc
-    if not (math.isfinite(law.std) and law.std > 0 and math.isfinite(law.mean)):
+    copy = law.std == 0 and law.relay > 0  # relay=1: the relay pattern alone
+    if not (math.isfinite(law.std) and (law.std > 0 or copy) and math.isfinite(law.mean)):
         raise InitError(f"{method}: {layer.name}: the computed law (mean {law.mean}, std {law.std}) is not finite "
                         "and positive")
     if layer.norm and layer.role == "input":
@@ -434,6 +441,7 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
             if layer.weight.numel() == 0:
                 raise InitError(f"initialize: {layer.name} has zero elements")
             check_writable(f"initialize: {layer.name}", layer.weight)
+        zeroed = _copy_biases(results)
         # Each layer draws from its own stream, seeded in plan order from ``generator`` (or the global RNG): the
         # draws can run in parallel, and skipping or overriding one layer does not change the others' weights.
         # The seeds go into the report: replaying them needs no generator state.
@@ -447,7 +455,8 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
     agree("initialize", 0, error, group)
     # rank 0's draws win everywhere (robust to ranks whose generators differ): broadcast before writing
     broadcast_parameters(new, src=0, group=group)
-    write_all([(layer.weight, value) for (layer, _, _), value in zip(results, new)], saved)
+    write_all([(layer.weight, value) for (layer, _, _), value in zip(results, new)]
+              + [(bias, torch.zeros_like(bias)) for bias in zeroed], saved)
     for (_, _, row), seed in zip(results, seeds):
         row.seed = int(seed)
     notes = list(p.notes)
@@ -456,6 +465,18 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
         notes.append(f"torch.distributed: input statistics of the global batch of {world_size(group)} ranks; "
                      "weights broadcast from rank 0 (the seeds recorded are this rank's)")
     return Report(method, [r for _, _, r in results], skipped, p.source, notes), p
+
+
+def _copy_biases(results) -> list[torch.Tensor]:
+    """The biases beside the copy relay's weights (``relay=1``), checked writable: a constant input would move
+    the membrane off the copy's window, so they are set to 0 with the weights."""
+    biases = []
+    for layer, _, row in results:
+        bias = drive(layer, {})[1] if row.assumed.get("relay") == 1.0 else None
+        if bias is not None:
+            check_writable(f"initialize: {bias[0]}", bias[1])
+            biases.append(bias[1])
+    return biases
 
 
 def _draw(weights: list[tuple[torch.Tensor, Law]], seeds: list[int]) -> list[torch.Tensor]:

@@ -132,7 +132,7 @@ def number_in(kind: type, accepts: Callable[[Any], bool], what: str) -> Callable
 
 positive_int = number_in(int, lambda n: n > 0, "a positive integer")
 seed = number_in(int, lambda n: 0 <= n < 2**63, "an integer seed in [0, 2**63)")
-relay_share = number_in(float, lambda r: 0.0 <= r < 1.0, "a relay share in [0, 1)")
+relay_share = number_in(float, lambda r: 0.0 <= r <= 1.0, "a relay share in [0, 1]")
 
 
 def writable_file(text: str) -> str:

@@ -340,7 +340,7 @@ def spike_aware_(
         rate: a target firing probability instead of ``sigma_u``.
         input_second_moment: :math:`q_\mathrm{in}` when known.
         kernel_sq_sum: :math:`\Sigma K^2` of the neuron.
-        relay: :math:`\rho` in [0, 1).
+        relay: :math:`\rho` in [0, 1] (1: the copy relay, :func:`calculate_relay`).
         input_scale: the neuron's input scaling :math:`c`.
         relay_dynamics: the neuron's leak, reset and the steps the relay weight should hold the rate over
             (:class:`~snn_initplug.laws.RelayDynamics`; default one step, the closed form).

@@ -48,11 +48,12 @@ __all__ = [
 @dataclass(frozen=True)
 class RelayDynamics:
     """The neuron the relay path feeds, over the steps its weight should hold the rate for: membrane decay
-    ``beta``, ``steps`` (1: the one-step closed form of :func:`snn_initplug.theory.relay_gain`), the ``reset``
-    (``"subtract"``, ``"hard"`` to ``reset_value``, ``"none"``)."""
+    ``beta``, ``steps`` (1: the one-step closed form of :func:`snn_initplug.theory.relay_gain`; None: any
+    number, for the copy relay ``relay=1`` only), the ``reset`` (``"subtract"``, ``"hard"`` to
+    ``reset_value``, ``"none"``)."""
 
     beta: float = 1.0
-    steps: int = 1
+    steps: Optional[int] = 1
     reset: str = "subtract"
     reset_value: float = 0.0
 
@@ -155,7 +156,7 @@ def spike_aware_law(fan_in: int, threshold: float, sigma_u: float, input_second_
         input_second_moment: :math:`q = E[x^2]` of the input (the rate, for spikes).
         kernel_sq_sum: :math:`\Sigma K^2` of the neuron over the horizon the variance should hold at.
         share: :math:`s`, in (0, 1].
-        relay: :math:`\rho` in [0, 1).
+        relay: :math:`\rho` in [0, 1] (1: the copy relay, :func:`calculate_relay`).
         input_scale: the neuron's input scaling :math:`c`.
         relay_dynamics: the neuron's leak, reset and steps for the relay weight (default: one step).
 
@@ -260,13 +261,13 @@ def baseline_law(name: str, fan_in: int, fan_out: int) -> Law:
 
 
 def check_relay(relay) -> float:
-    """``relay`` as a float in [0, 1), or an :class:`~snn_initplug.errors.OptionError`."""
+    """``relay`` as a float in [0, 1] (1: the copy relay), or an :class:`~snn_initplug.errors.OptionError`."""
     try:
         value = float(relay)
     except (TypeError, ValueError) as exc:
-        raise OptionError(f"relay must be a number in [0, 1), got {relay!r}") from exc
-    if not 0.0 <= value < 1.0:  # also refuses NaN
-        raise OptionError(f"relay must be a number in [0, 1), got {relay!r}")
+        raise OptionError(f"relay must be a number in [0, 1], got {relay!r}") from exc
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise OptionError(f"relay must be a number in [0, 1], got {relay!r}")
     return value
 
 
@@ -274,19 +275,25 @@ def calculate_relay(relay: float, dense_std: float, fan_in: int, threshold: floa
                     input_scale: float = 1.0, dynamics: Optional[RelayDynamics] = None) -> tuple[float, float]:
     r"""(dense std, relay weight) of a relay-structured layer: :math:`W = g\,P + \sqrt{1-\rho}\;\sigma_w Z`.
 
-    ``relay`` :math:`\rho \in [0, 1)` moves that fraction of the law's variance out of the dense random part;
+    ``relay`` :math:`\rho \in [0, 1]` moves that fraction of the law's variance out of the dense random part;
     each output unit instead receives one strong input (:func:`snn_initplug.init.relay_pattern`) whose weight
     :math:`g/c` (:math:`c` = ``input_scale``, the neuron's input scaling) keeps the firing probability at the
     input rate :math:`p` for one step (:func:`snn_initplug.theory.relay_gain` with the dense membrane std
     :math:`\sigma_d = c\sqrt{1-\rho}\,\sigma_w\sqrt{\mathrm{fan\_in}\,p}`), or over ``dynamics.steps`` steps of
     the neuron's own leak and reset (:func:`snn_initplug.theory.relay_gain_over_steps`).
 
+    ``relay=1`` is the copy relay :math:`W = g\,P`: no dense part, and :math:`g/c` with :math:`g` from
+    :func:`snn_initplug.theory.copy_gain` (``dynamics``: the neuron's leak and reset, over ``dynamics.steps``
+    steps or, for None, any number), so that each neuron spikes exactly when its relayed input does. A stack of
+    such layers passes its first layer's spike trains unchanged to the last: at init it computes what the
+    two-layer network computes, and the dense weights start at 0 and are learned (``docs/depth.md``).
+
     Why: threshold units with dense random weights are chaotic, so the class information of the input fades
     within a few layers even when every layer fires at its target; a dominant one-to-one path carries it
     through depth (measured in ``benchmarks/deep_mnist.py``).
 
     Args:
-        relay: :math:`\rho` in [0, 1).
+        relay: :math:`\rho` in [0, 1].
         dense_std: :math:`\sigma_w`, the std of the law without relay.
         fan_in: inputs per output unit.
         threshold: the firing threshold :math:`\theta`.
@@ -307,8 +314,12 @@ def calculate_relay(relay: float, dense_std: float, fan_in: int, threshold: floa
     dense = dense_std * math.sqrt(1.0 - relay)
     if relay == 0.0:
         return dense, 0.0
+    if relay == 1.0:
+        dynamics = dynamics or RelayDynamics()
+        return 0.0, theory.copy_gain(threshold, dynamics.beta, dynamics.steps, dynamics.reset,
+                                     dynamics.reset_value) / input_scale
     sigma_dense = input_scale * dense * math.sqrt(fan_in * input_rate)
-    if dynamics is None or dynamics.steps == 1:
+    if dynamics is None or dynamics.steps in (None, 1):
         return dense, theory.relay_gain(threshold, sigma_dense, input_rate) / input_scale
     gain = theory.relay_gain_over_steps(threshold, sigma_dense, input_rate, dynamics.beta, dynamics.steps,
                                         dynamics.reset, dynamics.reset_value)

@@ -141,7 +141,7 @@ class SpikeAwareOptions:
     """Spike-aware: the membrane target ``sigma_u`` (default θ) or ``rate``; the kernel ``horizon`` (default
     ``"single"``, the paper's form); the input's second moment (and mean) when not measured; the feed-forward
     share ``recurrent_fraction`` α when recurrent weights feed the same neuron (default: an even split); the
-    ``relay`` fraction ρ ∈ [0, 1)."""
+    ``relay`` fraction ρ ∈ [0, 1] (1: the copy relay, no dense part)."""
 
     sigma_u: Optional[float] = None
     rate: Optional[float] = None

@@ -40,6 +40,8 @@ __all__ = [
     "firing_probability",
     "spike_aware_variance",
     "relay_gain",
+    "copy_window",
+    "copy_gain",
     "FluctuationStats",
     "fluctuation_stats",
     "fan_for_mode",
@@ -186,6 +188,96 @@ def relay_gain_over_steps(threshold: float, sigma_dense: float, rate: float, bet
         else:
             high = middle
     return 0.5 * (low + high)
+
+
+COPY_MARGIN = 0.02  # of θ above the smallest copying jump: float rounding and small learned inputs, not more
+# (the copy's backward gain, about g·h(g − θ), is largest for a membrane just above θ)
+
+
+def _leak_sum(beta: float, terms: int) -> float:
+    r""":math:`S_n = \sum_{j=0}^{n-1}\beta^j` (``terms`` = n), or :math:`1/(1-\beta)` for ``terms=None`` (n → ∞)."""
+    if terms is None:
+        return math.inf if beta >= 1.0 else 1.0 / (1.0 - beta)
+    return float(terms) if beta == 1.0 else (1.0 - beta**terms) / (1.0 - beta)
+
+
+def copy_window(threshold: float, beta: float, steps: Optional[int] = None, reset: str = "subtract",
+                reset_value: float = 0.0) -> tuple[float, float]:
+    r"""The membrane jumps :math:`g` at which a neuron driven by one input alone copies it exactly: it spikes at
+    step t if and only if the input spiked at step t, for every input spike train of ``steps`` steps from rest
+    (``None``: of any length). Returns the open interval ``(low, high)``.
+
+    The neuron :math:`u_t = \beta u_{t-1} + g s_t`, spike when :math:`u_t > \theta`, under both conventions for
+    when a subtractive reset acts: snnTorch subtracts θ at the next step, undecayed
+    (:math:`u_t = \beta u_{t-1} + g s_t - \theta z_{t-1}`), SpikingJelly right after the spike, decayed with the
+    membrane (:math:`u_t = \beta(u_{t-1} - \theta z_{t-1}) + g s_t`). With :math:`z = s` so far and
+    :math:`S = S_{T-1} = \sum_{j=0}^{T-2}\beta^j`, the membrane on a spike step is at least, and on a quiet step at
+    most (every earlier step a spike is the worst case):
+
+    * ``"subtract"``, snnTorch: :math:`g + (\beta g - \theta)S` when :math:`\beta g<\theta` (else :math:`g`), and
+      :math:`(\beta g - \theta)S`; SpikingJelly: :math:`g` and :math:`\beta S (g - \theta)`. Both hold for
+      :math:`\theta\,\frac{1+S}{1+\beta S} < g < \min\!\left(\frac{\theta}{\beta}\left(1+\frac1S\right),
+      \theta + \frac{\theta}{\beta S}\right)`, for T → ∞ :math:`(2-\beta)\,\theta < g < \theta/\beta`.
+    * ``"hard"`` to :math:`r` (:math:`r < \theta`): after a spike the membrane starts again from :math:`r` (or
+      :math:`\beta r`): :math:`\theta - \min(0, r) < g`, no upper end.
+    * ``"none"``: every input stays in the membrane: :math:`\theta < g < \theta/(\beta S)`, empty unless
+      :math:`\beta S < 1` (a short train, or :math:`\beta < 1/2` for any length).
+
+    ``steps=1`` (one step from rest): :math:`\theta < g` for every reset.
+
+    Raises:
+        InitError: an empty window (the neuron cannot copy), or a decay outside [0, 1].
+
+    Example:
+        >>> import snn_initplug.theory as th
+        >>> [round(v, 4) for v in th.copy_window(1.0, beta=0.9, steps=4)]
+        [1.0788, 1.41]
+    """
+    if not (math.isfinite(threshold) and threshold > 0):
+        raise InitError(f"copy relay: the threshold must be positive and finite, got {threshold}")
+    if not 0.0 <= beta <= 1.0:
+        raise InitError(f"copy relay: needs a decay 0 <= beta <= 1, got beta={beta}")
+    if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
+        raise InitError(f"copy relay: steps must be a positive whole number or None, got {steps!r}")
+    past = _leak_sum(beta, None if steps is None else int(steps) - 1)  # S_{T-1}: the steps before the last
+    if past == 0.0:  # one step from rest: the input alone decides
+        low, high = threshold, math.inf
+    elif reset == "subtract":
+        low = threshold * (1.0 + past) / (1.0 + beta * past) if math.isfinite(past) else threshold * (2.0 - beta)
+        high = math.inf if beta == 0.0 else min(
+            threshold / beta * (1.0 + 1.0 / past), threshold + threshold / (beta * past))
+    elif reset == "hard":
+        if not reset_value < threshold:
+            raise InitError(f"copy relay: a hard reset to {reset_value} at or above θ = {threshold} fires again")
+        low, high = threshold - min(0.0, reset_value), math.inf
+    elif reset == "none":
+        low, high = threshold, (math.inf if beta == 0.0 else threshold / (beta * past))
+    else:
+        raise InitError(f"copy relay: unknown reset {reset!r}")
+    if not low < high:
+        span = "any number of steps" if steps is None else f"{steps} steps"
+        raise InitError(f"copy relay: a neuron with decay {beta:g} and reset {reset!r} cannot copy its input over "
+                        f"{span} (no jump g spikes on every input spike and on no other step: needs "
+                        f"{low:.4g} < g < {high:.4g}); use relay < 1")
+    return low, high
+
+
+def copy_gain(threshold: float, beta: float, steps: Optional[int] = None, reset: str = "subtract",
+              reset_value: float = 0.0, margin: float = COPY_MARGIN) -> float:
+    r"""The relay jump of ``relay=1``: :math:`g = \min(g_\mathrm{low} + m\,\theta,\ (g_\mathrm{low} +
+    g_\mathrm{high})/2)` in the window of :func:`copy_window`, ``margin`` :math:`m` (0.02) above its lower end,
+    or its middle when the window is narrower.
+
+    Why so low: the surrogate gradient of the copy path, about :math:`g\,h(u - \theta)` per layer with
+    :math:`u \approx g` on a spike, is largest for a membrane just above θ (``docs/depth.md``).
+
+    Example:
+        >>> import snn_initplug.theory as th
+        >>> round(th.copy_gain(1.0, beta=0.9), 4), round(th.copy_gain(1.0, beta=0.9, steps=4), 4)
+        (1.1056, 1.0988)
+    """
+    low, high = copy_window(threshold, beta, steps, reset, reset_value)
+    return min(low + margin * threshold, 0.5 * (low + high))
 
 
 @dataclass(frozen=True)

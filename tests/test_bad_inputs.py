@@ -32,9 +32,9 @@ def spike_fn(v):
 
 
 class Spk(nn.Module):
-    def __init__(self, theta=1.0):
+    def __init__(self, theta=1.0, beta=0.5, reset="subtract"):
         super().__init__()
-        self.theta = theta
+        self.theta, self.beta, self.reset = theta, beta, reset
 
     def forward(self, x):
         return spike_fn(x - self.theta)
@@ -52,7 +52,8 @@ class BrokenAdapterNeuron(nn.Module):  # its adapter raises ZeroDivisionError
 
 @pytest.fixture(scope="module", autouse=True)
 def neurons_registered():
-    sip.register_neuron(Spk, lambda m: sip.NeuronSpec(threshold=m.theta, beta=0.5, surrogate=spike_fn, name="Spk"))
+    sip.register_neuron(Spk, lambda m: sip.NeuronSpec(threshold=m.theta, beta=m.beta, reset=m.reset, surrogate=spike_fn,
+                                                       name="Spk"))
     sip.register_neuron(NotASpecNeuron, lambda m: "not a spec")
     sip.register_neuron(BrokenAdapterNeuron, lambda m: 1 / 0)
     yield
@@ -318,10 +319,15 @@ def rows() -> Dict[str, Row]:
     row("initialize-nan-in-input", "initialize", "example_input full of NaN, method='spike_aware'",
         lambda m: sip.initialize(m, "spike_aware", torch.full((8, 4), float("nan"))), mlp,
         **raises(sip.InitError, "input second moment is nan"))
-    for value, label in ((1.0, "one"), (-0.1, "negative"), (float("nan"), "nan"), ("most", "str")):
+    for value, label in ((1.5, "over-one"), (-0.1, "negative"), (float("nan"), "nan"), ("most", "str")):
         row(f"initialize-relay-{label}", "initialize", f"method='spike_aware', relay={value!r}",
             lambda m, value=value: sip.initialize(m, "spike_aware", x, relay=value), mlp,
-            **raises(sip.OptionError, "relay must be a number in [0, 1)"))
+            **raises(sip.OptionError, "relay must be a number in [0, 1]"))
+    row("initialize-copy-relay-no-reset", "initialize",
+        "method='spike_aware', relay=1 (copy) into neurons without reset, over 4 steps",
+        lambda m: sip.initialize(m, "spike_aware", x, relay=1.0, horizon=4),
+        lambda: nn.Sequential(nn.Linear(4, 3), Spk(), nn.Linear(3, 3), Spk(reset="none", beta=0.9)),
+        **raises(sip.InitError, "reset 'none' cannot copy its input over 4 steps"))
     row("initialize-relay-ikun", "initialize", "method='ikun', relay=0.9 (relay is a spike_aware option)",
         lambda m: sip.initialize(m, "ikun", x, relay=0.9), mlp, **raises(sip.OptionError, "unknown option(s) ['relay']"))
     row("initialize-nan-threshold", "initialize", "registered neuron with θ = NaN",

@@ -5,6 +5,7 @@ Checked against independent simulations: the relay weight's closed form by Monte
 PyTorch's own convolutions, the rate through depth and the separation of nearby inputs by running the
 frameworks' neurons (and a framework-free one) through 50 layers.
 """
+import itertools
 import math
 import warnings
 
@@ -18,6 +19,7 @@ import snn_initplug as sip
 import user_neuron
 from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
 from snn_initplug import theory
+from snn_initplug.init import sample
 from snn_initplug import calculate_relay, relay_pattern  # the public names
 
 TARGET = 1 - stats.norm.cdf(1.0)
@@ -368,3 +370,144 @@ def test_spike_aware_relay_over_the_horizon_does_not_overdrive_a_deep_stack():
         rates[horizon] = [layer.rate for layer in sip.diagnose(model, x).layers]
     assert max(rates["single"][6:]) > 0.3, rates["single"]
     assert max(rates[4][1:]) < 1.25 * 0.159, rates[4]
+
+
+# --- the copy relay (relay=1) -----------------------------------------------------------------------------
+def _every_train(steps: int) -> torch.Tensor:
+    """All 2^T binary spike trains of T steps, one per row."""
+    return torch.tensor(list(itertools.product([0.0, 1.0], repeat=steps)))
+
+
+def _snntorch_copies(gain: float, beta: float, reset: str, trains: torch.Tensor) -> bool:
+    import snntorch as snn
+
+    neuron = snn.Leaky(beta=beta, reset_mechanism=reset)
+    mem, out = neuron.reset_mem(), []
+    with torch.no_grad():
+        for t in range(trains.shape[1]):
+            spk, mem = neuron(gain * trains[:, t], mem)
+            out.append(spk)
+    return torch.equal(torch.stack(out, 1), trains)
+
+
+def _spikingjelly_copies(gain: float, beta: float, v_reset, trains: torch.Tensor) -> bool:
+    neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+    tau = 1.0 / (1.0 - beta)  # SpikingJelly's LIF: β = 1 − 1/τ, the input scaled by 1/τ
+    cell = neuron.LIFNode(tau=tau, v_reset=v_reset, step_mode="m")
+    with torch.no_grad():
+        return torch.equal(cell((gain * tau * trains).T.contiguous()).T, trains)
+
+
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+@pytest.mark.parametrize("beta", [0.5, 0.9, 0.95])
+def test_copy_window_is_tight_in_snntorchs_leaky(beta):
+    """Every one of the 2^6 input trains comes out unchanged of snnTorch's Leaky for a jump just inside
+    ``copy_window``'s lower end, and some train does not just outside it; the hard ("zero") reset copies from
+    θ on; ``copy_gain`` copies with either reset."""
+    trains = _every_train(6)
+    low, _ = theory.copy_window(1.0, beta, 6)
+    assert _snntorch_copies(low * 1.001, beta, "subtract", trains)
+    assert not _snntorch_copies(low * 0.999, beta, "subtract", trains)
+    assert _snntorch_copies(theory.copy_gain(1.0, beta, 6), beta, "subtract", trains)
+    hard_low, hard_high = theory.copy_window(1.0, beta, 6, "hard", 0.0)
+    assert (hard_low, hard_high) == (1.0, math.inf)
+    assert _snntorch_copies(1.001, beta, "zero", trains) and not _snntorch_copies(0.999, beta, "zero", trains)
+
+
+@pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
+@pytest.mark.parametrize("beta", [0.5, 0.9, 0.95])
+def test_copy_window_is_tight_in_spikingjellys_lif(beta):
+    """SpikingJelly's LIFNode resets right after the spike, so a soft-reset neuron copies from θ on, and the
+    window's upper end is its own (a jump above it makes a quiet step fire after a run of spikes)."""
+    trains = _every_train(6)
+    low, high = theory.copy_window(1.0, beta, 6)
+    assert _spikingjelly_copies(low, beta, None, trains) and _spikingjelly_copies(high * 0.999, beta, None, trains)
+    assert not _spikingjelly_copies(high * 1.001, beta, None, trains)
+    assert _spikingjelly_copies(1.001, beta, 0.0, trains) and not _spikingjelly_copies(0.999, beta, 0.0, trains)
+
+
+@pytest.mark.parametrize("beta", [0.8, 0.9, 0.97])
+def test_copy_gain_for_any_length_copies_long_trains(beta):
+    """``steps=None``: the window of T → ∞, (2 − β)θ to θ/β; its jump copies every train of 12 steps in a plain
+    simulation of both reset conventions, and the T-step windows shrink towards it."""
+    low, high = theory.copy_window(2.0, beta)
+    assert (low, high) == (pytest.approx(2.0 * (2 - beta)), pytest.approx(2.0 / beta))
+    gain, trains = theory.copy_gain(2.0, beta), _every_train(12).double()
+    assert low < gain < high
+    for decayed_reset in (False, True):
+        u, out = torch.zeros(len(trains), dtype=torch.float64), []
+        fired = torch.zeros_like(u)
+        for t in range(trains.shape[1]):
+            u = beta * (u - 2.0 * fired) + gain * trains[:, t] if decayed_reset else \
+                beta * u + gain * trains[:, t] - 2.0 * fired
+            fired = (u > 2.0).double()
+            out.append(fired)
+        assert torch.equal(torch.stack(out, 1), trains)
+    previous = theory.copy_window(2.0, beta, 2)
+    for steps in (4, 8, 64):
+        window = theory.copy_window(2.0, beta, steps)
+        assert previous[0] <= window[0] <= low + 1e-12 and high - 1e-12 <= window[1] <= previous[1]
+        previous = window
+
+
+def test_copy_window_refuses_a_neuron_that_cannot_copy():
+    """Without a reset every input stays: β S < 1 is needed (T = 2 works for β < 1, T = 4 not for β = 0.9)."""
+    assert theory.copy_window(1.0, 0.9, 2, "none") == (1.0, pytest.approx(1 / 0.9))
+    with pytest.raises(sip.InitError, match="cannot copy its input over 4 steps"):
+        theory.copy_window(1.0, 0.9, 4, "none")
+    with pytest.raises(sip.InitError, match="hard reset to 1.5 at or above"):
+        theory.copy_window(1.0, 0.9, 4, "hard", 1.5)
+    with pytest.raises(sip.InitError, match="steps must be a positive whole number"):
+        theory.copy_window(1.0, 0.9, 0)
+
+
+def test_copy_relay_law_is_the_pattern_alone():
+    dense, weight = calculate_relay(1.0, dense_std=0.1, fan_in=256, threshold=0.5, input_rate=0.16,
+                                    input_scale=0.1, dynamics=sip.RelayDynamics(beta=0.9, steps=4))
+    assert dense == 0.0 and weight == pytest.approx(theory.copy_gain(0.5, 0.9, 4) / 0.1)
+    law = sip.spike_aware_law(256, 1.0, 1.0, 0.16, relay=1.0, relay_dynamics=sip.RelayDynamics(beta=0.9))
+    w = sample(law, (256, 256), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(w, law.relay * torch.eye(256))
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_copy_relay_stack_hands_the_first_layers_spikes_to_the_last(framework):
+    """30 layers, T = 4, initialized with relay=1 and a bias set beforehand: every later layer's spike trains
+    are the first layer's, unchanged (run by the framework's own neurons), the biases are 0, the report says so."""
+    depth, width, steps = 30, 64, 4
+
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(32 if i == 0 else width, width) for i in range(depth))
+            self.neurons = nn.ModuleList(make_neuron(framework) for _ in range(depth))
+
+        def forward(self, x):
+            reset_states(self.neurons)
+            out = []
+            for _ in range(steps):
+                h, per_layer = x, []
+                for layer, neuron in zip(self.layers, self.neurons):
+                    h = neuron(layer(h))
+                    per_layer.append(h)
+                out.append(torch.stack(per_layer))
+            return torch.stack(out, 1)  # (layers, steps, batch, width)
+
+    torch.manual_seed(0)
+    model = Stack()
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.bias.fill_(0.3)
+    x = torch.rand(128, 32, generator=torch.Generator().manual_seed(1)) * 3
+    report = sip.initialize(model, "calibrated", x, relay=1.0, target_rate=0.2,
+                            generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        spikes = model(x) > 0.5  # the user neuron's straight-through spikes are 0/1 up to float rounding
+    assert 0.1 < float(spikes[0].float().mean()) < 0.3
+    for layer in range(1, depth):
+        assert torch.equal(spikes[layer], spikes[0]), layer
+        assert float(model.layers[layer].bias.abs().max()) == 0.0
+    assert float(model.layers[0].bias.abs().max()) == pytest.approx(0.3)  # not a copy layer: left alone
+    assert any("relay=1" in note for row in report.layers for note in row.notes)
+    assert report.layers[1].assumed["relay_steps"] == "any"
+
