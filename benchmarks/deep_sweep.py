@@ -8,6 +8,8 @@
     python benchmarks/deep_sweep.py --epochs 0 --depths 100 1000 --seeds 0     # measurements at init only
     python benchmarks/deep_sweep.py --depths 2 10 20 --methods calibrated:relay --lr 3e-4 --scale-membrane 0.5
                                                   # docs/depth.md's setting: the membrane scaled after the init
+    python benchmarks/deep_sweep.py --dataset fashion_mnist --train 20000 --epochs 3 --depths 2 50 100 \
+        --methods calibrated:relay --relay 1 --lr 3e-4    # the copy relay: 50 and 100 layers (docs/depth.md)
 
 Networks (snnTorch ``Leaky``, beta 0.9, snnTorch's default surrogate ATan(alpha = 2), T = ``--steps`` steps of
 direct pixel input, a non-spiking linear readout of the last layer's spikes averaged over T):
@@ -276,7 +278,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--beta", type=float, default=0.9)
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--target", type=float, default=0.1587, help="calibrated's target rate")
-    p.add_argument("--relay", type=float, default=0.9)
+    p.add_argument("--relay", type=float, default=0.9,
+                   help="the relay share of the :relay methods; 1: the copy relay (no dense part: every hidden layer's "
+                        "spikes a copy of the first's at init)")
     p.add_argument("--horizon", default="single", choices=["single", "steps", "stationary"],
                    help="spike_aware's horizon: one step, the T steps simulated (its relay weight then holds the "
                         "rate over T steps of the neuron's dynamics), or the stationary sums")

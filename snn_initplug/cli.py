@@ -313,7 +313,7 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", "-T", type=positive_int, default=None, metavar="T",
                         help="call the model T times on the input and stack the outputs (one call per time step)")
     parser.add_argument("--relay", type=relay_share, default=None, metavar="RHO",
-                        help="relay structure for spike_aware and calibrated (e.g. 0.9; deep plain stacks)")
+                        help="relay structure for spike_aware and calibrated (e.g. 0.9; 1: the copy relay; deep plain stacks)")
 
 
 def build_parser() -> argparse.ArgumentParser:

