@@ -201,6 +201,7 @@ class _MembraneStats:
         self.total = self.squares = 0.0
         self.count = 0
         self.in_support = 0
+        self.non_finite = 0  # NaN or ±inf membranes (a diverged model): counted, left out of the moments
         self.peak: Optional[float] = None
         self.support_error: Optional[str] = None
         try:
@@ -210,6 +211,10 @@ class _MembraneStats:
 
     def add(self, x: torch.Tensor) -> None:
         x = x.detach().to(torch.float64)
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            self.non_finite += int((~finite).sum())
+            x = x[finite]
         theta = torch.as_tensor(self.threshold, dtype=torch.float64, device=x.device)
         try:
             z = x / theta + 1.0  # u/θ = (x + θ)/θ
@@ -503,6 +508,10 @@ def _unobserved_notes(p: Plan, observed: _Observation) -> list[str]:
     for name, _, _ in p.neurons:
         if name not in observed.counters:
             notes.append(f"{name} was not called by the forward pass")
+        elif name in observed.membranes and observed.membranes[name].non_finite:
+            stats = observed.membranes[name]
+            notes.append(f"{name}: {stats.non_finite} of {stats.non_finite + stats.count} membrane values are not "
+                         "finite (NaN or ±inf): the model has diverged; the membrane statistics use the finite ones")
         elif name in observed.membranes and observed.membranes[name].count == 0:
             notes.append(f"{name}: the membrane is not observable (the neuron did not call the spike function "
                          "it keeps as an attribute)")

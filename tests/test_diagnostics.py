@@ -144,6 +144,23 @@ def test_user_neuron_rates_membrane_support_against_simulation(registered):
     assert d.loss is None and all(r.grad_norm is None for r in d)
 
 
+def test_a_diverged_model_is_diagnosed_not_refused(registered):
+    """Weights that overflowed (a deep stack that diverged in training): the first layer's membranes are ±inf
+    or NaN. diagnose still returns every layer's rate, counted from the spikes the model gave, says how many
+    membrane values were not finite, and takes the membrane statistics of the finite ones."""
+    net = make_user_net()
+    with torch.no_grad():
+        net[0].weight[:4] = float("inf")  # units 0-3: +inf or NaN (inf - inf) membranes
+    x = torch.rand(5, 8, 12)
+    d = diagnose(net, x, forward=run_steps)
+    with torch.no_grad():
+        spikes = run_steps(net, x)
+    assert d.layer("3").rate == pytest.approx(float((spikes != 0).double().mean()), abs=1e-12)
+    (note,) = [n for n in d.notes if "not finite" in n]
+    assert note.startswith("1: 160 of 640 membrane values are not finite")  # 4 of 16 units × 5 steps × 8
+    assert math.isfinite(d.layer("1").membrane_mean)
+
+
 def test_user_neuron_gradients_against_autograd(registered):
     net = make_user_net()
     x = torch.rand(5, 8, 12)
