@@ -320,7 +320,8 @@ def initialize(
             ``"lecun_normal"``, ``"spikingjelly"``); or an options record (``IkunOptions(mode="fan_out")``, ...).
             The default, ``"calibrated"``, needs ``example_input``: it is the one method that brought every
             model type we measured (shallow, CSNN, deep plain stack, SEW ResNet, RLeaky, Spikformer) to its
-            target rate at every layer (README, "Which method to use"); deep plain stacks also want ``relay=0.9``.
+            target rate at every layer (README, "Which method to use"); deep plain stacks also want ``relay=0.9``
+            (up to ~20 layers) or ``relay=1``, the copy relay (50-100 layers).
         example_input: a batch as the model takes it; needed for models with a custom forward and for the
             statistics of layers that read the model input.
         generator: a CPU ``torch.Generator``; the same seed gives the same weights on every device and dtype.
