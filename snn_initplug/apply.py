@@ -212,8 +212,11 @@ def _relay_dynamics(layer: LayerPlan, horizon: Any, copy: bool = False) -> Optio
     elif steps is None or steps == 1:
         return None
     spec = layer.spec
-    beta = float(torch.as_tensor(spec.beta, dtype=torch.float64).mean())  # per-neuron decays: their mean
-    return RelayDynamics(beta=beta, steps=steps, reset=spec.reset, reset_value=float(spec.reset_value))
+    betas = torch.as_tensor(spec.beta, dtype=torch.float64)
+    beta = float(betas.mean())  # per-neuron decays: their mean (the copy: a jump that copies for all of them)
+    spread = (float(betas.min()), float(betas.max())) if copy and float(betas.min()) != float(betas.max()) else None
+    return RelayDynamics(beta=beta, steps=steps, reset=spec.reset, reset_value=float(spec.reset_value),
+                         beta_range=spread)
 
 
 def _fluctuation_rule(layer: LayerPlan, opts: FluctuationOptions, ctx: _Context):

@@ -50,12 +50,14 @@ class RelayDynamics:
     """The neuron the relay path feeds, over the steps its weight should hold the rate for: membrane decay
     ``beta``, ``steps`` (1: the one-step closed form of :func:`snn_initplug.theory.relay_gain`; None: any
     number, for the copy relay ``relay=1`` only), the ``reset`` (``"subtract"``, ``"hard"`` to
-    ``reset_value``, ``"none"``)."""
+    ``reset_value``, ``"none"``); ``beta_range`` (smallest, largest) for per-neuron decays, where the copy relay
+    needs a jump that copies for all of them (:func:`snn_initplug.theory.copy_window`)."""
 
     beta: float = 1.0
     steps: Optional[int] = 1
     reset: str = "subtract"
     reset_value: float = 0.0
+    beta_range: Optional[tuple[float, float]] = None  # per-neuron decays (smallest, largest): the copy relay's window
 
 
 @dataclass(frozen=True)
@@ -316,7 +318,7 @@ def calculate_relay(relay: float, dense_std: float, fan_in: int, threshold: floa
         return dense, 0.0
     if relay == 1.0:
         dynamics = dynamics or RelayDynamics()
-        return 0.0, theory.copy_gain(threshold, dynamics.beta, dynamics.steps, dynamics.reset,
+        return 0.0, theory.copy_gain(threshold, dynamics.beta_range or dynamics.beta, dynamics.steps, dynamics.reset,
                                      dynamics.reset_value) / input_scale
     sigma_dense = input_scale * dense * math.sqrt(fan_in * input_rate)
     if dynamics is None or dynamics.steps in (None, 1):

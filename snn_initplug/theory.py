@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 from scipy import special
@@ -201,8 +201,8 @@ def _leak_sum(beta: float, terms: int) -> float:
     return float(terms) if beta == 1.0 else (1.0 - beta**terms) / (1.0 - beta)
 
 
-def copy_window(threshold: float, beta: float, steps: Optional[int] = None, reset: str = "subtract",
-                reset_value: float = 0.0) -> tuple[float, float]:
+def copy_window(threshold: float, beta: Union[float, tuple[float, float]], steps: Optional[int] = None,
+                reset: str = "subtract", reset_value: float = 0.0) -> tuple[float, float]:
     r"""The membrane jumps :math:`g` at which a neuron driven by one input alone copies it exactly: it spikes at
     step t if and only if the input spiked at step t, for every input spike train of ``steps`` steps from rest
     (``None``: of any length). Returns the open interval ``(low, high)``.
@@ -225,6 +225,9 @@ def copy_window(threshold: float, beta: float, steps: Optional[int] = None, rese
 
     ``steps=1`` (one step from rest): :math:`\theta < g` for every reset.
 
+    ``beta`` = (smallest, largest) for per-neuron decays: both ends of the window fall as β grows, so the jumps that
+    copy for every decay in between are (low at the smallest, high at the largest).
+
     Raises:
         InitError: an empty window (the neuron cannot copy), or a decay outside [0, 1].
 
@@ -233,6 +236,16 @@ def copy_window(threshold: float, beta: float, steps: Optional[int] = None, rese
         >>> [round(v, 4) for v in th.copy_window(1.0, beta=0.9, steps=4)]
         [1.0788, 1.41]
     """
+    if isinstance(beta, tuple):
+        smallest, largest = beta
+        low, high = copy_window(threshold, smallest, steps, reset, reset_value)[0], \
+            copy_window(threshold, largest, steps, reset, reset_value)[1]
+        if not low < high:
+            span = "any number of steps" if steps is None else f"{steps} steps"
+            raise InitError(f"copy relay: per-neuron decays from {smallest:g} to {largest:g} have no common jump that "
+                            f"copies over {span} (needs {low:.4g} < g < {high:.4g}); give horizon=T (the steps "
+                            "simulated), or use relay < 1")
+        return low, high
     if not (math.isfinite(threshold) and threshold > 0):
         raise InitError(f"copy relay: the threshold must be positive and finite, got {threshold}")
     if not 0.0 <= beta <= 1.0:
@@ -262,8 +275,8 @@ def copy_window(threshold: float, beta: float, steps: Optional[int] = None, rese
     return low, high
 
 
-def copy_gain(threshold: float, beta: float, steps: Optional[int] = None, reset: str = "subtract",
-              reset_value: float = 0.0, margin: float = COPY_MARGIN) -> float:
+def copy_gain(threshold: float, beta: Union[float, tuple[float, float]], steps: Optional[int] = None,
+              reset: str = "subtract", reset_value: float = 0.0, margin: float = COPY_MARGIN) -> float:
     r"""The relay jump of ``relay=1``: :math:`g = \min(g_\mathrm{low} + m\,\theta,\ (g_\mathrm{low} +
     g_\mathrm{high})/2)` in the window of :func:`copy_window`, ``margin`` :math:`m` (0.02) above its lower end,
     or its middle when the window is narrower.

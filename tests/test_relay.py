@@ -511,3 +511,46 @@ def test_copy_relay_stack_hands_the_first_layers_spikes_to_the_last(framework):
     assert any("relay=1" in note for row in report.layers for note in row.notes)
     assert report.layers[1].assumed["relay_steps"] == "any"
 
+
+
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+def test_copy_relay_with_per_neuron_decays_copies_for_every_decay():
+    """snnTorch Leaky with a decay per neuron (0.6 to 0.95): the jump of the mean decay does not copy for the
+    leakiest neuron (every 4-step train run through its Leaky), so the copy relay takes the window common to
+    the range: over T = 4 steps every layer of an 8-layer stack copies the first exactly; for any length no
+    common jump exists and initialize says so, naming the range and the way out, the model unchanged."""
+    import snntorch as snn
+
+    width, depth, steps = 64, 8, 4
+    betas = torch.linspace(0.6, 0.95, width)
+    assert not _snntorch_copies(theory.copy_gain(1.0, float(betas.mean()), steps), 0.6, "subtract",
+                                _every_train(steps))
+
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(nn.Linear(32 if i == 0 else width, width) for i in range(depth))
+            self.neurons = nn.ModuleList(snn.Leaky(beta=betas.clone()) for _ in range(depth))
+
+        def forward(self, x):
+            mems, out = [n.reset_mem() for n in self.neurons], []
+            for _ in range(steps):
+                h, per_layer = x, []
+                for i, (layer, neuron) in enumerate(zip(self.layers, self.neurons)):
+                    h, mems[i] = neuron(layer(h), mems[i])
+                    per_layer.append(h)
+                out.append(torch.stack(per_layer))
+            return torch.stack(out, 1)
+
+    torch.manual_seed(0)
+    model = Stack()
+    x = torch.rand(256, 32, generator=torch.Generator().manual_seed(1)) * 3
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(sip.InitError, match="decays from 0.6 to 0.95 have no common jump .* give horizon=T"):
+        sip.initialize(model, "spike_aware", x, relay=1.0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    sip.initialize(model, "spike_aware", x, relay=1.0, horizon=steps)
+    with torch.no_grad():
+        spikes = model(x)
+    assert float(spikes[0].mean()) > 0.05
+    assert all(torch.equal(spikes[layer], spikes[0]) for layer in range(1, depth))
