@@ -194,7 +194,7 @@ COPY_MARGIN = 0.02  # of θ above the smallest copying jump: float rounding and 
 # (the copy's backward gain, about g·h(g − θ), is largest for a membrane just above θ)
 
 
-def _leak_sum(beta: float, terms: int) -> float:
+def _leak_sum(beta: float, terms: Optional[int]) -> float:
     r""":math:`S_n = \sum_{j=0}^{n-1}\beta^j` (``terms`` = n), or :math:`1/(1-\beta)` for ``terms=None`` (n → ∞)."""
     if terms is None:
         return math.inf if beta >= 1.0 else 1.0 / (1.0 - beta)
@@ -271,7 +271,8 @@ def copy_window(threshold: float, beta: Union[float, tuple[float, float]], steps
         span = "any number of steps" if steps is None else f"{steps} steps"
         raise InitError(f"copy relay: a neuron with decay {beta:g} and reset {reset!r} cannot copy its input over "
                         f"{span} (no jump g spikes on every input spike and on no other step: needs "
-                        f"{low:.4g} < g < {high:.4g}); use relay < 1")
+                        f"{low:.4g} < g < {high:.4g}); give horizon=T if the trains are T steps long, or use "
+                        "relay < 1")
     return low, high
 
 

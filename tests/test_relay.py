@@ -459,6 +459,11 @@ def test_copy_window_refuses_a_neuron_that_cannot_copy():
         theory.copy_window(1.0, 0.9, 4, "hard", 1.5)
     with pytest.raises(sip.InitError, match="steps must be a positive whole number"):
         theory.copy_window(1.0, 0.9, 0)
+    # an integrate-and-fire neuron (β = 1) keeps g − θ per relayed spike: it copies T steps for θ < g < θ(1 + 1/(T−1))
+    # but no train of any length; the error says how to get the T-step window
+    assert theory.copy_window(1.0, 1.0, 4) == (pytest.approx(1.0), pytest.approx(4 / 3))
+    with pytest.raises(sip.InitError, match="give horizon=T"):
+        theory.copy_window(1.0, 1.0)
 
 
 def test_copy_relay_law_is_the_pattern_alone():
