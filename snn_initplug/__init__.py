@@ -52,6 +52,8 @@ _PUBLIC: dict[str, str] = {
     "calculate_spike_aware_gain": "init",
     "calculate_fluctuation": "init",
     "calculate_relay": "laws",
+    "copy_window": "theory",
+    "copy_gain": "theory",
     "relay_pattern": "init",
     "baseline_law": "laws",
     "Law": "laws",
@@ -138,6 +140,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         surrogate_derivative,
         surrogate_moments,
     )
+    from .theory import copy_gain, copy_window
 
 
 def __getattr__(name: str) -> Any:

@@ -340,7 +340,7 @@ def test_bad_arguments_are_one_line(capsys, script, bad):
                                          ("deep_snntorch_mnist.py", ["-depth", "0"]),
                                          ("deep_snntorch_mnist.py", ["-methods", "none", "bogus"]),
                                          ("deep_snntorch_mnist.py", ["-methods", "ikun:deep"]),
-                                         ("deep_snntorch_mnist.py", ["-relay", "1"]),
+                                         ("deep_snntorch_mnist.py", ["-relay", "1.5"]),
                                          ("deep_snntorch_mnist.py", ["-membrane", "0"]),
                                          ("deep_snntorch_mnist.py", ["-membrane", "nan"])])
 def test_bad_arguments_stop_the_script_before_any_work(tmp_path, script, bad):
