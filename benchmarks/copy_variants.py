@@ -26,7 +26,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
@@ -100,13 +99,8 @@ def train(variant: str, depth: int, seed: int, data, args) -> dict:
     optimizer = torch.optim.Adam(groups, lr=args.lr)
     order, accuracy = torch.Generator().manual_seed(seed), []
     for _ in range(args.epochs):
-        perm = torch.randperm(len(x_tr), generator=order)
-        for i in range(0, len(x_tr) - args.batch + 1, args.batch):
-            idx = perm[i:i + args.batch]
-            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        for _ in deep_sweep.epoch_steps(model, optimizer, x_tr, y_tr, args.batch, order):
+            pass
         accuracy.append(deep_sweep.accuracy(model, x_ev, y_ev))
     return {"variant": variant, "depth": depth, "seed": seed, "accuracy": accuracy, "rates": rates, **extra}
 

@@ -38,6 +38,7 @@ import statistics
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -158,6 +159,20 @@ def traced(model: PlainSNN, step: int, losses: list[float], x_ev, y_ev, fresh: i
             "rates": [layer.rate for layer in sip.diagnose(model, x_ev[:fresh]).layers], "off_relay": off_relay}
 
 
+def epoch_steps(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, batch: int,
+                order: torch.Generator) -> Iterator[torch.Tensor]:
+    """One epoch of cross-entropy steps over batches in the order of a permutation drawn from ``order`` (a full
+    last batch only); yields each step's loss after the step."""
+    perm = torch.randperm(len(x), generator=order)
+    for i in range(0, len(x) - batch + 1, batch):
+        idx = perm[i:i + batch]
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        yield loss
+
+
 def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
     x_tr, y_tr, x_ev, y_ev = data
     calib = args.calib_batch or args.batch
@@ -170,13 +185,7 @@ def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
     order = torch.Generator().manual_seed(seed)
     record["accuracy"], record["trace"], start, step, losses = [], [], time.perf_counter(), 0, []
     for _ in range(args.epochs):
-        perm = torch.randperm(len(x_tr), generator=order)
-        for i in range(0, len(x_tr) - args.batch + 1, args.batch):
-            idx = perm[i:i + args.batch]
-            loss = F.cross_entropy(model(x_tr[idx]), y_tr[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        for loss in epoch_steps(model, optimizer, x_tr, y_tr, args.batch, order):
             step += 1
             losses.append(float(loss.detach()))
             if args.trace and step % args.trace == 0:

@@ -213,10 +213,10 @@ def _relay_dynamics(layer: LayerPlan, horizon: Any, copy: bool = False) -> Optio
         return None
     spec = layer.spec
     betas = torch.as_tensor(spec.beta, dtype=torch.float64)
-    beta = float(betas.mean())  # per-neuron decays: their mean (the copy: a jump that copies for all of them)
-    spread = (float(betas.min()), float(betas.max())) if copy and float(betas.min()) != float(betas.max()) else None
-    return RelayDynamics(beta=beta, steps=steps, reset=spec.reset, reset_value=float(spec.reset_value),
-                         beta_range=spread)
+    smallest, largest = float(betas.min()), float(betas.max())
+    # per-neuron decays: their mean; the copy needs a jump that copies for all of them
+    return RelayDynamics(beta=float(betas.mean()), steps=steps, reset=spec.reset, reset_value=float(spec.reset_value),
+                         beta_range=(smallest, largest) if copy and smallest != largest else None)
 
 
 def _fluctuation_rule(layer: LayerPlan, opts: FluctuationOptions, ctx: _Context):
@@ -263,8 +263,7 @@ def _layer_law(layer: LayerPlan, method: str, opts: dict[str, Any], ctx: _Contex
     except InitError as exc:
         message = str(exc)
         raise type(exc)(message if layer.name in message else f"{message} (layer {layer.name})") from exc
-    copy = law.std == 0 and law.relay > 0  # relay=1: the relay pattern alone
-    if not (math.isfinite(law.std) and (law.std > 0 or copy) and math.isfinite(law.mean)):
+    if not (math.isfinite(law.std) and (law.std > 0 or law.is_copy) and math.isfinite(law.mean)):
         raise InitError(f"{method}: {layer.name}: the computed law (mean {law.mean}, std {law.std}) is not finite "
                         "and positive")
     if layer.norm and layer.role == "input":
@@ -475,8 +474,8 @@ def _copy_biases(results) -> list[torch.Tensor]:
     """The biases beside the copy relay's weights (``relay=1``), checked writable: a constant input would move
     the membrane off the copy's window, so they are set to 0 with the weights."""
     biases = []
-    for layer, _, row in results:
-        bias = drive(layer, {})[1] if row.assumed.get("relay") == 1.0 else None
+    for layer, law, _ in results:
+        bias = drive(layer, {})[1] if law.is_copy else None
         if bias is not None:
             check_writable(f"initialize: {bias[0]}", bias[1])
             biases.append(bias[1])

@@ -74,6 +74,11 @@ class Law:
     def bound(self) -> float:
         return self.std * math.sqrt(3.0)  # the half-width of a uniform law with this std
 
+    @property
+    def is_copy(self) -> bool:
+        """The copy relay's law (``relay=1``): the relay pattern alone, no random part."""
+        return self.std == 0 and self.relay > 0
+
 
 def membrane_target(threshold: float, *, sigma_u: Optional[float] = None, rate: Optional[float] = None,
                     mu_u: float = 0.0) -> float:
