@@ -467,9 +467,20 @@ def test_copy_window_refuses_a_neuron_that_cannot_copy():
 
 
 def test_copy_relay_law_is_the_pattern_alone():
+    """The tensor-level copy weight, for a neuron that scales its input by c = 0.1 (θ = 0.5, β = 0.9, T = 4), copies
+    every 4-step train in a plain simulation of that neuron (both reset conventions); no dense part."""
     dense, weight = calculate_relay(1.0, dense_std=0.1, fan_in=256, threshold=0.5, input_rate=0.16,
                                     input_scale=0.1, dynamics=sip.RelayDynamics(beta=0.9, steps=4))
-    assert dense == 0.0 and weight == pytest.approx(theory.copy_gain(0.5, 0.9, 4) / 0.1)
+    assert dense == 0.0
+    trains = _every_train(4).double()
+    for decayed_reset in (False, True):
+        u, fired, out = torch.zeros(len(trains), dtype=torch.float64), torch.zeros(len(trains), dtype=torch.float64), []
+        for t in range(4):
+            drive = 0.1 * weight * trains[:, t]
+            u = 0.9 * (u - 0.5 * fired) + drive if decayed_reset else 0.9 * u + drive - 0.5 * fired
+            fired = (u > 0.5).double()
+            out.append(fired)
+        assert torch.equal(torch.stack(out, 1), trains)
     law = sip.spike_aware_law(256, 1.0, 1.0, 0.16, relay=1.0, relay_dynamics=sip.RelayDynamics(beta=0.9))
     w = sample(law, (256, 256), generator=torch.Generator().manual_seed(0))
     assert torch.equal(w, law.relay * torch.eye(256))
