@@ -596,9 +596,9 @@ def calculate_spikeinit(
       per-neuron parameters; no leak) the neuron's update is simulated (Algorithm 3,
       :func:`snn_initplug.stationary.simulated_input_std`): ``samples`` seeded neurons, the rate averaged over
       T steps from rest (or stationary), solved for :math:`s`. The simulation also holds the part of the input
-      that fixed weights make constant per neuron (:math:`\sum_j W_{ij} p_j`, a fraction
-      :math:`E[p_j^2]/E[p_j]` of the variance; ``input_mean``\ :sup:`2`/q for given spikes), which the
-      closure leaves out; for a leaky neuron with a subtractive reset it decides the rate of a deep stack.
+      that fixed weights make constant per neuron (:math:`p\sum_j W_{ij}`, a fraction :math:`m^2/q` of the
+      variance for spikes of mean :math:`m`), which the closure leaves out: a leaky neuron with a subtractive
+      reset integrates it.
 
     The gradient target is :func:`snn_initplug.stationary.gradient_target` (over T steps with ``steps``); the
     surrogate's shape follows from :meth:`SpikeInitScale.surrogate_shape`.
@@ -614,7 +614,7 @@ def calculate_spikeinit(
             undecayed at the next step (snnTorch).
         input: ``"spikes"`` or ``"static"``.
         input_second_moment: :math:`q` of the input (default p for spikes, 1 for a static input).
-        input_mean: the input's mean, for given spikes (default: the spikes of neurons like this one at p).
+        input_mean: the mean :math:`m` of a spike input (default p).
         steps: T, or None for the stationary rate.
         samples: simulated input sequences.
         seed: the simulation's seed.
@@ -657,9 +657,9 @@ def calculate_spikeinit(
         mean, std, weight_scale = membrane.mean, membrane.std, s / (lam * math.sqrt(q))
     else:
         lams = lam if isinstance(lam, tuple) else (lam,)
-        # held fraction of the input variance: all of it for a static frame; the measured mean² / second moment
-        # of given spikes; for spikes of neurons at the target (a hidden layer) found with the scale
-        held = 1.0 if static else (None if input_mean is None else min(1.0, input_mean**2 / q))
+        # the part of the input variance fixed weights hold per neuron: all of it for a static frame, mean²/q for
+        # spikes (p for spikes at the target rate, i.i.d. over inputs and steps)
+        held = 1.0 if static else min(1.0, (p if input_mean is None else input_mean) ** 2 / q)
         # bisected in weight units (σ·√q): each neuron's input std is that times its own λ
         found = simulated_input_std(p, dynamics, options.steps, held_fraction=held, input_scales=lams,
                                     samples=options.samples, seed=options.seed)
