@@ -276,7 +276,8 @@ def _spikeinit_rule(layer: LayerPlan, opts: SpikeInitOptions, ctx: _Context):
     scale = calculate_spikeinit(target_rate=opts.target_rate, decay=spec.beta, input_scale=spec.input_scale,
                                 threshold=spec.threshold, reset=spec.reset, reset_value=spec.reset_value,
                                 reset_decays=spec.reset_decays, input=source, input_second_moment=q,
-                                input_mean=mean if source == "spikes" else None, steps=opts.steps, samples=opts.samples, seed=opts.seed)
+                                input_mean=mean if source == "spikes" else None, steps=opts.steps,
+                                simulate=opts.simulate, samples=opts.samples, seed=opts.seed)
     share = _share(layer, ctx, None)
     law = spikeinit_law(layer.fan_in, scale.weight_scale, share=share)
     assumed.update(sigma_star=scale.weight_scale, how=scale.how, rate=scale.rate,

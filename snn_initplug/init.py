@@ -580,6 +580,7 @@ def calculate_spikeinit(
     input_second_moment: Optional[float] = None,
     input_mean: Optional[float] = None,
     steps: Optional[int] = None,
+    simulate: bool = False,
     samples: int = 1 << 15,
     seed: int = 0,
 ) -> SpikeInitScale:
@@ -593,7 +594,7 @@ def calculate_spikeinit(
     * Static analog input (``input="static"``, one frame held for every step, second moment :math:`q`, default
       1): :math:`P_\mathrm{static}(s) = p` (:func:`snn_initplug.stationary.static_input_std`).
     * Where the closure does not hold (``steps=T``; a subtractive reset; a hard reset to another value;
-      per-neuron parameters; no leak) the neuron's update is simulated (Algorithm 3,
+      per-neuron parameters; no leak), or with ``simulate=True``, the neuron's update is simulated (Algorithm 3,
       :func:`snn_initplug.stationary.simulated_input_std`): ``samples`` seeded neurons, the rate averaged over
       T steps from rest (or stationary), solved for :math:`s`. The simulation also holds the part of the input
       that fixed weights make constant per neuron (:math:`p\sum_j W_{ij}`, a fraction :math:`m^2/q` of the
@@ -616,7 +617,8 @@ def calculate_spikeinit(
         input_second_moment: :math:`q` of the input (default p for spikes, 1 for a static input).
         input_mean: the mean :math:`m` of a spike input (default p).
         steps: T, or None for the stationary rate.
-        samples: simulated input sequences.
+        simulate: the simulated variant even where the closed form holds (it holds the per-neuron input mean).
+        samples: simulated neurons.
         seed: the simulation's seed.
 
     Returns:
@@ -632,7 +634,7 @@ def calculate_spikeinit(
         >>> round(sip.calculate_spikeinit(decay=0.5, input_scale=0.5, input="static").weight_scale, 4)
         1.1425
     """
-    options = SpikeInitOptions(target_rate=target_rate, steps=steps, samples=samples, seed=seed)
+    options = SpikeInitOptions(target_rate=target_rate, steps=steps, simulate=simulate, samples=samples, seed=seed)
     if input not in ("spikes", "static"):
         raise InitError(f"spikeinit: input must be 'spikes' or 'static', got {input!r}")
     kappa, lam, theta = _values("decay", decay), _values("input_scale", input_scale), _values("threshold", threshold)
@@ -643,7 +645,7 @@ def calculate_spikeinit(
     if min(np.atleast_1d(lam)) <= 0:
         raise InitError(f"spikeinit: input_scale must be > 0, got {input_scale!r}")
     p, static = options.target_rate, input == "static"
-    if dynamics.closed_form and options.steps is None and isinstance(lam, float):
+    if dynamics.closed_form and options.steps is None and isinstance(lam, float) and not options.simulate:
         assert isinstance(kappa, float) and isinstance(theta, float)  # noqa: S101 - closed_form checked it
         if static:
             s = static_input_std(p, kappa, theta)
