@@ -274,16 +274,20 @@ def ikun_(
 # ------------------------------------------------------------------------------------------------------
 # Spike-aware (Micheli et al. 2024)
 # ------------------------------------------------------------------------------------------------------
-def _threshold(threshold) -> float:
+def _positive_number(name: str, value) -> float:
     # float() first and a finiteness check: a str threshold would fail in ">" with a bare TypeError, and θ = inf
     # would surface later as "input second moment is nan"
     try:
-        threshold = float(threshold)
+        number = float(value)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise InitError(f"threshold must be a single number, got {threshold!r}") from exc
-    if not (math.isfinite(threshold) and threshold > 0):
-        raise InitError(f"threshold must be a finite number > 0, got {threshold}")
-    return threshold
+        raise InitError(f"{name} must be a single number, got {value!r}") from exc
+    if not (math.isfinite(number) and number > 0):
+        raise InitError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
+
+
+def _threshold(threshold) -> float:
+    return _positive_number("threshold", threshold)
 
 
 def calculate_spike_aware_gain(
@@ -502,16 +506,6 @@ def baseline_(tensor: torch.Tensor, name: str, *, threshold: float = 1.0, input_
         return tensor
     return _fill_(tensor, baseline_law(name, *calculate_fans(tensor), threshold=_threshold(threshold),
                                        input_scale=_positive_number("input_scale", input_scale)), generator)
-
-
-def _positive_number(name: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise InitError(f"{name} must be a single number, got {value!r}") from exc
-    if not (math.isfinite(number) and number > 0):
-        raise InitError(f"{name} must be a finite number > 0, got {value!r}")
-    return number
 
 
 # ------------------------------------------------------------------------------------------------------

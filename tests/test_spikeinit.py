@@ -344,3 +344,32 @@ def test_snntorch_if_and_user_callable():
     assert any("scale_membrane" in note for note in report.layers[1].notes)
     kind, params = sip.describe_surrogate(net[1].spike_grad)
     assert kind == "fast_sigmoid" and params["slope"] != 25
+
+
+@pytest.mark.snntorch
+def test_snntorch_per_neuron_decays_are_simulated_per_neuron():
+    """Per-neuron β (one per output unit): the simulated variant runs each neuron with its own decay; the
+    same scale, run here neuron by neuron with Gaussian input (held mean p·Σw, fresh part), fires at p."""
+    import snntorch as snn
+    width, p = 64, 0.1
+    betas = torch.linspace(0.3, 0.9, width)
+    net = nn.Sequential(nn.Linear(width, width, bias=False), snn.Leaky(beta=betas.clone(), init_hidden=True),
+                        nn.Linear(width, width, bias=False), snn.Leaky(beta=betas.clone(), init_hidden=True))
+    x = (torch.rand(16, width, generator=torch.Generator().manual_seed(0)) < p).float()
+    report = sip.initialize(net, "spikeinit", x, target_rate=p, surrogate=False)
+    row = report.layers[1]
+    assert row.assumed["how"].startswith("simulated (stationary")
+    sigma = row.assumed["sigma_star"]
+    g = torch.Generator().manual_seed(5)
+    per = 2048
+    beta = betas.double().repeat(per)
+    n = beta.numel()
+    held = sigma * p * torch.randn(n, generator=g, dtype=torch.float64)
+    y, fired, total, burn = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.bool), 0.0, 100
+    for t in range(2 * burn):
+        y = beta * y + held + sigma * math.sqrt(p * (1 - p)) * torch.randn(n, generator=g, dtype=torch.float64) \
+            - fired.double()
+        fired = y >= 1.0
+        if t >= burn:
+            total += fired.double().mean().item() / burn
+    assert total == pytest.approx(p, rel=0.03)
