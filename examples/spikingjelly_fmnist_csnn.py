@@ -57,8 +57,9 @@ class CSNN(nn.Module):
 
 
 def init_defaults(T: int) -> dict:
-    """IF neurons never leak, so the fluctuation method integrates their response over the T simulated steps."""
-    return {"fluctuation": {"steps": T}}
+    """IF neurons never leak, so the fluctuation method integrates their response over the T simulated steps, and
+    spikeinit simulates them over those T steps (they have no stationary rate)."""
+    return {"fluctuation": {"steps": T}, "spikeinit": {"steps": T}}
 
 
 def parser():

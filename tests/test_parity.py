@@ -23,6 +23,7 @@ from scipy import special
 
 import snn_initplug as sip
 from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
+from snn_initplug.options import SpikeInitOptions
 
 THETA, BETA, FEATURES, WIDTH, SEED = 1.5, 0.5, 8, 6, 123
 
@@ -153,7 +154,19 @@ def fluctuation(options: Dict[str, Any], spikes: bool = False) -> Fill:
 
 
 def baseline(name: str) -> Fill:
-    return lambda w, n, g: sip.baseline_(w, name, generator=g)
+    return lambda w, n, g: sip.baseline_(w, name, threshold=THETA, input_scale=n["c"], generator=g)
+
+
+def spikeinit(options: Dict[str, Any], spikes: bool = False) -> Fill:
+    def fill(w, n, g):
+        spec, p = n["spec"], options.get("target_rate", 0.1)
+        # a hidden layer reads spikes of neurons at the target; the data batch (entries 0, 1/2, 1) is analog
+        inputs = {"input": "spikes", "input_second_moment": p} if spikes else \
+            {"input": "static", "input_second_moment": DATA_SECOND_MOMENT}
+        numbers = {k: v for k, v in options.items() if k != "surrogate"}
+        return sip.spikeinit_(w, **numbers, decay=BETA, input_scale=n["c"], threshold=THETA, reset=spec.reset,
+                              reset_value=spec.reset_value, reset_decays=spec.reset_decays, **inputs, generator=g)
+    return fill
 
 
 CASES: List[Tuple[str, str, Dict[str, Any], bool, Fill]] = []
@@ -181,8 +194,12 @@ for opts in [{}, {"mu_u": 0.3}, {"sigma_u": 0.7}, {"rate": 0.1}, {"mu_u": 0.2, "
 for opts in [{}, {"mu_u": 0.3}, {"rate": 0.1}, {"sigma_u": 1.2, "horizon": 4}]:
     case(f"fluctuation{opts} on spikes", "fluctuation", opts, fluctuation(opts, spikes=True), spikes=True)
 for name in ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "lecun_normal",
-             "spikingjelly"):
+             "spikingjelly", "ding"):
     case(name, name, {}, baseline(name))
+case("spikeinit{}", "spikeinit", {}, spikeinit({}))
+for opts in [{}, {"target_rate": 0.05, "steps": 3}, {"surrogate": False},
+             {"simulate": True, "samples": 4096, "seed": 3}]:
+    case(f"spikeinit{opts} on spikes", "spikeinit", opts, spikeinit(opts, spikes=True), spikes=True)
 
 
 def test_every_method_and_option_is_covered():
@@ -191,7 +208,8 @@ def test_every_method_and_option_is_covered():
     for _, method, options, _, _ in CASES:
         covered.setdefault(method, set()).update(options)
     assert set(covered) | {"calibrated"} == set(sip.METHODS)
-    records = {"ikun": sip.IkunOptions, "spike_aware": sip.SpikeAwareOptions, "fluctuation": sip.FluctuationOptions}
+    records = {"ikun": sip.IkunOptions, "spike_aware": sip.SpikeAwareOptions, "fluctuation": sip.FluctuationOptions,
+               "spikeinit": SpikeInitOptions}
     for method, record in records.items():
         assert set(record.__dataclass_fields__) <= covered[method], method
 
