@@ -14,7 +14,7 @@ The neuron, in membrane units (:math:`x_t` is the input current after the neuron
 
 solved for :math:`(\mu, \sigma_y)` (:func:`stationary_membrane`); the firing probability is
 :math:`1 - \Phi(a)`, and :func:`spike_input_std` finds the :math:`s` where it equals the target (Algorithm 2).
-The closure's rate grows with :math:`s` towards a limit below 1/2 (:func:`closure_rate_limit`, e.g. 0.183 at
+The closure's rate grows with :math:`s` towards a limit below 1/2 (:func:`closure_rate_limit`, e.g. 0.184 at
 κ = 0.9): a target above it has no solution at any weight scale.
 
 **Static (direct-coded) input**, one draw :math:`x \sim \mathcal{N}(0, s^2)` held for every step:
@@ -139,7 +139,13 @@ def stationary_membrane(input_std: float, kappa: float, threshold: float) -> Sta
 @functools.lru_cache(maxsize=256)
 def closure_rate_limit(kappa: float) -> float:
     """The largest firing probability the closure reaches, its limit for an input std much larger than θ (the
-    closure at θ = 0, where every scale is the same); e.g. 0.183 at κ = 0.9, 0.232 at κ = 0.5."""
+    closure at θ = 0, where every scale is the same).
+
+    Example:
+        >>> from snn_initplug.stationary import closure_rate_limit
+        >>> round(closure_rate_limit(0.9), 4), round(closure_rate_limit(0.5), 4)
+        (0.1837, 0.3913)
+    """
     return stationary_membrane(1.0, kappa, 1e-12).rate
 
 
