@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from . import replay as checkpoint
 from . import theory
-from .calibration import calibrate, drive
+from .calibration import calibrate
 from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, OptionError, PlanError, SurrogateError
 from .init import calculate_ikun_gain, sample
@@ -46,6 +46,7 @@ from .options import (
 )
 from .planning import InputStats, LayerPlan, Plan, plan
 from .reports import LayerReport, Report, calibrated_label
+from .running import drive, mean_value
 from .selection import Skip, check_overrides, is_skipped, layer_overrides
 from .tables import surrogate_label
 from .transaction import Snapshot, agree, check_writable, exclusive, fingerprint, write_all
@@ -73,14 +74,9 @@ class _Context:
         return ctx
 
 
-def _scalar(value: Any) -> float:
-    """Per-neuron parameters enter the formulas through their mean (the report says so)."""
-    return float(value.mean()) if isinstance(value, torch.Tensor) else float(value)
-
-
 def _sigma_u(spec, opts, mu_u: float = 0.0) -> tuple[float, float]:
     """(θ, σ_U) of a neuron at the options' membrane target (:func:`snn_initplug.laws.membrane_target`)."""
-    theta = _scalar(spec.threshold)
+    theta = mean_value(spec.threshold)
     return theta, membrane_target(theta, sigma_u=opts.sigma_u, rate=opts.rate, mu_u=mu_u)
 
 
@@ -113,7 +109,7 @@ def _kernel_sums(layer: LayerPlan, horizon: Any, method: str) -> tuple[float, fl
         sums = layer.spec.kernel_sums(horizon_steps(method, horizon))
     except NeuronSpecError as exc:  # the option is horizon= here (steps= is NeuronSpec.kernel_sums' argument)
         raise InitError(f"{method}: {layer.name}: {str(exc).replace('pass steps=T', 'pass horizon=T')}") from exc
-    return _scalar(sums[0]), _scalar(sums[1])
+    return mean_value(sums[0]), mean_value(sums[1])
 
 
 def _share(layer: LayerPlan, ctx: _Context, alpha: Optional[float]) -> float:

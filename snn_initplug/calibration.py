@@ -30,7 +30,6 @@ once every layer has been calibrated (an error leaves the model as it was).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import fnmatch
 import math
@@ -50,17 +49,23 @@ from .options import DEFAULT_TARGET_RATE, CalibrationOptions, TargetRate
 from .planning import (
     NORM_LAYERS,
     WEIGHT_LAYERS,
-    LayerPlan,
     Plan,
     StateSnapshot,
     first_tensor,
-    plan,
     preserved,
     reset_neuron,
-    run_model,
 )
 from .reports import CalibrationReport, LayerCalibration
-from .selection import is_skipped
+from .running import (
+    Group,
+    checked_calls,
+    input_calls,
+    neuron_groups,
+    plan_for_input,
+    recorded_passes,
+    runner,
+    unit_output,
+)
 from .transaction import (
     SameDraws,
     Snapshot,
@@ -180,7 +185,7 @@ def _search(rate_at: Callable[[float], float], target: float, tolerance: float, 
                                               "few neurons or a small batch)")
 
 
-def _silent_cause(group: _Group) -> str:
+def _silent_cause(group: Group) -> str:
     """Why no scale makes this neuron fire: a weight that is all zero (BatchNorm γ = 0, as torchvision-style
     ``zero_init_residual=True`` sets it) stays zero when scaled; otherwise no spikes reach the layer."""
     zero = [name for name, param in group.params if not bool(param.detach().any())]
@@ -216,52 +221,6 @@ def _measured_rate(evaluate: Callable[[], Sequence[torch.Tensor]], group=None) -
         outputs, error = [], exc
     agree("calibrate", 0, error, group)
     return _spike_rate(outputs, group)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# What to scale for each neuron
-# ----------------------------------------------------------------------------------------------------------
-@dataclass
-class _Group:
-    neuron_name: str
-    neuron: nn.Module
-    params: list[tuple[str, torch.Tensor]]  # scaled together
-    layers: list[LayerPlan]
-    biases: list[tuple[str, torch.Tensor]]
-
-
-def drive(layer: LayerPlan, modules: dict[str, nn.Module]) -> tuple[tuple[str, torch.Tensor],
-                                                                    Optional[tuple[str, torch.Tensor]]]:
-    """What scales the layer's contribution to its neuron's input, and the bias beside it: the affine weight of
-    the norm between them (scaling a weight before a normalization does nothing), else the layer's weight (an
-    internal weight's bias is its own submodule's)."""
-    norm = modules.get(layer.norm) if layer.norm is not None else None
-    if isinstance(norm, NORM_LAYERS) and norm.weight is not None:
-        return (f"{layer.norm}.weight", norm.weight), (None if norm.bias is None else (f"{layer.norm}.bias", norm.bias))
-    owner_path = layer.parameter.rpartition(".")[0]
-    owner = layer.module.get_submodule(owner_path) if owner_path else layer.module
-    own_bias = getattr(owner, "bias", None)
-    owner_name = layer.name.rpartition(".")[0]
-    return (layer.name, layer.weight), ((f"{owner_name}.bias", own_bias) if isinstance(own_bias, torch.Tensor)
-                                        else None)
-
-
-def _groups(model: nn.Module, p: Plan, skip=None, roles: tuple[str, ...] = ("input",)) -> list[_Group]:
-    """Per neuron (in forward order), the tensors that scale its input (:func:`drive`) of its layers in
-    ``roles`` that ``skip`` leaves."""
-    modules = dict(model.named_modules())
-    groups: dict[str, _Group] = {}
-    for layer in p.layers:
-        if layer.role not in roles or is_skipped(layer, skip):
-            continue
-        group = groups.setdefault(layer.neuron_name, _Group(layer.neuron_name, layer.neuron, [], [], []))
-        group.layers.append(layer)
-        weight, bias = drive(layer, modules)
-        group.params.append(weight)
-        if bias is not None:
-            group.biases.append(bias)
-    order = [name for name, _, _ in p.neurons]
-    return sorted(groups.values(), key=lambda g: order.index(g.neuron_name))
 
 
 def _target_for(name: str, target_rate: Union[float, dict[str, float], Callable[[str], float]]) -> float:
@@ -312,7 +271,7 @@ def _chain_obstacle(model: nn.Module) -> Optional[str]:
     return None
 
 
-def _chain_ready(model: nn.Module, groups: list[_Group]) -> Optional[list[tuple[str, nn.Module]]]:
+def _chain_ready(model: nn.Module, groups: list[Group]) -> Optional[list[tuple[str, nn.Module]]]:
     if type(model) is not nn.Sequential or _chain_obstacle(model) is not None:
         return None
     units = _units(model)
@@ -329,20 +288,11 @@ def _chain_ready(model: nn.Module, groups: list[_Group]) -> Optional[list[tuple[
     return units
 
 
-def _output(unit: nn.Module, value: Any) -> torch.Tensor:
-    """The tensor a unit of the chain returned (the first of a tuple): what the next unit is called on."""
-    tensor = first_tensor(value)
-    if tensor is None:
-        raise PlanError(f"calibrate: {type(unit).__name__} returned no tensor, so the model cannot be calibrated "
-                        "as a chain of units; pass mode='model'")
-    return tensor
-
-
 def _run_units(units: Sequence[nn.Module], calls: list[torch.Tensor]) -> list[torch.Tensor]:
     out = []
     for x in calls:
         for unit in units:
-            x = _output(unit, unit(x))
+            x = unit_output(unit, unit(x))
         out.append(x)
     return out
 
@@ -399,14 +349,14 @@ def _calibrate_segment(segment, group, acts, target_rate, tolerance, max_evals, 
                 else:
                     param.copy_(original * s)
                     try:
-                        z = [_output(scaled, scaled(x)) for x in x_pre]
+                        z = [unit_output(scaled, scaled(x)) for x in x_pre]
                     finally:
                         param.copy_(original)
                 out = []
                 for zz in z:
                     for module in post:
-                        zz = _output(module, module(zz))
-                    out.append(_output(unit, unit(zz)))
+                        zz = unit_output(module, module(zz))
+                    out.append(unit_output(unit, unit(zz)))
             return out
         return draws.run(once)
 
@@ -560,7 +510,7 @@ class _Reached(Exception):
 class _Unpausable(Exception):
     """Raised inside a neuron's pre-hook to stop the pass at a neuron whose input is not affine in its scale."""
 
-    def __init__(self, group: _Group):
+    def __init__(self, group: Group):
         super().__init__(group.neuron_name)
         self.group = group
 
@@ -592,7 +542,7 @@ def _calibrate_paused(model, groups, run, target_rate, tolerance, max_evals, see
             [(param, found[id(g)][1]) for g in groups for _, param in g.params])
 
 
-def _affine_owners(model: nn.Module, groups: list[_Group]) -> dict[int, nn.Module]:
+def _affine_owners(model: nn.Module, groups: list[Group]) -> dict[int, nn.Module]:
     """group id -> the module whose output is linear in the group's one scaled parameter, plus a constant:
     a Linear/Conv with its ``weight`` (bias = the constant) or a norm layer with its ``weight`` γ (β)."""
     by_param = {id(m.weight): m for m in model.modules()
@@ -662,7 +612,7 @@ def _scaled_output(module: nn.Module, param: torch.Tensor, args: tuple, scale: f
     replaced = {n: b.detach().clone() for n, b in module.named_buffers(recurse=False)}
     replaced[name] = param.detach() * scale
     with torch.no_grad():
-        return _output(module, torch.func.functional_call(module, replaced, args))
+        return unit_output(module, torch.func.functional_call(module, replaced, args))
 
 
 # forwards that are affine in the weight by construction (torch's own; a subclass that keeps them, such as
@@ -832,7 +782,7 @@ def _search_recorded_steps(group, owner, run, target_rate, tolerance, max_evals,
                         for j, arg in enumerate(c.args[1:], start=1)]
                     out = neuron(*args, **c.kwargs)
                     previous = out if isinstance(out, tuple) else (out,)
-                    spikes.append(_output(neuron, out))
+                    spikes.append(unit_output(neuron, out))
             return spikes
         return _measured_rate(lambda: draws.run(once), process_group)
 
@@ -915,14 +865,14 @@ def calibrate(
         options = CalibrationOptions(target_rate, tolerance, max_evaluations, steps, bias, mode, seed, weightless)
         if example_input is None:
             raise InitError("calibrate: needs a real batch (example_input)")
-        calls = _checked_calls(_calls(example_input, options.steps))
-        p = plan_ if plan_ is not None else plan(model, example_input if forward is not None else calls[0], forward=forward)
+        calls = checked_calls(input_calls(example_input, options.steps))
+        p = plan_ if plan_ is not None else plan_for_input(model, example_input, calls, forward)
         groups = _checked_groups(model, p, skip, options.target_rate)
         chain_ok = forward is None and all(isinstance(c, torch.Tensor) for c in calls)  # a unit takes one tensor
         units = _chain_ready(model, groups) if options.mode in ("auto", "chain") and chain_ok else None
         if options.mode == "chain" and units is None:
             raise InitError("calibrate: mode='chain' needs a plain nn.Sequential stack with one layer per neuron")
-        run = None if units is not None else _runner(model, example_input, calls, options.steps, forward)
+        run = None if units is not None else runner(model, example_input, calls, options.steps, forward)
         steps_seen: dict[str, int] = {}
         if run is not None:
             run = _counting_first_run(run, p.neurons, steps_seen)
@@ -931,7 +881,7 @@ def calibrate(
         raise
     seeded_before = seeded_evaluations()
     with exclusive(model, "calibrate"):  # the search installs hooks and writes weights: one thread at a time
-        whole_model = _runner(model, example_input, calls, options.steps, forward)
+        whole_model = runner(model, example_input, calls, options.steps, forward)
         results, chain_mismatch = _calibrate_atomically(model, p, groups, units, calls, run, options, process_group,
                                                         whole_model)
         if chain_mismatch:
@@ -975,9 +925,9 @@ def _weightless_records(model: nn.Module, p: Plan, target_rate: TargetRate, run:
     return records
 
 
-def _checked_groups(model: nn.Module, p: Plan, skip, target_rate: TargetRate) -> list[_Group]:
+def _checked_groups(model: nn.Module, p: Plan, skip, target_rate: TargetRate) -> list[Group]:
     """The groups to scale, after checking every target and every weight before anything is touched."""
-    groups = _groups(model, p, skip)
+    groups = neuron_groups(model, p, skip)
     for group in groups:
         _target_for(group.neuron_name, target_rate)
         for name, param in group.params:
@@ -989,7 +939,7 @@ def _checked_groups(model: nn.Module, p: Plan, skip, target_rate: TargetRate) ->
     return groups
 
 
-def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, run, options: CalibrationOptions,
+def _calibrate_atomically(model, p: Plan, groups: list[Group], units, calls, run, options: CalibrationOptions,
                           process_group, whole_model: Callable[[], Any]) -> tuple[list[LayerCalibration], list[str]]:
     """Search every group's scale (chain mode when ``units`` is given, else model mode with ``run``), then
     commit (:mod:`snn_initplug.transaction`): the model is put back as it was, the ranks agree, and the scaled
@@ -1065,7 +1015,7 @@ def _calibrate_atomically(model, p: Plan, groups: list[_Group], units, calls, ru
 _THRESHOLD_ROUNDS = 3
 
 
-def _with_thresholds(model, p: Plan, groups: list[_Group], run: Callable[[], Any], first: list[LayerCalibration],
+def _with_thresholds(model, p: Plan, groups: list[Group], run: Callable[[], Any], first: list[LayerCalibration],
                      options: CalibrationOptions, search: tuple, process_group
                      ) -> tuple[list[LayerCalibration], list[tuple[Callable[[float], Callable[[], None]], float]]]:
     """``weightless="threshold"``: the weight-less neurons' thresholds, then the weights again, in rounds.
@@ -1113,41 +1063,11 @@ def _merge(records: dict[str, LayerCalibration], found: list[LayerCalibration]) 
             r, initial_rate=old.initial_rate, scale=old.scale * r.scale, evaluations=old.evaluations + r.evaluations)
 
 
-@contextlib.contextmanager
-def _recorded_passes(model, p: Plan, run: Callable[[], Any], names: list[str]):
-    """Hooks recording the outputs of the named neurons; yields ``(once, recorded)``: ``once()`` runs the whole
-    model from rest (its states put back afterwards) and returns its output, and ``recorded`` then holds that
-    pass alone. The process RNG
-    is the caller's to handle (:class:`SameDraws` must see whether the model draws)."""
-    modules = {name: module for name, module, _ in p.neurons}
-    recorded: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    handles = [modules[name].register_forward_hook(
-        lambda m, a, out, key=name: recorded[key].append(_output(m, out).detach())) for name in names]
-
-    def once() -> Any:
-        for values in recorded.values():  # a pass SameDraws repeats (seeded) must not add to the undone one
-            values.clear()
-        state = StateSnapshot(model)  # taken now: a threshold the search just set is part of the state
-        try:
-            with torch.no_grad():
-                for _, neuron, _ in p.neurons:
-                    reset_neuron(neuron)
-                return run()
-        finally:
-            state.restore()
-
-    try:
-        yield once, recorded
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
 def _rates_of(model, p: Plan, names: list[str], run: Callable[[], Any], seed: Optional[int], process_group
               ) -> dict[str, float]:
     """The rate of each named neuron over one whole-model pass from rest (with the draws of ``seed``, as the
     searches see them; None: the pass as it comes)."""
-    with _recorded_passes(model, p, run, names) as (once, recorded):
+    with recorded_passes(model, p, run, names) as (once, recorded):
         def evaluate() -> list[torch.Tensor]:
             if seed is None:
                 with preserved(model):  # the RNG put back too
@@ -1164,7 +1084,7 @@ def _search_threshold(model, p: Plan, name: str, lever: Callable[[float], Callab
                       run: Callable[[], Any], options: CalibrationOptions, process_group):
     """:func:`_search` for one weight-less neuron, each evaluation a whole-model pass with θ divided by s."""
     draws = SameDraws(options.seed)
-    with _recorded_passes(model, p, run, [name]) as (once, recorded):
+    with recorded_passes(model, p, run, [name]) as (once, recorded):
         def rate_at(s: float) -> float:
             def evaluate() -> list[torch.Tensor]:
                 restore = lever(1.0 / s)
@@ -1213,13 +1133,13 @@ def _calibrate_thresholds(model, p: Plan, run: Callable[[], Any], options: Calib
     return records, writes
 
 
-def _chain_mismatch(p: Plan, groups: list[_Group], units, calls, results: list[LayerCalibration],
+def _chain_mismatch(p: Plan, groups: list[Group], units, calls, results: list[LayerCalibration],
                     options: CalibrationOptions, process_group) -> list[str]:
     """Run the chain once, as the model runs, with the scaled weights; a neuron whose real rate is outside the
     tolerance band around the rate the search reported means its shortcut did not hold: say which."""
     recorded: dict[str, list[torch.Tensor]] = {g.neuron_name: [] for g in groups}
     handles = [g.neuron.register_forward_hook(
-        lambda m, a, out, key=g.neuron_name: recorded[key].append(_output(m, out).detach())) for g in groups]
+        lambda m, a, out, key=g.neuron_name: recorded[key].append(unit_output(m, out).detach())) for g in groups]
     snapshot = StateSnapshot(nn.ModuleList([u for _, u in units]))
     try:
         def once() -> None:
@@ -1243,28 +1163,6 @@ def _chain_mismatch(p: Plan, groups: list[_Group], units, calls, results: list[L
     if not wrong:
         return []
     return [f"chain mode's rates differ from a real forward pass ({'; '.join(wrong)}): recalibrated in model mode"]
-
-
-def _checked_calls(calls: list[Any]) -> list[Any]:
-    """Refuse a batch that has no rate to measure: no step, no element, or non-finite values (the search would
-    report every layer "unreachable" instead of naming the input)."""
-    if not calls:
-        raise InitError("calibrate: example_input is an empty list (give one input per time step)")
-    tensors = [t for call in calls for t in (call if isinstance(call, (tuple, list)) else [call])
-               if isinstance(t, torch.Tensor)]
-    if any(t.numel() == 0 for t in tensors):
-        raise InitError("calibrate: example_input has no elements (an empty batch has no firing rate)")
-    if any(t.is_floating_point() and t.device.type != "meta" and not bool(torch.isfinite(t).all()) for t in tensors):
-        raise InitError("calibrate: example_input has non-finite values (NaN/Inf)")
-    return calls
-
-
-def _calls(example_input: Any, steps: Optional[int]) -> list[Any]:
-    if isinstance(example_input, list):
-        return list(example_input)
-    if steps is not None:
-        return [example_input] * int(steps)
-    return [example_input]
 
 
 def _counting_first_run(run: Callable[[], Any], neurons, seen: dict[str, int]) -> Callable[[], Any]:
@@ -1296,9 +1194,3 @@ def _one_step_warning(p: Plan, steps: Optional[int], example_input: Any, chain: 
     return ("calibrate: every neuron ran one time step (single-step neurons called once by the forward pass, and "
             "no steps=), so the rates are those of step 1 from rest; pass steps=T (the batch is presented at every "
             "step), a list of T per-step inputs, or forward= running the model's time loop")
-
-
-def _runner(model, example_input, calls, steps, forward) -> Callable[[], Any]:
-    if forward is None and (len(calls) > 1 or steps is not None):
-        return lambda: [run_model(model, x) for x in calls]  # a tuple is the model's positional arguments
-    return lambda: run_model(model, example_input, forward)

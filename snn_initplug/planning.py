@@ -287,13 +287,13 @@ def run_model(model: nn.Module, example_input: Any, forward: Optional[Callable[[
     return model(example_input)
 
 
-def _all_tensors(value: Any) -> list[torch.Tensor]:
+def all_tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, (tuple, list)):
-        return [t for item in value for t in _all_tensors(item)]
+        return [t for item in value for t in all_tensors(item)]
     if isinstance(value, dict):
-        return [t for item in value.values() for t in _all_tensors(item)]
+        return [t for item in value.values() for t in all_tensors(item)]
     return []
 
 
@@ -544,7 +544,7 @@ class _ForwardRecord:
 
     def _neuron_hook(self, name: str):
         def hook(module, args, output):
-            tensors = _all_tensors(output)
+            tensors = all_tensors(output)
             if tensors and name in self.with_internal:
                 self.accumulators.setdefault((name, "recurrent"), _StatsAccumulator()).add(tensors[0])
             for t in tensors:

@@ -87,3 +87,14 @@ def test_every_exported_exception_derives_from_one_base():
     assert issubclass(sip.InitError, ValueError) and issubclass(sip.PlanError, ValueError)
     assert issubclass(sip.OptionError, sip.InitError) and issubclass(sip.OptionError, TypeError)
     assert issubclass(sip.UnsupportedNeuronError, TypeError) and issubclass(sip.ArgumentTypeError, TypeError)
+
+
+def test_no_module_imports_another_modules_private_name():
+    """A name with a leading underscore is its module's own: another module that needs it gets a public name."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{path.relative_to(PACKAGE)}:{node.lineno} imports {alias.name} from {node.module}"
+                          for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not found, found
