@@ -212,7 +212,8 @@ def _relay_dynamics(layer: LayerPlan, horizon: Any, copy: bool = False) -> Optio
     smallest, largest = float(betas.min()), float(betas.max())
     # per-neuron decays: their mean; the copy needs a jump that copies for all of them
     return RelayDynamics(beta=float(betas.mean()), steps=steps, reset=spec.reset, reset_value=float(spec.reset_value),
-                         beta_range=(smallest, largest) if copy and smallest != largest else None)
+                         beta_range=(smallest, largest) if copy and smallest != largest else None,
+                         reset_timing=spec.reset_timing)
 
 
 def _fluctuation_rule(layer: LayerPlan, opts: FluctuationOptions, ctx: _Context):

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 import torch.nn as nn
 
-from .adapters import find_adapter, internal_weights, reset_neuron
+from .adapters import find_adapter, internal_weights, reset_neuron, state_attributes
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, PlanError
 from .init import calculate_fans
 from .neuron import NeuronSpec
@@ -198,20 +198,22 @@ def _clone(value: Any) -> Any:
 
 
 class StateSnapshot:
-    """The state of every module under ``root``: buffers (BatchNorm statistics, snnTorch hidden states),
-    tensor attributes and SpikingJelly memories; parameters are not included. ``restore()`` puts back the
+    """The state of every module under ``root``: buffers (BatchNorm statistics, hidden states), tensor
+    attributes and the attributes its adapter declares (:func:`~snn_initplug.adapters.state_attributes`);
+    parameters are not included. ``restore()`` puts back the
     same buffer objects with their old values and removes attributes created since, so it can be called
     repeatedly (for example before each re-run of a neuron during calibration)."""
 
     def __init__(self, root: nn.Module):
         self._saved = []
         for module in root.modules():
+            declared = state_attributes(module)
             buffers = {k: (v, _clone(v)) for k, v in module._buffers.items()}
             extras = {k: _clone(v) if not isinstance(v, dict) else {kk: _clone(vv) for kk, vv in v.items()}
                       for k, v in vars(module).items()
                       # ``v is None`` too: a state that starts as None (``self.mem = None`` until the first
                       # call, common in hand-written neurons) was left holding the walk's last tensor
-                      if k not in _SKIP_ATTRS and (isinstance(v, torch.Tensor) or v is None or k in ("_memories",))}
+                      if k not in _SKIP_ATTRS and (isinstance(v, torch.Tensor) or v is None or k in declared)}
             self._saved.append((module, buffers, extras, set(vars(module))))
 
     def restore(self) -> None:
