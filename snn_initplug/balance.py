@@ -22,9 +22,10 @@ from .membrane import (
     scale_membrane,
     scaling_targets,
 )
-from .planning import Plan, all_tensors, preserved, reset_neuron
+from .planning import Plan, preserved, reset_neuron
 from .running import checked_calls, input_calls, plan_for_input, runner
 from .selection import Skip
+from .state import all_tensors
 from .tables import short_number
 from .transaction import SameDraws, Snapshot, agree, one_thread_per_model
 

@@ -42,9 +42,10 @@ from .adapters import neuron_spec, threshold_lever
 from .distributed import is_distributed
 from .errors import ArgumentTypeError, InitError, OptionError, PlanError
 from .neuron import NeuronSpec
-from .planning import LayerPlan, Plan, all_tensors, preserved
+from .planning import LayerPlan, Plan, preserved
 from .running import checked_calls, input_calls, neuron_groups, plan_for_input, recorded_passes, runner
 from .selection import Skip, is_skipped, skip_list
+from .state import all_tensors
 from .tables import render_table, short_number
 from .transaction import SameDraws, Snapshot, agree, all_finite, check_writable, fingerprint, one_thread_per_model
 

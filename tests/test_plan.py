@@ -350,8 +350,8 @@ def test_graph_walk_survives_node_ids_being_reused():
     """The first conv of a SpikingJelly CSNN was left unpaired (and its neuron silently uncalibrated) on torch
     2.11: the walk marked nodes visited by id while letting them die, so a fresh node with a reused id looked
     visited. A 40-node chain of transient nodes must still lead to the weight at its end."""
-    from snn_initplug.planning import _trace_sources
+    from snn_initplug.tracing import trace_sources
 
     weight = nn.Parameter(torch.zeros(3))
-    layers, spikes = _trace_sources(_TransientNode(40, weight), {}, {id(weight): "conv"}, {}, {})
+    layers, spikes = trace_sources(_TransientNode(40, weight), {}, {id(weight): "conv"}, {}, {})
     assert layers == {"conv": ((), ())} and spikes == []
