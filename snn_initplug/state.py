@@ -35,7 +35,7 @@ class StateSnapshot:
             extras = {k: _clone(v) if not isinstance(v, dict) else {kk: _clone(vv) for kk, vv in v.items()}
                       for k, v in vars(module).items()
                       # ``v is None`` too: a state that starts as None (``self.mem = None`` until the first
-                      # call, common in hand-written neurons) was left holding the walk's last tensor
+                      # call, common in hand-written neurons) must not keep the walk's last tensor
                       if k not in _SKIP_ATTRS and (isinstance(v, torch.Tensor) or v is None or k in declared)}
             self._saved.append((module, buffers, extras, set(vars(module))))
 

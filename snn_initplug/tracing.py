@@ -46,9 +46,9 @@ class StatsAccumulator:
 
     def add(self, x: torch.Tensor) -> None:
         x = x.detach()
-        # float16/bfloat16 too: ``x * x`` was rounded to the input's dtype before the float64 sum, so a half
-        # precision model got slightly different statistics (and weights) than float32 on the same values;
-        # in float32 the square of a half value is exact
+        # half precision in float32: ``x * x`` in float16/bfloat16 would round before the float64 sum, so a half
+        # model would get other statistics (and weights) than float32 on the same values; in float32 the square
+        # of a half value is exact
         if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()
         self.total += float(x.sum(dtype=torch.float64))

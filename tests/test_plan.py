@@ -347,9 +347,9 @@ class _Leaf:
 
 
 def test_graph_walk_survives_node_ids_being_reused():
-    """The first conv of a SpikingJelly CSNN was left unpaired (and its neuron silently uncalibrated) on torch
-    2.11: the walk marked nodes visited by id while letting them die, so a fresh node with a reused id looked
-    visited. A 40-node chain of transient nodes must still lead to the weight at its end."""
+    """A walk that marks nodes visited by ``id()`` while letting them die would take a fresh node with a reused
+    id for visited and stop short of the weight (torch 2.11 creates such nodes on access): a 40-node chain of
+    transient nodes must still lead to the weight at its end."""
     from snn_initplug.tracing import trace_sources
 
     weight = nn.Parameter(torch.zeros(3))
