@@ -539,3 +539,31 @@ def test_dry_run_of_the_spikeinit_part(tmp_path):
     rows = [r for r in record["rows"] if r["part"] == "f"]
     assert len(rows) == 1 + len(methods) and all(r["verdict"] in ("ok", "measured") for r in rows)
     assert time.monotonic() - t0 < 120
+
+
+@pytest.mark.spikingjelly
+def test_the_spikeinit_vgg11_is_eight_lif_layers_without_normalization():
+    """SpikeInit's network: 8 convolutions each followed by LIF tau 2 with a hard reset to 0 at threshold 0.5 (its
+    spikes checked against the update written out by hand), no normalization layer, [B, 1, 32, 32] -> [B, 10]."""
+    if importlib.util.find_spec("spikingjelly") is None:
+        pytest.skip("needs SpikingJelly")
+    import builders
+    from spikingjelly.activation_based import functional
+
+    torch.manual_seed(0)
+    model = builders.vgg11_no_norm(T=4, in_channels=1, width=1 / 16)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    neurons = [m for m in model.modules() if type(m).__name__ == "LIFNode"]
+    assert len(convs) == 8 and len(neurons) == 8
+    assert not any(kind in type(m).__name__ for m in model.modules() for kind in ("BatchNorm", "LayerNorm", "GroupNorm"))
+    assert model(torch.rand(3, 1, 32, 32)).shape == (3, 10)
+    functional.reset_net(model)
+    current = torch.rand(4, 5, 7) * 1.5  # [T, N, features]
+    spikes = neurons[0](current)
+    v, expected = torch.zeros(5, 7), []
+    for x in current:
+        v = v + (x - v) / 2.0  # decay_input: v += (x - (v - v_reset)) / tau
+        s = (v >= 0.5).float()
+        v = v * (1 - s)  # hard reset to 0
+        expected.append(s)
+    assert torch.equal(spikes, torch.stack(expected))
