@@ -273,11 +273,11 @@ PART_FUNCTIONS = {"cupy": part_cupy, "triton": part_triton, "speed": part_speed,
                   "doctor": part_doctor, "spikeinit": part_spikeinit}
 
 def sizes_for(device: str) -> Dict[str, Any]:
-    """Work per part: about 190 training steps per example run on a GPU, all of Fashion-MNIST for SpikeInit's
+    """Work per part: about 250 training steps per example run on a GPU, all of Fashion-MNIST for SpikeInit's
     protocol; tiny on the CPU dry run."""
     if device == "cuda":
         return {"data": {"train": 4000, "test": 1000},
-                "examples": {"epochs": 3, "batch": 64, "hidden": 400, "mnist_T": 20, "channels": 128, "csnn_T": 4,
+                "examples": {"epochs": 4, "batch": 64, "hidden": 400, "mnist_T": 20, "channels": 128, "csnn_T": 4,
                              "probe_T": 8, "probe_batch": 64},
                 "speed": {"channels": 128, "T": [4, 32], "batch": 128, "warmup": 3, "min_seconds": 1.0,
                           "max_seconds": 5.0},

@@ -4,7 +4,8 @@ The lent GPU machine has Python 3.12, torch (CUDA 13), torchvision, cupy-cuda13x
 tqdm and matplotlib, but no package index. This fetches everything else, each pinned, with
 ``pip download --no-deps --only-binary=:all: --python-version 3.12`` into a git-ignored folder:
 
-    python benchmarks/prepare_gpu_wheels.py                  # -> .gpu_wheels/ (wheels and Fashion-MNIST)
+    python benchmarks/prepare_gpu_wheels.py --skip scipy     # -> .gpu_wheels/ (wheels and Fashion-MNIST, ~35 MiB)
+    python benchmarks/prepare_gpu_wheels.py                  # with scipy too, for a machine without it (~71 MiB)
     python benchmarks/prepare_gpu_wheels.py --dry-run        # print the pip commands only
 
 then, on the GPU machine (repository and folder copied there):
@@ -12,7 +13,9 @@ then, on the GPU machine (repository and folder copied there):
     python benchmarks/gpu_check.py --wheels .gpu_wheels --budget 540
 
 It also copies all of Fashion-MNIST (the four gzipped IDX files of Debian's ``dataset-fashion-mnist``, or
-``--fashion-mnist DIR``) into ``.gpu_wheels/fashion-mnist/`` for the GPU check's SpikeInit part.
+``--fashion-mnist DIR``) into ``.gpu_wheels/fashion-mnist/`` for the GPU check's SpikeInit part. The lent GPU
+machine has scipy (the H200 run in docs/gpu.md skipped the wheel: "this Python already has scipy"), so
+``--skip scipy`` leaves out its 37 MiB wheel and keeps the folder and the repository under the 60 MiB limit.
 
 Each wheel is downloaded by its own pip call: the two SpikingJelly versions share one name, which a single
 ``pip download`` refuses as a conflict. It exits 1 if a wheel is missing afterwards or if the folder and the
@@ -110,6 +113,8 @@ def parse_args(argv=None):
     p.add_argument("--limit-mib", type=float, default=60.0, help="wheels + repository must stay under this")
     p.add_argument("--fashion-mnist", default=str(DEBIAN_FASHION_MNIST),
                    help="folder with Fashion-MNIST's four gzipped IDX files (Debian's dataset-fashion-mnist)")
+    p.add_argument("--skip", action="append", default=[], choices=[w.name for w in WHEELS], metavar="NAME",
+                   help="leave this wheel out, for a GPU machine that has the package (repeatable; e.g. scipy)")
     p.add_argument("--dry-run", action="store_true", help="print the pip commands, download nothing")
     return p.parse_args(argv)
 
@@ -117,21 +122,22 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     dest = Path(args.dest)
-    commands = [download_command(w, dest, args.python_version) for w in WHEELS]
+    wheels = [w for w in WHEELS if w.name not in args.skip]
+    commands = [download_command(w, dest, args.python_version) for w in wheels]
     if args.dry_run:
         print("\n".join(" ".join(c) for c in commands))
         print(f"copy {', '.join(FASHION_MNIST_FILES)} from {args.fashion_mnist} to {dest / FASHION_MNIST_FOLDER}")
         return 0
     dest.mkdir(parents=True, exist_ok=True)
     failed = []
-    for wheel, cmd in zip(WHEELS, commands):
+    for wheel, cmd in zip(wheels, commands):
         if find_wheel(dest, wheel):
             continue
         print("$ " + " ".join(cmd), flush=True)
         if subprocess.run(cmd).returncode != 0:
             failed.append(wheel.requirement)
     total = 0
-    for wheel in WHEELS:
+    for wheel in wheels:
         path = find_wheel(dest, wheel)
         if path is None:
             failed.append(wheel.requirement)
@@ -154,7 +160,8 @@ def main(argv=None) -> int:
         print(f"prepare_gpu_wheels: missing {', '.join(dict.fromkeys(failed))}", file=sys.stderr)
         return 1
     if total + repo > args.limit_mib * MIB:
-        print(f"prepare_gpu_wheels: {(total + repo) / MIB:.1f} MiB is over the {args.limit_mib:g} MiB limit",
+        hint = "" if "scipy" in args.skip else " (a GPU machine that has scipy: --skip scipy)"
+        print(f"prepare_gpu_wheels: {(total + repo) / MIB:.1f} MiB is over the {args.limit_mib:g} MiB limit{hint}",
               file=sys.stderr)
         return 1
     print(f"next, on the GPU machine: python benchmarks/gpu_check.py --wheels {dest.name if dest.parent == ROOT else dest} "

