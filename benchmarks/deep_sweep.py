@@ -53,6 +53,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 
+import common  # noqa: E402  (examples/common.py)
 import snn_initplug as sip  # noqa: E402
 from arguments import positive_finite, split_method  # noqa: E402  (examples/arguments.py)
 from builders import CentredLinear, PlainSNN  # noqa: E402  (benchmarks/builders.py)
@@ -218,13 +219,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     if not rows:
         print("no training (--epochs 0): no accuracy plot")
         return
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot")
+    plt = common.pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in sorted({r["method"] for r in rows}):

@@ -25,7 +25,7 @@ file exists). The modules by job: ``gpu_prepare.py`` (wheels, environments, data
 part, parent side), ``gpu_workers.py`` (the jobs run in subprocesses), ``gpu_report.py`` (tolerances, rows,
 table, JSON).
 
-    python benchmarks/prepare_gpu_wheels.py                         # online machine: wheels into .gpu_wheels/
+    python benchmarks/prepare_gpu_wheels.py --skip scipy            # online machine: wheels and data, .gpu_wheels/
     python benchmarks/gpu_check.py --wheels .gpu_wheels --budget 540  # GPU machine, offline
     python benchmarks/gpu_check.py --sj014 .sj014                     # GPU machine with the packages installed
 

@@ -292,9 +292,8 @@ class History:
         return out_dir
 
 
-def plot_curves(rows: List[Dict[str, Any]], steps: List[Dict[str, Any]], out_dir: Path, title: str = "") -> None:
-    """``loss.png`` and ``acc.png`` against the training step: the running training value of each step (when the
-    loop recorded steps) and the test value at the end of each epoch."""
+def pyplot():
+    """matplotlib's pyplot drawing into files (the Agg backend), or None, said in one line, without matplotlib."""
     try:
         import matplotlib
 
@@ -302,6 +301,15 @@ def plot_curves(rows: List[Dict[str, Any]], steps: List[Dict[str, Any]], out_dir
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed: no plots (pip install snn-initplug[examples])")
+        return None
+    return plt
+
+
+def plot_curves(rows: List[Dict[str, Any]], steps: List[Dict[str, Any]], out_dir: Path, title: str = "") -> None:
+    """``loss.png`` and ``acc.png`` against the training step: the running training value of each step (when the
+    loop recorded steps) and the test value at the end of each epoch."""
+    plt = pyplot()
+    if plt is None:
         return
     for key, ylabel in (("loss", "loss"), ("acc", "accuracy")):
         fig, ax = plt.subplots(figsize=(5, 3.5))

@@ -176,13 +176,8 @@ def table(results: Dict[str, Dict], evaluated_on: str) -> str:
 
 
 def plot(results: Dict[str, Dict], out_dir: Path, evaluated_on: str, title: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plots (pip install snn-initplug[examples])")
+    plt = common.pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for result in results.values():
