@@ -416,7 +416,7 @@ def spikeinit_epoch(model, optimizer, x, y, batch: int, order) -> Dict[str, floa
         loss.backward()
         optimizer.step()
         functional.reset_net(model)
-        total += float(loss) * len(idx)
+        total += float(loss.detach()) * len(idx)
         correct += float((out.argmax(1) == y[idx]).sum())
         seen += len(idx)
     return {"train_loss": total / max(seen, 1), "train_acc": correct / max(seen, 1)}
