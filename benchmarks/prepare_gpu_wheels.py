@@ -4,8 +4,8 @@ The lent GPU machine has Python 3.12, torch (CUDA 13), torchvision, cupy-cuda13x
 tqdm and matplotlib, but no package index. This fetches everything else, each pinned, with
 ``pip download --no-deps --only-binary=:all: --python-version 3.12`` into a git-ignored folder:
 
-    python benchmarks/prepare_gpu_wheels.py --skip scipy     # -> .gpu_wheels/ (wheels and Fashion-MNIST, ~35 MiB)
-    python benchmarks/prepare_gpu_wheels.py                  # with scipy too, for a machine without it (~71 MiB)
+    python benchmarks/prepare_gpu_wheels.py --skip scipy     # -> .gpu_wheels/ (wheels and Fashion-MNIST, ~32 MiB)
+    python benchmarks/prepare_gpu_wheels.py                  # with scipy too, for a machine without it (~70 MiB)
     python benchmarks/prepare_gpu_wheels.py --dry-run        # print the pip commands only
 
 then, on the GPU machine (repository and folder copied there):
