@@ -218,7 +218,7 @@ def find_fashion_mnist(wheels: Optional[Path]) -> Dict[str, Any]:
     ``prepare_gpu_wheels.py``, else Debian's ``dataset-fashion-mnist`` on this machine."""
     for folder in ([Path(wheels) / FASHION_MNIST_FOLDER] if wheels else []) + [DEBIAN_FASHION_MNIST]:
         if all((folder / name).is_file() for name in FASHION_MNIST_FILES):
-            return {"folder": str(folder), "source": f"Fashion-MNIST IDX files in {folder}"}
+            return {"folder": str(folder.resolve()), "source": f"Fashion-MNIST IDX files in {folder}"}
     where = f"{Path(wheels) / FASHION_MNIST_FOLDER} nor " if wheels else ""
     return {"missing": f"no Fashion-MNIST in {where}{DEBIAN_FASHION_MNIST} (python benchmarks/prepare_gpu_wheels.py "
                        "packs it from Debian's dataset-fashion-mnist)"}
