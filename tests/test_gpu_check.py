@@ -482,7 +482,7 @@ def test_dry_run_of_the_legacy_parts(tmp_path):
     legacy = legacy_spikingjelly()
     if legacy is None:
         pytest.skip("needs SpikingJelly 0.0.0.0.14 (PYTHONPATH overlay or .sj014)")
-    proc, record = dry_run(tmp_path, "--parts", "a,e", "--sj014", str(legacy))
+    proc, record = dry_run(tmp_path, "--parts", "a,e,f", "--sj014", str(legacy))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     details = record["parts"]["a"]["details"]
     assert details["spikingjelly"]["legacy_api"] is True and details["spikingjelly"]["path"].startswith(str(legacy))
@@ -492,6 +492,10 @@ def test_dry_run_of_the_legacy_parts(tmp_path):
     assert len(seeds) == 2 and all(r["verdict"] == "measured" for r in seeds)
     e = [r for r in record["rows"] if r["part"] == "e"]
     assert e[-1]["check"].startswith("simulated #459") and e[-1]["verdict"] == "ok"
+    f = record["parts"]["f"]["details"]  # the installed SpikingJelly: 0.0.0.0.14 itself under CI's overlay
+    assert all(r["verdict"] in ("ok", "measured") for r in record["rows"] if r["part"] == "f")
+    if f["spikingjelly"]["legacy_api"]:
+        assert f["implementation"] == "torch"  # backend='torch' on the CPU; 'cupy' needs CUDA
 
 
 def test_the_cupy_extras_match_the_wheel_the_diagnosis_names():
