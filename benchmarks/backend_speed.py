@@ -28,21 +28,15 @@ from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(HERE))
+
+import builders  # noqa: E402  (benchmarks/builders.py)
+import common  # noqa: E402  (examples/common.py)
+import cupy_doctor  # noqa: E402  (examples/cupy_doctor.py)
+from arguments import positive_float, positive_int  # noqa: E402  (examples/arguments.py)
+
 IMPLEMENTATION_VARIABLES = ("SJ_IF_CUDA_IMPLEMENTATION", "SJ_LIF_CUDA_IMPLEMENTATION")
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def parse_args(argv=None):
@@ -109,17 +103,13 @@ def worker(which: str, channels: int, Ts: Sequence[int], batch: int, seconds: fl
            device_name: str, report=print_result) -> Dict[str, Any]:
     """Time one backend ("torch" or "fast") of the SpikingJelly in this process's path, for every T; ``report``
     gets the result so far after each T (a parent that must kill the worker keeps the finished T)."""
-    sys.path.insert(0, str(ROOT / "examples"))
-    import common
-
     common.sj_prepare_env("torch" if which == "torch" else "auto")  # 2.x: force the torch reference
     import torch
     import torch.nn.functional as F
     from spikingjelly.activation_based import functional, neuron
-    from spikingjelly_fmnist_csnn import CSNN
 
     device = torch.device(device_name)
-    legacy = common.sj_has_backend_arg(neuron.IFNode)
+    legacy = cupy_doctor.legacy_api(neuron.IFNode)
     out: Dict[str, Any] = {"worker": which, "legacy_api": legacy, "spikingjelly": common.sj_version(),
                            "spikingjelly_file": str(Path(sys.modules["spikingjelly"].__file__).parent),
                            "torch": torch.__version__, "torch_cuda": torch.version.cuda,
@@ -129,9 +119,7 @@ def worker(which: str, channels: int, Ts: Sequence[int], batch: int, seconds: fl
         if backend == "cupy":
             if device.type != "cuda":
                 return {**out, "skipped": "backend='cupy' needs a CUDA device"}
-            from gpu_check import cupy_diagnosis
-
-            diagnosis = cupy_diagnosis()
+            diagnosis = cupy_doctor.cupy_diagnosis()
             if not diagnosis["usable"]:
                 return {**out, "skipped": diagnosis["message"], "cupy": diagnosis}
         kwargs, out["implementation"] = {"backend": backend}, backend
@@ -142,7 +130,7 @@ def worker(which: str, channels: int, Ts: Sequence[int], batch: int, seconds: fl
     out["runs"] = {}
     for T in Ts:
         torch.manual_seed(0)
-        net = CSNN(T=T, channels=channels, backend_kwargs=kwargs).to(device)
+        net = builders.csnn(T=T, channels=channels, backend_kwargs=kwargs).to(device)
         x = torch.rand(batch, 1, 28, 28, device=device)
         y = F.one_hot(torch.randint(0, 10, (batch,), device=device), 10).float()
         step = training_step(net, torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9), x, y)
@@ -280,5 +268,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE))  # the worker imports gpu_check (CuPy diagnosis) from this folder
     sys.exit(main())

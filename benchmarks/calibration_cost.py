@@ -36,41 +36,26 @@ import torch
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
+import builders  # noqa: E402  (benchmarks/builders.py)
 import snn_initplug as sip  # noqa: E402
 
 HAS = {name: importlib.util.find_spec(name) is not None for name in ("snntorch", "spikingjelly")}
 
 
 def sew_resnet18(batch):
-    from spikingjelly.activation_based import functional, neuron
-    from spikingjelly.activation_based.model import sew_resnet
-
-    model = sew_resnet.sew_resnet18(spiking_neuron=neuron.LIFNode, cnf="ADD", num_classes=10)
-    functional.set_step_mode(model, "m")
-    return model, torch.rand(2, batch, 3, 32, 32)
+    return builders.sew_resnet18(), torch.rand(2, batch, 3, 32, 32)
 
 
 def spiking_vgg11_bn(batch):
-    from spikingjelly.activation_based import functional, neuron
-    from spikingjelly.activation_based.model import spiking_vgg
-
-    model = spiking_vgg.spiking_vgg11_bn(spiking_neuron=neuron.LIFNode, num_classes=10)
-    functional.set_step_mode(model, "m")
-    return model, torch.rand(2, batch, 3, 32, 32)
+    return builders.spiking_vgg11_bn(), torch.rand(2, batch, 3, 32, 32)
 
 
 def spikformer(batch):
-    from spikingjelly.activation_based.model.spikformer import Spikformer
-
-    model = Spikformer(T=2, in_channels=1, img_size_h=28, img_size_w=28, patch_size=4, num_classes=10,
-                       embed_dims=64, num_heads=4, mlp_ratio=4.0, depths=2)
-    return model, torch.rand(batch, 1, 28, 28)
+    return builders.spikformer(), torch.rand(batch, 1, 28, 28)
 
 
 def csnn(batch):
-    from spikingjelly_fmnist_csnn import CSNN
-
-    return CSNN(T=4, channels=16), torch.rand(batch, 1, 28, 28)
+    return builders.csnn(T=4, channels=16), torch.rand(batch, 1, 28, 28)
 
 
 def tutorial5(batch):

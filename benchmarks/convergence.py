@@ -176,12 +176,10 @@ def table(rows: List[Dict[str, Any]], task: str, target: float, budget: int) -> 
 
 
 def plot(runs: List[Dict[str, Any]], task: str, target: float, out_dir: Path) -> Optional[Path]:
-    try:
-        import matplotlib
+    import common  # examples/common.py
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = common.pyplot()
+    if plt is None:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     colors = {}

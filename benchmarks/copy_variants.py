@@ -30,7 +30,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 
-import deep_sweep  # noqa: E402  (the network, the init and the evaluation of the sweep)
+import deep_sweep  # noqa: E402  (the init, the training steps and the evaluation of the sweep)
+from builders import PlainSNN  # noqa: E402  (benchmarks/builders.py)
 import snn_initplug as sip  # noqa: E402
 from data import load, validation_split  # noqa: E402
 from snn_initplug import theory  # noqa: E402
@@ -55,7 +56,7 @@ def complement_drive(beta: float, steps: int, threshold: float = 1.0) -> float:
     raise SystemExit("no complement drive found")
 
 
-def apply_variant(model: deep_sweep.PlainSNN, variant: str, args) -> dict:
+def apply_variant(model: PlainSNN, variant: str, args) -> dict:
     name, _, value = variant.partition("=")
     hidden = model.layers[1:]
     with torch.no_grad():
@@ -124,7 +125,7 @@ def main(argv=None) -> list[dict]:
     if args.threads:
         torch.set_num_threads(args.threads)
     args.__dict__.update(arch="mlp", width=256, channels=16, beta=0.9, steps=4, relay=1.0, target=0.1587,
-                         scale_membrane=1.0, centred=False)
+                         scale_membrane=1.0, centred=False, alpha=None)
     x_tr, y_tr, _, _ = load(args.dataset, None, subset=args.train)
     train_idx, val_idx = validation_split(y_tr, args.val)
     data = (x_tr[train_idx], y_tr[train_idx], x_tr[val_idx], y_tr[val_idx])

@@ -10,8 +10,14 @@
                                                   # docs/depth.md's setting: the membrane scaled after the init
     python benchmarks/deep_sweep.py --dataset fashion_mnist --train 20000 --epochs 3 --depths 2 50 100 \
         --methods calibrated:relay --relay 1 --lr 3e-4    # the copy relay: 50 and 100 layers (docs/depth.md)
+    python benchmarks/deep_sweep.py --depths 20 --seeds 0 --alpha 1 --lr 3e-4 --threads 1 \
+        --methods calibrated:relay spike_aware:relay calibrated spike_aware kaiming_normal default
+                                                  # trainability of 20 layers (docs/initializers.md, setting A)
+    python benchmarks/deep_sweep.py --probe-depths 1 5 10 20 --seeds 0 --alpha 1 \
+        --methods calibrated calibrated:relay spike_aware spike_aware:relay   # ridge readout at init, no training
 
-Networks (snnTorch ``Leaky``, beta 0.9, snnTorch's default surrogate ATan(alpha = 2), T = ``--steps`` steps of
+Networks (snnTorch ``Leaky``, beta 0.9, snnTorch's default surrogate ATan(alpha = 2) or ATan(``--alpha``),
+T = ``--steps`` steps of
 direct pixel input, a non-spiking linear readout of the last layer's spikes averaged over T):
 
 * ``--arch mlp``: 784 -> ``--width`` x depth ``Linear`` -> ``Leaky`` layers;
@@ -47,67 +53,19 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 
+import common  # noqa: E402  (examples/common.py)
 import snn_initplug as sip  # noqa: E402
-from common import split_method  # noqa: E402  (examples/common.py)
+from arguments import positive_finite, split_method  # noqa: E402  (examples/arguments.py)
+from builders import CentredLinear, PlainSNN  # noqa: E402  (benchmarks/builders.py)
 from data import load, validation_split  # noqa: E402  (examples/data.py)
-from deep_snntorch_mnist import accuracy, positive_finite  # noqa: E402  (the main job's test accuracy and parser)
+from deep_snntorch_mnist import accuracy  # noqa: E402  (the main job's test accuracy)
 
 METHODS = ["default", "kaiming_normal", "spike_aware:relay", "calibrated:relay"]
 
 
-class CentredLinear(nn.Linear):
-    """``W (s - r) + b'`` with ``b' = b + W r 1``: the same function as ``layer`` when built, but the weight
-    gradient is ``δ (s - r)``, of both signs, where on spikes (never negative) it is ``δ s``, one sign per neuron,
-    which Adam turns into all of a neuron's weights moving together (docs/depth.md, the 50-layer collapse)."""
-
-    def __init__(self, layer: nn.Linear, rate: float):
-        super().__init__(layer.in_features, layer.out_features, device=layer.weight.device)
-        self.weight, self.rate = layer.weight, rate  # the same Parameter: a Linear to the package's walk
-        self.bias = nn.Parameter((layer.bias + layer.weight.sum(1) * rate).detach())
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return F.linear(h - self.rate, self.weight, self.bias)
-
-
-class PlainSNN(nn.Module):
-    """``depth`` weight layers, each followed by an ``snn.Leaky``; a linear readout of the last layer's spikes
-    averaged over ``steps`` steps of the same input. No normalization, no skip connection."""
-
-    def __init__(self, arch: str, depth: int, width: int, channels: int, beta: float, steps: int):
-        super().__init__()
-        import snntorch as snn
-
-        if arch == "mlp":
-            sizes = [784] + [width] * depth
-            self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-            features = width
-        else:
-            sizes = [1] + [channels] * depth
-            self.layers = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(sizes[:-1], sizes[1:]))
-            side = 28 // (2 ** min(depth, 2))
-            features = channels * side * side
-        self.arch = arch
-        self.neurons = nn.ModuleList(snn.Leaky(beta=beta) for _ in range(depth))
-        self.readout = nn.Linear(features, 10)
-        self.steps = steps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.flatten(1) if self.arch == "mlp" else x.reshape(len(x), 1, 28, 28)
-        mems = [neuron.reset_mem() for neuron in self.neurons]
-        total = 0
-        for _ in range(self.steps):
-            h = x
-            for i, (layer, neuron) in enumerate(zip(self.layers, self.neurons)):
-                h, mems[i] = neuron(layer(h), mems[i])
-                if self.arch == "conv" and i < 2:
-                    h = F.max_pool2d(h, 2)
-            total = total + self.readout(h.flatten(1))
-        return total / self.steps
-
-
 def initialized(name: str, depth: int, batch: torch.Tensor, seed: int, args) -> tuple[PlainSNN, float]:
     torch.manual_seed(seed)
-    model = PlainSNN(args.arch, depth, args.width, args.channels, args.beta, args.steps)
+    model = PlainSNN(args.arch, depth, args.width, args.channels, args.beta, args.steps, args.alpha)
     method, options = split_method(name, args.relay)
     start = time.perf_counter()
     if method != "default":
@@ -127,6 +85,31 @@ def initialized(name: str, depth: int, batch: torch.Tensor, seed: int, args) -> 
         for i in range(1, depth):
             model.layers[i] = CentredLinear(model.layers[i], args.target)
     return model, time.perf_counter() - start
+
+
+def horizon(text: str):
+    """``--horizon``: single, steps, stationary or a positive number of steps."""
+    if text in ("single", "steps", "stationary"):
+        return text
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected single, steps, stationary or a number of steps, got {text!r}")
+
+
+def readout_probe(name: str, depth: int, seed: int, data, args) -> float:
+    """Accuracy of a ridge-regression readout on the untrained network's time-averaged last-layer spikes: how
+    much of the input survives ``depth`` layers at init (no training of the hidden layers)."""
+    x_tr, y_tr, x_ev, y_ev = data
+    model, _ = initialized(name, depth, x_tr[: args.calib_batch or args.batch], seed, args)
+
+    def features(x):
+        with torch.no_grad():
+            total = sum(model.last_layer_spikes(x))
+        return torch.cat([total / model.steps, torch.ones(len(x), 1)], 1)
+
+    a = features(x_tr)
+    weights = torch.linalg.solve(a.T @ a + 0.1 * torch.eye(a.shape[1]), a.T @ F.one_hot(y_tr, 10).float())
+    return (features(x_ev).matmul(weights).argmax(1) == y_ev).float().mean().item()
 
 
 def membrane_factor(text: str):
@@ -198,6 +181,12 @@ def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
     return record
 
 
+def rates_l1_l10_last(record: dict) -> str:
+    """The rates at init of the first, the tenth (or last) and the last neuron layer."""
+    rates = record["rates"]
+    return "/".join(f"{rates[i]:.3f}" for i in (0, min(9, len(rates) - 1), -1))
+
+
 def summary(records: list[dict]) -> list[dict]:
     """Per (method, depth, lr): the final accuracy over the seeds, and the init measurements of seed 0."""
     groups: dict[tuple, list[dict]] = {}
@@ -230,13 +219,8 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     if not rows:
         print("no training (--epochs 0): no accuracy plot")
         return
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot")
+    plt = common.pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6, 4))
     for method in sorted({r["method"] for r in rows}):
@@ -290,13 +274,20 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--relay", type=float, default=0.9,
                    help="the relay share of the :relay methods; 1: the copy relay (no dense part: every hidden layer's "
                         "spikes a copy of the first's at init)")
-    p.add_argument("--horizon", default="single", choices=["single", "steps", "stationary"],
-                   help="spike_aware's horizon: one step, the T steps simulated (its relay weight then holds the "
-                        "rate over T steps of the neuron's dynamics), or the stationary sums")
+    p.add_argument("--horizon", default="single", type=horizon,
+                   help="spike_aware's horizon: single (one step); steps (the T steps) or a number of steps simulated "
+                        "(its relay weight then holds the rate over them of the neuron's dynamics); or stationary "
+                        "(the stationary sums)")
     p.add_argument("--scale-membrane", type=membrane_factor, default=1.0,
                    help="after init, sip.scale_membrane(model, C): every hidden layer's weight and bias and every "
                         "threshold times C (the same spikes; the surrogate 1/C times wider relative to θ); "
                         "'balanced': the C of sip.balance_gradients (flat weight-gradient norms over depth)")
+    p.add_argument("--alpha", type=positive_finite, default=None,
+                   help="an ATan surrogate of this alpha (default: snnTorch's own, ATan alpha 2; 1 is twice as wide)")
+    p.add_argument("--probe-depths", type=int, nargs="+", default=None,
+                   help="instead of training: the test accuracy of a ridge readout on the untrained network's "
+                        "time-averaged last-layer spikes at these depths, for each of --methods (seed: the first "
+                        "of --seeds)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="results/deep_sweep")
@@ -311,6 +302,12 @@ def main(argv=None) -> list[dict]:
         data, evaluated_on = (x_tr[train_idx], y_tr[train_idx], x_tr[val_idx], y_tr[val_idx]), "validation"
     else:
         data, evaluated_on = (x_tr, y_tr, x_te, y_te), "test"
+    if args.probe_depths:
+        for name in args.methods:
+            for depth in args.probe_depths:
+                print(f"{name:<20} depth {depth:3d}: readout-only {evaluated_on} accuracy at init "
+                      f"{readout_probe(name, depth, args.seeds[0], data, args):.3f}", flush=True)
+        return []
     records = []
     for depth in args.depths:
         for name in args.methods:
@@ -319,7 +316,8 @@ def main(argv=None) -> list[dict]:
                     r = run(name, depth, seed, lr, data, args)
                     records.append(r)
                     print(f"{name:<20} depth {depth:>4} lr {lr:.0e} seed {seed}: {evaluated_on} accuracy "
-                          f"{' '.join(f'{a:.3f}' for a in r['accuracy'])}; rates {min(r['rates']):.3f}-"
+                          f"{' '.join(f'{a:.3f}' for a in r['accuracy'])}; rates L1/L10/last {rates_l1_l10_last(r)}, "
+                          f"{min(r['rates']):.3f}-"
                           f"{max(r['rates']):.3f} (after training {min(r['rates_after']):.3f}-{max(r['rates_after']):.3f}), "
                           f"grad max/min {r['grad_ratio']:.3g} ({r['train_s']:.0f} s)",
                           flush=True)

@@ -17,15 +17,19 @@ forward pass of the whole model (both frameworks) and prints that ratio (target:
 import argparse
 import json
 import os
+import sys
 import time
 import warnings
 
 import torch
 import torch.nn as nn
 
-import snn_initplug as sip
-from methods import split_method
-from snn_initplug.calibration import DEFAULT_TARGET_RATE
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
+
+import common  # noqa: E402  (examples/common.py)
+import snn_initplug as sip  # noqa: E402
+from arguments import split_method  # noqa: E402  (examples/arguments.py)
+from snn_initplug.calibration import DEFAULT_TARGET_RATE  # noqa: E402
 
 TARGET = DEFAULT_TARGET_RATE
 
@@ -167,13 +171,8 @@ def save(args, results, costs):
 
 
 def plot(results, path):
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plot")
+    plt = common.pyplot()
+    if plt is None:
         return
     configs = list(results)
     cols = min(3, len(configs))

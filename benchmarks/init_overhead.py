@@ -15,6 +15,7 @@ import warnings
 import torch
 import torch.nn as nn
 
+import builders  # benchmarks/builders.py
 import snn_initplug as sip
 
 
@@ -41,12 +42,9 @@ def main():
     warnings.simplefilter("ignore")
     cases = []
     try:
-        from spikingjelly.activation_based import functional, neuron, surrogate
-        from spikingjelly.activation_based.model import sew_resnet
+        from spikingjelly.activation_based import surrogate
 
-        net = sew_resnet.sew_resnet18(spiking_neuron=neuron.LIFNode, surrogate_function=surrogate.ATan(),
-                                      detach_reset=True, cnf="ADD", num_classes=10)
-        functional.set_step_mode(net, "m")
+        net = builders.sew_resnet18(surrogate_function=surrogate.ATan(), detach_reset=True)
         x = torch.rand(4, 1, 3, 32, 32)
         cases.append(("sew_resnet18 (SpikingJelly), ikun, example input", net, "ikun", x))
         cases.append(("sew_resnet18 (SpikingJelly), spike_aware, example input", net, "spike_aware", x))

@@ -26,13 +26,13 @@ import time
 import warnings
 
 import torch
-import torch.nn as nn
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
+import builders  # noqa: E402  (benchmarks/builders.py)
 import snn_initplug as sip  # noqa: E402
-from common import split_method  # noqa: E402  (examples/common.py)
+from arguments import split_method  # noqa: E402  (examples/arguments.py)
 
 HAS = {name: importlib.util.find_spec(name) is not None for name in ("snntorch", "spikingjelly")}
 METHODS = ["none", "kaiming_normal", "ikun", "spike_aware", "fluctuation", "calibrated"]
@@ -46,65 +46,33 @@ def shallow(images):
 
 
 def csnn(images):
-    from spikingjelly_fmnist_csnn import CSNN, init_defaults
+    from spikingjelly_fmnist_csnn import init_defaults
 
     torch.manual_seed(0)
-    return CSNN(T=4, channels=16), images, None, init_defaults(4)
+    return builders.csnn(T=4, channels=16), images, None, init_defaults(4)
 
 
 def deep(images):
-    from deep_snntorch_mnist import DeepLIF
-
     torch.manual_seed(0)
-    return DeepLIF(20, 256, 0.9, 4), images, None, {}
+    return builders.deep_mlp(20, 256, 0.9, 4), images, None, {}
 
 
 def residual(images):
-    from spikingjelly.activation_based import functional, neuron
-    from spikingjelly.activation_based.model import sew_resnet
-
     torch.manual_seed(0)
-    model = sew_resnet.sew_resnet18(spiking_neuron=neuron.LIFNode, cnf="ADD", num_classes=10)
-    functional.set_step_mode(model, "m")
-    x = nn.functional.interpolate(images, size=32).repeat(1, 3, 1, 1)
-    return model, x.unsqueeze(0).repeat(2, 1, 1, 1, 1), None, {}
-
-
-class RecurrentNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        import snntorch as snn
-
-        self.fc1 = nn.Linear(784, 256)
-        self.rlif = snn.RLeaky(beta=0.9, linear_features=256)
-        self.fc2 = nn.Linear(256, 10)
-        self.lif2 = snn.Leaky(beta=0.9)
-
-    def forward(self, x):
-        spk, mem = self.rlif.init_rleaky()
-        mem2 = self.lif2.init_leaky()
-        out = []
-        for step in range(x.size(0)):
-            spk, mem = self.rlif(self.fc1(x[step]), spk, mem)
-            spk2, mem2 = self.lif2(self.fc2(spk), mem2)
-            out.append(spk2)
-        return torch.stack(out)
+    model = builders.sew_resnet18()
+    return model, builders.to_rgb32(images).unsqueeze(0).repeat(2, 1, 1, 1, 1), None, {}
 
 
 def recurrent(images):
     from snntorch_mnist import encode
 
     torch.manual_seed(0)
-    return RecurrentNet(), encode(images, 10), None, {}
+    return builders.RecurrentNet(), encode(images, 10), None, {}
 
 
 def transformer(images):
-    from spikingjelly.activation_based.model.spikformer import Spikformer
-
     torch.manual_seed(0)
-    model = Spikformer(T=2, in_channels=1, img_size_h=28, img_size_w=28, patch_size=4, num_classes=10,
-                       embed_dims=64, num_heads=4, mlp_ratio=4.0, depths=2)
-    return model, images, None, {}
+    return builders.spikformer(), images, None, {}
 
 
 MODELS = {"shallow": ("snntorch", shallow), "csnn": ("spikingjelly", csnn), "deep": ("snntorch", deep),

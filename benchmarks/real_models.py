@@ -31,66 +31,28 @@ import torch.nn as nn
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(ROOT, "examples"))
 
+import builders  # noqa: E402  (benchmarks/builders.py)
 import snn_initplug as sip  # noqa: E402
 
 METHODS = ["default", "ikun", "spike_aware", "fluctuation", "calibrated"]
 
 
-def _to_rgb32(images):
-    return nn.functional.interpolate(images, size=32).repeat(1, 3, 1, 1)
-
-
-class TimeMajor(nn.Module):
-    """A zoo model in multi-step mode: [B, C, H, W] images -> the class scores averaged over T steps."""
-
-    def __init__(self, model, T):
-        super().__init__()
-        self.model, self.T = model, T
-
-    def forward(self, images):
-        x = _to_rgb32(images)
-        return self.model(x.unsqueeze(0).repeat(self.T, 1, 1, 1, 1)).mean(0)
-
-
 def sew_resnet18():
-    from spikingjelly.activation_based import functional, neuron
-    from spikingjelly.activation_based.model import sew_resnet
-
-    model = sew_resnet.sew_resnet18(spiking_neuron=neuron.LIFNode, cnf="ADD", num_classes=10)
-    functional.set_step_mode(model, "m")
-    return TimeMajor(model, 2), {}
+    return builders.TimeMajor(builders.sew_resnet18(), 2), {}
 
 
 def spiking_resnet18_nobn():
-    from spikingjelly.activation_based import functional, neuron
-    from spikingjelly.activation_based.model import spiking_resnet
-
-    model = spiking_resnet.spiking_resnet18(spiking_neuron=neuron.LIFNode, num_classes=10,
-                                            norm_layer=lambda channels: nn.Identity())
-    functional.set_step_mode(model, "m")
-    return TimeMajor(model, 2), {}
-
-
-class MeanOverT(nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images):
-        return self.model(images).mean(0)
+    return builders.TimeMajor(builders.spiking_resnet18_nobn(), 2), {}
 
 
 def spikformer():
-    from spikingjelly.activation_based.model.spikformer import Spikformer
-
-    return MeanOverT(Spikformer(T=2, in_channels=1, img_size_h=28, img_size_w=28, patch_size=4, num_classes=10,
-                                embed_dims=64, num_heads=4, mlp_ratio=4.0, depths=2)), {}
+    return builders.MeanOverT(builders.spikformer()), {}
 
 
 def csnn():
-    from spikingjelly_fmnist_csnn import CSNN, init_defaults
+    from spikingjelly_fmnist_csnn import init_defaults
 
-    return CSNN(T=4, channels=16), init_defaults(4)
+    return builders.csnn(T=4, channels=16), init_defaults(4)
 
 
 MODELS = {"sew_resnet18": sew_resnet18, "spiking_resnet18_nobn": spiking_resnet18_nobn, "spikformer": spikformer,

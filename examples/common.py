@@ -6,43 +6,32 @@ The training loops themselves live in each example, written in that framework's 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import platform
 import random
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 import torch
 
-from snn_initplug.cli import OneLineParser, number_in, relay_share  # noqa: F401  (relay_share: for the scripts)
-
 HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:  # so ``import data`` works however the script is started
     sys.path.insert(0, str(HERE))
 
 import data  # noqa: E402  (examples/data.py)
+import cupy_doctor  # noqa: E402  (examples/cupy_doctor.py)
+from arguments import (OneLineParser, count, init_option, non_negative_float, positive_float,  # noqa: E402
+                       positive_int)
 
 
 def init_choices() -> List[str]:
     import snn_initplug
 
     return ["none", *snn_initplug.METHODS]
-
-
-# the command line's argument checks (one-line errors, exit 2, values checked while parsing), shared
-positive_int = number_in(int, lambda n: n > 0, "a positive integer")
-count = number_in(int, lambda n: n >= 0, "a non-negative integer")
-positive_float = number_in(float, lambda x: x > 0, "a positive number")
-non_negative_float = number_in(float, lambda x: x >= 0, "a non-negative number")
-beta = number_in(float, lambda b: 0 <= b <= 1, "a decay in [0, 1]")  # snnTorch's beta
-# SpikingJelly's tau; tau = 1 would discard the membrane each step
-tau = number_in(float, lambda t: t > 1, "a time constant > 1")
 
 
 def base_parser(description: str, *, T: int, batch: int, epochs: int, lr: float, out: str,
@@ -79,19 +68,6 @@ def base_parser(description: str, *, T: int, batch: int, epochs: int, lr: float,
     p.add_argument("-stop-at", type=positive_float, default=None,
                    help="stop once the test accuracy reaches this value (used by benchmarks/convergence.py)")
     return p
-
-
-def split_method(name: str, relay: float = 0.9):
-    """``"calibrated:relay"`` -> ``("calibrated", {"relay": relay})``; ``"ikun"`` -> ``("ikun", {})``.
-
-    ``:relay`` adds the relay structure (``relay=`` of spike_aware, and of calibrated's start) for deep plain
-    stacks; ``none`` leaves the framework's own initialization."""
-    method, _, structure = name.partition(":")
-    if structure == "relay":
-        return method, {"relay": relay}
-    if structure:
-        raise SystemExit(f"error: unknown structure {structure!r} in {name!r} (only ':relay')")
-    return method, {}
 
 
 def seed_everything(seed: int) -> None:
@@ -159,32 +135,6 @@ def loaders(args, x_tr, y_tr, x_te, y_te, *, drop_last: bool = False):
     return train, test
 
 
-def init_option(item: str):
-    """``"sigma_u=0.8"`` -> ``("sigma_u", 0.8)``: the value as JSON when it parses (numbers, true, null), else
-    the string. The type of ``-init-opt``, so a malformed option stops the script before any work."""
-    key, sep, value = item.partition("=")
-    if not sep or not key.strip():
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {item!r}")
-    try:
-        return key.strip(), json.loads(value)
-    except json.JSONDecodeError:
-        return key.strip(), value
-
-
-def parse_init_options(items: Iterable[Any]) -> Dict[str, Any]:
-    """``["sigma_u=0.8", "steps=4"]`` (or the pairs ``-init-opt`` already parsed) -> ``{"sigma_u": 0.8, "steps": 4}``."""
-    options = {}
-    for item in items:
-        if isinstance(item, str):
-            try:
-                item = init_option(item)
-            except argparse.ArgumentTypeError as exc:
-                raise SystemExit(f"error: -init-opt: {exc}") from None
-        key, value = item
-        options[key] = value
-    return options
-
-
 def initialize(model: torch.nn.Module, method: str, example_input: Any, seed: int,
                forward: Optional[Callable] = None, defaults: Optional[Dict[str, Dict[str, Any]]] = None,
                **options) -> str:
@@ -234,66 +184,25 @@ def sj_start(args) -> torch.device:
     return device
 
 
-def sj_has_backend_arg(neuron_cls) -> bool:
-    """True for SpikingJelly 0.0.0.0.14-style neurons (``backend=`` constructor argument)."""
-    return "backend" in inspect.signature(neuron_cls.__init__).parameters
-
-
-def legacy_cupy_numpy_alias() -> Optional[str]:
-    """SpikingJelly 0.0.0.0.14's CuPy kernels check argument types against ``np.int``, an alias of the builtin
-    ``int`` that NumPy 1.24 removed: with a current NumPy every ``backend='cupy'`` forward raises
-    ``AttributeError: module 'numpy' has no attribute 'int'``. Put the alias back (what ``np.int`` always was) for
-    this process. Returns the line to print, or None when this NumPy still has it."""
-    with warnings.catch_warnings():  # NumPy 1.20-1.23 still have it, with a DeprecationWarning
-        warnings.simplefilter("ignore")
-        if hasattr(np, "int"):
-            return None
-    np.int = int  # type: ignore[attr-defined]
-    return (f"NumPy {np.__version__} has no np.int, which SpikingJelly 0.0.0.0.14's CuPy kernels use: "
-            "set numpy.int = int (the builtin it aliased) for this run")
-
-
 def sj_backend(neuron_cls, requested: str, device: torch.device) -> Dict[str, Any]:
     """Neuron keyword arguments for ``-backend torch|cupy|auto`` (multi-step neurons); prints the choice."""
     name = neuron_cls.__name__
-    if sj_has_backend_arg(neuron_cls):  # 0.0.0.0.14: torch or cupy, chosen per neuron
-        # Why CuPy cannot serve backend='cupy' (None: it can). Either `import cupy` fails (often a CUDA library
-        # of another version), or CuPy imports but SpikingJelly's own `import cupy; from . import neuron_kernel,
-        # cuda_utils` failed silently and it says "CuPy is not installed!" (SpikingJelly issue #459): name the
-        # import that failed. A module that failed to import is not cached, so importing it again re-raises.
-        cupy_problem = None
-        wheel = f"cupy-cuda{torch.version.cuda.split('.')[0]}x" if torch.version.cuda else "cupy-cudaXXx"
-        try:
-            import cupy  # noqa: F401
-        except Exception as exc:  # noqa: BLE001 - a broken CuPy raises more than ImportError
-            cause = exc.__cause__ or exc
-            cupy_problem = f"`import cupy` failed: {type(cause).__name__}: {str(cause).strip().splitlines()[0]}" \
-                if str(cause).strip() else f"`import cupy` failed: {type(cause).__name__}"
-        else:
-            import importlib
-
-            if getattr(importlib.import_module(neuron_cls.__module__), "cupy", True) is None:
-                cupy_problem = "CuPy imports, but SpikingJelly's own CuPy import failed silently (issue #459)"
-                for module in ("spikingjelly.activation_based.neuron_kernel", "spikingjelly.activation_based.cuda_utils"):
-                    try:
-                        importlib.import_module(module)
-                    except Exception as exc:  # noqa: BLE001
-                        cupy_problem += f": importing {module} raised {type(exc).__name__}: {exc}"
-                        break
+    if cupy_doctor.legacy_api(neuron_cls):  # 0.0.0.0.14: torch or cupy, chosen per neuron
+        diagnosis = cupy_doctor.cupy_diagnosis(check_kernel=device.type == "cuda")
+        cupy_problem = None if diagnosis["usable"] else diagnosis["message"]
         has_cupy = cupy_problem is None
         if requested == "cupy":
             if device.type != "cuda":
                 raise SystemExit("-backend cupy needs a CUDA device (-device cuda); on CPU use -backend torch or auto")
             if not has_cupy:
-                raise SystemExit(f"-backend cupy: CuPy cannot be used: {cupy_problem}. torch here is built for CUDA "
-                                 f"{torch.version.cuda}: the matching CuPy is `pip install {wheel}`; "
+                raise SystemExit(f"-backend cupy: CuPy cannot be used: {cupy_problem} "
                                  "`python benchmarks/gpu_check.py --parts e` explains more. Or run with -backend torch / auto")
             choice = "cupy"
         elif requested == "auto":
             choice = "cupy" if device.type == "cuda" and has_cupy else "torch"
         else:
             choice = "torch"
-        alias = legacy_cupy_numpy_alias() if choice == "cupy" else None
+        alias = cupy_doctor.legacy_cupy_numpy_alias() if choice == "cupy" else None
         if alias:
             print(f"[spikingjelly] {alias}")
         print(f"[spikingjelly] legacy API (0.0.0.0.14 style): {name}(step_mode='m', backend={choice!r})"
@@ -383,9 +292,8 @@ class History:
         return out_dir
 
 
-def plot_curves(rows: List[Dict[str, Any]], steps: List[Dict[str, Any]], out_dir: Path, title: str = "") -> None:
-    """``loss.png`` and ``acc.png`` against the training step: the running training value of each step (when the
-    loop recorded steps) and the test value at the end of each epoch."""
+def pyplot():
+    """matplotlib's pyplot drawing into files (the Agg backend), or None, said in one line, without matplotlib."""
     try:
         import matplotlib
 
@@ -393,6 +301,15 @@ def plot_curves(rows: List[Dict[str, Any]], steps: List[Dict[str, Any]], out_dir
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed: no plots (pip install snn-initplug[examples])")
+        return None
+    return plt
+
+
+def plot_curves(rows: List[Dict[str, Any]], steps: List[Dict[str, Any]], out_dir: Path, title: str = "") -> None:
+    """``loss.png`` and ``acc.png`` against the training step: the running training value of each step (when the
+    loop recorded steps) and the test value at the end of each epoch."""
+    plt = pyplot()
+    if plt is None:
         return
     for key, ylabel in (("loss", "loss"), ("acc", "accuracy")):
         fig, ax = plt.subplots(figsize=(5, 3.5))

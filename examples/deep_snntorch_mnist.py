@@ -19,7 +19,6 @@ instead of the test set: the way to choose hyperparameters without looking at te
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 import warnings
@@ -31,11 +30,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import arguments  # noqa: E402
 import common  # noqa: E402
 import data  # noqa: E402
 
 NAME = "deep_snntorch_mnist"
-positive_finite = common.number_in(float, lambda x: math.isfinite(x) and x > 0, "a positive finite number")
 LABELS = {"none": "snnTorch default (no init call)"}
 
 
@@ -69,19 +68,19 @@ class DeepLIF(nn.Module):
 
 def parser():
     p = common.base_parser(__doc__.split("\n")[0], T=4, batch=64, epochs=5, lr=3e-4, out=NAME, single_init=False)
-    p.add_argument("-depth", type=common.positive_int, default=20, help="Linear -> Leaky layers")
-    p.add_argument("-width", type=common.positive_int, default=256, help="neurons per layer")
-    p.add_argument("-beta", type=common.beta, default=0.9, help="membrane decay of snn.Leaky")
+    p.add_argument("-depth", type=arguments.positive_int, default=20, help="Linear -> Leaky layers")
+    p.add_argument("-width", type=arguments.positive_int, default=256, help="neurons per layer")
+    p.add_argument("-beta", type=arguments.beta, default=0.9, help="membrane decay of snn.Leaky")
     p.add_argument("-methods", nargs="+", default=["none", "calibrated:relay"], type=method_name,
                    help="init methods to compare: 'none' (the framework's own) or any snn_initplug method, "
                         "':relay' adds the relay structure")
-    p.add_argument("-relay", type=common.relay_share, default=0.9, help="relay= for the ':relay' methods")
-    p.add_argument("-membrane", type=positive_finite, default=0.5,
+    p.add_argument("-relay", type=arguments.relay_share, default=0.9, help="relay= for the ':relay' methods")
+    p.add_argument("-membrane", type=arguments.positive_finite, default=0.5,
                    help="after an snn_initplug init, sip.scale_membrane(model, C): weights, biases and thresholds "
                         "times C, the same spikes with the surrogate 1/C times wider relative to the threshold "
                         "(1: leave them; chosen on a validation split, see docs/depth.md)")
-    p.add_argument("-eval-every", type=common.positive_int, default=20, help="training steps between evaluations")
-    p.add_argument("-val", type=common.count, default=0,
+    p.add_argument("-eval-every", type=arguments.positive_int, default=20, help="training steps between evaluations")
+    p.add_argument("-val", type=arguments.count, default=0,
                    help="hold out this many training images (stratified) and evaluate on them, not on the test set")
     return p
 
@@ -97,7 +96,7 @@ def method_name(text: str) -> str:
 
 
 def label(name: str, relay: float, membrane: float = 1.0) -> str:
-    method, options = common.split_method(name, relay)
+    method, options = arguments.split_method(name, relay)
     scaled = f", membrane x{membrane:g}" if membrane != 1 and name != "none" else ""
     return LABELS.get(name, method + (f", relay {options['relay']:g}" if options else "") + scaled)
 
@@ -108,7 +107,7 @@ def build(name: str, args, example: torch.Tensor):
 
     torch.manual_seed(args.seed)
     model = DeepLIF(args.depth, args.width, args.beta, args.T)
-    method, options = common.split_method(name, args.relay)
+    method, options = arguments.split_method(name, args.relay)
     t0 = time.perf_counter()
     if method != "none":
         with warnings.catch_warnings():
@@ -177,13 +176,8 @@ def table(results: Dict[str, Dict], evaluated_on: str) -> str:
 
 
 def plot(results: Dict[str, Dict], out_dir: Path, evaluated_on: str, title: str) -> None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed: no plots (pip install snn-initplug[examples])")
+    plt = common.pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     for result in results.values():

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import arguments  # noqa: E402
 import common  # noqa: E402
 
 
@@ -59,8 +60,8 @@ def encode(images: torch.Tensor, num_steps: int) -> torch.Tensor:
 
 def parser():
     p = common.base_parser(__doc__.split("\n")[0], T=25, batch=128, epochs=1, lr=5e-4, out="snntorch_mnist")
-    p.add_argument("-hidden", type=common.positive_int, default=1000, help="hidden Leaky neurons")
-    p.add_argument("-beta", type=common.beta, default=0.95, help="membrane decay of snn.Leaky")
+    p.add_argument("-hidden", type=arguments.positive_int, default=1000, help="hidden Leaky neurons")
+    p.add_argument("-beta", type=arguments.beta, default=0.95, help="membrane decay of snn.Leaky")
     return p
 
 
@@ -78,7 +79,7 @@ def main(argv=None):
     # One call; the model takes the spike train as it is, so the example input is an encoded batch.
     example = encode(x_tr[:64], args.T).to(device)
     report = common.initialize(net, args.init, example, args.seed,
-                               **common.parse_init_options(args.init_opt))
+                               **arguments.parse_init_options(args.init_opt))
     history = common.History("snntorch_mnist", args, report)
 
     optimizer = common.make_optimizer(args, net.parameters())

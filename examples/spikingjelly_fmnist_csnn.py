@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import arguments  # noqa: E402
 import common  # noqa: E402
 
 
@@ -65,7 +66,7 @@ def init_defaults(T: int) -> dict:
 def parser():
     p = common.base_parser(__doc__.split("\n")[0], T=4, batch=128, epochs=64, lr=0.1, out="spikingjelly_fmnist_csnn",
                            subset=20000, opt="sgd")
-    p.add_argument("-channels", type=common.positive_int, default=128, help="conv channels C (128 in the paper; try 8 on a CPU)")
+    p.add_argument("-channels", type=arguments.positive_int, default=128, help="conv channels C (128 in the paper; try 8 on a CPU)")
     p.add_argument("-backend", choices=["auto", "torch", "cupy"], default="auto",
                    help="neuron backend (CuPy only on SpikingJelly 0.0.0.0.14 with CUDA)")
     p.add_argument("-no-cosine", action="store_true", help="constant learning rate instead of cosine annealing")
@@ -82,7 +83,7 @@ def main(argv=None):
 
     net = CSNN(T=args.T, channels=args.channels, backend_kwargs=backend_kwargs).to(device)
     report = common.initialize(net, args.init, x_tr[:64].to(device), args.seed, defaults=init_defaults(args.T),
-                               **common.parse_init_options(args.init_opt))
+                               **arguments.parse_init_options(args.init_opt))
     functional.reset_net(net)
     history = common.History("spikingjelly_fmnist_csnn", args, report)
     optimizer = common.make_optimizer(args, net.parameters())

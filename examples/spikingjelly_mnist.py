@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import arguments  # noqa: E402
 import common  # noqa: E402
 
 
@@ -44,8 +45,8 @@ def build(layers: int, hidden: int, tau: float, backend_kwargs: dict) -> nn.Modu
 def parser():
     p = common.base_parser(__doc__.split("\n")[0], T=20, batch=64, epochs=1, lr=1e-3, out="spikingjelly_mnist")
     p.add_argument("-layers", type=int, choices=[1, 2], default=1, help="one or two LIF layers")
-    p.add_argument("-hidden", type=common.positive_int, default=400, help="hidden LIF neurons (-layers 2)")
-    p.add_argument("-tau", type=common.tau, default=2.0, help="membrane time constant of LIFNode")
+    p.add_argument("-hidden", type=arguments.positive_int, default=400, help="hidden LIF neurons (-layers 2)")
+    p.add_argument("-tau", type=arguments.tau, default=2.0, help="membrane time constant of LIFNode")
     p.add_argument("-backend", choices=["auto", "torch", "cupy"], default="auto",
                    help="neuron backend (CuPy only on SpikingJelly 0.0.0.0.14 with CUDA)")
     return p
@@ -66,7 +67,7 @@ def main(argv=None):
         return torch.stack([encoder(img) for _ in range(args.T)])
 
     report = common.initialize(net, args.init, encode(x_tr[:64].to(device)), args.seed,
-                               **common.parse_init_options(args.init_opt))
+                               **arguments.parse_init_options(args.init_opt))
     functional.reset_net(net)
     history = common.History(f"spikingjelly_mnist_{args.layers}layer", args, report)
     optimizer = common.make_optimizer(args, net.parameters())

@@ -18,7 +18,7 @@ from .adapters import SurrogateLever, surrogate_lever
 from .errors import UnsupportedNeuronError
 from .transaction import Snapshot, write_all
 
-__all__ = ["SurrogateWrite", "SurrogateSnapshot", "write_weights_and_surrogates"]
+__all__ = ["SurrogateWrite", "SurrogateSnapshot", "surrogate_writes", "write_weights_and_surrogates"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,21 @@ class SurrogateWrite:
     lever: SurrogateLever
     alpha: float
     new: Callable
+
+
+def surrogate_writes(results) -> list[SurrogateWrite]:
+    """One new surrogate per neuron whose layer's rule found a shape α* (``surrogate_shape`` in the row's
+    ``assumed``, taken out of it; the first layer feeding a neuron decides), built now, installed after the
+    weights. ``results``: the ``(layer, law, LayerReport)`` rows of :func:`snn_initplug.rules.compute_laws`."""
+    writes: dict[str, SurrogateWrite] = {}
+    for layer, _, row in results:
+        alpha = row.assumed.pop("surrogate_shape", None)
+        if alpha is None or layer.neuron_name in writes:
+            continue
+        lever = surrogate_lever(layer.neuron)
+        if lever is not None:
+            writes[layer.neuron_name] = SurrogateWrite(layer.neuron_name, lever, alpha, lever.at(alpha))
+    return list(writes.values())
 
 
 class SurrogateSnapshot:

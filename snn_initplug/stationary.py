@@ -47,6 +47,7 @@ from scipy import optimize, special
 
 from .errors import InitError
 from .surrogate import Normal, surrogate_moments
+from .theory import RESET_TIMINGS
 
 __all__ = [
     "StationaryMembrane",
@@ -258,19 +259,23 @@ SIMULATED_SAMPLES = 1 << 15
 class MembraneDynamics:
     r"""The neuron simulated: decay :math:`\kappa`, threshold :math:`\theta` (numbers, or per-neuron tuples of
     the same length), ``reset`` ``"hard"`` (to ``reset_value``), ``"subtract"`` or ``"none"``;
-    ``reset_decays``: a subtractive reset removes θ right after the spike, so it decays with the membrane
-    (SpikingJelly: :math:`y_t = \kappa(y_{t-1} - \theta s_{t-1}) + x_t`), rather than at the next step,
-    undecayed (snnTorch: :math:`y_t = \kappa y_{t-1} + x_t - \theta s_{t-1}`)."""
+    ``reset_timing`` (:attr:`snn_initplug.NeuronSpec.reset_timing`): ``"after_spike"``, a subtractive reset
+    removes θ right after the spike, so it decays with the membrane (SpikingJelly:
+    :math:`y_t = \kappa(y_{t-1} - \theta s_{t-1}) + x_t`); ``"next_step"`` or None (not known), at the next
+    step, undecayed (snnTorch: :math:`y_t = \kappa y_{t-1} + x_t - \theta s_{t-1}`)."""
 
     kappa: Union[float, tuple[float, ...]]
     threshold: Union[float, tuple[float, ...]]
     reset: str = "hard"
     reset_value: float = 0.0
-    reset_decays: bool = False
+    reset_timing: Optional[str] = None
 
     def __post_init__(self):
         if self.reset not in ("hard", "subtract", "none"):
             raise InitError(f"spikeinit: unknown reset {self.reset!r}")
+        if self.reset_timing is not None and self.reset_timing not in RESET_TIMINGS:
+            raise InitError(f"spikeinit: reset_timing must be one of {RESET_TIMINGS} or None, "
+                            f"got {self.reset_timing!r}")
         kappa, theta = np.atleast_1d(self.kappa), np.atleast_1d(self.threshold)
         if kappa.min() < 0 or kappa.max() > 1 or theta.min() <= 0 or not np.isfinite(theta).all():
             raise InitError(f"spikeinit: needs 0 <= κ <= 1 and θ > 0, got κ in [{kappa.min()}, {kappa.max()}], "
@@ -342,9 +347,10 @@ def simulate_membrane(input_std: Values, dynamics: MembraneDynamics, steps: Opti
     previous_spikes = np.zeros(n, dtype=bool)
     counts = np.zeros(n)
     rates, total, total_sq, seen = [], 0.0, 0.0, 0
+    after_spike = dynamics.reset == "subtract" and dynamics.reset_timing == "after_spike"
     for t in range(run):
         x = held + fresh * rng.standard_normal(n) if held_fraction < 1.0 else held
-        if dynamics.reset == "subtract" and not dynamics.reset_decays:
+        if dynamics.reset == "subtract" and not after_spike:
             y = kappa * y + x - theta * previous_spikes
         else:
             y = kappa * y + x
@@ -355,7 +361,7 @@ def simulate_membrane(input_std: Values, dynamics: MembraneDynamics, steps: Opti
             total, total_sq, seen = total + float(y.sum()), total_sq + float((y * y).sum()), seen + n
         if dynamics.reset == "hard":
             y = np.where(spikes, dynamics.reset_value, y)
-        elif dynamics.reset == "subtract" and dynamics.reset_decays:
+        elif after_spike:
             y = y - theta * spikes
         previous_spikes = spikes
     mean = total / seen

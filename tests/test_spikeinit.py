@@ -12,7 +12,6 @@ import torch.nn as nn
 from scipy import integrate, optimize
 
 import snn_initplug as sip
-from conftest import requires_snntorch, requires_spikingjelly
 from snn_initplug.stationary import (
     closure_rate_limit,
     gradient_target,
@@ -127,13 +126,14 @@ def test_unreachable_target_is_refused_naming_the_limit():
     assert scale.rate == pytest.approx(0.2, rel=0.01)
 
 
-@pytest.mark.parametrize("reset, decays", [("subtract", False), ("subtract", True), ("hard", False)])
-def test_simulated_variant_against_an_independent_simulation(reset, decays):
+@pytest.mark.parametrize("reset, timing", [("subtract", "next_step"), ("subtract", "after_spike"), ("hard", None)])
+def test_simulated_variant_against_an_independent_simulation(reset, timing):
     """Algorithm 3 over T = 4 steps: the neuron written out here (with its input mean held per neuron, as fixed
     weights hold it) fires at p on average at the returned scale."""
     p, kappa, theta, lam = 0.1, 0.9, 1.0, 1.0
     scale = sip.calculate_spikeinit(target_rate=p, decay=kappa, input_scale=lam, threshold=theta, reset=reset,
-                                    reset_decays=decays, steps=4)
+                                    reset_timing=timing, steps=4)
+    decays = timing == "after_spike"
     assert "simulated" in scale.how
     g = torch.Generator().manual_seed(7)
     n = 400_000
@@ -188,7 +188,6 @@ def _sj_alpha_independent(surrogate_cls, target, mean, std):
 
 
 @pytest.mark.spikingjelly
-@requires_spikingjelly
 @pytest.mark.parametrize("tau, theta, p", [(2.0, 1.0, 0.1), (4.0, 0.5, 0.05)])
 def test_spikingjelly_lif_stack(tau, theta, p):
     from spikingjelly.activation_based import neuron, surrogate
@@ -215,7 +214,6 @@ def test_spikingjelly_lif_stack(tau, theta, p):
 
 
 @pytest.mark.spikingjelly
-@requires_spikingjelly
 @pytest.mark.parametrize("kind", ["if", "soft_lif"])
 def test_spikingjelly_if_and_soft_reset_simulated(kind):
     from spikingjelly.activation_based import neuron, surrogate
@@ -233,7 +231,6 @@ def test_spikingjelly_if_and_soft_reset_simulated(kind):
 
 
 @pytest.mark.spikingjelly
-@requires_spikingjelly
 def test_calibrated_start_and_untouched_surrogates():
     from spikingjelly.activation_based import neuron, surrogate
     width, p = 64, 0.1
@@ -251,7 +248,6 @@ def test_calibrated_start_and_untouched_surrogates():
 
 
 @pytest.mark.spikingjelly
-@requires_spikingjelly
 def test_failure_mid_write_restores_weights_and_surrogates():
     from spikingjelly.activation_based import neuron, surrogate
 
@@ -277,7 +273,6 @@ def test_failure_mid_write_restores_weights_and_surrogates():
 
 
 @pytest.mark.spikingjelly
-@requires_spikingjelly
 @pytest.mark.parametrize("options, match", [({"target_rate": 1.5}, "target_rate"),
                                             ({"target_rate": float("nan")}, "target_rate"),
                                             ({"target_rate": 0.3}, "out of reach")])
@@ -298,7 +293,6 @@ def test_bad_inputs_leave_the_model_unchanged(options, match):
 # snnTorch: Leaky (subtract reset) through 50 layers, IF, a shared closure, a user callable
 # ------------------------------------------------------------------------------------------------------
 @pytest.mark.snntorch
-@requires_snntorch
 def test_snntorch_leaky_50_layers_rate_at_every_layer():
     """Every layer of a 50-layer Leaky stack (β = 0.9, subtractive reset), at the std it drew, fed by spikes at
     p: snnTorch's own Leaky update, run here on 4096 neurons per layer whose rows are drawn at that std
@@ -335,7 +329,6 @@ def test_snntorch_leaky_50_layers_rate_at_every_layer():
 
 
 @pytest.mark.snntorch
-@requires_snntorch
 def test_snntorch_if_and_user_callable():
     import snntorch as snn
     width, p = 64, 0.1
@@ -355,7 +348,6 @@ def test_snntorch_if_and_user_callable():
 
 
 @pytest.mark.snntorch
-@requires_snntorch
 def test_snntorch_per_neuron_decays_are_simulated_per_neuron():
     """Per-neuron β (one per output unit): the simulated variant runs each neuron with its own decay; the
     same scale, run here neuron by neuron with Gaussian input (held mean p·Σw, fresh part), fires at p."""

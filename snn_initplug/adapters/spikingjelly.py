@@ -57,6 +57,7 @@ from . import (
     SurrogateLever,
     UnsupportedNeuronError,
     register_neuron,
+    register_state_attributes,
     register_unsupported,
     scale_tensor_in_place,
 )
@@ -86,6 +87,7 @@ def _common(m: FrameworkNeuron) -> dict:
         # (a default argument), and reading it must neither detach a neuron from it nor change it.
         surrogate=m.surrogate_function,
         name=f"{FRAMEWORK}.{type(m).__name__}",
+        reset_timing="after_spike",  # neuronal_reset acts in the step that fired; the next step decays it
     )
     fields.update(_reset(m.v_reset))
     return fields
@@ -93,7 +95,7 @@ def _common(m: FrameworkNeuron) -> dict:
 
 def _reset(v_reset) -> dict:
     if v_reset is None:
-        return dict(reset="subtract", reset_decays=True)  # V = H − θ·S, then the next step decays V
+        return dict(reset="subtract")
     # Hard reset. For LIF/PLIF with v_reset != 0 SpikingJelly also decays toward v_reset, which in the
     # canonical form is a constant drive (1 - beta) * v_reset; it does not depend on the input, so the
     # impulse response (the kernel) is unaffected and the spec does not carry it.
@@ -277,6 +279,10 @@ def _register() -> None:
     simple_base = getattr(sj_neuron, "SimpleBaseNode", None)
     if isinstance(simple_base, type):
         register_unsupported(simple_base, FRAMEWORK)
+    # a stateful module (neurons and a few layers) keeps its state in the dict _memories, not in tensor attributes
+    from spikingjelly.activation_based import base as sj_base
+
+    register_state_attributes(sj_base.MemoryModule, ("_memories",))
 
 
 _register()
