@@ -29,6 +29,7 @@ from . import theory
 from .calibration import calibrate, drive
 from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, OptionError, PlanError, SurrogateError
+from .guard import entry_point
 from .init import calculate_ikun_gain, sample
 from .laws import Law, RelayDynamics, baseline_law, fluctuation_law, ikun_law, membrane_target, spike_aware_law
 from .options import (
@@ -301,6 +302,7 @@ def compute_laws(p: Plan, method: str, options: dict[str, Any], overrides=None, 
 # ----------------------------------------------------------------------------------------------------------
 # initialize
 # ----------------------------------------------------------------------------------------------------------
+@entry_point("initialize")
 def initialize(
     model: nn.Module,
     method: Union[str, MethodOptions] = "calibrated",
@@ -601,6 +603,7 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
 # ----------------------------------------------------------------------------------------------------------
 # Replay
 # ----------------------------------------------------------------------------------------------------------
+@entry_point("reinitialize")
 def reinitialize(
     model: nn.Module,
     report: Union[Report, str, os.PathLike[str]],

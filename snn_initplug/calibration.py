@@ -46,6 +46,7 @@ import torch.nn as nn
 from .adapters import is_neuron, is_time_major, threshold_lever
 from .distributed import all_reduce_counts, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, DistributedError, InitError, PlanError, UnsupportedNeuronError
+from .guard import entry_point
 from .options import DEFAULT_TARGET_RATE, CalibrationOptions, TargetRate
 from .planning import (
     NORM_LAYERS,
@@ -845,6 +846,7 @@ def _search_recorded_steps(group, owner, run, target_rate, tolerance, max_evals,
 
 
 # ----------------------------------------------------------------------------------------------------------
+@entry_point("calibrate")
 def calibrate(
     model: nn.Module,
     example_input: Any,
@@ -948,7 +950,7 @@ def calibrate(
                      "during the calibration saw that stream")
     one_step = _one_step_warning(p, options.steps, example_input, units is not None, steps_seen)
     if one_step is not None:
-        warnings.warn(one_step, UserWarning, stacklevel=2)
+        warnings.warn(one_step, UserWarning, stacklevel=3)
         notes.append(one_step)
     if is_distributed(process_group):
         notes.append(f"rates measured on the global batch of {world_size(process_group)} ranks; weights from rank 0")

@@ -52,10 +52,11 @@ import torch.nn.functional as F
 
 from .adapters import fires_on_last_call, is_time_major, use_surrogate_path
 from .errors import DiagnoseError, SurrogateError
+from .guard import entry_point
 from .planning import Plan, first_tensor, plan, preserved, reset_neuron, run_model
 from .surrogate import surrogate_derivative
 from .tables import render_table, short_number
-from .transaction import all_finite, one_thread_per_model
+from .transaction import all_finite
 
 __all__ = [
     "diagnose",
@@ -378,7 +379,7 @@ def _mean_threshold(threshold: Any) -> float:
     return float(threshold.mean()) if isinstance(threshold, torch.Tensor) else float(threshold)
 
 
-@one_thread_per_model("diagnose")
+@entry_point("diagnose", DiagnoseError)
 def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
              loss_fn: Optional[Callable[[Any], torch.Tensor]] = None,
              forward: Optional[Callable[[nn.Module, Any], Any]] = None, *,

@@ -17,6 +17,7 @@ import torch
 
 from . import theory
 from .errors import ArgumentTypeError, InitError
+from .guard import entry_point
 from .laws import (
     BASELINES,
     Law,
@@ -128,14 +129,14 @@ def _is_empty(tensor: torch.Tensor) -> bool:
     (a law of a zero fan divides by zero), the same for every function and both (n, 0) and (0, n) shapes."""
     calculate_fans(tensor)  # type and dimension checks still apply
     if tensor.numel() == 0:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=4)
         return True
     return False
 
 
 def _fill_(tensor: torch.Tensor, law: Law, generator: Optional[torch.Generator]) -> torch.Tensor:
     if tensor.numel() == 0:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=4)
         return tensor
     # an integer tensor would be filled with truncated draws (mostly 0 and ±1); torch.nn.init raises too
     if not tensor.is_floating_point():
@@ -148,6 +149,7 @@ def _fill_(tensor: torch.Tensor, law: Law, generator: Optional[torch.Generator])
 # ------------------------------------------------------------------------------------------------------
 # IKUN
 # ------------------------------------------------------------------------------------------------------
+@entry_point("calculate_ikun_gain")
 def calculate_ikun_gain(
     surrogate: Optional[Callable] = None,
     *,
@@ -203,10 +205,11 @@ def calculate_ikun_gain(
         why = ("the surrogate is narrow or low relative to D: little of its mass falls inside it"
                if kappa > 1 else "the surrogate is tall relative to D")
         warnings.warn(f"IKUN gain κ = {kappa:.3g} for {kind}{params} (E[h^{moment}] = {value:.3g} over {distribution}, "
-                      f"h(0) = {peak:.3g}): {why}; weights get std ×{math.sqrt(kappa):.2g} of LeCun's", stacklevel=2)
+                      f"h(0) = {peak:.3g}): {why}; weights get std ×{math.sqrt(kappa):.2g} of LeCun's", stacklevel=3)
     return kappa
 
 
+@entry_point("ikun_")
 def ikun_(
     tensor: torch.Tensor,
     surrogate: Optional[Callable] = None,
@@ -270,6 +273,7 @@ def _threshold(threshold) -> float:
     return threshold
 
 
+@entry_point("calculate_spike_aware_gain")
 def calculate_spike_aware_gain(
     threshold: float = 1.0,
     *,
@@ -310,6 +314,7 @@ def calculate_spike_aware_gain(
     return theory.spike_aware_variance(1.0, sigma, q, kernel_sq_sum)
 
 
+@entry_point("spike_aware_")
 def spike_aware_(
     tensor: torch.Tensor,
     threshold: float = 1.0,
@@ -372,6 +377,7 @@ def spike_aware_(
 # ------------------------------------------------------------------------------------------------------
 # Fluctuation-driven (Rossbroich et al. 2022)
 # ------------------------------------------------------------------------------------------------------
+@entry_point("calculate_fluctuation")
 def calculate_fluctuation(
     fan_in: int,
     *,
@@ -430,6 +436,7 @@ def calculate_fluctuation(
                            sigma_u=sigma, share=variance_share, total_drive=total_drive)
 
 
+@entry_point("fluctuation_")
 def fluctuation_(tensor: torch.Tensor, *, generator: Optional[torch.Generator] = None, **kwargs) -> torch.Tensor:
     r"""Fill ``tensor`` with :math:`\mathcal{N}(\mu_w, \sigma_w^2)` from :func:`calculate_fluctuation`
     (Rossbroich et al. 2022).
@@ -460,6 +467,7 @@ def fluctuation_(tensor: torch.Tensor, *, generator: Optional[torch.Generator] =
 # ------------------------------------------------------------------------------------------------------
 # Baselines
 # ------------------------------------------------------------------------------------------------------
+@entry_point("baseline_")
 def baseline_(tensor: torch.Tensor, name: str, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Fill ``tensor`` from a baseline's law (:func:`~snn_initplug.baseline_law`: PyTorch's default, Kaiming,
     Xavier, LeCun, SpikingJelly's).

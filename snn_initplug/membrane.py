@@ -42,11 +42,12 @@ from .adapters import neuron_spec, threshold_lever
 from .calibration import _calls, _checked_calls, _groups, _recorded_passes, _runner
 from .distributed import all_reduce_sums, is_distributed
 from .errors import ArgumentTypeError, InitError, OptionError, PlanError
+from .guard import entry_point
 from .neuron import NeuronSpec
 from .planning import LayerPlan, Plan, _all_tensors, plan, preserved, reset_neuron
 from .selection import Skip, is_skipped, skip_list
 from .tables import render_table, short_number
-from .transaction import SameDraws, Snapshot, agree, all_finite, check_writable, fingerprint, one_thread_per_model
+from .transaction import SameDraws, Snapshot, agree, all_finite, check_writable, fingerprint
 
 __all__ = ["scale_membrane", "MembraneScaling", "NeuronScaling", "balance_gradients", "GradientBalance", "gradient_slope"]
 
@@ -216,7 +217,7 @@ def _difference(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
     return 0.0 if num == 0 else math.sqrt(num / den) if den > 0 else math.inf
 
 
-@one_thread_per_model("scale_membrane")
+@entry_point("scale_membrane")
 def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps: Optional[int] = None,
                    forward: Optional[Callable[[nn.Module, Any], Any]] = None, skip: Skip = None, seed: int = 0,
                    process_group: Any = None) -> MembraneScaling:
@@ -441,7 +442,7 @@ def _gradient_norms_by_neuron(model: nn.Module, p: Plan, targets: list[_Target],
     return norms, [any(fed.get(id(layer.module), False) for layer in layers[t.name]) for t in targets]
 
 
-@one_thread_per_model("balance_gradients")
+@entry_point("balance_gradients")
 def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[int] = None,
                       forward: Optional[Callable[[nn.Module, Any], Any]] = None,
                       loss_fn: Optional[Callable[[Any], torch.Tensor]] = None, skip: Skip = None, seed: int = 0,

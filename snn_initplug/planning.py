@@ -26,10 +26,10 @@ import torch.nn as nn
 
 from .adapters import find_adapter, internal_weights, reset_neuron
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, PlanError
+from .guard import entry_point
 from .init import calculate_fans
 from .neuron import NeuronSpec
 from .tables import render_table, short_number, surrogate_label
-from .transaction import one_thread_per_model
 
 __all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYERS", "NORM_LAYERS", "StateSnapshot",
            "preserved", "reset_neuron", "first_tensor", "run_model", "fans", "neuron_modules"]
@@ -355,7 +355,7 @@ _VIEW_NODES = ("TBackward", "ViewBackward", "ReshapeAlias", "UnsafeViewBackward"
                "AliasBackward")
 
 
-@one_thread_per_model("plan")
+@entry_point("plan", PlanError)
 def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
     """Pair every neuron of ``model`` with the weight layer(s) that feed it.
 

@@ -8,6 +8,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Optional, TypeVar, Union
 
 from .errors import InitError
+from .guard import entry_point
 from .tables import render_table, short_number
 
 __all__ = ["LayerReport", "Report", "LayerCalibration", "CalibrationReport", "calibrated_label"]
@@ -128,6 +129,7 @@ class Report:
             handle.write(self.to_json(indent=2) + "\n")
 
     @classmethod
+    @entry_point("Report.load")
     def load(cls, path: Union[str, os.PathLike[str]]) -> Report:
         """Read a report written by :meth:`save`; :func:`snn_initplug.reinitialize` replays it."""
         with open(path, encoding="utf-8") as handle:
@@ -138,6 +140,7 @@ class Report:
         return cls.from_dict(data)
 
     @classmethod
+    @entry_point("Report.from_dict")
     def from_dict(cls, data: dict[str, Any]) -> Report:
         """Inverse of :meth:`to_dict`; anything else (a list, missing or unknown keys, a seed that is not an
         integer) is an :class:`InitError`."""

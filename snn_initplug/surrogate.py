@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .errors import ArgumentTypeError, StochasticSurrogateError, SurrogateError
+from .guard import entry_point
 
 __all__ = [
     "SurrogateError",
@@ -504,6 +505,7 @@ def _monte_carlo_moments(fn: SpikeFunction, distribution: Distribution, samples:
     return m1, m2, stderr
 
 
+@entry_point("surrogate_moments", SurrogateError)
 def surrogate_moments(
     fn: SpikeFunction,
     distribution: Optional[Distribution] = None,
