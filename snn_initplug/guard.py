@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional, TypeVar, cast
 import torch
 import torch.nn as nn
 
-from .errors import DistributedError, InitError, SnnInitError
+from .errors import ArgumentTypeError, DistributedError, InitError, SnnInitError
 from .transaction import exclusive, fingerprint, same_call
 
 __all__ = ["entry_point", "ModelState", "raised_by_user"]
@@ -216,11 +216,12 @@ _active = _Active()
 
 def _call_print(entry: str, signature: inspect.Signature, args: tuple, kwargs: dict) -> int:
     """A fingerprint of the call every rank must make alike: the entry point and its arguments but those that
-    are each rank's own (its batch, generator, group)."""
+    are each rank's own (its batch, generator, group). Arguments that do not fit the signature (a missing or
+    unknown one) are an :class:`ArgumentTypeError` naming the entry point."""
     try:
         bound = signature.bind(*args, **kwargs)
-    except TypeError:
-        return fingerprint(entry)
+    except TypeError as exc:
+        raise ArgumentTypeError(f"{entry}: {exc}") from None
     return fingerprint(entry, {k: v for k, v in bound.arguments.items() if k not in _RANK_LOCAL})
 
 
