@@ -579,6 +579,8 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
     if example_input is None:
         raise InitError("initialize: method='calibrated' (the default) needs example_input= (a real batch); "
                         "without data, choose a closed-form method such as 'ikun' or 'fluctuation'")
+    if isinstance(example_input, list) and not example_input:
+        raise InitError("initialize: example_input is an empty list (no time step); give a batch, or one per step")
     saved = Snapshot(list(model.parameters()))
     try:
         # a list holds one input per time step (a model called once per step): the start plans on the first

@@ -421,6 +421,9 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
         raise DiagnoseError("diagnose: give target= or loss_fn=, not both")
     if example_input is None and forward is None:
         raise DiagnoseError("diagnose: needs example_input= (one batch as the model takes it) to run the model")
+    first = first_tensor(example_input)
+    if first is not None and first.numel() == 0:  # no spike to count: the rates would be 0/0
+        raise DiagnoseError("diagnose: example_input has no elements (an empty batch has no rates)")
     p = plan(model, example_input, forward=forward)
     feeding = _weights_by_neuron(p)
     want_grad = target is not None or loss_fn is not None

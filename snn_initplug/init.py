@@ -10,13 +10,14 @@ Fans follow PyTorch: ``fan_in = in_features`` or ``in_channels/groups · prod(ke
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from typing import Callable, Optional
 
 import torch
 
 from . import theory
-from .errors import ArgumentTypeError, InitError
+from .errors import ArgumentTypeError, InitError, OptionError
 from .guard import entry_point
 from .laws import (
     BASELINES,
@@ -261,6 +262,18 @@ def ikun_(
 # ------------------------------------------------------------------------------------------------------
 # Spike-aware (Micheli et al. 2024)
 # ------------------------------------------------------------------------------------------------------
+def _positive_number(owner: str, name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+        raise OptionError(f"{owner}: {name} must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def _pair(value) -> tuple:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise OptionError(f"calculate_fluctuation: kernel_sums must be two numbers (ΣK, ΣK²), got {value!r}")
+    return tuple(value)
+
+
 def _threshold(threshold) -> float:
     # float() first and a finiteness check: a str threshold would fail in ">" with a bare TypeError, and θ = inf
     # would surface later as "input second moment is nan"
@@ -366,6 +379,8 @@ def spike_aware_(
         return tensor
     fan_in, _ = calculate_fans(tensor)
     threshold = _threshold(threshold)
+    _positive_number("spike_aware_", "input_scale", input_scale)
+    _positive_number("spike_aware_", "kernel_sq_sum", kernel_sq_sum)
     options = SpikeAwareOptions(sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment, relay=relay)
     sigma = membrane_target(threshold, sigma_u=options.sigma_u, rate=options.rate)
     q = theory.firing_probability(threshold, sigma) if input_second_moment is None else input_second_moment
@@ -423,6 +438,11 @@ def calculate_fluctuation(
         >>> sip.calculate_fluctuation(784, kernel_sums=(10.0, 1 / 0.19), input_rate=0.1)
         Law(kind='normal', mean=0.0, std=0.0492, relay=0.0)
     """
+    options = FluctuationOptions(mu_u=mu_u, sigma_u=sigma_u, rate=rate, input_rate=input_rate, input_mean=input_mean,
+                                 input_second_moment=input_second_moment)  # each number checked, a rate in [0, 1]
+    kernel_sums = (_positive_number("calculate_fluctuation", "kernel_sums[0]", _pair(kernel_sums)[0]),
+                   _positive_number("calculate_fluctuation", "kernel_sums[1]", _pair(kernel_sums)[1]))
+    input_rate, input_mean, input_second_moment = options.input_rate, options.input_mean, options.input_second_moment
     if input_rate is not None:
         if input_mean is not None or input_second_moment is not None:
             raise InitError("give input_rate= (spikes) or input_mean=/input_second_moment=, not both")
@@ -430,7 +450,6 @@ def calculate_fluctuation(
     if input_mean is None or input_second_moment is None:
         raise InitError("fluctuation-driven init needs the input rate (or the input's mean and second moment)")
     threshold = _threshold(threshold)
-    options = FluctuationOptions(mu_u=mu_u, sigma_u=sigma_u, rate=rate)
     sigma = membrane_target(threshold, sigma_u=options.sigma_u, rate=options.rate, mu_u=options.mu_u)
     return fluctuation_law(fan_in, input_mean, input_second_moment, kernel_sums[0], kernel_sums[1], mu_u=options.mu_u,
                            sigma_u=sigma, share=variance_share, total_drive=total_drive)
@@ -487,6 +506,8 @@ def baseline_(tensor: torch.Tensor, name: str, *, generator: Optional[torch.Gene
         >>> round(w.std().item() / (2 / 784) ** 0.5, 1)
         1.0
     """
+    if not isinstance(name, str):
+        raise OptionError(f"baseline_: name must be a baseline's name (a str), got {type(name).__name__}")
     if _is_empty(tensor):
         return tensor
     return _fill_(tensor, baseline_law(name, *calculate_fans(tensor)), generator)

@@ -381,6 +381,10 @@ def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
     """
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"plan: model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise PlanError("plan: the model is a TorchScript module (torch.jit.trace or torch.jit.script): its "
+                        "forward is compiled, so its neurons and the weights feeding them cannot be traced; "
+                        "initialize the nn.Module first, then script or trace it")
     if any(p.device.type == "meta" for p in model.parameters()):
         raise PlanError("plan: the model is on the meta device (no data); materialize it first (to_empty + init)")
     parametrized = _parametrized_weights(model)
@@ -394,6 +398,11 @@ def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
     if lazy:
         raise PlanError(f"plan: {', '.join(lazy)} not materialized yet (a Lazy module); run one forward pass "
                         "of a batch first, so its shape is known")
+    frozen_in_inference = [name for name, p in model.named_parameters() if p.is_inference()]
+    if frozen_in_inference:
+        raise PlanError(f"plan: {', '.join(frozen_in_inference)} made under torch.inference_mode() (an inference "
+                        "tensor): it can be neither traced nor written; clone() it into a Parameter outside that "
+                        "block first")
     neurons = neuron_modules(model)
     if not neurons:
         raise PlanError(f"plan: no spiking neurons found in {type(model).__name__} "

@@ -149,6 +149,8 @@ class Report:
         for row in layers:
             if row.seed is not None and (isinstance(row.seed, bool) or not isinstance(row.seed, int)):
                 raise InitError(f"report layer {row.layer}: seed must be an integer, got {row.seed!r}")
+            if row.seed is not None and not 0 <= row.seed < 2**63:  # initialize draws them in [0, 2**62)
+                raise InitError(f"report layer {row.layer}: seed must lie in [0, 2**63), got {row.seed}")
         settings = report.settings or {}
         if not isinstance(settings, dict):
             raise InitError(f"the report's settings must be a JSON object, got {type(settings).__name__}")
