@@ -30,6 +30,7 @@ from .guard import entry_point
 from .init import calculate_fans
 from .neuron import NeuronSpec
 from .tables import render_table, short_number, surrogate_label
+from .transaction import process_rng_kept
 
 __all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYERS", "NORM_LAYERS", "StateSnapshot",
            "preserved", "reset_neuron", "first_tensor", "run_model", "fans", "neuron_modules"]
@@ -239,9 +240,8 @@ def preserved(model: nn.Module):
     RNG state on exit; the parameters themselves are never written."""
     snapshot = StateSnapshot(model)
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     try:
-        with torch.random.fork_rng(devices=devices):
+        with process_rng_kept():
             yield
     finally:
         for p, flag in flags:

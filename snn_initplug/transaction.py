@@ -30,7 +30,7 @@ from .distributed import _collective_device, _dist, is_distributed, rank, world_
 from .errors import ConcurrentUseError, DistributedError, InitError, PlanError
 
 __all__ = ["check_writable", "write_all", "Snapshot", "agree", "fingerprint", "exclusive", "SameDraws",
-           "same_call"]
+           "same_call", "ProcessDraws", "process_rng_kept"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -173,7 +173,7 @@ def seeded_evaluations() -> int:
     return getattr(_seeded, "count", 0)
 
 
-class _ProcessDraws(TorchDispatchMode):
+class ProcessDraws(TorchDispatchMode):
     """Notes whether an operation drawing from the process RNG (tagged ``nondeterministic_seeded``, with no
     generator of its own: dropout, ``torch.rand``, ``bernoulli``) runs in this thread. Dispatch modes are
     per thread, so another thread drawing at the same time is not mistaken for the model."""
@@ -189,11 +189,28 @@ class _ProcessDraws(TorchDispatchMode):
         return func(*args, **kwargs)
 
 
+@contextmanager
+def process_rng_kept() -> Iterator[None]:
+    """The process RNG (CPU, and every initialized CUDA device) is put back after the block only if this
+    thread drew from it inside (:class:`ProcessDraws`): a block that draws nothing leaves the RNG alone, so
+    another thread drawing meanwhile keeps its stream (``fork_rng`` would rewind it)."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    cpu, cuda = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
+    with ProcessDraws() as watch:
+        try:
+            yield
+        finally:
+            if watch.drew:
+                torch.set_rng_state(cpu)
+                for device, state in zip(devices, cuda):
+                    torch.cuda.set_rng_state(state, device)
+
+
 class SameDraws:
     """Run the evaluations of a search so that each sees the same random draws (dropout, a stochastic encoder)
     from ``seed``, touching the process RNG only for a model that draws from it.
 
-    The first evaluation runs as it is, watched (:class:`_ProcessDraws`) for an operation drawing from the
+    The first evaluation runs as it is, watched (:class:`ProcessDraws`) for an operation drawing from the
     process RNG in this thread. If none ran, the model draws nothing and no evaluation touches the RNG (other
     threads keep their streams). If one ran, that draw is undone, and that and every later evaluation runs
     inside ``fork_rng`` from ``manual_seed(seed)``, which restores the RNG afterwards. torch has one CPU
@@ -208,7 +225,7 @@ class SameDraws:
     def run(self, evaluate: Callable[[], T]) -> T:
         if self.draws is None:
             before = torch.get_rng_state()
-            with _ProcessDraws() as watch:
+            with ProcessDraws() as watch:
                 result = evaluate()
             self.draws = watch.drew
             if not self.draws:

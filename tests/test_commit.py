@@ -217,6 +217,42 @@ def test_the_report_says_when_evaluations_were_seeded():
     assert not any("draws random numbers" in n for n in sip.calibrate(quiet, batch(), max_evaluations=6).notes)
 
 
+@pytest.mark.parametrize("mode", ["chain", "model"])
+def test_another_thread_drawing_during_calibrate_keeps_its_stream_and_no_note_claims_the_model_draws(mode):
+    """Issue 29: a thread drawing from the process RNG while a model that draws nothing is calibrated. The
+    draws are watched per thread, so that thread's draws are not taken for the model's: the RNG is never
+    reseeded (no draw of that thread repeats: a reseeded stream would give the same vectors again and again)
+    and no note says the model draws."""
+    import threading
+    import time
+
+    class Slow(nn.Module):  # an identity that lets the other thread run during every pass
+        def forward(self, x):
+            time.sleep(0.002)
+            return x
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), Slow(), MyLIF(), nn.Linear(6, 5), MyLIF())
+    sip.initialize(model, "spike_aware", batch(), generator=torch.Generator().manual_seed(0))
+    drawn, stop = [], threading.Event()
+
+    def draw():
+        while not stop.is_set():
+            drawn.append(tuple(torch.rand(8).tolist()))
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=draw)
+    thread.start()
+    try:
+        report = sip.calibrate(model, batch(), mode=mode, max_evaluations=6, seed=0)
+    finally:
+        stop.set()
+        thread.join(20)
+    assert len(drawn) > 10
+    assert len(set(drawn)) == len(drawn), "the other thread's stream was reseeded"
+    assert not any("draws random numbers" in n for n in report.notes), report.notes
+
+
 def test_an_initialize_error_leaves_the_process_rng_where_it_was():
     """generator=None draws the per-layer seeds from the process RNG; when the call fails after that (here the
     calibration of method='calibrated' refuses mode='chain' with a forward=), the draw is undone."""

@@ -178,12 +178,16 @@ def test_a_model_error_passes_as_it_is_and_the_model_is_restored():
     assert_same_state(before, model, "Broken at call 5")
 
 
-def test_a_foreign_error_inside_the_package_is_the_package_error_naming_the_entry_point():
-    """A TypeError raised in the package's own code by an argument no check foresaw (an override keyed by an
-    int) is not the user's model's: it is the package's error, naming the entry point, chained to the cause."""
+def test_a_foreign_error_inside_the_package_is_the_package_error_naming_the_entry_point(monkeypatch):
+    """A bug inside the package (simulated: the rate count replaced by a builtin that takes numbers, so the
+    TypeError is raised in the package's own frame) is not the user's model's: it is the
+    package's error, naming the entry point, chained to the cause, and the model is restored."""
+    from snn_initplug import calibration
+
+    monkeypatch.setattr(calibration, "_spike_rate", math.hypot)
     model = mlp()
     before = whole_state(model)
-    with pytest.raises(sip.InitError, match="initialize: TypeError") as raised:
-        sip.initialize(model, "ikun", batch(), overrides={0: {}})
+    with pytest.raises(sip.InitError, match="calibrate: TypeError") as raised:
+        sip.calibrate(model, batch(), steps=2, max_evaluations=3, mode="model")
     assert isinstance(raised.value.__cause__, TypeError)
     assert_same_state(before, model, "wrapped error")
