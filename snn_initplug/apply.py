@@ -26,7 +26,7 @@ import torch.nn as nn
 
 from . import replay as checkpoint
 from . import theory
-from .calibration import calibrate, drive
+from .calibration import calibrate
 from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, OptionError, PlanError, SurrogateError
 from .guard import entry_point
@@ -47,6 +47,7 @@ from .options import (
 )
 from .planning import InputStats, LayerPlan, Plan, plan
 from .reports import LayerReport, Report, calibrated_label
+from .running import drive, mean_value
 from .selection import Skip, check_overrides, is_skipped, layer_overrides
 from .tables import surrogate_label
 from .transaction import Snapshot, agree, check_writable, exclusive, fingerprint, write_all
@@ -74,14 +75,9 @@ class _Context:
         return ctx
 
 
-def _scalar(value: Any) -> float:
-    """Per-neuron parameters enter the formulas through their mean (the report says so)."""
-    return float(value.mean()) if isinstance(value, torch.Tensor) else float(value)
-
-
 def _sigma_u(spec, opts, mu_u: float = 0.0) -> tuple[float, float]:
     """(θ, σ_U) of a neuron at the options' membrane target (:func:`snn_initplug.laws.membrane_target`)."""
-    theta = _scalar(spec.threshold)
+    theta = mean_value(spec.threshold)
     return theta, membrane_target(theta, sigma_u=opts.sigma_u, rate=opts.rate, mu_u=mu_u)
 
 
@@ -114,7 +110,7 @@ def _kernel_sums(layer: LayerPlan, horizon: Any, method: str) -> tuple[float, fl
         sums = layer.spec.kernel_sums(horizon_steps(method, horizon))
     except NeuronSpecError as exc:  # the option is horizon= here (steps= is NeuronSpec.kernel_sums' argument)
         raise InitError(f"{method}: {layer.name}: {str(exc).replace('pass steps=T', 'pass horizon=T')}") from exc
-    return _scalar(sums[0]), _scalar(sums[1])
+    return mean_value(sums[0]), mean_value(sums[1])
 
 
 def _share(layer: LayerPlan, ctx: _Context, alpha: Optional[float]) -> float:
@@ -217,7 +213,8 @@ def _relay_dynamics(layer: LayerPlan, horizon: Any, copy: bool = False) -> Optio
     smallest, largest = float(betas.min()), float(betas.max())
     # per-neuron decays: their mean; the copy needs a jump that copies for all of them
     return RelayDynamics(beta=float(betas.mean()), steps=steps, reset=spec.reset, reset_value=float(spec.reset_value),
-                         beta_range=(smallest, largest) if copy and smallest != largest else None)
+                         beta_range=(smallest, largest) if copy and smallest != largest else None,
+                         reset_timing=spec.reset_timing)
 
 
 def _fluctuation_rule(layer: LayerPlan, opts: FluctuationOptions, ctx: _Context):

@@ -54,6 +54,7 @@ from .adapters import fires_on_last_call, is_time_major, use_surrogate_path
 from .errors import DiagnoseError, SurrogateError
 from .guard import entry_point
 from .planning import Plan, first_tensor, plan, preserved, reset_neuron, run_model
+from .running import mean_value
 from .surrogate import surrogate_derivative
 from .tables import render_table, short_number
 from .transaction import all_finite
@@ -375,10 +376,6 @@ def _gradient_norms(loss: torch.Tensor, feeding: dict[str, list[tuple[str, torch
     return {name: 0.0 if g is None else float(g.detach().double().norm()) for name, g in zip(names, grads)}
 
 
-def _mean_threshold(threshold: Any) -> float:
-    return float(threshold.mean()) if isinstance(threshold, torch.Tensor) else float(threshold)
-
-
 @entry_point("diagnose", DiagnoseError)
 def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
              loss_fn: Optional[Callable[[Any], torch.Tensor]] = None,
@@ -532,7 +529,7 @@ def _layer_record(depth, name, p: Plan, counter: _SpikeCounter, membrane: Option
     grad = math.sqrt(sum(v * v for v in per_layer.values())) if want_grad and names else None
     return LayerDiagnosis(
         neuron=name, kind=type(module).__name__, depth=depth, layers=names,
-        threshold=_mean_threshold(spec.threshold), neurons=rates.numel(), observations=counter.observations,
+        threshold=mean_value(spec.threshold), neurons=rates.numel(), observations=counter.observations,
         rate=float(rates.mean()) if rates.numel() else 0.0,
         rate_std=float(rates.std(unbiased=False)) if rates.numel() else 0.0,
         silent=float((rates == 0).double().mean()) if rates.numel() else 0.0,

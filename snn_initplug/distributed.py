@@ -27,7 +27,7 @@ __all__ = ["is_distributed", "world_size", "rank", "all_reduce_counts", "all_red
 Group = Any
 
 
-def _dist():
+def torch_distributed():
     """``torch.distributed`` when usable, else None (some builds ship without it)."""
     try:
         import torch.distributed as dist
@@ -41,7 +41,7 @@ def is_distributed(group: Group = None) -> bool:
     this process belongs to; False when torch.distributed is missing or not initialized, or ``group is False``."""
     if group is False:
         return False
-    dist = _dist()
+    dist = torch_distributed()
     if dist is None or not dist.is_initialized():
         return False
     return dist.get_world_size(group) > 1  # -1 for a group this rank is not part of
@@ -49,17 +49,17 @@ def is_distributed(group: Group = None) -> bool:
 
 def world_size(group: Group = None) -> int:
     """Number of ranks that synchronise (1 when not distributed)."""
-    return _dist().get_world_size(group) if is_distributed(group) else 1
+    return torch_distributed().get_world_size(group) if is_distributed(group) else 1
 
 
 def rank(group: Group = None) -> int:
     """This process's rank inside ``group`` (0 when not distributed)."""
-    return _dist().get_rank(group) if is_distributed(group) else 0
+    return torch_distributed().get_rank(group) if is_distributed(group) else 0
 
 
-def _collective_device(group: Group) -> torch.device:
+def collective_device(group: Group) -> torch.device:
     """NCCL reduces CUDA tensors only; every other backend (gloo, mpi) takes CPU tensors."""
-    backend = str(_dist().get_backend(group)).lower()
+    backend = str(torch_distributed().get_backend(group)).lower()
     return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
 
 
@@ -70,8 +70,8 @@ def all_reduce_sums(values: Sequence[float], group: Group = None, dtype: torch.d
     """
     if not is_distributed(group):
         return list(values)
-    buffer = torch.tensor(list(values), dtype=dtype, device=_collective_device(group))
-    _dist().all_reduce(buffer, op=_dist().ReduceOp.SUM, group=group)
+    buffer = torch.tensor(list(values), dtype=dtype, device=collective_device(group))
+    torch_distributed().all_reduce(buffer, op=torch_distributed().ReduceOp.SUM, group=group)
     return buffer.cpu().tolist()
 
 
@@ -88,7 +88,7 @@ def _global_src(src: int, group: Group) -> int:
     """``torch.distributed.broadcast`` takes the source's global rank; ``src`` is its rank inside ``group``."""
     if group is None:
         return src
-    return _dist().get_global_rank(group, src)
+    return torch_distributed().get_global_rank(group, src)
 
 
 def broadcast_parameters(params: Iterable[torch.Tensor], src: int = 0, group: Group = None) -> None:
@@ -98,8 +98,8 @@ def broadcast_parameters(params: Iterable[torch.Tensor], src: int = 0, group: Gr
     """
     if not is_distributed(group):
         return
-    dist, source = _dist(), _global_src(src, group)
-    device = _collective_device(group)
+    dist, source = torch_distributed(), _global_src(src, group)
+    device = collective_device(group)
     with torch.no_grad():
         for param in params:
             # collectives need a contiguous tensor on the backend's device; copy back where that is a copy

@@ -51,13 +51,15 @@ class RelayDynamics:
     ``beta``, ``steps`` (1: the one-step closed form of :func:`snn_initplug.theory.relay_gain`; None: any
     number, for the copy relay ``relay=1`` only), the ``reset`` (``"subtract"``, ``"hard"`` to
     ``reset_value``, ``"none"``); ``beta_range`` (smallest, largest) for per-neuron decays, where the copy relay
-    needs a jump that copies for all of them (:func:`snn_initplug.theory.copy_window`)."""
+    needs a jump that copies for all of them (:func:`snn_initplug.theory.copy_window`); ``reset_timing``, when a
+    subtractive reset acts (:attr:`snn_initplug.NeuronSpec.reset_timing`; None: not known)."""
 
     beta: float = 1.0
     steps: Optional[int] = 1
     reset: str = "subtract"
     reset_value: float = 0.0
     beta_range: Optional[tuple[float, float]] = None  # per-neuron decays (smallest, largest): the copy relay's window
+    reset_timing: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -324,7 +326,7 @@ def calculate_relay(relay: float, dense_std: float, fan_in: int, threshold: floa
     if relay == 1.0:
         dynamics = dynamics or RelayDynamics()
         return 0.0, theory.copy_gain(threshold, dynamics.beta_range or dynamics.beta, dynamics.steps, dynamics.reset,
-                                     dynamics.reset_value) / input_scale
+                                     dynamics.reset_value, reset_timing=dynamics.reset_timing) / input_scale
     sigma_dense = input_scale * dense * math.sqrt(fan_in * input_rate)
     if dynamics is None or dynamics.steps in (None, 1):
         return dense, theory.relay_gain(threshold, sigma_dense, input_rate) / input_scale

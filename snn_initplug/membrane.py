@@ -39,12 +39,12 @@ import torch
 import torch.nn as nn
 
 from .adapters import neuron_spec, threshold_lever
-from .calibration import _calls, _checked_calls, _groups, _recorded_passes, _runner
 from .distributed import all_reduce_sums, is_distributed
 from .errors import ArgumentTypeError, InitError, OptionError, PlanError
 from .guard import entry_point
 from .neuron import NeuronSpec
-from .planning import LayerPlan, Plan, _all_tensors, plan, preserved, reset_neuron
+from .planning import LayerPlan, Plan, all_tensors, preserved, reset_neuron
+from .running import checked_calls, input_calls, neuron_groups, plan_for_input, recorded_passes, runner
 from .selection import Skip, is_skipped, skip_list
 from .tables import render_table, short_number
 from .transaction import SameDraws, Snapshot, agree, all_finite, check_writable, fingerprint
@@ -127,7 +127,7 @@ class _Target:
 def _targets(model: nn.Module, p: Plan, skip: Skip) -> tuple[list[_Target], list[str]]:
     """The neurons to scale (checked: each has a linear drive, a settable threshold, no hard reset to a value
     other than 0) and the names of those skipped."""
-    groups = {g.neuron_name: g for g in _groups(model, p, roles=("input", "recurrent"))}  # calibrate's drives
+    groups = {g.neuron_name: g for g in neuron_groups(model, p, roles=("input", "recurrent"))}  # calibrate's drives
     targets, skipped = [], []
     for name, module, spec in p.neurons:
         group = groups.get(name)
@@ -192,11 +192,11 @@ def _record(model: nn.Module, p: Plan, run: Callable[[], Any], draws: SameDraws
     """Every neuron's outputs (flattened over its calls) and the model's output tensors, over one pass from
     rest with the draws of ``draws``; the model's state and the RNG are put back."""
     names = [name for name, _, _ in p.neurons]
-    with _recorded_passes(model, p, run, names) as (once, recorded), preserved(model):
+    with recorded_passes(model, p, run, names) as (once, recorded), preserved(model):
         output = draws.run(once)
         spikes = {name: torch.cat([t.flatten() for t in recorded[name]]) if recorded[name] else torch.empty(0)
                   for name in names}
-    return spikes, [t.detach().clone() for t in _all_tensors(output) if t.is_floating_point()]
+    return spikes, [t.detach().clone() for t in all_tensors(output) if t.is_floating_point()]
 
 
 def _changed(before: torch.Tensor, after: torch.Tensor) -> float:
@@ -261,10 +261,10 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
         factor = _checked_factor(factor)
         if example_input is None:
             raise InitError("scale_membrane: needs a real batch (example_input) to trace the model and compare spikes")
-        calls = _checked_calls(_calls(example_input, steps))
-        p = plan(model, example_input if forward is not None else calls[0], forward=forward)
+        calls = checked_calls(input_calls(example_input, steps))
+        p = plan_for_input(model, example_input, calls, forward)
         targets, skipped = _targets(model, p, skip)
-        run = _runner(model, example_input, calls, steps, forward)
+        run = runner(model, example_input, calls, steps, forward)
         draws = SameDraws(seed)
         before, out_before = _record(model, p, run, draws)
     except Exception as exc:
@@ -394,7 +394,7 @@ def _random_projection(output: Any, seed: int) -> torch.Tensor:
     r""":math:`L = \sum_k \langle o_k, R_k \rangle / \sqrt{n}` over the output's floating tensors, :math:`R_k` standard
     normal from ``seed``: a loss whose gradient at the output is a fixed random direction, so the norms measure
     the network's backward gain and not a task's."""
-    tensors = [t for t in _all_tensors(output) if t.is_floating_point() and t.requires_grad]
+    tensors = [t for t in all_tensors(output) if t.is_floating_point() and t.requires_grad]
     if not tensors:
         raise InitError("balance_gradients: the model's output does not depend on any weight (no gradient path)")
     generator = torch.Generator().manual_seed(seed)
@@ -494,12 +494,12 @@ def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[i
             raise ArgumentTypeError(f"balance_gradients: loss_fn must be callable, got {type(loss_fn).__name__}")
         if example_input is None:
             raise InitError("balance_gradients: needs a real batch (example_input) to measure the gradients on")
-        calls = _checked_calls(_calls(example_input, steps))
-        p = plan(model, example_input if forward is not None else calls[0], forward=forward)
+        calls = checked_calls(input_calls(example_input, steps))
+        p = plan_for_input(model, example_input, calls, forward)
         targets, _ = _targets(model, p, skip)
         if len(targets) < 2:
             raise InitError(f"balance_gradients: needs at least 2 neuron layers to balance, found {len(targets)}")
-        run = _runner(model, example_input, calls, steps, forward)
+        run = runner(model, example_input, calls, steps, forward)
         loss_of = loss_fn if loss_fn is not None else (lambda output: _random_projection(output, seed))
         draws = SameDraws(seed)
         tensors = _drive_tensors(targets)

@@ -37,6 +37,7 @@ import torch
 
 from .errors import NeuronSpecError, SurrogateError
 from .surrogate import describe_surrogate
+from .theory import RESET_TIMINGS
 
 __all__ = ["NeuronSpec", "NeuronSpecError", "kernel_sums_from_response", "simulate_impulse_response"]
 
@@ -93,6 +94,9 @@ class NeuronSpec:
         impulse_response: a measured K[k] for neurons outside the LIF family (overrides the closed forms).
         shape: the neuron layer's shape; per-neuron tensors must broadcast to it.
         name: where the spec came from, e.g. ``"snntorch.Leaky"``.
+        reset_timing: when a subtractive reset acts: ``"next_step"`` (θ subtracted at the next step, undecayed:
+            snnTorch), ``"after_spike"`` (right after the spike, then decayed with the membrane: SpikingJelly), or
+            None when not known (what depends on it then holds under both).
     """
 
     threshold: Scalar
@@ -107,6 +111,7 @@ class NeuronSpec:
     impulse_response: Optional[torch.Tensor] = field(default=None, repr=False)
     shape: Optional[tuple[int, ...]] = None
     name: str = ""
+    reset_timing: Optional[str] = None
 
     def __post_init__(self):
         set_ = lambda key, value: object.__setattr__(self, key, value)  # noqa: E731 - frozen dataclass
@@ -127,6 +132,9 @@ class NeuronSpec:
             raise NeuronSpecError("NeuronSpec.synaptic_decay must lie in [0, 1)")
         if self.reset not in RESETS:
             raise NeuronSpecError(f"NeuronSpec.reset must be one of {RESETS}, got {self.reset!r}")
+        if self.reset_timing is not None and self.reset_timing not in RESET_TIMINGS:
+            raise NeuronSpecError(f"NeuronSpec.reset_timing must be one of {RESET_TIMINGS} or None, "
+                                  f"got {self.reset_timing!r}")
         if self.surrogate is not None and not callable(self.surrogate):
             raise NeuronSpecError(f"NeuronSpec.surrogate must be callable, got {type(self.surrogate).__name__}")
         if self.surrogate_description is None and self.surrogate is not None:

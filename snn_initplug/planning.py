@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 import torch.nn as nn
 
-from .adapters import find_adapter, internal_weights, reset_neuron
+from .adapters import find_adapter, internal_weights, reset_neuron, state_attributes
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, PlanError
 from .guard import entry_point
 from .init import calculate_fans
@@ -199,20 +199,22 @@ def _clone(value: Any) -> Any:
 
 
 class StateSnapshot:
-    """The state of every module under ``root``: buffers (BatchNorm statistics, snnTorch hidden states),
-    tensor attributes and SpikingJelly memories; parameters are not included. ``restore()`` puts back the
+    """The state of every module under ``root``: buffers (BatchNorm statistics, hidden states), tensor
+    attributes and the attributes its adapter declares (:func:`~snn_initplug.adapters.state_attributes`);
+    parameters are not included. ``restore()`` puts back the
     same buffer objects with their old values and removes attributes created since, so it can be called
     repeatedly (for example before each re-run of a neuron during calibration)."""
 
     def __init__(self, root: nn.Module):
         self._saved = []
         for module in root.modules():
+            declared = state_attributes(module)
             buffers = {k: (v, _clone(v)) for k, v in module._buffers.items()}
             extras = {k: _clone(v) if not isinstance(v, dict) else {kk: _clone(vv) for kk, vv in v.items()}
                       for k, v in vars(module).items()
                       # ``v is None`` too: a state that starts as None (``self.mem = None`` until the first
                       # call, common in hand-written neurons) was left holding the walk's last tensor
-                      if k not in _SKIP_ATTRS and (isinstance(v, torch.Tensor) or v is None or k in ("_memories",))}
+                      if k not in _SKIP_ATTRS and (isinstance(v, torch.Tensor) or v is None or k in declared)}
             self._saved.append((module, buffers, extras, set(vars(module))))
 
     def restore(self) -> None:
@@ -287,13 +289,13 @@ def run_model(model: nn.Module, example_input: Any, forward: Optional[Callable[[
     return model(example_input)
 
 
-def _all_tensors(value: Any) -> list[torch.Tensor]:
+def all_tensors(value: Any) -> list[torch.Tensor]:
     if isinstance(value, torch.Tensor):
         return [value]
     if isinstance(value, (tuple, list)):
-        return [t for item in value for t in _all_tensors(item)]
+        return [t for item in value for t in all_tensors(item)]
     if isinstance(value, dict):
-        return [t for item in value.values() for t in _all_tensors(item)]
+        return [t for item in value.values() for t in all_tensors(item)]
     return []
 
 
@@ -553,7 +555,7 @@ class _ForwardRecord:
 
     def _neuron_hook(self, name: str):
         def hook(module, args, output):
-            tensors = _all_tensors(output)
+            tensors = all_tensors(output)
             if tensors and name in self.with_internal:
                 self.accumulators.setdefault((name, "recurrent"), _StatsAccumulator()).add(tensors[0])
             for t in tensors:

@@ -190,6 +190,10 @@ def relay_gain_over_steps(threshold: float, sigma_dense: float, rate: float, bet
     return 0.5 * (low + high)
 
 
+# When a subtractive reset acts: at the next step, undecayed (u[t] = β u[t-1] + g s[t] − θ z[t-1], snnTorch), or
+# right after the spike, decayed with the membrane (u[t] = β (u[t-1] − θ z[t-1]) + g s[t], SpikingJelly)
+RESET_TIMINGS = ("next_step", "after_spike")
+
 COPY_MARGIN = 0.02  # of θ above the smallest copying jump: float rounding and small learned inputs, not more
 # (the copy's backward gain, about g·h(g − θ), is largest for a membrane just above θ)
 
@@ -202,22 +206,27 @@ def _leak_sum(beta: float, terms: Optional[int]) -> float:
 
 
 def copy_window(threshold: float, beta: Union[float, tuple[float, float]], steps: Optional[int] = None,
-                reset: str = "subtract", reset_value: float = 0.0) -> tuple[float, float]:
+                reset: str = "subtract", reset_value: float = 0.0,
+                reset_timing: Optional[str] = None) -> tuple[float, float]:
     r"""The membrane jumps :math:`g` at which a neuron driven by one input alone copies it exactly: it spikes at
     step t if and only if the input spiked at step t, for every input spike train of ``steps`` steps from rest
     (``None``: of any length). Returns the open interval ``(low, high)``.
 
-    The neuron :math:`u_t = \beta u_{t-1} + g s_t`, spike when :math:`u_t > \theta`, under both conventions for
-    when a subtractive reset acts: snnTorch subtracts θ at the next step, undecayed
-    (:math:`u_t = \beta u_{t-1} + g s_t - \theta z_{t-1}`), SpikingJelly right after the spike, decayed with the
-    membrane (:math:`u_t = \beta(u_{t-1} - \theta z_{t-1}) + g s_t`). With :math:`z = s` so far and
+    The neuron :math:`u_t = \beta u_{t-1} + g s_t`, spike when :math:`u_t > \theta`. ``reset_timing`` says when
+    a subtractive reset acts (:attr:`NeuronSpec.reset_timing <snn_initplug.NeuronSpec>`): ``"next_step"``
+    subtracts θ at the next step, undecayed (:math:`u_t = \beta u_{t-1} + g s_t - \theta z_{t-1}`, snnTorch),
+    ``"after_spike"`` right after the spike, decayed with the membrane
+    (:math:`u_t = \beta(u_{t-1} - \theta z_{t-1}) + g s_t`, SpikingJelly); None (not known): the jumps that copy
+    under both. With :math:`z = s` so far and
     :math:`S = S_{T-1} = \sum_{j=0}^{T-2}\beta^j`, the membrane on a spike step is at least, and on a quiet step at
     most (every earlier step a spike is the worst case):
 
-    * ``"subtract"``, snnTorch: :math:`g + (\beta g - \theta)S` when :math:`\beta g<\theta` (else :math:`g`), and
-      :math:`(\beta g - \theta)S`; SpikingJelly: :math:`g` and :math:`\beta S (g - \theta)`. Both hold for
-      :math:`\theta\,\frac{1+S}{1+\beta S} < g < \min\!\left(\frac{\theta}{\beta}\left(1+\frac1S\right),
-      \theta + \frac{\theta}{\beta S}\right)`, for T → ∞ :math:`(2-\beta)\,\theta < g < \theta/\beta`.
+    * ``"subtract"``, ``"next_step"``: :math:`g + (\beta g - \theta)S` when :math:`\beta g<\theta` (else
+      :math:`g`), and :math:`(\beta g - \theta)S`, so :math:`\theta\,\frac{1+S}{1+\beta S} < g <
+      \frac{\theta}{\beta}\left(1+\frac1S\right)`; ``"after_spike"``: :math:`g` and :math:`\beta S (g - \theta)`,
+      so :math:`\theta < g < \theta + \frac{\theta}{\beta S}`; None: the lower end of the first, the smaller upper
+      end. For T → ∞ both upper ends are :math:`\theta/\beta`, and None gives :math:`(2-\beta)\,\theta < g <
+      \theta/\beta`.
     * ``"hard"`` to :math:`r` (:math:`r < \theta`): after a spike the membrane starts again from :math:`r` (or
       :math:`\beta r`): :math:`\theta - \min(0, r) < g`, no upper end.
     * ``"none"``: every input stays in the membrane: :math:`\theta < g < \theta/(\beta S)`, empty unless
@@ -233,13 +242,15 @@ def copy_window(threshold: float, beta: Union[float, tuple[float, float]], steps
 
     Example:
         >>> import snn_initplug.theory as th
-        >>> [round(v, 4) for v in th.copy_window(1.0, beta=0.9, steps=4)]
+        >>> [round(v, 4) for v in th.copy_window(1.0, beta=0.9, steps=4)]  # reset timing not known: both
         [1.0788, 1.41]
+        >>> [round(v, 4) for v in th.copy_window(1.0, beta=0.9, steps=4, reset_timing="after_spike")]
+        [1.0, 1.41]
     """
     if isinstance(beta, tuple):
         smallest, largest = beta
-        low, high = copy_window(threshold, smallest, steps, reset, reset_value)[0], \
-            copy_window(threshold, largest, steps, reset, reset_value)[1]
+        low, high = copy_window(threshold, smallest, steps, reset, reset_value, reset_timing)[0], \
+            copy_window(threshold, largest, steps, reset, reset_value, reset_timing)[1]
         if not low < high:
             span = "any number of steps" if steps is None else f"{steps} steps"
             raise InitError(f"copy relay: per-neuron decays from {smallest:g} to {largest:g} have no common jump that "
@@ -252,13 +263,13 @@ def copy_window(threshold: float, beta: Union[float, tuple[float, float]], steps
         raise InitError(f"copy relay: needs a decay 0 <= beta <= 1, got beta={beta}")
     if steps is not None and (isinstance(steps, bool) or int(steps) != steps or steps < 1):
         raise InitError(f"copy relay: steps must be a positive whole number or None, got {steps!r}")
+    if reset_timing is not None and reset_timing not in RESET_TIMINGS:
+        raise InitError(f"copy relay: reset_timing must be one of {RESET_TIMINGS} or None, got {reset_timing!r}")
     past = _leak_sum(beta, None if steps is None else int(steps) - 1)  # S_{T-1}: the steps before the last
     if past == 0.0:  # one step from rest: the input alone decides
         low, high = threshold, math.inf
     elif reset == "subtract":
-        low = threshold * (1.0 + past) / (1.0 + beta * past) if math.isfinite(past) else threshold * (2.0 - beta)
-        high = math.inf if beta == 0.0 else min(
-            threshold / beta * (1.0 + 1.0 / past), threshold + threshold / (beta * past))
+        low, high = _subtractive_copy_window(threshold, beta, past, reset_timing)
     elif reset == "hard":
         if not reset_value < threshold:
             raise InitError(f"copy relay: a hard reset to {reset_value} at or above θ = {threshold} fires again")
@@ -276,8 +287,21 @@ def copy_window(threshold: float, beta: Union[float, tuple[float, float]], steps
     return low, high
 
 
+def _subtractive_copy_window(threshold: float, beta: float, past: float,
+                             reset_timing: Optional[str]) -> tuple[float, float]:
+    """:func:`copy_window` of a subtractive reset, ``past`` = :math:`S` > 0 (infinite for β = 1 and any length)."""
+    if reset_timing == "after_spike":
+        return threshold, (math.inf if beta == 0.0 else threshold + threshold / (beta * past))
+    low = threshold * (1.0 + past) / (1.0 + beta * past) if math.isfinite(past) else threshold * (2.0 - beta)
+    high = math.inf if beta == 0.0 else threshold / beta * (1.0 + 1.0 / past)
+    if reset_timing is None and beta > 0.0:  # not known: the jumps that copy under both timings
+        high = min(high, threshold + threshold / (beta * past))
+    return low, high
+
+
 def copy_gain(threshold: float, beta: Union[float, tuple[float, float]], steps: Optional[int] = None,
-              reset: str = "subtract", reset_value: float = 0.0, margin: float = COPY_MARGIN) -> float:
+              reset: str = "subtract", reset_value: float = 0.0, margin: float = COPY_MARGIN,
+              reset_timing: Optional[str] = None) -> float:
     r"""The relay jump of ``relay=1``: :math:`g = \min(g_\mathrm{low} + m\,\theta,\ (g_\mathrm{low} +
     g_\mathrm{high})/2)` in the window of :func:`copy_window`, ``margin`` :math:`m` (0.02) above its lower end,
     or its middle when the window is narrower.
@@ -290,7 +314,7 @@ def copy_gain(threshold: float, beta: Union[float, tuple[float, float]], steps: 
         >>> round(th.copy_gain(1.0, beta=0.9), 4), round(th.copy_gain(1.0, beta=0.9, steps=4), 4)
         (1.1056, 1.0988)
     """
-    low, high = copy_window(threshold, beta, steps, reset, reset_value)
+    low, high = copy_window(threshold, beta, steps, reset, reset_value, reset_timing)
     return min(low + margin * threshold, 0.5 * (low + high))
 
 

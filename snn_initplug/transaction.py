@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .distributed import _collective_device, _dist, is_distributed, rank, world_size
+from .distributed import collective_device, is_distributed, rank, torch_distributed, world_size
 from .errors import ConcurrentUseError, DistributedError, InitError, PlanError
 
 __all__ = ["check_writable", "write_all", "Snapshot", "agree", "fingerprint", "exclusive", "SameDraws",
@@ -148,8 +148,8 @@ def agree(entry: str, print_: int, error: Optional[BaseException], group: Any = 
     vector = torch.zeros(2 + world, dtype=torch.int64)
     vector[0], vector[1] = print_, -print_
     vector[2 + me] = int(error is not None)
-    vector = vector.to(_collective_device(group))
-    dist = _dist()
+    vector = vector.to(collective_device(group))
+    dist = torch_distributed()
     dist.all_reduce(vector, op=dist.ReduceOp.MAX, group=group)
     values = vector.cpu().tolist()
     failed = [r for r in range(world) if values[2 + r]]

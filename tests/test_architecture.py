@@ -87,3 +87,51 @@ def test_every_exported_exception_derives_from_one_base():
     assert issubclass(sip.InitError, ValueError) and issubclass(sip.PlanError, ValueError)
     assert issubclass(sip.OptionError, sip.InitError) and issubclass(sip.OptionError, TypeError)
     assert issubclass(sip.UnsupportedNeuronError, TypeError) and issubclass(sip.ArgumentTypeError, TypeError)
+
+
+def test_no_module_imports_another_modules_private_name():
+    """A name with a leading underscore is its module's own: another module that needs it gets a public name."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                found += [f"{path.relative_to(PACKAGE)}:{node.lineno} imports {alias.name} from {node.module}"
+                          for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+    assert not found, found
+
+
+# attributes only snnTorch or SpikingJelly modules have: the core asks the adapters instead of reading them
+FRAMEWORK_ATTRIBUTES = {
+    "_memories", "v_threshold", "v_reset", "v_decay", "c_decay", "decay_input", "surrogate_function", "step_mode",
+    "neuronal_charge", "neuronal_fire", "neuronal_reset", "single_step_forward", "multi_step_forward",
+    "reset_mem", "init_hidden", "spike_grad", "reset_mechanism", "reset_mechanism_val", "reset_delay",
+    "state_function", "graded_spikes_factor", "detach_hidden", "reset_hidden", "mem", "syn", "spk",
+}
+
+
+def core_sources():
+    """(path, syntax tree) of every module outside ``adapters/``."""
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if "adapters" not in path.relative_to(PACKAGE).parts:
+            yield path, ast.parse(path.read_text(encoding="utf-8"))
+
+
+def docstrings(tree: ast.AST) -> Set[int]:
+    return {id(node.body[0].value) for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body
+            and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+
+
+def test_the_core_reads_no_framework_attribute():
+    """Outside ``adapters/`` no code reads a framework's attribute, as ``module.attr`` or by name in a string
+    (``getattr(module, "v_threshold")``); docstrings may name them."""
+    found = []
+    for path, tree in core_sources():
+        prose = docstrings(tree)
+        for node in ast.walk(tree):
+            name = node.attr if isinstance(node, ast.Attribute) else \
+                node.value if isinstance(node, ast.Constant) and id(node) not in prose else None
+            if name in FRAMEWORK_ATTRIBUTES:
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {name}")
+    assert not found, found
+

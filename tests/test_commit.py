@@ -76,7 +76,7 @@ def test_a_write_failing_late_rolls_back_the_written_layers(method, monkeypatch)
 
 @pytest.mark.parametrize("mode", ["chain", "model"])
 def test_calibrate_write_failing_late_rolls_back(mode, monkeypatch):
-    monkeypatch.setattr(calibration, "check_writable", lambda *args: None, raising=False)
+    monkeypatch.setattr(calibration.commit, "check_writable", lambda *args: None, raising=False)
     model = mlp()
     sip.initialize(model, "spike_aware", batch())
     with_unwritable_third_layer(model)
@@ -320,7 +320,7 @@ def test_the_reported_rates_are_the_rates_the_model_produces(build):
 def test_chain_rates_are_checked_by_a_real_pass(monkeypatch):
     """With the up-front detection switched off, the chain search believes the hooked layer is affine; the
     check by a real forward pass sees the difference and the search is redone in model mode."""
-    monkeypatch.setattr(calibration, "_chain_obstacle", lambda model: None)
+    monkeypatch.setattr(calibration.chain, "_chain_obstacle", lambda model: None)
     model, x = hooked(), batch()
     report = sip.calibrate(model, x, target_rate=0.2, max_evaluations=12)
     assert report.mode == "model"

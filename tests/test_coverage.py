@@ -297,7 +297,7 @@ def test_spikformer_attention_lif_through_its_threshold(depths, monkeypatch):
     broken = build()
     before = {k: v.clone() for k, v in broken.state_dict().items()}
     thresholds = {n: m.v_threshold for n, m in broken.named_modules() if hasattr(m, "v_threshold")}
-    import snn_initplug.calibration as calibration_module
+    import snn_initplug.calibration.commit as calibration_module
 
     def failing_commit(*args, **kwargs):
         raise RuntimeError("the commit failed")

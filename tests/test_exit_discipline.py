@@ -182,9 +182,9 @@ def test_a_foreign_error_inside_the_package_is_the_package_error_naming_the_entr
     """A bug inside the package (simulated: the rate count replaced by a builtin that takes numbers, so the
     TypeError is raised in the package's own frame) is not the user's model's: it is the
     package's error, naming the entry point, chained to the cause, and the model is restored."""
-    from snn_initplug import calibration
+    from snn_initplug.calibration import search
 
-    monkeypatch.setattr(calibration, "_spike_rate", math.hypot)
+    monkeypatch.setattr(search, "spike_rate", math.hypot)
     model = mlp()
     before = whole_state(model)
     with pytest.raises(sip.InitError, match="calibrate: TypeError") as raised:

@@ -426,6 +426,68 @@ def test_copy_window_is_tight_in_spikingjellys_lif(beta):
     assert _spikingjelly_copies(1.001, beta, 0.0, trains) and not _spikingjelly_copies(0.999, beta, 0.0, trains)
 
 
+def _snntorch_leaky_copies(gain: float, beta: float, trains: torch.Tensor, **options) -> bool:
+    import snntorch as snn
+
+    cell = snn.Leaky(beta=beta, **options)
+    mem, out = cell.reset_mem(), []
+    with torch.no_grad():
+        for t in range(trains.shape[1]):
+            spk, mem = cell(gain * trains[:, t], mem)
+            out.append(spk)
+    return torch.equal(torch.stack(out, 1), trains)
+
+
+@pytest.mark.snntorch
+@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
+@pytest.mark.parametrize("beta", [0.5, 0.9, 0.95])
+@pytest.mark.parametrize("reset_delay", [True, False])
+def test_copy_window_of_the_adapters_reset_timing_is_tight_in_snntorch(beta, reset_delay):
+    """snnTorch's Leaky resets at the next step (``reset_delay=False``: right after the spike), and its adapter
+    says so; the window of that timing alone is the neuron's own: every 6-step train is copied just inside
+    both ends and some train is not just outside them. With ``reset_delay=False`` the upper end is on the safe
+    side only: snnTorch then also skips a second reset on the step after a spike, which lets larger jumps copy."""
+    import snntorch as snn
+
+    timing = sip.neuron_spec(snn.Leaky(beta=beta, reset_delay=reset_delay)).reset_timing
+    assert timing == ("next_step" if reset_delay else "after_spike")
+    trains = _every_train(6)
+    low, high = theory.copy_window(1.0, beta, 6, reset_timing=timing)
+    copies = lambda gain: _snntorch_leaky_copies(gain, beta, trains, reset_delay=reset_delay)  # noqa: E731
+    assert copies(low * 1.001) and copies(high * 0.999)
+    assert not copies(low * 0.999) and (not reset_delay or not copies(high * 1.001))
+
+
+@pytest.mark.spikingjelly
+@pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
+@pytest.mark.parametrize("beta", [0.5, 0.9, 0.95])
+def test_copy_window_of_the_adapters_reset_timing_is_tight_in_spikingjelly(beta):
+    """SpikingJelly's LIFNode resets right after the spike, its adapter says so, and the window of that timing
+    is the neuron's own: from θ (not the lower end under both timings) to the upper end."""
+    neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
+    timing = sip.neuron_spec(neuron.LIFNode(tau=1.0 / (1.0 - beta), v_reset=None)).reset_timing
+    assert timing == "after_spike"
+    trains = _every_train(6)
+    low, high = theory.copy_window(1.0, beta, 6, reset_timing=timing)
+    assert low == 1.0 and low < theory.copy_window(1.0, beta, 6)[0]
+    assert _spikingjelly_copies(low * 1.001, beta, None, trains) and _spikingjelly_copies(high * 0.999, beta, None, trains)
+    assert not _spikingjelly_copies(low * 0.999, beta, None, trains)
+    assert not _spikingjelly_copies(high * 1.001, beta, None, trains)
+
+
+def test_a_registered_neuron_without_a_reset_timing_gets_the_window_of_both():
+    """A ``NeuronSpec`` that does not say when its reset acts copies under either timing: its window is the
+    intersection, and an unknown timing is refused."""
+    assert sip.NeuronSpec(threshold=1.0, beta=0.9).reset_timing is None
+    both = theory.copy_window(1.0, 0.9, 6)
+    after, nxt = (theory.copy_window(1.0, 0.9, 6, reset_timing=t) for t in ("after_spike", "next_step"))
+    assert both == (max(after[0], nxt[0]), min(after[1], nxt[1]))
+    with pytest.raises(sip.NeuronSpecError, match="reset_timing must be one of"):
+        sip.NeuronSpec(threshold=1.0, reset_timing="later")
+    with pytest.raises(sip.InitError, match="reset_timing must be one of"):
+        theory.copy_window(1.0, 0.9, 6, reset_timing="later")
+
+
 @pytest.mark.parametrize("beta", [0.8, 0.9, 0.97])
 def test_copy_gain_for_any_length_copies_long_trains(beta):
     """``steps=None``: the window of T → ∞, (2 − β)θ to θ/β; its jump copies every train of 12 steps in a plain

@@ -50,6 +50,8 @@ __all__ = [
     "scale_tensor_in_place",
     "threshold_lever",
     "use_surrogate_path",
+    "register_state_attributes",
+    "state_attributes",
 ]
 
 ENTRY_POINT_GROUP = "snn_initplug.adapters"
@@ -105,6 +107,7 @@ class NeuronAdapter:
 
 _registry: dict[type, NeuronAdapter] = {}
 _unsupported: dict[type, str] = {}  # base class -> framework: its unregistered subclasses are "not supported yet"
+_state_attributes: dict[type, tuple[str, ...]] = {}  # base class -> attributes holding its state
 _lock = threading.RLock()
 _loaded_frameworks: set = set()
 _entry_points_loaded = False
@@ -185,6 +188,21 @@ def register_unsupported(base: type, framework: str) -> None:
     "not supported yet" rather than silently ignored (used for the frameworks' neuron base classes)."""
     with _lock:
         _unsupported[base] = framework
+
+
+def register_state_attributes(base: type, names: Sequence[str]) -> None:
+    """Declare attributes of ``base`` and its subclasses that hold state a forward pass changes and that are
+    neither buffers nor tensor attributes (SpikingJelly's ``_memories`` dict): every walk over a model saves
+    and restores them with the rest of its state (:class:`snn_initplug.planning.StateSnapshot`)."""
+    with _lock:
+        _state_attributes[base] = tuple(names)
+
+
+def state_attributes(module: nn.Module) -> frozenset[str]:
+    """The attributes of ``module`` declared by :func:`register_state_attributes` for its classes."""
+    _ensure_loaded()
+    with _lock:
+        return frozenset(name for klass in type(module).__mro__ for name in _state_attributes.get(klass, ()))
 
 
 def _load_framework_adapters() -> None:

@@ -135,6 +135,8 @@ def _common(module: FrameworkNeuron) -> dict:
         # the real closure (or the bypass with surrogate_disable=True); the surrogate analysis judges it
         surrogate=module.spike_grad,
         name=_name(module),
+        # reset_delay=False resets right after the spike, as SpikingJelly does; the default, at the next step
+        reset_timing="after_spike" if getattr(module, "reset_delay", True) is False else "next_step",
     )
 
 

@@ -49,7 +49,14 @@ import torch.nn as nn
 from spikingjelly.activation_based import neuron as sj_neuron
 
 from ..neuron import NeuronSpec
-from . import FrameworkNeuron, UnsupportedNeuronError, register_neuron, register_unsupported, scale_tensor_in_place
+from . import (
+    FrameworkNeuron,
+    UnsupportedNeuronError,
+    register_neuron,
+    register_state_attributes,
+    register_unsupported,
+    scale_tensor_in_place,
+)
 
 FRAMEWORK = "spikingjelly"
 
@@ -76,6 +83,7 @@ def _common(m: FrameworkNeuron) -> dict:
         # (a default argument), and reading it must neither detach a neuron from it nor change it.
         surrogate=m.surrogate_function,
         name=f"{FRAMEWORK}.{type(m).__name__}",
+        reset_timing="after_spike",  # neuronal_reset acts in the step that fired; the next step decays it
     )
     fields.update(_reset(m.v_reset))
     return fields
@@ -244,6 +252,10 @@ def _register() -> None:
     simple_base = getattr(sj_neuron, "SimpleBaseNode", None)
     if isinstance(simple_base, type):
         register_unsupported(simple_base, FRAMEWORK)
+    # a stateful module (neurons and a few layers) keeps its state in the dict _memories, not in tensor attributes
+    from spikingjelly.activation_based import base as sj_base
+
+    register_state_attributes(sj_base.MemoryModule, ("_memories",))
 
 
 _register()
