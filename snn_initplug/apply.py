@@ -27,6 +27,7 @@ import torch.nn as nn
 from . import replay as checkpoint
 from . import theory
 from .calibration import calibrate
+from .copycheck import verify_copies
 from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, OptionError, PlanError, SurrogateError
 from .guard import entry_point
@@ -457,11 +458,16 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
     agree("initialize", 0, error, group)
     # rank 0's draws win everywhere (robust to ranks whose generators differ): broadcast before writing
     broadcast_parameters(new, src=0, group=group)
-    write_all([(layer.weight, value) for (layer, _, _), value in zip(results, new)]
-              + [(bias, torch.zeros_like(bias)) for bias in zeroed], saved)
+    targets = [(layer.weight, value) for (layer, _, _), value in zip(results, new)] + \
+        [(bias, torch.zeros_like(bias)) for bias in zeroed]
+    copies = [(layer, row.assumed["relay_steps"] if isinstance(row.assumed.get("relay_steps"), int) else None)
+              for layer, law, row in results if law.is_copy]
+    saved = saved if saved is not None or not copies else Snapshot([target for target, _ in targets])
+    write_all(targets, saved)
+    copy_notes = verify_copies(model, copies, example_input, forward, group, saved)  # relay=1 checked, or undone
     for (_, _, row), seed in zip(results, seeds):
         row.seed = int(seed)
-    notes = list(p.notes)
+    notes = list(p.notes) + copy_notes
     notes += p.unfed_notes()
     if is_distributed(group):
         notes.append(f"torch.distributed: input statistics of the global batch of {world_size(group)} ranks; "
