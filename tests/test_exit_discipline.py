@@ -191,3 +191,16 @@ def test_a_foreign_error_inside_the_package_is_the_package_error_naming_the_entr
         sip.calibrate(model, batch(), steps=2, max_evaluations=3, mode="model")
     assert isinstance(raised.value.__cause__, TypeError)
     assert_same_state(before, model, "wrapped error")
+
+
+def test_the_command_line_reports_an_interrupt_in_one_line(monkeypatch, capsys):
+    """Ctrl-C during a command: one line on stderr and the shell's status 130, no traceback."""
+    from snn_initplug import cli
+
+    def interrupted_command(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_surrogates", interrupted_command)
+    assert cli.main(["surrogates"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == "snn-initplug surrogates: interrupted"
