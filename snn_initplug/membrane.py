@@ -180,6 +180,25 @@ def _scale(tensors: list[torch.Tensor], targets: list[_Target], factor: float, u
         undo.append(target.lever(factor))
 
 
+def _representable(tensors: list[torch.Tensor], targets: list[_Target], factor: float, entry: str) -> None:
+    """Refuse, before anything is scaled, a factor whose products leave the drive tensors' dtype: a value that
+    would overflow to ±inf, or a non-zero one that would underflow to 0 (the spikes would change for that
+    reason, not because the dynamics are not linear)."""
+    for target in targets:
+        for (name, _), tensor in zip(target.drives, _drive_tensors([target])):
+            if tensor.numel() == 0 or not tensor.is_floating_point():
+                continue
+            info = torch.finfo(tensor.dtype)
+            magnitudes = tensor.detach().abs().double()
+            nonzero = magnitudes[magnitudes > 0]
+            if nonzero.numel() and float(nonzero.max()) * factor > info.max:
+                raise InitError(f"{entry}: factor {factor:g} overflows {tensor.dtype} in {name} (largest value "
+                                f"{float(nonzero.max()):.3g}); the model is unchanged")
+            if nonzero.numel() and float(nonzero.min()) * factor < info.tiny:
+                raise InitError(f"{entry}: factor {factor:g} underflows {tensor.dtype} in {name} (smallest non-zero "
+                                f"value {float(nonzero.min()):.3g}); the model is unchanged")
+
+
 def _put_back(undo: list[Callable[[], None]], saved: Snapshot) -> None:
     """Undo :func:`_scale`: the thresholds in reverse order, then the tensors from their snapshot."""
     for step in reversed(undo):
@@ -271,7 +290,12 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
         agree("scale_membrane", 0, exc, process_group)
         raise
     tensors = _drive_tensors(targets)
-    agree("scale_membrane", _drive_fingerprint(targets, factor), None, process_group)
+    error_early: Optional[Exception] = None
+    try:
+        _representable(tensors, targets, factor, "scale_membrane")
+    except InitError as exc:
+        error_early = exc
+    agree("scale_membrane", _drive_fingerprint(targets, factor), error_early, process_group)
     saved = Snapshot(tensors)
     undo: list[Callable[[], None]] = []
     error: Optional[Exception] = None
@@ -433,6 +457,9 @@ def _gradient_norms_by_neuron(model: nn.Module, p: Plan, targets: list[_Target],
                 if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
                     raise InitError("balance_gradients: loss_fn must return a scalar tensor that depends on the "
                                     "weights")
+                if torch.isnan(loss.detach()).any():  # not an exploding gradient: nothing to balance
+                    raise InitError("balance_gradients: the loss is NaN on this batch (a NaN in the model's output "
+                                    "or in loss_fn); the model is unchanged")
                 grads = torch.autograd.grad(loss.reshape(()), flat, allow_unused=True)
     finally:
         for handle in handles:
@@ -530,6 +557,8 @@ def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[i
     def slope_at(factor: float) -> float:
         norms, active = norms_at(factor)
         tried[factor], fitted[:] = norms, active
+        if all(g == 0 for g, a in zip(norms, active) if a) and sum(active) >= 2:
+            return math.nan  # every gradient underflowed to 0: no slope, not a balance
         if not all(math.isfinite(g) for g in norms):  # overflow (inf, or inf·0 = NaN): exploding at this factor
             return -math.inf
         if sum(active) < 2:
@@ -543,8 +572,12 @@ def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[i
     fitted: list[bool] = []
     found = _balanced_factor(slope_at, low, high, len(targets))
     if found is None:
-        edge = high if high in tried else low
+        edge = max(tried, key=lambda f: abs(math.log(f)))  # the factor farthest from 1 the search reached
         edge_norms = [g for g, a in zip(tried[edge], fitted) if a]
+        if edge_norms and all(g == 0 for g in edge_norms):
+            raise InitError(f"balance_gradients: at factor {edge:g} every weight gradient underflows to 0, and no "
+                            f"factor tried between 1 and {edge:g} balances them ({len(tried)} gradient passes); "
+                            "narrow bounds=; the model is unchanged")
         b_edge = gradient_slope(edge_norms) if all(math.isfinite(g) for g in edge_norms) else -math.inf
         way = "vanish toward the input" if b_edge > 0 else "explode toward the input"
         silent = [t.name for t, a in zip(targets, fitted) if not a]
@@ -574,6 +607,8 @@ def _balanced_factor(slope_at: Callable[[float], float], low: float, high: float
     doubling or halving until the sign changes, then bisection in log space; None if it never changes sign."""
     flat = math.log(FLATNESS) / max(layers - 1, 1)
     b = slope_at(1.0)
+    if math.isnan(b):
+        return None
     best = (abs(b), 1.0)
     if abs(b) <= flat:
         return 1.0
@@ -585,6 +620,8 @@ def _balanced_factor(slope_at: Callable[[float], float], low: float, high: float
             return None
         b_outer = slope_at(outer)
         evaluations += 1
+        if math.isnan(b_outer) or evaluations >= BALANCE_EVALUATIONS:  # no gradient left, or out of passes
+            return None
         best = min(best, (abs(b_outer), outer))
         if abs(b_outer) <= flat:
             return outer
@@ -595,6 +632,9 @@ def _balanced_factor(slope_at: Callable[[float], float], low: float, high: float
         middle = math.sqrt(inner * outer)
         b_middle = slope_at(middle)
         evaluations += 1
+        if math.isnan(b_middle):  # no gradient at all there: not a candidate; narrow toward the other side
+            outer = middle
+            continue
         best = min(best, (abs(b_middle), middle))
         if abs(b_middle) <= flat:
             return middle

@@ -7,6 +7,7 @@ bit-for-bit unchanged) or works (and a check says what "works" means).
 """
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -135,6 +136,26 @@ def _tampered_report(change) -> "sip.Report":
                                      distribution=sip.Uniform(-1.0, 1.0)).to_json())
     change(data)
     return sip.Report.from_dict(data)
+
+
+def lever_mlp() -> nn.Sequential:
+    """Two layers of the user neuron of tests/user_neuron.py (registered with a threshold lever by the call)."""
+    from user_neuron import MyLIF
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), MyLIF(), nn.Linear(6, 3), MyLIF())
+
+
+def with_lever(call):
+    def run(model):
+        from user_neuron import register, unregister
+
+        register(threshold_lever=True)
+        try:
+            return call(model)
+        finally:
+            unregister()
+    return run
 
 
 def traced_mlp():
@@ -738,6 +759,14 @@ def rows() -> Dict[str, Row]:
     row("baseline_-name-list", "baseline_", "name=['x'] (was a TypeError)",
         lambda m: sip.baseline_(torch.empty(3, 4), name=["x"]),
         **raises(sip.OptionError, "name must be a baseline's name (a str), got list"))
+
+    for factor, way in ((1e300, "overflows"), (1e-300, "underflows")):
+        row(f"scale-membrane-factor-{factor:g}", "scale_membrane", f"factor={factor:g} (was blamed on the dynamics)",
+            with_lever(lambda m, f=factor: sip.scale_membrane(m, f, x, steps=2)), lever_mlp,
+            **raises(sip.InitError, f"factor {factor:g} {way} torch.float32 in 0.weight"))
+    row("balance-gradients-nan-loss", "balance_gradients", "a loss_fn returning NaN (was 'gradients explode')",
+        with_lever(lambda m: sip.balance_gradients(m, x, steps=2, loss_fn=lambda out: out[0].sum() * math.nan)),
+        lever_mlp, **raises(sip.InitError, "the loss is NaN on this batch"))
 
     # --- NeuronSpec ---------------------------------------------------------------------------------
     spec_rows = [
