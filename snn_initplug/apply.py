@@ -49,7 +49,7 @@ from .options import (
 from .planning import InputStats, LayerPlan, Plan, plan
 from .reports import LayerReport, Report, calibrated_label
 from .running import drive, mean_value
-from .selection import Skip, check_overrides, is_skipped, layer_overrides
+from .selection import Skip, check_overrides, is_skipped, layer_overrides, skip_list
 from .tables import surrogate_label
 from .transaction import Snapshot, agree, check_writable, exclusive, fingerprint, write_all
 
@@ -594,8 +594,14 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
         # the start planned on the input calibrate would plan on (its first step), so its plan is reused: only
         # the pairing is needed, and the weights it wrote do not change it
         same_input = forward is None or not isinstance(example_input, list)
-        report.calibration = calibrate(model, example_input, forward=forward, skip=skip, process_group=group,
+        # a copy's weight does not depend on the data and its rate is its input's: left at scale 1, not searched
+        copies = {row.layer for row in report.layers if row.assumed.get("relay") == 1.0}
+        report.calibration = calibrate(model, example_input, forward=forward, process_group=group,
+                                       skip=[*skip_list(skip), lambda layer: layer.name in copies] if copies else skip,
                                        plan_=start_plan if same_input else None, **call.calibration)
+        if copies:
+            report.calibration.notes.append(f"relay=1: {', '.join(sorted(copies))} copy their input and stay at "
+                                            "scale 1 (not searched: their rate is their input's)")
         if replay is not None:
             checkpoint.check_replayed_scales(report.calibration, replay.calibration)
     except BaseException:

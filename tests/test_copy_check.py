@@ -86,3 +86,21 @@ def test_synaptic_neurons_are_refused_where_they_do_not_copy():
 
     model = stack(lambda: snn.Synaptic(alpha=0.95, beta=0.9, init_hidden=True))
     _refused(model, "not the single-membrane")
+
+
+def test_calibrated_leaves_a_copy_at_scale_1_whatever_its_target():
+    """Issue 29: with a per-layer target other than the input's rate, calibrated scaled the copy layers below
+    θ (no longer copies). Now only the first layer is searched; the copies keep their jump and copy its spikes."""
+    model = stack(leaky())
+    report = sip.initialize(model, "calibrated", batch(), relay=1.0, horizon=STEPS, steps=STEPS,
+                            target_rate={"*": 0.05, "1": 0.2}, generator=torch.Generator().manual_seed(0))
+    reference = stack(leaky())
+    sip.initialize(reference, "spike_aware", batch(), relay=1.0, horizon=STEPS,
+                   generator=torch.Generator().manual_seed(0))
+    for i in range(1, DEPTH):  # the copy weights as spike_aware wrote them: g·P
+        assert torch.equal(model[2 * i].weight, reference[2 * i].weight)
+    assert [row.neuron for row in report.calibration.layers] == ["1"]
+    assert any("stay at scale 1" in note for note in report.calibration.notes)
+    trains = spikes_per_layer(model)
+    assert float((trains[0] != 0).float().mean()) == pytest.approx(0.2, abs=0.02)
+    assert all(torch.equal(trains[i] != 0, trains[0] != 0) for i in range(1, DEPTH))
