@@ -462,9 +462,11 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
         [(bias, torch.zeros_like(bias)) for bias in zeroed]
     copies = [(layer, row.assumed["relay_steps"] if isinstance(row.assumed.get("relay_steps"), int) else None)
               for layer, law, row in results if law.is_copy]
-    saved = saved if saved is not None or not copies else Snapshot([target for target, _ in targets])
+    if copies and saved is None:
+        saved = Snapshot([target for target, _ in targets])
     write_all(targets, saved)
-    copy_notes = verify_copies(model, copies, example_input, forward, group, saved)  # relay=1 checked, or undone
+    copy_notes = verify_copies(model, copies, example_input, forward, group, saved) if saved is not None and copies \
+        else []  # relay=1 checked on the batch, or every write undone
     for (_, _, row), seed in zip(results, seeds):
         row.seed = int(seed)
     notes = list(p.notes) + copy_notes

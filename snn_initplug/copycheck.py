@@ -69,7 +69,7 @@ def check_copies(model: nn.Module, copies: Sequence[LayerPlan], run: Callable[[]
     """Run ``run`` (one pass of the example batch, from rest; the model's states are put back afterwards) and
     raise an :class:`InitError` naming the first copy layer whose neuron's spikes differ from the spikes its
     pattern relays at any call."""
-    inputs: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in copies}
+    inputs: dict[str, list[Optional[torch.Tensor]]] = {layer.name: [] for layer in copies}
     outputs: dict[str, list[torch.Tensor]] = {layer.name: [] for layer in copies}
     handles = []
     for layer in copies:

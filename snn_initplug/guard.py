@@ -73,7 +73,7 @@ _RANK_LOCAL = frozenset({"model", "example_input", "target", "generator", "proce
 # ----------------------------------------------------------------------------------------------------------
 def _has_data(value: Any) -> bool:
     return (isinstance(value, torch.Tensor) and value.layout == torch.strided and value.device.type != "meta"
-            and not isinstance(value, nn.parameter.UninitializedTensorMixin))
+            and not isinstance(value, nn.parameter.UninitializedTensorMixin))  # type: ignore[attr-defined]
 
 
 def _plain_object(value: Any) -> bool:
@@ -133,7 +133,7 @@ class ModelState:
             return
         grad = tensor.grad if tensor.is_leaf else None
         self.tensors[id(tensor)] = (tensor, tensor.detach().clone(), tensor.requires_grad, grad,
-                                    grad.detach().clone() if _has_data(grad) else None)
+                                    grad.detach().clone() if grad is not None and _has_data(grad) else None)
 
     def restore(self) -> None:
         """Put everything back; a part that cannot be restored does not stop the others (the first such

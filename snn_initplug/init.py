@@ -263,7 +263,7 @@ def ikun_(
 # Spike-aware (Micheli et al. 2024)
 # ------------------------------------------------------------------------------------------------------
 def _positive_number(owner: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < math.inf:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < math.inf:
         raise OptionError(f"{owner}: {name} must be a positive finite number, got {value!r}")
     return float(value)
 

@@ -3,6 +3,7 @@ it, and the checks that make :func:`snn_initplug.reinitialize` reproduce its wei
 layers, the same laws, the same seeds; for ``"calibrated"`` the same scales)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import numbers
 from dataclasses import asdict
@@ -62,7 +63,7 @@ def _distribution(value: dict[str, Any], where: str) -> Any:
         raise InitError(f"reinitialize: {where} is an unknown distribution {value['__distribution__']!r} "
                         f"(known: {sorted(_DISTRIBUTIONS)})")
     fields = {k: v for k, v in value.items() if k != "__distribution__"}
-    expected = set(kind.__dataclass_fields__)
+    expected = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
     if set(fields) != expected or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
                                           for v in fields.values()):
         raise InitError(f"reinitialize: {where}: a {kind.__name__} holds the numbers {sorted(expected)}, the report "
