@@ -237,13 +237,14 @@ class StateSnapshot:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module):
-    """Restore every module's state (:class:`StateSnapshot`), the parameters' ``requires_grad`` flags and the
-    RNG state on exit; the parameters themselves are never written."""
+def preserved(model: nn.Module, rng: bool = True):
+    """Restore every module's state (:class:`StateSnapshot`), the parameters' ``requires_grad`` flags and (with
+    ``rng``) the process RNG, if this thread drew from it (:func:`~snn_initplug.transaction.process_rng_kept`),
+    on exit; the parameters themselves are never written."""
     snapshot = StateSnapshot(model)
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
-        with process_rng_kept():
+        with process_rng_kept() if rng else contextlib.nullcontext():
             yield
     finally:
         for p, flag in flags:
