@@ -237,14 +237,15 @@ class StateSnapshot:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module, rng: bool = True):
-    """Restore every module's state (:class:`StateSnapshot`), the parameters' ``requires_grad`` flags and (with
-    ``rng``) the process RNG, if this thread drew from it (:func:`~snn_initplug.transaction.process_rng_kept`),
-    on exit; the parameters themselves are never written."""
+def preserved(model: nn.Module, watch_draws: bool = True):
+    """Restore every module's state (:class:`StateSnapshot`), the parameters' ``requires_grad`` flags and the
+    process RNG, if this thread drew from it (:func:`~snn_initplug.transaction.process_rng_kept`, watching
+    every operation, or with ``watch_draws=False`` trusting the SameDraws inside), on exit; the parameters
+    themselves are never written."""
     snapshot = StateSnapshot(model)
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
-        with process_rng_kept() if rng else contextlib.nullcontext():
+        with process_rng_kept(watch_draws):
             yield
     finally:
         for p, flag in flags:
