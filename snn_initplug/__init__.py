@@ -70,9 +70,9 @@ _PUBLIC: dict[str, str] = {
     "calibrate": "calibration",
     "scale_membrane": "membrane",
     "MembraneScaling": "membrane",
-    "balance_gradients": "membrane",
-    "GradientBalance": "membrane",
-    "gradient_slope": "membrane",
+    "balance_gradients": "balance",
+    "GradientBalance": "balance",
+    "gradient_slope": "balance",
     "CalibrationReport": "calibration",
     "diagnose": "diagnostics",
     "Diagnosis": "diagnostics",
@@ -90,6 +90,7 @@ __all__ = sorted(_PUBLIC) + ["__version__"]
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .adapters import InternalWeight, neuron_spec, register_neuron, unregister_neuron
     from .apply import METHODS, Report, initialize, reinitialize
+    from .balance import GradientBalance, balance_gradients, gradient_slope
     from .calibration import CalibrationReport, calibrate
     from .diagnostics import Diagnosis, LayerDiagnosis, compare, compare_methods, diagnose, plot_comparison
     from .errors import (
@@ -126,7 +127,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         membrane_target,
         spike_aware_law,
     )
-    from .membrane import GradientBalance, MembraneScaling, balance_gradients, gradient_slope, scale_membrane
+    from .membrane import MembraneScaling, scale_membrane
     from .neuron import NeuronSpec, kernel_sums_from_response, simulate_impulse_response
     from .options import BaselineOptions, CalibrationOptions, FluctuationOptions, IkunOptions, SpikeAwareOptions
     from .planning import Plan, plan

@@ -10,14 +10,13 @@ Fans follow PyTorch: ``fan_in = in_features`` or ``in_channels/groups · prod(ke
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from typing import Callable, Optional
 
 import torch
 
 from . import theory
-from .errors import ArgumentTypeError, InitError, OptionError
+from .errors import ArgumentTypeError, InitError
 from .guard import entry_point
 from .laws import (
     BASELINES,
@@ -30,7 +29,7 @@ from .laws import (
     membrane_target,
     spike_aware_law,
 )
-from .options import FluctuationOptions, IkunOptions, SpikeAwareOptions
+from .options import FluctuationOptions, IkunOptions, SpikeAwareOptions, positive_numbers
 from .surrogate import Distribution, Uniform, describe_surrogate, surrogate_derivative, surrogate_moments
 
 __all__ = [
@@ -262,18 +261,6 @@ def ikun_(
 # ------------------------------------------------------------------------------------------------------
 # Spike-aware (Micheli et al. 2024)
 # ------------------------------------------------------------------------------------------------------
-def _positive_number(owner: str, name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < float(value) < math.inf:
-        raise OptionError(f"{owner}: {name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def _pair(value) -> tuple:
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise OptionError(f"calculate_fluctuation: kernel_sums must be two numbers (ΣK, ΣK²), got {value!r}")
-    return tuple(value)
-
-
 def _threshold(threshold) -> float:
     # float() first and a finiteness check: a str threshold would fail in ">" with a bare TypeError, and θ = inf
     # would surface later as "input second moment is nan"
@@ -379,8 +366,8 @@ def spike_aware_(
         return tensor
     fan_in, _ = calculate_fans(tensor)
     threshold = _threshold(threshold)
-    _positive_number("spike_aware_", "input_scale", input_scale)
-    _positive_number("spike_aware_", "kernel_sq_sum", kernel_sq_sum)
+    for name, value in (("input_scale", input_scale), ("kernel_sq_sum", kernel_sq_sum)):
+        positive_numbers("spike_aware_", name, value)
     options = SpikeAwareOptions(sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment, relay=relay)
     sigma = membrane_target(threshold, sigma_u=options.sigma_u, rate=options.rate)
     q = theory.firing_probability(threshold, sigma) if input_second_moment is None else input_second_moment
@@ -440,8 +427,7 @@ def calculate_fluctuation(
     """
     options = FluctuationOptions(mu_u=mu_u, sigma_u=sigma_u, rate=rate, input_rate=input_rate, input_mean=input_mean,
                                  input_second_moment=input_second_moment)  # each number checked, a rate in [0, 1]
-    kernel_sums = (_positive_number("calculate_fluctuation", "kernel_sums[0]", _pair(kernel_sums)[0]),
-                   _positive_number("calculate_fluctuation", "kernel_sums[1]", _pair(kernel_sums)[1]))
+    kernel_sums = positive_numbers("calculate_fluctuation", "kernel_sums", kernel_sums, 2)  # type: ignore[assignment]
     input_rate, input_mean, input_second_moment = options.input_rate, options.input_mean, options.input_second_moment
     if input_rate is not None:
         if input_mean is not None or input_second_moment is not None:
@@ -506,8 +492,6 @@ def baseline_(tensor: torch.Tensor, name: str, *, generator: Optional[torch.Gene
         >>> round(w.std().item() / (2 / 784) ** 0.5, 1)
         1.0
     """
-    if not isinstance(name, str):
-        raise OptionError(f"baseline_: name must be a baseline's name (a str), got {type(name).__name__}")
     if _is_empty(tensor):
         return tensor
     return _fill_(tensor, baseline_law(name, *calculate_fans(tensor)), generator)

@@ -16,76 +16,38 @@ restored, and all hooks are removed.
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 
-from .adapters import find_adapter, internal_weights, reset_neuron, state_attributes
+from .adapters import find_adapter, internal_weights, reset_neuron
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, PlanError
 from .guard import entry_point
 from .init import calculate_fans
 from .neuron import NeuronSpec
+from .state import StateSnapshot, first_tensor, preserved, run_model
 from .tables import render_table, short_number, surrogate_label
-from .transaction import process_rng_kept
+from .tracing import (
+    NORM_LAYERS,
+    WEIGHT_LAYERS,
+    ForwardRecord,
+    InputStats,
+    WeightLayer,
+    input_source,
+    note_other_uses,
+    trace_sources,
+)
 
 __all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYERS", "NORM_LAYERS", "StateSnapshot",
            "preserved", "reset_neuron", "first_tensor", "run_model", "fans", "neuron_modules"]
 
-WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
-WeightLayer = Union[nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-                    nn.ConvTranspose3d]  # a module of WEIGHT_LAYERS, for annotations
-NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm)
 # Containers whose forward runs the children in registration order (SpikingJelly's containers subclass these).
 SEQUENTIAL = (nn.Sequential,)
 
 
-
-
-@dataclass
-class InputStats:
-    """Statistics of a weight layer's input over the example batch and all time steps."""
-
-    mean: float
-    second_moment: float
-    nonzero_fraction: float  # the spike probability per step when the input is binary
-    binary: bool
-    count: int
-
-    @property
-    def spike_probability(self) -> Optional[float]:
-        return self.nonzero_fraction if self.binary else None
-
-
-class _StatsAccumulator:
-    def __init__(self):
-        self.total = self.squares = self.nonzero = 0.0
-        self.count = 0
-        self.binary = True
-
-    def add(self, x: torch.Tensor) -> None:
-        x = x.detach()
-        # float16/bfloat16 too: ``x * x`` was rounded to the input's dtype before the float64 sum, so a half
-        # precision model got slightly different statistics (and weights) than float32 on the same values;
-        # in float32 the square of a half value is exact
-        if not x.is_floating_point() or x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
-        self.total += float(x.sum(dtype=torch.float64))
-        self.squares += float((x * x).sum(dtype=torch.float64))
-        nonzero = int(torch.count_nonzero(x))
-        self.nonzero += nonzero
-        self.count += x.numel()
-        if self.binary:  # spikes: every non-zero entry is 1
-            self.binary = int(torch.count_nonzero(x == 1)) == nonzero
-
-    def result(self) -> Optional[InputStats]:
-        if self.count == 0:
-            return None
-        n = self.count
-        return InputStats(self.total / n, self.squares / n, self.nonzero / n, self.binary, n)
 
 
 @dataclass
@@ -189,71 +151,6 @@ def fans(weight: torch.Tensor) -> tuple[int, int]:
 
 
 # --------------------------------------------------------------------------------------------------------
-# Leaving the model as it was
-# --------------------------------------------------------------------------------------------------------
-_SKIP_ATTRS = {"_parameters", "_modules", "_buffers", "training"}
-
-
-def _clone(value: Any) -> Any:
-    return value.detach().clone() if isinstance(value, torch.Tensor) else value
-
-
-class StateSnapshot:
-    """The state of every module under ``root``: buffers (BatchNorm statistics, hidden states), tensor
-    attributes and the attributes its adapter declares (:func:`~snn_initplug.adapters.state_attributes`);
-    parameters are not included. ``restore()`` puts back the
-    same buffer objects with their old values and removes attributes created since, so it can be called
-    repeatedly (for example before each re-run of a neuron during calibration)."""
-
-    def __init__(self, root: nn.Module):
-        self._saved = []
-        for module in root.modules():
-            declared = state_attributes(module)
-            buffers = {k: (v, _clone(v)) for k, v in module._buffers.items()}
-            extras = {k: _clone(v) if not isinstance(v, dict) else {kk: _clone(vv) for kk, vv in v.items()}
-                      for k, v in vars(module).items()
-                      # ``v is None`` too: a state that starts as None (``self.mem = None`` until the first
-                      # call, common in hand-written neurons) was left holding the walk's last tensor
-                      if k not in _SKIP_ATTRS and (isinstance(v, torch.Tensor) or v is None or k in declared)}
-            self._saved.append((module, buffers, extras, set(vars(module))))
-
-    def restore(self) -> None:
-        for module, buffers, extras, keys in self._saved:
-            for name in list(vars(module)):
-                if name not in keys:  # attributes the forward created
-                    delattr(module, name)
-            module._buffers.clear()
-            for name, (original, value) in buffers.items():
-                if isinstance(original, torch.Tensor):
-                    with torch.no_grad():
-                        if original.shape == value.shape:
-                            original.copy_(value)
-                        else:
-                            original = value.clone()
-                module._buffers[name] = original
-            for name, value in extras.items():
-                copy = {k: _clone(v) for k, v in value.items()} if isinstance(value, dict) else _clone(value)
-                object.__setattr__(module, name, copy)
-
-
-@contextlib.contextmanager
-def preserved(model: nn.Module, watch_draws: bool = True):
-    """Restore every module's state (:class:`StateSnapshot`), the parameters' ``requires_grad`` flags and the
-    process RNG, if this thread drew from it (:func:`~snn_initplug.transaction.process_rng_kept`, watching
-    every operation, or with ``watch_draws=False`` trusting the SameDraws inside), on exit; the parameters
-    themselves are never written."""
-    snapshot = StateSnapshot(model)
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        with process_rng_kept(watch_draws):
-            yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        snapshot.restore()
-
-
-# --------------------------------------------------------------------------------------------------------
 # The walk
 # --------------------------------------------------------------------------------------------------------
 def neuron_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -267,96 +164,6 @@ def neuron_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
             found.append((name, module))
             inside.append(name)
     return found
-
-
-def first_tensor(value: Any) -> Optional[torch.Tensor]:
-    """The first tensor in a module's output or arguments (depth first through tuples and lists)."""
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, (tuple, list)):
-        for item in value:
-            tensor = first_tensor(item)
-            if tensor is not None:
-                return tensor
-    return None
-
-
-def run_model(model: nn.Module, example_input: Any, forward: Optional[Callable[[nn.Module, Any], Any]] = None) -> Any:
-    """Run the model as every entry point does: ``forward(model, example_input)`` when given, else
-    ``model(*example_input)`` for a tuple of positional arguments, else ``model(example_input)``."""
-    if forward is not None:
-        return forward(model, example_input)
-    if isinstance(example_input, tuple):
-        return model(*example_input)
-    return model(example_input)
-
-
-def all_tensors(value: Any) -> list[torch.Tensor]:
-    if isinstance(value, torch.Tensor):
-        return [value]
-    if isinstance(value, (tuple, list)):
-        return [t for item in value for t in all_tensors(item)]
-    if isinstance(value, dict):
-        return [t for item in value.values() for t in all_tensors(item)]
-    return []
-
-
-def _trace_sources(node, boundaries: dict[int, str], weights: dict[int, str], norms: dict[int, str],
-                   passes: dict[int, str]):
-    """Follow the autograd graph back from a neuron's input to weight layers and other neurons' spikes.
-
-    Returns ``({layer: (norms on its path, modules passed through)}, [neurons whose spikes arrive directly])``.
-    """
-    layers: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
-    spikes: list[str] = []
-    stack: list[tuple[Any, tuple[str, ...], tuple[str, ...]]] = [(node, (), ())]
-    # Holds every node it has seen: a graph node's Python object may live only while referenced (torch <= 2.11),
-    # and a freed object's id is reused, which would make an unseen node look visited.
-    visited: dict[int, Any] = {}
-    while stack:
-        current, path_norms, path_passes = stack.pop()
-        if current is None or id(current) in visited:
-            continue
-        visited[id(current)] = current
-        if id(current) in boundaries:
-            if boundaries[id(current)] not in spikes:
-                spikes.append(boundaries[id(current)])
-            continue
-        if id(current) in passes:
-            path_passes = path_passes + (passes[id(current)],)
-        children = [fn for fn, _ in getattr(current, "next_functions", ()) if fn is not None]
-        variables = [_leaf_variable(child) for child in children]
-        for variable in variables:  # a norm's parameters first: it lies between the layer and the neuron
-            if variable is not None and id(variable) in norms and norms[id(variable)] not in path_norms:
-                path_norms = path_norms + (norms[id(variable)],)
-        hit_weight = False
-        for variable in variables:
-            if variable is not None and id(variable) in weights:
-                layers.setdefault(weights[id(variable)], (path_norms, path_passes[::-1]))
-                hit_weight = True
-        if not hit_weight:
-            stack.extend((child, path_norms, path_passes) for child, variable in zip(children, variables)
-                         if variable is None)
-    return layers, spikes
-
-
-def _leaf_variable(node, hops: int = 4):
-    """The parameter behind a graph node: an AccumulateGrad leaf, possibly reached through single-input
-    view-like nodes (``weight.t()`` inside ``F.linear``, a dtype cast, an expand)."""
-    for _ in range(hops):
-        variable = getattr(node, "variable", None)
-        if variable is not None:
-            return variable
-        inputs = [fn for fn, _ in getattr(node, "next_functions", ()) if fn is not None]
-        if len(inputs) != 1 or not type(node).__name__.startswith(_VIEW_NODES):
-            return None
-        node = inputs[0]
-    return getattr(node, "variable", None)
-
-
-_VIEW_NODES = ("TBackward", "ViewBackward", "ReshapeAlias", "UnsafeViewBackward", "ExpandBackward", "ToCopyBackward",
-               "PermuteBackward", "TransposeBackward", "UnsqueezeBackward", "SqueezeBackward", "CloneBackward",
-               "AliasBackward")
 
 
 @entry_point("plan", PlanError)
@@ -455,16 +262,6 @@ def _read_spec(name: str, module: nn.Module) -> NeuronSpec:
     return spec
 
 
-def _input_source(node, boundaries, weights, norms, passes) -> dict[str, Any]:
-    """Where a tensor came from: other neurons' spikes, weight layers, or the data."""
-    if node is None:
-        return {"input_source": "data", "upstream": ()}
-    layers, spikes = _trace_sources(node, boundaries, weights, norms, passes)
-    if spikes:
-        return {"input_source": "neurons", "upstream": tuple(spikes)}
-    return {"input_source": "layers" if layers else "data", "upstream": ()}
-
-
 def _internal_layers(neuron_name: str, neuron: nn.Module, spec: NeuronSpec, stats, source: str,
                      feed: Optional[dict[str, Any]] = None, notes: Optional[list[str]] = None) -> list[LayerPlan]:
     """Weights inside a neuron: a recurrent weight sees the neuron's own spikes; an input projection sees
@@ -509,104 +306,7 @@ def _weight_map(model: nn.Module, neuron_names: Sequence[str]):
     return weights, norms, modules
 
 
-class _ForwardRecord:
-    """What one forward pass of the example input leaves behind, recorded by hooks: each weight layer's input
-    statistics and input node, each neuron's input node, the graph nodes of neurons' outputs (boundaries) and of
-    the pass-through modules. The graph nodes are kept alive while their ``id()`` is used as a key."""
-
-    def __init__(self, model: nn.Module, neurons: list[tuple[str, nn.Module]], modules: dict[str, WeightLayer]):
-        self.model, self.neurons, self.modules = model, neurons, modules
-        self.neuron_names = [n for n, _ in neurons]
-        # statistics of a neuron's own input and output are needed only for the weights inside it
-        self.with_internal = {name for name, module in neurons if internal_weights(module)}
-        self.accumulators: dict[Any, _StatsAccumulator] = {}
-        self.layer_inputs: dict[str, Any] = {}  # weight layer -> grad_fn of its first input
-        self.input_nodes: dict[str, Any] = {}  # neuron -> grad_fn of its first call's input (None: not connected)
-        self.later_inputs: dict[str, list[Any]] = {}  # neuron -> grad_fns of its next calls' inputs (a few)
-        self.boundaries: dict[int, str] = {}
-        self.passes: dict[int, str] = {}
-        self.keep_alive: list[Any] = []
-        self.handles: list[Any] = []
-
-    # --- the hooks -------------------------------------------------------------------------------------
-    def _keep(self, node) -> None:
-        self.keep_alive.append(node)  # keeps the node (and its id) alive even if its tensor changes in place
-
-    def _layer_pre_hook(self, key: str):
-        def hook(module, args):
-            tensor = first_tensor(args)
-            if tensor is not None:
-                self.accumulators.setdefault(key, _StatsAccumulator()).add(tensor)
-                if key not in self.layer_inputs:
-                    self.layer_inputs[key] = tensor.grad_fn
-                    self._keep(tensor.grad_fn)
-        return hook
-
-    def _neuron_pre_hook(self, name: str):
-        def hook(module, args):
-            tensor = first_tensor(args)
-            if tensor is not None and name in self.with_internal:
-                self.accumulators.setdefault((name, "input"), _StatsAccumulator()).add(tensor)
-            node = getattr(tensor, "grad_fn", None)
-            if name not in self.input_nodes:
-                self.input_nodes[name] = node
-            elif node is not None and len(self.later_inputs.setdefault(name, [])) < _LATER_CALLS:
-                self.later_inputs[name].append(node)  # a second place, or the same place at a later step
-                self._keep(node)
-        return hook
-
-    def _neuron_hook(self, name: str):
-        def hook(module, args, output):
-            tensors = all_tensors(output)
-            if tensors and name in self.with_internal:
-                self.accumulators.setdefault((name, "recurrent"), _StatsAccumulator()).add(tensors[0])
-            for t in tensors:
-                if t.grad_fn is not None:
-                    self.boundaries.setdefault(id(t.grad_fn), name)
-                    self._keep(t.grad_fn)
-        return hook
-
-    def _pass_hook(self, module: nn.Module):
-        def hook(mod, args, output):
-            tensor = first_tensor(output)
-            if tensor is not None and tensor.grad_fn is not None and id(tensor.grad_fn) not in self.passes:
-                self.passes[id(tensor.grad_fn)] = type(module).__name__
-                self._keep(tensor.grad_fn)
-        return hook
-
-    def _inside_a_neuron(self, name: str) -> bool:
-        return name in self.neuron_names or any(name.startswith(n + ".") for n in self.neuron_names if n)
-
-    def install(self) -> None:
-        for name, layer in self.modules.items():
-            self.handles.append(layer.register_forward_pre_hook(self._layer_pre_hook(name)))
-        for name, module in self.neurons:
-            self.handles.append(module.register_forward_pre_hook(self._neuron_pre_hook(name)))
-            self.handles.append(module.register_forward_hook(self._neuron_hook(name)))
-        for name, module in self.model.named_modules():
-            if not list(module.children()) and not isinstance(module, WEIGHT_LAYERS + NORM_LAYERS) \
-                    and not self._inside_a_neuron(name):
-                self.handles.append(module.register_forward_hook(self._pass_hook(module)))
-
-    def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
-        self.keep_alive.clear()
-        self.input_nodes.clear()
-
-    # --- the pass ----------------------------------------------------------------------------------------
-    def run(self, example_input: Any, forward) -> None:
-        with torch.enable_grad():
-            try:
-                run_model(self.model, example_input, forward)
-            except PlanError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise PlanError(f"plan: the model does not run on the example input: {type(exc).__name__}: "
-                                f"{exc}") from exc
-
-
-def _pair_layers(record: _ForwardRecord, specs: dict[str, NeuronSpec], weights, norms):
+def _pair_layers(record: ForwardRecord, specs: dict[str, NeuronSpec], weights, norms):
     """The LayerPlans of every neuron from a recorded pass: the layers its input traces back to, and the weights
     inside it. Returns ``(layers, unfed neurons, weight-less neurons, notes)``."""
     stats = {k: acc.result() for k, acc in record.accumulators.items()}
@@ -618,17 +318,17 @@ def _pair_layers(record: _ForwardRecord, specs: dict[str, NeuronSpec], weights, 
     for name, module in record.neurons:
         spec = specs[name]
         internal = _internal_layers(name, module, spec, stats, "example",
-                                    _input_source(record.input_nodes.get(name), *graph), notes)
+                                    input_source(record.input_nodes.get(name), *graph), notes)
         if name not in record.input_nodes:
             notes.append(f"neuron {name} was not called by the forward pass")
             layers.extend(internal)
             continue
-        found, spikes = _trace_sources(record.input_nodes[name], *graph)
+        found, spikes = trace_sources(record.input_nodes[name], *graph)
         if not found and not any(i.role == "input" for i in internal):
             unfed.append(name)
             if spikes:
                 weightless[name] = tuple(spikes)
-        _note_other_uses(name, found, record.later_inputs.get(name, ()), graph, notes)
+        note_other_uses(name, found, record.later_inputs.get(name, ()), graph, notes)
         for layer_name, (path_norms, path_passes) in found.items():
             layer = record.modules[layer_name]
             fan_in, fan_out = fans(layer.weight)
@@ -639,32 +339,16 @@ def _pair_layers(record: _ForwardRecord, specs: dict[str, NeuronSpec], weights, 
                 neuron_name=name, neuron=module, spec=spec, norm=path_norms[0] if path_norms else None,
                 between=path_passes, residual=others if len(found) + len(spikes) > 1 else (),
                 input_stats=stats.get(layer_name), source="example",
-                **_input_source(record.layer_inputs.get(layer_name), *graph)))
+                **input_source(record.layer_inputs.get(layer_name), *graph)))
         layers.extend(internal)
     return layers, unfed, weightless, notes
-
-
-_LATER_CALLS = 16  # later calls of a neuron traced for other places it is used (time steps repeat the first)
-
-
-def _note_other_uses(name: str, first: dict, later: Sequence[Any], graph, notes: list[str]) -> None:
-    """A neuron module called at a second place (fed by other layers than at its first call) is planned for
-    its first use only: say so (the calls of a time loop are fed by the same layers and say nothing)."""
-    others: list[str] = []
-    for node in later:
-        found, _ = _trace_sources(node, *graph)
-        others += [layer for layer in found if layer not in first and layer not in others]
-    if others:
-        notes.append(f"neuron {name} is used at more than one place; it is planned for its first use only "
-                     f"(fed by {', '.join(first) or 'no weight layer'}), not for its use after "
-                     f"{', '.join(others)}: give each place its own neuron module")
 
 
 def _plan_by_example(model, neurons, specs, example_input, forward) -> Plan:
     """Record one forward pass (every parameter requiring grad, so the graph reaches the weights), pair the
     neurons with the layers it shows, and leave the model as it was."""
     weights, norms, modules = _weight_map(model, [n for n, _ in neurons])
-    record = _ForwardRecord(model, neurons, modules)
+    record = ForwardRecord(model, neurons, modules)
     with preserved(model):
         for p in model.parameters():
             p.requires_grad_(True)
@@ -691,25 +375,30 @@ def _drop_shared(layers: list[LayerPlan], notes: list[str]) -> list[LayerPlan]:
     return kept
 
 
-def _plan_by_module_order(model, neurons, specs) -> Plan:
-    neuron_ids = {id(m): n for n, m in neurons}
+def _leaves_in_order(module: nn.Module, prefix: str, neuron_ids: dict[int, str]):
+    """``(name, module)`` of the neurons and the childless modules under ``module``, in module order; a container
+    with its own forward (whose order need not be the execution order) is refused."""
+    if id(module) in neuron_ids:
+        yield prefix, module
+        return
+    # _modules, not named_children(): the latter skips a module registered twice (one Linear used at two
+    # places of a Sequential), and each use feeds its own neuron
+    children = [(n, c) for n, c in module._modules.items() if c is not None]
+    if not children:
+        yield prefix, module
+        return
+    if not isinstance(module, SEQUENTIAL):
+        raise PlanError(
+            f"plan: {type(module).__name__} ({prefix or 'the model'}) has its own forward, so module order need "
+            "not be execution order; pass example_input= (one batch as the model takes it)")
+    for name, child in children:
+        yield from _leaves_in_order(child, f"{prefix}.{name}" if prefix else name, neuron_ids)
 
-    def leaves(module: nn.Module, prefix: str):
-        if id(module) in neuron_ids:
-            yield prefix, module
-            return
-        # _modules, not named_children(): the latter skips a module registered twice (one Linear used at two
-        # places of a Sequential), so the neuron after its second use was reported as having no weight layer
-        children = [(n, c) for n, c in module._modules.items() if c is not None]
-        if not children:
-            yield prefix, module
-            return
-        if not isinstance(module, SEQUENTIAL):
-            raise PlanError(
-                f"plan: {type(module).__name__} ({prefix or 'the model'}) has its own forward, so module order need "
-                "not be execution order; pass example_input= (one batch as the model takes it)")
-        for name, child in children:
-            yield from leaves(child, f"{prefix}.{name}" if prefix else name)
+
+def _plan_by_module_order(model, neurons, specs) -> Plan:
+    """The plan of a model of sequential containers without an example input: each neuron paired with the weight
+    layer before it in module order."""
+    neuron_ids = {id(m): n for n, m in neurons}
 
     layers, unfed = [], []
     gain_notes: list[str] = []
@@ -718,7 +407,7 @@ def _plan_by_module_order(model, neurons, specs) -> Plan:
     between: list[str] = []
     last_neuron: Optional[str] = None
     feed: dict[str, Any] = {"input_source": "data", "upstream": ()}
-    for name, module in leaves(model, ""):
+    for name, module in _leaves_in_order(model, "", neuron_ids):
         if isinstance(module, WEIGHT_LAYERS):
             if pending is None:  # a layer straight after a neuron (or the input) reads its spikes (or the data)
                 feed = {"input_source": "neurons", "upstream": (last_neuron,)} if last_neuron else \

@@ -135,3 +135,22 @@ def test_the_core_reads_no_framework_attribute():
                 found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {name}")
     assert not found, found
 
+
+
+MODULE_LINES, FUNCTION_LINES = 500, 60
+
+
+def test_every_module_and_function_is_small_enough_to_read_at_once():
+    """No module of the package over 500 lines, no function body (its docstring aside) over 60."""
+    too_long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if len(text.splitlines()) > MODULE_LINES:
+            too_long.append(f"{path.relative_to(PACKAGE)}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body[1:] if ast.get_docstring(node) is not None else node.body
+                if body and node.end_lineno - body[0].lineno + 1 > FUNCTION_LINES:
+                    too_long.append(f"{path.relative_to(PACKAGE)}: {node.name}, "
+                                    f"{node.end_lineno - body[0].lineno + 1} lines")
+    assert not too_long, too_long

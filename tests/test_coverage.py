@@ -12,28 +12,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import snn_initplug as sip
-from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
+from conftest import counted_rate, counted_rates
 
-requires_snntorch = pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
-requires_spikingjelly = pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
-
-
-def counted_rate(module, run):
-    """Non-zero outputs / outputs of ``module`` over the forward pass ``run`` (first output of a tuple)."""
-    counts = [0, 0]
-
-    def hook(m, args, out):
-        spikes = out[0] if isinstance(out, tuple) else out
-        counts[0] += int(torch.count_nonzero(spikes))
-        counts[1] += spikes.numel()
-
-    handle = module.register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        handle.remove()
-    return counts[0] / counts[1]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -57,7 +37,6 @@ class _OneToOneLoop(nn.Module):
 
 
 @pytest.mark.snntorch
-@requires_snntorch
 @pytest.mark.parametrize("kind", ["RLeaky", "RSynaptic"])
 def test_one_to_one_recurrent_gain_is_planned_initialized_and_diagnosed(kind):
     import snntorch as snn
@@ -84,7 +63,6 @@ def test_one_to_one_recurrent_gain_is_planned_initialized_and_diagnosed(kind):
 # An unreachable target keeps the best scale found and names the likely cause
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.spikingjelly
-@requires_spikingjelly
 def test_unreachable_target_keeps_best_scale_and_names_saturation():
     from spikingjelly.activation_based import functional, layer, neuron
 
@@ -106,7 +84,6 @@ def test_unreachable_target_keeps_best_scale_and_names_saturation():
 
 
 @pytest.mark.spikingjelly
-@requires_spikingjelly
 def test_batchnorm_gamma_zero_is_named_as_the_cause():
     from spikingjelly.activation_based import functional, layer, neuron
 
@@ -126,7 +103,6 @@ def test_batchnorm_gamma_zero_is_named_as_the_cause():
 # Single-step models get T from steps= or a clear warning
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.snntorch
-@requires_snntorch
 def test_single_step_model_without_steps_warns_and_steps_calibrates_all_of_them():
     import snntorch as snn
     from snntorch import utils
@@ -154,7 +130,6 @@ def test_single_step_model_without_steps_warns_and_steps_calibrates_all_of_them(
 
 
 @pytest.mark.snntorch
-@requires_snntorch
 def test_custom_time_loop_is_not_warned_about():
     import snntorch as snn
 
@@ -188,7 +163,6 @@ class _IdentityResidual(nn.Module):
 
 
 @pytest.mark.spikingjelly
-@requires_spikingjelly
 def test_identity_residual_gets_no_relay_and_spike_aware_accounts_for_it():
     from scipy.stats import norm
     from spikingjelly.activation_based import functional
@@ -211,7 +185,6 @@ def test_identity_residual_gets_no_relay_and_spike_aware_accounts_for_it():
 
 
 @pytest.mark.spikingjelly
-@requires_spikingjelly
 @pytest.mark.parametrize("method", ["ikun", "spike_aware", "fluctuation", "kaiming_normal"])
 def test_batchnorm_after_the_layer_is_noted_for_every_analytic_method(method):
     from spikingjelly.activation_based import functional, layer, neuron
@@ -230,7 +203,6 @@ def test_batchnorm_after_the_layer_is_noted_for_every_analytic_method(method):
 # Weight-less neurons (Spikformer's attention LIF, fed by q·kᵀ·v of spikes) are reported, not "ok"
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.spikingjelly
-@requires_spikingjelly
 def test_spikformer_attention_lif_is_reported_as_not_calibrated():
     pytest.importorskip("spikingjelly.activation_based.model.spikformer")
     from spikingjelly.activation_based import functional
@@ -252,12 +224,11 @@ def test_spikformer_attention_lif_is_reported_as_not_calibrated():
     modules = dict(model.named_modules())
     names = [name for name in by_neuron if name != "blocks.0.attn.attn_lif"]
     functional.reset_net(model)
-    rates = counted_rates(model, [modules[name] for name in names], lambda: model(x))
+    rates = counted_rates([modules[name] for name in names], lambda: model(x))
     assert all(abs(r / 0.159 - 1) <= 0.05 + 1e-9 for r in rates), dict(zip(names, rates))
 
 
 @pytest.mark.spikingjelly
-@requires_spikingjelly
 @pytest.mark.parametrize("depths", [1, 2])
 def test_spikformer_attention_lif_through_its_threshold(depths, monkeypatch):
     """weightless="threshold": every attention LIF is brought to the target by its own v_threshold, or to the
@@ -288,7 +259,7 @@ def test_spikformer_attention_lif_through_its_threshold(depths, monkeypatch):
         assert row.status == "ok" or row.status.startswith("unreachable within the tolerance: the rate jumps")
     assert all(row.status == "ok" for row in report.layers if row not in attn), str(report)
     functional.reset_net(model)
-    rates = counted_rates(model, [modules[row.neuron] for row in report.layers], lambda: model(x))
+    rates = counted_rates([modules[row.neuron] for row in report.layers], lambda: model(x))
     assert rates == pytest.approx([row.rate for row in report.layers], abs=1e-12), str(report)
     # the weights after an attention LIF were searched again for its new threshold: the same layers are scaled
     assert [r.parameters for r in report.layers if r not in attn] == [r.parameters for r in reference_report.layers
@@ -318,27 +289,7 @@ def test_weightless_option_is_checked(option):
 # ------------------------------------------------------------------------------------------------
 # Multi-step models: calibrated in about one forward pass (the pass pauses at each neuron)
 # ------------------------------------------------------------------------------------------------
-def counted_rates(model, neurons, run):
-    """Rate of each neuron module over one forward pass, counted by our own hooks."""
-    counts = {id(m): [0, 0] for m in neurons}
-
-    def hook(m, args, out):
-        spikes = out[0] if isinstance(out, tuple) else out
-        counts[id(m)][0] += int(torch.count_nonzero(spikes))
-        counts[id(m)][1] += spikes.numel()
-
-    handles = [m.register_forward_hook(hook) for m in neurons]
-    try:
-        with torch.no_grad():
-            run()
-    finally:
-        for h in handles:
-            h.remove()
-    return [counts[id(m)][0] / counts[id(m)][1] for m in neurons]
-
-
 @pytest.mark.spikingjelly
-@requires_spikingjelly
 def test_sew_resnet_is_calibrated_in_one_paused_pass():
     from spikingjelly.activation_based import functional, neuron
     from spikingjelly.activation_based.model import sew_resnet
@@ -354,12 +305,11 @@ def test_sew_resnet_is_calibrated_in_one_paused_pass():
     assert calls[0] == 2  # the plan's pass and the paused pass; model mode took 5-6 per layer
     neurons = [m for m in model.modules() if isinstance(m, neuron.LIFNode)]
     functional.reset_net(model)
-    rates = counted_rates(model, neurons, lambda: model(x))
+    rates = counted_rates(neurons, lambda: model(x))
     assert all(abs(r / 0.159 - 1) <= 0.05 + 1e-9 for r in rates), rates
 
 
 @pytest.mark.spikingjelly
-@requires_spikingjelly
 @pytest.mark.parametrize("between, calls", [("maxpool", 6), ("relu", None)])
 def test_a_module_between_norm_and_neuron(between, calls):
     """Multi-step: where a module sits between BatchNorm and the neuron, the pass stops there. A max-pool keeps
@@ -388,12 +338,11 @@ def test_a_module_between_norm_and_neuron(between, calls):
     else:  # a stopped pass per evaluation
         assert counter[0] >= 3 + evaluations
     functional.reset_net(model)
-    rates = counted_rates(model, [model[3], model[6]], lambda: model(x))
+    rates = counted_rates([model[3], model[6]], lambda: model(x))
     assert rates == pytest.approx([r.rate for r in report.layers], abs=1e-12)
 
 
 @pytest.mark.snntorch
-@requires_snntorch
 def test_tutorial_loop_is_calibrated_in_one_pass_per_neuron_layer():
     import snntorch as snn
 
@@ -420,7 +369,7 @@ def test_tutorial_loop_is_calibrated_in_one_pass_per_neuron_layer():
     report = sip.calibrate(net, x, 0.159, bias="zero")
     assert report.ok, str(report)
     assert calls[0] == 3  # the plan's pass and one per neuron layer
-    rates = counted_rates(net, [net.lif1, net.lif2], lambda: net(x))
+    rates = counted_rates([net.lif1, net.lif2], lambda: net(x))
     assert all(abs(r / 0.159 - 1) <= 0.05 + 1e-9 for r in rates), rates
 
 
@@ -441,7 +390,6 @@ class _Coincidence(nn.Module):
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 @pytest.mark.parametrize("learn_threshold", [False, True])
 def test_snntorch_neuron_fed_by_a_product_of_spikes_through_its_threshold(learn_threshold):
     torch.manual_seed(0)
@@ -457,7 +405,7 @@ def test_snntorch_neuron_fed_by_a_product_of_spikes_through_its_threshold(learn_
     import snntorch.utils as utils
 
     utils.reset(model)
-    rates = counted_rates(model, [model.lif1, model.lif2, model.both], lambda: model(x))
+    rates = counted_rates([model.lif1, model.lif2, model.both], lambda: model(x))
     assert all(abs(r / t - 1) <= 0.05 + 1e-9 for r, t in zip(rates, [0.3, 0.3, 0.05])), rates
 
 
@@ -483,7 +431,6 @@ def test_a_user_neuron_without_a_threshold_lever_is_named():
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_threshold_search_on_a_model_that_draws_counts_one_seeded_pass():
     """Dropout before the weight-less neuron: every evaluation of the threshold search is one pass from rest with
     the draws of ``seed=``, so its first (initial) rate is what that seeded pass gives, counted by our own hook, at the

@@ -12,7 +12,6 @@ import torch.nn as nn
 from scipy import stats
 
 import snn_initplug as sip
-from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
 
 TARGET = 1 - stats.norm.cdf(1.0)
 DEPTH = 50
@@ -41,8 +40,8 @@ def layer_rates(net, x):
 
 
 FRAMEWORKS = [
-    pytest.param("snntorch", marks=[pytest.mark.snntorch, pytest.mark.skipif(not HAS_SNNTORCH, reason="no snnTorch")]),
-    pytest.param("spikingjelly", marks=[pytest.mark.spikingjelly, pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="no SpikingJelly")]),
+    pytest.param("snntorch", marks=pytest.mark.snntorch),
+    pytest.param("spikingjelly", marks=pytest.mark.spikingjelly),
 ]
 
 

@@ -10,7 +10,6 @@ from scipy import stats
 import snn_initplug as sip
 from snn_initplug import theory
 from snn_initplug.init import baseline_law, calculate_fans, sample, Law
-from conftest import HAS_SNNTORCH
 
 
 def empirical_std_ok(tensor, std, mean=0.0, z=5.0):
@@ -315,7 +314,6 @@ def test_initialize_fluctuation_with_residual_share(registered):
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_fluctuation_recurrent_split_on_rleaky():
     import snntorch as snn
 

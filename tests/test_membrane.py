@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 import snn_initplug as sip
 import user_neuron
-from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
 
 
 class LoopNet(nn.Module):
@@ -52,7 +51,6 @@ def _grads(net, x, y):
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 @pytest.mark.parametrize("factor", [0.5, 0.3, 2.0])
 def test_snntorch_same_spikes_and_the_gradients_of_atan_alpha_times_factor(factor):
     """ATan's derivative is (α/2)/(1 + (πα x/2)²), so c·h_α(c x) = h_{cα}(x): the scaled network's gradients
@@ -83,7 +81,6 @@ def test_snntorch_same_spikes_and_the_gradients_of_atan_alpha_times_factor(facto
 
 
 @pytest.mark.spikingjelly
-@pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
 def test_spikingjelly_multistep_same_spikes_and_wider_atan():
     from spikingjelly.activation_based import neuron, surrogate
 
@@ -121,7 +118,6 @@ def test_spikingjelly_multistep_same_spikes_and_wider_atan():
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_batchnorm_affine_and_recurrent_weights_are_what_gets_scaled():
     import snntorch as snn
 
@@ -144,7 +140,6 @@ def test_batchnorm_affine_and_recurrent_weights_are_what_gets_scaled():
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_calibrated_rates_are_kept():
     import snntorch as snn
 
@@ -171,7 +166,6 @@ def _unchanged(model, state):
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_refusals_name_the_problem_and_leave_the_model_unchanged():
     import snntorch as snn
     from snntorch import surrogate
@@ -213,7 +207,6 @@ def test_refusals_name_the_problem_and_leave_the_model_unchanged():
 
 
 @pytest.mark.spikingjelly
-@pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
 def test_spikingjelly_refusals_leave_the_model_unchanged():
     from spikingjelly.activation_based import neuron
 
@@ -263,7 +256,6 @@ def test_a_neuron_not_linear_in_its_membrane_or_without_a_threshold_lever_is_ref
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_dropout_sees_the_same_draws_and_the_rng_is_put_back():
     import snntorch as snn
 
@@ -284,7 +276,6 @@ A, B, THETA = 0.6816085577011108, 0.9151939749717712, 1.5968024730682373  # THET
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_a_spike_flipped_by_rounding_is_accepted_with_a_note_but_a_membrane_read_is_not():
     """A membrane exactly at θ (θ = a + b in float32) does not fire at c = 1 and fires after c·W and c·θ round
     differently:
@@ -332,7 +323,6 @@ def test_a_spike_flipped_by_rounding_is_accepted_with_a_note_but_a_membrane_read
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_a_rounding_flip_that_spreads_is_named_as_such_and_a_power_of_two_scales_exactly():
     """One neuron of the first layer sits exactly on θ for one sample; every neuron of the second layer reads it
     and integrates (IF), so its flip changes their whole spike train: 8x the first layer's share. The refusal

@@ -22,7 +22,6 @@ import torch.nn as nn
 from scipy import special
 
 import snn_initplug as sip
-from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY
 
 THETA, BETA, FEATURES, WIDTH, SEED = 1.5, 0.5, 8, 6, 123
 
@@ -77,10 +76,9 @@ class SpikingJelly(Framework):
 
 
 FRAMEWORKS = [
-    pytest.param(SnnTorch(), id="snntorch", marks=[pytest.mark.skipif(not HAS_SNNTORCH, reason="no snnTorch"),
-                                                   pytest.mark.snntorch]),
+    pytest.param(SnnTorch(), id="snntorch", marks=pytest.mark.snntorch),
     pytest.param(SpikingJelly(), id="spikingjelly",
-                 marks=[pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="no SpikingJelly"), pytest.mark.spikingjelly]),
+                 marks=pytest.mark.spikingjelly),
 ]
 
 

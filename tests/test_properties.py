@@ -32,7 +32,6 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 import snn_initplug as sip  # noqa: E402
-from conftest import HAS_SNNTORCH, HAS_SPIKINGJELLY  # noqa: E402
 
 DOCUMENTED_ERRORS = (sip.InitError, sip.PlanError, sip.NeuronSpecError, sip.SurrogateError,
                      sip.UnsupportedNeuronError)
@@ -386,7 +385,6 @@ def snntorch_property(outcomes, bp, method):
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_initialize_properties_snntorch():
     run_with_floor(snntorch_property, FLOORS["snntorch"])
 
@@ -398,7 +396,6 @@ def spikingjelly_property(outcomes, bp, method):
 
 
 @pytest.mark.spikingjelly
-@pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
 def test_initialize_properties_spikingjelly():
     run_with_floor(spikingjelly_property, FLOORS["spikingjelly"])
 

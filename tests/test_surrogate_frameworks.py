@@ -101,7 +101,6 @@ def closed_form(family, param, dist):
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 @pytest.mark.parametrize("dist", DISTRIBUTIONS, ids=str)
 @pytest.mark.parametrize("case", snntorch_cases(), ids=lambda c: c[0])
 def test_snntorch_surrogate_moments(case, dist):
@@ -110,7 +109,6 @@ def test_snntorch_surrogate_moments(case, dist):
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_snntorch_descriptions_read_from_the_closure():
     from snntorch import surrogate as s
     import snntorch as snn
@@ -127,7 +125,6 @@ def test_snntorch_descriptions_read_from_the_closure():
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_snntorch_failure_modes():
     from snntorch import surrogate as s
     import snntorch as snn
@@ -142,7 +139,6 @@ def test_snntorch_failure_modes():
 
 
 @pytest.mark.snntorch
-@pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 @pytest.mark.parametrize("mean,variance", [(0.0, 0.2), (0.3, 0.5)])
 def test_snntorch_sso_monte_carlo_matches_closed_form(mean, variance):
     from snntorch import surrogate as s
@@ -195,7 +191,6 @@ def spikingjelly_cases():
 
 
 @pytest.mark.spikingjelly
-@pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
 @pytest.mark.parametrize("dist", DISTRIBUTIONS, ids=str)
 @pytest.mark.parametrize("case", spikingjelly_cases(), ids=lambda c: c[0])
 def test_spikingjelly_surrogate_moments(case, dist):
@@ -204,7 +199,6 @@ def test_spikingjelly_surrogate_moments(case, dist):
 
 
 @pytest.mark.spikingjelly
-@pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
 def test_spikingjelly_descriptions_and_shared_default():
     from spikingjelly.activation_based import neuron, surrogate as s
 
@@ -215,7 +209,6 @@ def test_spikingjelly_descriptions_and_shared_default():
 
 
 @pytest.mark.spikingjelly
-@pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
 def test_spikingjelly_mutated_parameter_is_not_served_from_cache():
     from spikingjelly.activation_based import surrogate as s
 
@@ -228,7 +221,6 @@ def test_spikingjelly_mutated_parameter_is_not_served_from_cache():
 
 
 @pytest.mark.spikingjelly
-@pytest.mark.skipif(not HAS_SPIKINGJELLY, reason="SpikingJelly not installed")
 def test_spikingjelly_100_layers_one_integration():
     from spikingjelly.activation_based import neuron, surrogate as s
 
