@@ -24,8 +24,10 @@ import torch.nn as nn
 
 from . import replay as checkpoint
 from .calibration import calibrate
+from .copycheck import verify_copies
 from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, InitError, OptionError, PlanError
+from .guard import entry_point
 from .init import sample
 from .laws import Law
 from .options import (
@@ -41,7 +43,7 @@ from .planning import InputStats, Plan, plan
 from .reports import LayerReport, Report, calibrated_label
 from .rules import compute_laws
 from .running import drive
-from .selection import Skip
+from .selection import Skip, skip_list
 from .shaping import SurrogateSnapshot, surrogate_writes, write_weights_and_surrogates
 from .transaction import Snapshot, agree, check_writable, exclusive, fingerprint
 
@@ -53,6 +55,7 @@ METHODS = ANALYTIC_METHODS + ("calibrated",)
 # ----------------------------------------------------------------------------------------------------------
 # initialize
 # ----------------------------------------------------------------------------------------------------------
+@entry_point("initialize")
 def initialize(
     model: nn.Module,
     method: Union[str, MethodOptions] = "calibrated",
@@ -214,11 +217,24 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
     agree("initialize", 0, error, group)
     # rank 0's draws win everywhere (robust to ranks whose generators differ): broadcast before writing
     broadcast_parameters(new, src=0, group=group)
-    write_weights_and_surrogates([(layer.weight, value) for (layer, _, _), value in zip(results, new)]
-                                 + [(bias, torch.zeros_like(bias)) for bias in zeroed], saved, surrogates, model)
+    targets = [(layer.weight, value) for (layer, _, _), value in zip(results, new)] + \
+        [(bias, torch.zeros_like(bias)) for bias in zeroed]
+    copies = [(layer, row.assumed["relay_steps"] if isinstance(row.assumed.get("relay_steps"), int) else None)
+              for layer, law, row in results if law.is_copy]
+    if copies and saved is None:
+        saved = Snapshot([target for target, _ in targets])
+    old_surrogates = SurrogateSnapshot(model) if copies and surrogates else None
+    write_weights_and_surrogates(targets, saved, surrogates, model)
+    try:  # relay=1 checked on the batch, or every write undone
+        copy_notes = verify_copies(model, copies, example_input, forward, group, saved) \
+            if saved is not None and copies else []
+    except BaseException:
+        if old_surrogates is not None:
+            old_surrogates.restore()
+        raise
     for (_, _, row), seed in zip(results, seeds):
         row.seed = int(seed)
-    notes = list(p.notes)
+    notes = list(p.notes) + copy_notes
     notes += p.unfed_notes()
     if is_distributed(group):
         notes.append(f"torch.distributed: input statistics of the global batch of {world_size(group)} ranks; "
@@ -338,6 +354,8 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
     if example_input is None:
         raise InitError("initialize: method='calibrated' (the default) needs example_input= (a real batch); "
                         "without data, choose a closed-form method such as 'ikun' or 'fluctuation'")
+    if isinstance(example_input, list) and not example_input:
+        raise InitError("initialize: example_input is an empty list (no time step); give a batch, or one per step")
     saved, surrogates = Snapshot(list(model.parameters())), SurrogateSnapshot(model)
     try:
         # a list holds one input per time step (a model called once per step): the start plans on the first
@@ -348,8 +366,14 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
         # the start planned on the input calibrate would plan on (its first step), so its plan is reused: only
         # the pairing is needed, and the weights it wrote do not change it
         same_input = forward is None or not isinstance(example_input, list)
-        report.calibration = calibrate(model, example_input, forward=forward, skip=skip, process_group=group,
+        # a copy's weight does not depend on the data and its rate is its input's: left at scale 1, not searched
+        copies = {row.layer for row in report.layers if row.assumed.get("relay") == 1.0}
+        report.calibration = calibrate(model, example_input, forward=forward, process_group=group,
+                                       skip=[*skip_list(skip), lambda layer: layer.name in copies] if copies else skip,
                                        plan_=start_plan if same_input else None, **call.calibration)
+        if copies:
+            report.calibration.notes.append(f"relay=1: {', '.join(sorted(copies))} copy their input and stay at "
+                                            "scale 1 (not searched: their rate is their input's)")
         if replay is not None:
             checkpoint.check_replayed_scales(report.calibration, replay.calibration)
     except BaseException:
@@ -363,6 +387,7 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
 # ----------------------------------------------------------------------------------------------------------
 # Replay
 # ----------------------------------------------------------------------------------------------------------
+@entry_point("reinitialize")
 def reinitialize(
     model: nn.Module,
     report: Union[Report, str, os.PathLike[str]],

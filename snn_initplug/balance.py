@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from .distributed import all_reduce_sums, is_distributed
 from .errors import ArgumentTypeError, InitError, OptionError
+from .guard import entry_point
 from .membrane import (
     MembraneScaling,
     ScalingTarget,
@@ -27,7 +28,7 @@ from .running import checked_calls, input_calls, plan_for_input, runner
 from .selection import Skip
 from .state import all_tensors
 from .tables import short_number
-from .transaction import SameDraws, Snapshot, agree, one_thread_per_model
+from .transaction import SameDraws, Snapshot, agree
 
 __all__ = ["balance_gradients", "GradientBalance", "gradient_slope"]
 
@@ -132,6 +133,9 @@ def _gradient_norms_by_neuron(model: nn.Module, p: Plan, targets: list[ScalingTa
                 if not isinstance(loss, torch.Tensor) or loss.numel() != 1 or not loss.requires_grad:
                     raise InitError("balance_gradients: loss_fn must return a scalar tensor that depends on the "
                                     "weights")
+                if torch.isnan(loss.detach()).any():  # not an exploding gradient: nothing to balance
+                    raise InitError("balance_gradients: the loss is NaN on this batch (a NaN in the model's output "
+                                    "or in loss_fn); the model is unchanged")
                 grads = torch.autograd.grad(loss.reshape(()), flat, allow_unused=True)
     finally:
         for handle in handles:
@@ -141,7 +145,7 @@ def _gradient_norms_by_neuron(model: nn.Module, p: Plan, targets: list[ScalingTa
     return norms, [any(fed.get(id(layer.module), False) for layer in layers[t.name]) for t in targets]
 
 
-@one_thread_per_model("balance_gradients")
+@entry_point("balance_gradients")
 def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[int] = None,
                       forward: Optional[Callable[[nn.Module, Any], Any]] = None,
                       loss_fn: Optional[Callable[[Any], torch.Tensor]] = None, skip: Skip = None, seed: int = 0,
@@ -229,11 +233,7 @@ def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[i
     def slope_at(factor: float) -> float:
         norms, active = norms_at(factor)
         tried[factor], fitted[:] = norms, active
-        if not all(math.isfinite(g) for g in norms):  # overflow (inf, or inf·0 = NaN): exploding at this factor
-            return -math.inf
-        if sum(active) < 2:
-            raise _too_few_fed(targets, active)
-        return gradient_slope([g for g, a in zip(norms, active) if a])
+        return _slope(targets, norms, active)
 
     tried: dict[float, list[float]] = {}
     fitted: list[bool] = []
@@ -254,12 +254,28 @@ def _too_few_fed(targets: list[ScalingTarget], active: list[bool]) -> InitError:
                      "balance (initialize or calibrate first); the model is unchanged")
 
 
+def _slope(targets: list[ScalingTarget], norms: list[float], active: list[bool]) -> float:
+    """The log-norm slope over the layers with input; -inf where a norm overflowed (exploding at this factor),
+    NaN where every norm underflowed to 0 (no slope: not a balance)."""
+    if sum(active) >= 2 and all(g == 0 for g, a in zip(norms, active) if a):
+        return math.nan
+    if not all(math.isfinite(g) for g in norms):  # overflow (inf, or inf·0 = NaN): exploding at this factor
+        return -math.inf
+    if sum(active) < 2:
+        raise _too_few_fed(targets, active)
+    return gradient_slope([g for g, a in zip(norms, active) if a])
+
+
 def _unbalanced(targets: list[ScalingTarget], tried: dict[float, list[float]], fitted: list[bool], low: float,
                 high: float) -> InitError:
     """The error when no factor within the bounds balances the gradients: which way they go at the bound
     reached, and the layers without input that the gradient passes through."""
-    edge = high if high in tried else low
+    edge = max(tried, key=lambda f: abs(math.log(f)))  # the factor farthest from 1 the search reached
     edge_norms = [g for g, a in zip(tried[edge], fitted) if a]
+    if edge_norms and all(g == 0 for g in edge_norms):
+        return InitError(f"balance_gradients: at factor {edge:g} every weight gradient underflows to 0, and no "
+                         f"factor tried between 1 and {edge:g} balances them ({len(tried)} gradient passes); "
+                         "narrow bounds=; the model is unchanged")
     b_edge = gradient_slope(edge_norms) if all(math.isfinite(g) for g in edge_norms) else -math.inf
     way = "vanish toward the input" if b_edge > 0 else "explode toward the input"
     silent = [t.name for t, a in zip(targets, fitted) if not a]
@@ -285,6 +301,8 @@ def _balanced_factor(slope_at: Callable[[float], float], low: float, high: float
     doubling or halving until the sign changes, then bisection in log space; None if it never changes sign."""
     flat = math.log(FLATNESS) / max(layers - 1, 1)
     b = slope_at(1.0)
+    if math.isnan(b):
+        return None
     best = (abs(b), 1.0)
     if abs(b) <= flat:
         return 1.0
@@ -296,6 +314,8 @@ def _balanced_factor(slope_at: Callable[[float], float], low: float, high: float
             return None
         b_outer = slope_at(outer)
         evaluations += 1
+        if math.isnan(b_outer) or evaluations >= BALANCE_EVALUATIONS:  # no gradient left, or out of passes
+            return None
         best = min(best, (abs(b_outer), outer))
         if abs(b_outer) <= flat:
             return outer
@@ -306,6 +326,9 @@ def _balanced_factor(slope_at: Callable[[float], float], low: float, high: float
         middle = math.sqrt(inner * outer)
         b_middle = slope_at(middle)
         evaluations += 1
+        if math.isnan(b_middle):  # no gradient at all there: not a candidate; narrow toward the other side
+            outer = middle
+            continue
         best = min(best, (abs(b_middle), middle))
         if abs(b_middle) <= flat:
             return middle

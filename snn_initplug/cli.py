@@ -145,6 +145,21 @@ def writable_file(text: str) -> str:
     return text
 
 
+def plot_file(text: str) -> str:
+    """A writable path whose extension matplotlib can save (checked before any work, not after the run)."""
+    text = writable_file(text)
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise argparse.ArgumentTypeError("--plot needs matplotlib (pip install matplotlib)") from None
+    formats = FigureCanvasBase.get_supported_filetypes()
+    extension = os.path.splitext(text)[1].lstrip(".").lower()
+    if extension not in formats:
+        raise argparse.ArgumentTypeError(f"matplotlib cannot save the format {extension or '(none)'!r} of {text}; "
+                                         f"use one of {', '.join(sorted(formats))}")
+    return text
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose errors are one line (``snn-initplug init: error: ...``) with exit status 2."""
 
@@ -218,6 +233,9 @@ def _label(method: str, relay) -> str:
 def cmd_diagnose(args) -> int:
     from .diagnostics import compare, diagnose, plot_comparison
 
+    if args.relay is not None and not any(method in RELAY_METHODS for method in args.init or []):
+        raise CommandError(f"--relay applies to {' and '.join(RELAY_METHODS)} given with --init, not to "
+                           f"{', '.join(args.init or [AS_BUILT])}")
     factory = load_factory(args.model)
     x = make_input(args.input_shape, args.binary, args.seed)
     loss_fn = _RandomLabelLoss(args.classes, args.seed) if args.classes else None
@@ -330,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--classes", type=positive_int, default=None, metavar="K",
                           help="also measure gradient norms, for the cross-entropy against seeded random labels in [0, K)")
     diagnose.add_argument("--json", metavar="PATH", type=writable_file, help="write {label: record} as JSON")
-    diagnose.add_argument("--plot", metavar="PATH", type=writable_file, help="plot rate, membrane sd/θ and gradient norm against depth")
+    diagnose.add_argument("--plot", metavar="PATH", type=plot_file, help="plot rate, membrane sd/θ and gradient norm against depth")
     diagnose.set_defaults(run=cmd_diagnose)
 
     init = commands.add_parser("init", help="initialize a model and save its state_dict")
@@ -354,6 +372,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     try:
         return args.run(args)
+    except KeyboardInterrupt:  # the entry points put the model back; one line, the shell's status for Ctrl-C
+        print(f"snn-initplug {args.command}: interrupted", file=sys.stderr)
+        return 130
     # the package's own errors (and a missing module or an unwritable file) are one line; a bug keeps its traceback
     except (CommandError, SnnInitError, ImportError, OSError) as exc:
         message = " ".join(str(exc).split())  # one line

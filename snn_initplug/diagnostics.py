@@ -51,11 +51,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import DiagnoseError
+from .guard import entry_point
 from .observation import SUPPORT_FRACTION, MembraneStats, Observation, SpikeCounter, unobserved_notes
 from .planning import Plan, first_tensor, plan, preserved, run_model
 from .running import mean_value
 from .tables import render_table, short_number
-from .transaction import all_finite, one_thread_per_model
+from .transaction import all_finite
 
 __all__ = [
     "diagnose",
@@ -231,7 +232,7 @@ def _gradient_norms(loss: torch.Tensor, feeding: dict[str, list[tuple[str, torch
     return {name: 0.0 if g is None else float(g.detach().double().norm()) for name, g in zip(names, grads)}
 
 
-@one_thread_per_model("diagnose")
+@entry_point("diagnose", DiagnoseError)
 def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
              loss_fn: Optional[Callable[[Any], torch.Tensor]] = None,
              forward: Optional[Callable[[nn.Module, Any], Any]] = None, *,
@@ -273,6 +274,9 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
         raise DiagnoseError("diagnose: give target= or loss_fn=, not both")
     if example_input is None and forward is None:
         raise DiagnoseError("diagnose: needs example_input= (one batch as the model takes it) to run the model")
+    first = first_tensor(example_input)
+    if first is not None and first.numel() == 0:  # no spike to count: the rates would be 0/0
+        raise DiagnoseError("diagnose: example_input has no elements (an empty batch has no rates)")
     p = plan(model, example_input, forward=forward)
     feeding = _weights_by_neuron(p)
     want_grad = target is not None or loss_fn is not None

@@ -17,6 +17,7 @@ import torch
 
 from . import theory
 from .errors import ArgumentTypeError, InitError
+from .guard import entry_point
 from .laws import (
     BASELINES,
     Law,
@@ -28,7 +29,7 @@ from .laws import (
     membrane_target,
     spike_aware_law,
 )
-from .options import FluctuationOptions, IkunOptions, SpikeAwareOptions
+from .options import FluctuationOptions, IkunOptions, SpikeAwareOptions, positive_numbers
 from .surrogate import Distribution, Uniform, describe_surrogate, surrogate_derivative, surrogate_moments
 
 __all__ = [
@@ -128,7 +129,7 @@ def is_empty_tensor(tensor: torch.Tensor) -> bool:
     (a law of a zero fan divides by zero), the same for every function and both (n, 0) and (0, n) shapes."""
     calculate_fans(tensor)  # type and dimension checks still apply
     if tensor.numel() == 0:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=4)
         return True
     return False
 
@@ -136,7 +137,7 @@ def is_empty_tensor(tensor: torch.Tensor) -> bool:
 def fill_with_law_(tensor: torch.Tensor, law: Law, generator: Optional[torch.Generator]) -> torch.Tensor:
     """Fill ``tensor`` in place with draws of ``law`` (:func:`sample`); floating-point tensors only."""
     if tensor.numel() == 0:
-        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=4)
         return tensor
     # an integer tensor would be filled with truncated draws (mostly 0 and ±1); torch.nn.init raises too
     if not tensor.is_floating_point():
@@ -149,6 +150,7 @@ def fill_with_law_(tensor: torch.Tensor, law: Law, generator: Optional[torch.Gen
 # ------------------------------------------------------------------------------------------------------
 # IKUN
 # ------------------------------------------------------------------------------------------------------
+@entry_point("calculate_ikun_gain")
 def calculate_ikun_gain(
     surrogate: Optional[Callable] = None,
     *,
@@ -204,10 +206,11 @@ def calculate_ikun_gain(
         why = ("the surrogate is narrow or low relative to D: little of its mass falls inside it"
                if kappa > 1 else "the surrogate is tall relative to D")
         warnings.warn(f"IKUN gain κ = {kappa:.3g} for {kind}{params} (E[h^{moment}] = {value:.3g} over {distribution}, "
-                      f"h(0) = {peak:.3g}): {why}; weights get std ×{math.sqrt(kappa):.2g} of LeCun's", stacklevel=2)
+                      f"h(0) = {peak:.3g}): {why}; weights get std ×{math.sqrt(kappa):.2g} of LeCun's", stacklevel=3)
     return kappa
 
 
+@entry_point("ikun_")
 def ikun_(
     tensor: torch.Tensor,
     surrogate: Optional[Callable] = None,
@@ -275,6 +278,7 @@ def _threshold(threshold) -> float:
     return _positive_number("threshold", threshold)
 
 
+@entry_point("calculate_spike_aware_gain")
 def calculate_spike_aware_gain(
     threshold: float = 1.0,
     *,
@@ -315,6 +319,7 @@ def calculate_spike_aware_gain(
     return theory.spike_aware_variance(1.0, sigma, q, kernel_sq_sum)
 
 
+@entry_point("spike_aware_")
 def spike_aware_(
     tensor: torch.Tensor,
     threshold: float = 1.0,
@@ -366,6 +371,8 @@ def spike_aware_(
         return tensor
     fan_in, _ = calculate_fans(tensor)
     threshold = _threshold(threshold)
+    for name, value in (("input_scale", input_scale), ("kernel_sq_sum", kernel_sq_sum)):
+        positive_numbers("spike_aware_", name, value)
     options = SpikeAwareOptions(sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment, relay=relay)
     sigma = membrane_target(threshold, sigma_u=options.sigma_u, rate=options.rate)
     q = theory.firing_probability(threshold, sigma) if input_second_moment is None else input_second_moment
@@ -377,6 +384,7 @@ def spike_aware_(
 # ------------------------------------------------------------------------------------------------------
 # Fluctuation-driven (Rossbroich et al. 2022)
 # ------------------------------------------------------------------------------------------------------
+@entry_point("calculate_fluctuation")
 def calculate_fluctuation(
     fan_in: int,
     *,
@@ -422,6 +430,10 @@ def calculate_fluctuation(
         >>> sip.calculate_fluctuation(784, kernel_sums=(10.0, 1 / 0.19), input_rate=0.1)
         Law(kind='normal', mean=0.0, std=0.0492, relay=0.0)
     """
+    options = FluctuationOptions(mu_u=mu_u, sigma_u=sigma_u, rate=rate, input_rate=input_rate, input_mean=input_mean,
+                                 input_second_moment=input_second_moment)  # each number checked, a rate in [0, 1]
+    kernel_sums = positive_numbers("calculate_fluctuation", "kernel_sums", kernel_sums, 2)  # type: ignore[assignment]
+    input_rate, input_mean, input_second_moment = options.input_rate, options.input_mean, options.input_second_moment
     if input_rate is not None:
         if input_mean is not None or input_second_moment is not None:
             raise InitError("give input_rate= (spikes) or input_mean=/input_second_moment=, not both")
@@ -429,12 +441,12 @@ def calculate_fluctuation(
     if input_mean is None or input_second_moment is None:
         raise InitError("fluctuation-driven init needs the input rate (or the input's mean and second moment)")
     threshold = _threshold(threshold)
-    options = FluctuationOptions(mu_u=mu_u, sigma_u=sigma_u, rate=rate)
     sigma = membrane_target(threshold, sigma_u=options.sigma_u, rate=options.rate, mu_u=options.mu_u)
     return fluctuation_law(fan_in, input_mean, input_second_moment, kernel_sums[0], kernel_sums[1], mu_u=options.mu_u,
                            sigma_u=sigma, share=variance_share, total_drive=total_drive)
 
 
+@entry_point("fluctuation_")
 def fluctuation_(tensor: torch.Tensor, *, generator: Optional[torch.Generator] = None, **kwargs) -> torch.Tensor:
     r"""Fill ``tensor`` with :math:`\mathcal{N}(\mu_w, \sigma_w^2)` from :func:`calculate_fluctuation`
     (Rossbroich et al. 2022).
@@ -465,6 +477,7 @@ def fluctuation_(tensor: torch.Tensor, *, generator: Optional[torch.Generator] =
 # ------------------------------------------------------------------------------------------------------
 # Baselines
 # ------------------------------------------------------------------------------------------------------
+@entry_point("baseline_")
 def baseline_(tensor: torch.Tensor, name: str, *, threshold: float = 1.0, input_scale: float = 1.0,
               generator: Optional[torch.Generator] = None) -> torch.Tensor:
     """Fill ``tensor`` from a baseline's law (:func:`~snn_initplug.baseline_law`: PyTorch's default, Kaiming,

@@ -273,6 +273,8 @@ def baseline_law(name: str, fan_in: int, fan_out: int, *, threshold: float = 1.0
         >>> sip.baseline_law("kaiming_normal", 784, 256)
         Law(kind='normal', mean=0.0, std=0.0505, relay=0.0)
     """
+    if not isinstance(name, str):
+        raise OptionError(f"baseline: name must be a baseline's name (a str), got {type(name).__name__}")
     if fan_in <= 0 or fan_out <= 0:
         raise InitError(f"zero fan (fan_in={fan_in}, fan_out={fan_out}): nothing to initialize")
     table = {

@@ -41,13 +41,14 @@ import torch.nn as nn
 from .adapters import neuron_spec, threshold_lever
 from .distributed import is_distributed
 from .errors import ArgumentTypeError, InitError, OptionError, PlanError
+from .guard import entry_point
 from .neuron import NeuronSpec
 from .planning import LayerPlan, Plan, preserved
 from .running import checked_calls, input_calls, neuron_groups, plan_for_input, recorded_passes, runner
 from .selection import Skip, is_skipped, skip_list
 from .state import all_tensors
 from .tables import render_table, short_number
-from .transaction import SameDraws, Snapshot, agree, all_finite, check_writable, fingerprint, one_thread_per_model
+from .transaction import SameDraws, Snapshot, agree, all_finite, check_writable, fingerprint
 
 __all__ = ["scale_membrane", "MembraneScaling", "NeuronScaling"]
 
@@ -180,6 +181,25 @@ def scale_drives(tensors: list[torch.Tensor], targets: list[ScalingTarget], fact
         undo.append(target.lever(factor))
 
 
+def _representable(tensors: list[torch.Tensor], targets: list[ScalingTarget], factor: float, entry: str) -> None:
+    """Refuse, before anything is scaled, a factor whose products leave the drive tensors' dtype: a value that
+    would overflow to ±inf, or a non-zero one that would underflow to 0 (the spikes would change for that
+    reason, not because the dynamics are not linear)."""
+    for target in targets:
+        for (name, _), tensor in zip(target.drives, drive_tensors([target])):
+            if tensor.numel() == 0 or not tensor.is_floating_point():
+                continue
+            info = torch.finfo(tensor.dtype)
+            magnitudes = tensor.detach().abs().double()
+            nonzero = magnitudes[magnitudes > 0]
+            if nonzero.numel() and float(nonzero.max()) * factor > info.max:
+                raise InitError(f"{entry}: factor {factor:g} overflows {tensor.dtype} in {name} (largest value "
+                                f"{float(nonzero.max()):.3g}); the model is unchanged")
+            if nonzero.numel() and float(nonzero.min()) * factor < info.tiny:
+                raise InitError(f"{entry}: factor {factor:g} underflows {tensor.dtype} in {name} (smallest non-zero "
+                                f"value {float(nonzero.min()):.3g}); the model is unchanged")
+
+
 def put_back(undo: list[Callable[[], None]], saved: Snapshot) -> None:
     """Undo :func:`scale_drives`: the thresholds in reverse order, then the tensors from their snapshot."""
     for step in reversed(undo):
@@ -217,7 +237,7 @@ def _difference(before: list[torch.Tensor], after: list[torch.Tensor]) -> float:
     return 0.0 if num == 0 else math.sqrt(num / den) if den > 0 else math.inf
 
 
-@one_thread_per_model("scale_membrane")
+@entry_point("scale_membrane")
 def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps: Optional[int] = None,
                    forward: Optional[Callable[[nn.Module, Any], Any]] = None, skip: Skip = None, seed: int = 0,
                    process_group: Any = None) -> MembraneScaling:
@@ -271,7 +291,12 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
         agree("scale_membrane", 0, exc, process_group)
         raise
     tensors = drive_tensors(targets)
-    agree("scale_membrane", drive_fingerprint(targets, factor), None, process_group)
+    error_early: Optional[Exception] = None
+    try:
+        _representable(tensors, targets, factor, "scale_membrane")
+    except InitError as exc:
+        error_early = exc
+    agree("scale_membrane", drive_fingerprint(targets, factor), error_early, process_group)
     saved = Snapshot(tensors)
     undo: list[Callable[[], None]] = []
     error: Optional[Exception] = None

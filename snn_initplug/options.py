@@ -34,6 +34,7 @@ __all__ = [
     "method_name",
     "non_default_fields",
     "horizon_steps",
+    "positive_numbers",
     "FAN_MODES",
     "DEFAULT_TARGET_RATE",
 ]
@@ -78,6 +79,14 @@ def _target_rate(owner: str, rate: Any) -> Optional[float]:
     if rate is not None and not 0.0 < rate < 0.5:
         raise OptionError(f"{owner}: target rate must lie in (0, 0.5) for a zero-mean membrane, got {rate}")
     return rate
+
+
+def positive_numbers(owner: str, name: str, value: Any, count: int = 1) -> tuple[float, ...]:
+    """``value`` (``count`` > 1: a tuple or list of that many) as finite numbers > 0, else an OptionError."""
+    values = value if count > 1 and isinstance(value, (tuple, list)) and len(value) == count else (value,)
+    if count > 1 and values is not value:
+        raise OptionError(f"{owner}: {name} must be {count} positive numbers, got {value!r}")
+    return tuple(float(_positive(owner, name, v)) for v in values)  # type: ignore[arg-type]
 
 
 def _fraction(owner: str, name: str, value: Any) -> Optional[float]:

@@ -25,6 +25,7 @@ import torch.nn as nn
 
 from .adapters import find_adapter, internal_weights, reset_neuron
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, PlanError
+from .guard import entry_point
 from .init import calculate_fans
 from .neuron import NeuronSpec
 from .state import StateSnapshot, first_tensor, preserved, run_model
@@ -39,7 +40,6 @@ from .tracing import (
     note_other_uses,
     trace_sources,
 )
-from .transaction import one_thread_per_model
 
 __all__ = ["plan", "Plan", "LayerPlan", "InputStats", "PlanError", "WEIGHT_LAYERS", "NORM_LAYERS", "StateSnapshot",
            "preserved", "reset_neuron", "first_tensor", "run_model", "fans", "neuron_modules"]
@@ -166,7 +166,7 @@ def neuron_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return found
 
 
-@one_thread_per_model("plan")
+@entry_point("plan", PlanError)
 def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
     """Pair every neuron of ``model`` with the weight layer(s) that feed it.
 
@@ -192,6 +192,10 @@ def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
     """
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"plan: model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise PlanError("plan: the model is a TorchScript module (torch.jit.trace or torch.jit.script): its "
+                        "forward is compiled, so its neurons and the weights feeding them cannot be traced; "
+                        "initialize the nn.Module first, then script or trace it")
     if any(p.device.type == "meta" for p in model.parameters()):
         raise PlanError("plan: the model is on the meta device (no data); materialize it first (to_empty + init)")
     parametrized = _parametrized_weights(model)
@@ -205,6 +209,11 @@ def plan(model: nn.Module, example_input: Any = None, *, forward=None) -> Plan:
     if lazy:
         raise PlanError(f"plan: {', '.join(lazy)} not materialized yet (a Lazy module); run one forward pass "
                         "of a batch first, so its shape is known")
+    frozen_in_inference = [name for name, p in model.named_parameters() if p.is_inference()]
+    if frozen_in_inference:
+        raise PlanError(f"plan: {', '.join(frozen_in_inference)} made under torch.inference_mode() (an inference "
+                        "tensor): it can be neither traced nor written; clone() it into a Parameter outside that "
+                        "block first")
     neurons = neuron_modules(model)
     if not neurons:
         raise PlanError(f"plan: no spiking neurons found in {type(model).__name__} "

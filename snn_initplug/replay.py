@@ -3,6 +3,7 @@ it, and the checks that make :func:`snn_initplug.reinitialize` reproduce its wei
 layers, the same laws, the same seeds; for ``"calibrated"`` the same scales)."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import numbers
 from dataclasses import asdict
@@ -51,10 +52,26 @@ def decode(value: Any, where: str) -> Any:
                             "which a JSON report cannot hold (use name patterns and plain values instead of "
                             "callables to make a report replayable)")
         if "__distribution__" in value:
-            fields = {k: v for k, v in value.items() if k != "__distribution__"}
-            return _DISTRIBUTIONS[value["__distribution__"]](**fields)
+            return _distribution(value, where)
         return {k: decode(v, f"{where}[{k!r}]") for k, v in value.items()}
     return value
+
+
+def _distribution(value: dict[str, Any], where: str) -> Any:
+    kind = _DISTRIBUTIONS.get(value["__distribution__"]) if isinstance(value["__distribution__"], str) else None
+    if kind is None:
+        raise InitError(f"reinitialize: {where} is an unknown distribution {value['__distribution__']!r} "
+                        f"(known: {sorted(_DISTRIBUTIONS)})")
+    fields = {k: v for k, v in value.items() if k != "__distribution__"}
+    expected = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    if set(fields) != expected or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                          for v in fields.values()):
+        raise InitError(f"reinitialize: {where}: a {kind.__name__} holds the numbers {sorted(expected)}, the report "
+                        f"has {fields!r}")
+    return kind(**fields)
+
+
+_RECORDED = {"method": str, "options": dict, "overrides": dict, "skip": list}
 
 
 def _tensors(value: Any):
@@ -115,6 +132,11 @@ def recorded_call(report: Report, example_input: Any, forward: Any) -> tuple[str
                         f"{recorded['example_input']['shapes']}); pass the same batch")
     if recorded.get("forward") is not None and forward is None:
         raise InitError("reinitialize: the report was made with a custom forward=; pass it again")
+    for key, kind in _RECORDED.items():
+        if not isinstance(recorded.get(key), kind):
+            raise InitError(f"reinitialize: the report's settings need {key} as a JSON "
+                            f"{ {str: 'string', dict: 'object', list: 'list'}[kind]}, got "
+                            f"{'nothing' if key not in recorded else type(recorded[key]).__name__}")
     return (recorded["method"], decode(recorded["options"], "options"), decode(recorded["overrides"], "overrides"),
             decode(recorded["skip"], "skip"))
 

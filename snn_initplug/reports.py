@@ -8,6 +8,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Optional, TypeVar, Union
 
 from .errors import InitError
+from .guard import entry_point
 from .tables import render_table, short_number
 
 __all__ = ["LayerReport", "Report", "LayerCalibration", "CalibrationReport", "calibrated_label"]
@@ -128,6 +129,7 @@ class Report:
             handle.write(self.to_json(indent=2) + "\n")
 
     @classmethod
+    @entry_point("Report.load")
     def load(cls, path: Union[str, os.PathLike[str]]) -> Report:
         """Read a report written by :meth:`save`; :func:`snn_initplug.reinitialize` replays it."""
         with open(path, encoding="utf-8") as handle:
@@ -138,6 +140,7 @@ class Report:
         return cls.from_dict(data)
 
     @classmethod
+    @entry_point("Report.from_dict")
     def from_dict(cls, data: dict[str, Any]) -> Report:
         """Inverse of :meth:`to_dict`; anything else (a list, missing or unknown keys, a seed that is not an
         integer) is an :class:`InitError`."""
@@ -146,6 +149,8 @@ class Report:
         for row in layers:
             if row.seed is not None and (isinstance(row.seed, bool) or not isinstance(row.seed, int)):
                 raise InitError(f"report layer {row.layer}: seed must be an integer, got {row.seed!r}")
+            if row.seed is not None and not 0 <= row.seed < 2**63:  # initialize draws them in [0, 2**62)
+                raise InitError(f"report layer {row.layer}: seed must lie in [0, 2**63), got {row.seed}")
         settings = report.settings or {}
         if not isinstance(settings, dict):
             raise InitError(f"the report's settings must be a JSON object, got {type(settings).__name__}")

@@ -42,8 +42,13 @@ def is_skipped(layer: LayerPlan, skip: Skip) -> bool:
 
 def check_overrides(p: Plan, overrides: Optional[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
     """``overrides`` as a dict of dicts, each pattern matching at least one planned layer."""
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise OptionError(f"initialize: overrides must be a dict {{pattern: {{option: value}}}}, got "
+                          f"{type(overrides).__name__}")
     overrides = dict(overrides or {})
     for pattern, extra in overrides.items():
+        if not isinstance(pattern, str):
+            raise OptionError(f"initialize: overrides keys must be layer name patterns (str), got {pattern!r}")
         if not isinstance(extra, dict):
             raise OptionError(f"initialize: overrides[{pattern!r}] must be a dict of options, got "
                               f"{type(extra).__name__}")

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .errors import InitError
+from .guard import entry_point
 from .init import calculate_fans, fill_with_law_, is_empty_tensor
 from .laws import spikeinit_law
 from .options import SpikeInitOptions
@@ -81,6 +82,7 @@ def _mean(value: Union[float, tuple[float, ...]]) -> float:
     return float(np.mean(value)) if isinstance(value, tuple) else value
 
 
+@entry_point("calculate_spikeinit")
 def calculate_spikeinit(
     *,
     target_rate: float = 0.1,
@@ -194,6 +196,7 @@ def calculate_spikeinit(
     return SpikeInitScale(weight_scale, s, mean, std, rate, target, _mean(theta), how)
 
 
+@entry_point("spikeinit_")
 def spikeinit_(tensor: torch.Tensor, *, generator: Optional[torch.Generator] = None, **kwargs) -> torch.Tensor:
     r"""Fill ``tensor`` with SpikeInit's law :math:`\mathcal{N}(0, \sigma^{*2}/\mathrm{fan\_in})`
     (Shi & Yu 2026), :math:`\sigma^*` from :func:`calculate_spikeinit` (:func:`snn_initplug.laws.spikeinit_law`).

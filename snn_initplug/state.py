@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from .adapters import state_attributes
+from .transaction import process_rng_kept
 
 __all__ = ["StateSnapshot", "preserved", "first_tensor", "run_model", "all_tensors"]
 
@@ -59,14 +60,15 @@ class StateSnapshot:
 
 
 @contextlib.contextmanager
-def preserved(model: nn.Module):
+def preserved(model: nn.Module, watch_draws: bool = True):
     """Restore every module's state (:class:`StateSnapshot`), the parameters' ``requires_grad`` flags and the
-    RNG state on exit; the parameters themselves are never written."""
+    process RNG, if this thread drew from it (:func:`~snn_initplug.transaction.process_rng_kept`, watching
+    every operation, or with ``watch_draws=False`` trusting the SameDraws inside), on exit; the parameters
+    themselves are never written."""
     snapshot = StateSnapshot(model)
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     try:
-        with torch.random.fork_rng(devices=devices):
+        with process_rng_kept(watch_draws):
             yield
     finally:
         for p, flag in flags:

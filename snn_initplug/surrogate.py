@@ -32,7 +32,9 @@ import numpy as np
 import torch
 
 from .errors import ArgumentTypeError, StochasticSurrogateError, SurrogateError
+from .guard import entry_point
 from .quadrature import integrate
+from .transaction import ProcessDraws, process_rng_kept
 
 __all__ = [
     "SurrogateError",
@@ -307,7 +309,7 @@ def surrogate_derivative(fn: SpikeFunction, x: Union[torch.Tensor, np.ndarray, f
         tensor([1.0000, 0.0920], dtype=torch.float64)
     """
     points = torch.as_tensor(x, dtype=torch.float64).detach().clone().requires_grad_(True)
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+    with process_rng_kept(), torch.enable_grad():
         try:
             out = fn(points)
         except Exception as exc:  # noqa: BLE001 - re-raised with context
@@ -339,13 +341,18 @@ _PROBE = np.unique(np.concatenate([[0.0], np.geomspace(1e-6, 20.0, 400), -np.geo
 
 
 def _check_usable(fn: SpikeFunction) -> bool:
-    """Raise for an unusable surrogate; return True when it is stochastic."""
-    first = surrogate_derivative(fn, _PROBE)
+    """Raise for an unusable surrogate; return True when it is stochastic. A surrogate that draws nothing from
+    the process RNG is compared with a second evaluation of its own; only one that draws is evaluated from
+    two seeds (inside ``fork_rng``), so checking a deterministic surrogate never touches the process RNG."""
+    with ProcessDraws() as watch:
+        first = surrogate_derivative(fn, _PROBE)
     if not first.abs().max() > 0:
         raise SurrogateError(
             f"spike function {_name(fn)} has zero derivative on all of [-20, 20]: no gradient flows through it, "
             "and no surrogate-based gain exists"
         )
+    if not watch.drew:
+        return not torch.equal(first, surrogate_derivative(fn, _PROBE))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(12345)
         second = surrogate_derivative(fn, _PROBE)
@@ -426,6 +433,7 @@ def _monte_carlo_moments(fn: SpikeFunction, distribution: Distribution, samples:
     return m1, m2, stderr
 
 
+@entry_point("surrogate_moments", SurrogateError)
 def surrogate_moments(
     fn: SpikeFunction,
     distribution: Optional[Distribution] = None,

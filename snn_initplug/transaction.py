@@ -16,20 +16,22 @@ across ranks, then write with a rollback.
 """
 from __future__ import annotations
 
-import functools
+import contextlib
 import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Callable, Optional, TypeVar, cast
+from typing import Any, Callable, Optional, TypeVar
 
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from .distributed import collective_device, is_distributed, rank, torch_distributed, world_size
 from .errors import ConcurrentUseError, DistributedError, InitError, PlanError
 
-__all__ = ["check_writable", "write_all", "Snapshot", "agree", "fingerprint", "exclusive", "one_thread_per_model", "SameDraws"]
+__all__ = ["check_writable", "write_all", "Snapshot", "agree", "fingerprint", "exclusive", "SameDraws",
+           "same_call", "ProcessDraws", "process_rng_kept"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -111,15 +113,37 @@ def fingerprint(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "little") >> 2
 
 
+class _Call(threading.local):
+    print_ = 0  # the fingerprint of the public call this thread is in (0: none)
+
+
+_call = _Call()
+
+
+@contextmanager
+def same_call(print_: int) -> Iterator[None]:
+    """Within this block every :func:`agree` also compares ``print_``, the fingerprint of the public call
+    (entry point, method, options) that :func:`snn_initplug.guard.entry_point` records: ranks that made
+    different calls differ at their first agreement, whatever the entry points' own fingerprints, before
+    any other collective (every entry point's first collective is an agreement)."""
+    outer, _call.print_ = _call.print_, print_
+    try:
+        yield
+    finally:
+        _call.print_ = outer
+
+
 def agree(entry: str, print_: int, error: Optional[BaseException], group: Any = None) -> None:
     """Every rank passes what it is about to do (``print_``, a :func:`fingerprint`) and its error (None if it
     computed everything). Outside ``torch.distributed`` the error is re-raised as it is. Under it, one
-    all-reduce tells every rank whether any rank failed or the fingerprints differ; if so every rank raises
-    the same :class:`DistributedError` (chained to its own error, if any) and nobody writes."""
+    all-reduce tells every rank whether any rank failed or the fingerprints (with the public call's,
+    :func:`same_call`) differ; if so every rank raises the same :class:`DistributedError` (chained to its own
+    error, if any) and nobody writes."""
     if not is_distributed(group):
         if error is not None:
             raise error
         return
+    print_ ^= _call.print_
     world, me = world_size(group), rank(group)
     # MAX of [fp, -fp, failed flags]: max and min fingerprint, and which ranks failed, in one collective
     vector = torch.zeros(2 + world, dtype=torch.int64)
@@ -135,7 +159,7 @@ def agree(entry: str, print_: int, error: Optional[BaseException], group: Any = 
                                "is on the rank that failed)") from error
     if values[0] != -values[1]:
         raise DistributedError(f"{entry}: the {world} ranks differ in the model's layers and shapes, the method or "
-                               "its options; no rank wrote anything (every rank must make the same call on the "
+                               "its options (or call different entry points); no rank wrote anything (every rank must make the same call on the "
                                "same architecture)")
 
 
@@ -150,14 +174,55 @@ def seeded_evaluations() -> int:
     return getattr(_seeded, "count", 0)
 
 
+class ProcessDraws(TorchDispatchMode):
+    """Notes whether an operation drawing from the process RNG (tagged ``nondeterministic_seeded``, with no
+    generator of its own: dropout, ``torch.rand``, ``bernoulli``) runs in this thread. Dispatch modes are
+    per thread, so another thread drawing at the same time is not mistaken for the model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drew = False
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if not self.drew and torch.Tag.nondeterministic_seeded in func.tags and kwargs.get("generator") is None:
+            self.drew = True
+        return func(*args, **kwargs)
+
+
+@contextmanager
+def process_rng_kept(watch: bool = True) -> Iterator[None]:
+    """The process RNG (CPU, and every initialized CUDA device) is put back after the block only if this
+    thread drew from it inside (:class:`ProcessDraws`): a block that draws nothing leaves the RNG alone, so
+    another thread drawing meanwhile keeps its stream (``fork_rng`` would rewind it).
+
+    ``watch=False``, for a long block whose passes all run through :class:`SameDraws` (a dispatch mode on
+    every operation of a whole search costs about a third of its time): put back only if a
+    :class:`SameDraws` inside found that the model draws."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    cpu, cuda = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
+    seeded_before = seeded_evaluations()
+    with ProcessDraws() if watch else contextlib.nullcontext(ProcessDraws()) as watcher:
+        try:
+            yield
+        finally:
+            if watcher.drew or seeded_evaluations() > seeded_before:
+                torch.set_rng_state(cpu)
+                for device, state in zip(devices, cuda):
+                    torch.cuda.set_rng_state(state, device)
+
+
 class SameDraws:
     """Run the evaluations of a search so that each sees the same random draws (dropout, a stochastic encoder)
     from ``seed``, touching the process RNG only for a model that draws from it.
 
-    The first evaluation runs as it is; if the global RNG state did not move, the model draws nothing and no
-    evaluation touches the RNG (other threads keep their streams). If it moved, that draw is undone, and that
-    and every later evaluation runs inside ``fork_rng`` from ``manual_seed(seed)`` (a model that draws from the
-    process RNG needs it; its state is restored afterwards). ``evaluate`` must be safe to run twice."""
+    The first evaluation runs as it is, watched (:class:`ProcessDraws`) for an operation drawing from the
+    process RNG in this thread. If none ran, the model draws nothing and no evaluation touches the RNG (other
+    threads keep their streams). If one ran, that draw is undone, and that and every later evaluation runs
+    inside ``fork_rng`` from ``manual_seed(seed)``, which restores the RNG afterwards. torch has one CPU
+    generator per process and dropout draws from it, so during such an evaluation another thread drawing
+    from the process RNG shares that stream: the limit is documented, and the report says so only for a
+    model that draws. ``evaluate`` must be safe to run twice."""
 
     def __init__(self, seed: int):
         self.seed = seed
@@ -166,8 +231,9 @@ class SameDraws:
     def run(self, evaluate: Callable[[], T]) -> T:
         if self.draws is None:
             before = torch.get_rng_state()
-            result = evaluate()
-            self.draws = not torch.equal(before, torch.get_rng_state())
+            with ProcessDraws() as watch:
+                result = evaluate()
+            self.draws = watch.drew
             if not self.draws:
                 return result
             torch.set_rng_state(before)  # the model draws: undo this unseeded pass, rerun it seeded
@@ -213,17 +279,3 @@ def exclusive(model: nn.Module, entry: str) -> Iterator[None]:
                 del _owners[key]
             else:
                 _owners[key] = (thread, depth - 1)
-
-
-def one_thread_per_model(entry: str) -> Callable[[F], F]:
-    """Decorate an entry point whose first argument is the model with :func:`exclusive` (a first argument that
-    is not a module is left to the entry point's own type check)."""
-    def decorate(function: F) -> F:
-        @functools.wraps(function)
-        def guarded(model, *args, **kwargs):
-            if not isinstance(model, nn.Module):
-                return function(model, *args, **kwargs)
-            with exclusive(model, entry):
-                return function(model, *args, **kwargs)
-        return cast(F, guarded)
-    return decorate

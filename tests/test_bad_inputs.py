@@ -7,6 +7,7 @@ bit-for-bit unchanged) or works (and a check says what "works" means).
 """
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -124,6 +125,50 @@ def _load_text(text: str):
 def _with_seed(data: dict, seed) -> dict:
     data["layers"][0]["seed"] = seed
     return data
+
+
+def _tampered_report(change) -> "sip.Report":
+    """A real report (ikun with a Uniform distribution option) through JSON, then changed by ``change``."""
+    import json
+
+    data = json.loads(sip.initialize(mlp(), "ikun", batch(), generator=seeded(),
+                                     distribution=sip.Uniform(-1.0, 1.0)).to_json())
+    change(data)
+    return sip.Report.from_dict(data)
+
+
+def lever_mlp() -> nn.Sequential:
+    """Two layers of the user neuron of tests/user_neuron.py (registered with a threshold lever by the call)."""
+    from user_neuron import MyLIF
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(4, 6), MyLIF(), nn.Linear(6, 3), MyLIF())
+
+
+def with_lever(call):
+    def run(model):
+        from user_neuron import register, unregister
+
+        register(threshold_lever=True)
+        try:
+            return call(model)
+        finally:
+            unregister()
+    return run
+
+
+def traced_mlp():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer warns about the data-dependent spike
+        return torch.jit.trace(mlp(), batch())
+
+
+def with_inference_weight() -> nn.Sequential:
+    model = mlp()
+    with torch.inference_mode():
+        weight = torch.randn(3, 4)
+    model[0].weight = nn.Parameter(weight, requires_grad=False)
+    return model
 
 
 def _wider_second_layer() -> nn.Sequential:
@@ -663,6 +708,63 @@ def rows() -> Dict[str, Row]:
             row(f"{entry}-{key}", entry, f"the first Linear wrapped in {label}", call,
                 lambda key=key: parametrized_mlp(key),
                 **raises(sip.PlanError, "0.weight computed by a parametrization (spectral_norm, weight_norm)"))
+
+    # --- issue 29: the second outside attack ----------------------------------------------------------
+    for entry, call in {"plan": lambda m: sip.plan(m, x), "initialize": lambda m: sip.initialize(m, "ikun", x),
+                        "calibrate": lambda m: sip.calibrate(m, x), "diagnose": lambda m: sip.diagnose(m, x)}.items():
+        row(f"{entry}-torchscript", entry, "a torch.jit.trace'd model (was a TypeError)", call, traced_mlp,
+            **raises(sip.PlanError, "the model is a TorchScript module"))
+    for key, label, change, match in (
+            ("no-method", "settings without 'method' (was a KeyError)",
+             lambda d: d["settings"].pop("method"), "need method as a JSON string, got nothing"),
+            ("no-options", "settings without 'options' (was a KeyError)",
+             lambda d: d["settings"].pop("options"), "need options as a JSON object, got nothing"),
+            ("options-str", "settings' options a string (was a ValueError)",
+             lambda d: d["settings"].update(options="ikun"), "need options as a JSON object, got str"),
+            ("distribution-unknown-field", "a Uniform with a field 'x' (was a TypeError)",
+             lambda d: d["settings"]["options"]["distribution"].update(x=0), "a Uniform holds the numbers"),
+            ("distribution-unknown", "a distribution 'Cauchy' (was a KeyError)",
+             lambda d: d["settings"]["options"]["distribution"].update(__distribution__="Cauchy"),
+             "unknown distribution 'Cauchy'")):
+        row(f"reinitialize-tampered-{key}", "reinitialize", label,
+            lambda m, change=change: sip.reinitialize(m, _tampered_report(change), x), mlp,
+            **raises(sip.InitError, match))
+    row("Report.from_dict-seed-2**70", "Report.from_dict", "a layer's seed 2**70 (was a ValueError at replay)",
+        lambda m: sip.Report.from_dict(_with_seed(_report_dict(), 2**70)),
+        **raises(sip.InitError, "seed must lie in [0, 2**63)"))
+    row("Report.load-deeply-nested", "Report.load", "a JSON nested 100 000 deep (was a RecursionError)",
+        lambda m: _load_text("[" * 100_000 + "]" * 100_000), **raises(sip.InitError, "Report.load: RecursionError"))
+    row("initialize-calibrated-empty-list", "initialize", "method='calibrated', example_input=[] (was an IndexError)",
+        lambda m: sip.initialize(m, "calibrated", []), mlp, **raises(sip.InitError, "example_input is an empty list"))
+    row("diagnose-empty-batch", "diagnose", "example_input with 0 rows (was blamed on the model)",
+        lambda m: sip.diagnose(m, x[:0]), mlp, **raises(sip.DiagnoseError, "example_input has no elements"))
+    row("initialize-overrides-int-key", "initialize", "overrides={0: {}} (was a TypeError)",
+        lambda m: sip.initialize(m, "ikun", x, overrides={0: {}}), mlp,
+        **raises(sip.OptionError, "overrides keys must be layer name patterns (str), got 0"))
+    row("initialize-inference-tensor-weight", "initialize", "a weight made under torch.inference_mode() (was a "
+        "RuntimeError)", lambda m: sip.initialize(m, "ikun", x), with_inference_weight,
+        **raises(sip.PlanError, "0.weight made under torch.inference_mode()"))
+    row("fluctuation_-no-kernel-sums", "fluctuation_", "no kernel_sums= (was a TypeError)",
+        lambda m: sip.fluctuation_(torch.empty(3, 4), input_rate=0.1),
+        **raises(sip.InitError, "fluctuation_: TypeError: calculate_fluctuation() missing 1 required keyword-only "
+                                "argument: 'kernel_sums'"))
+    row("fluctuation_-input-rate-5", "fluctuation_", "input_rate=5 (was accepted)",
+        lambda m: sip.fluctuation_(torch.empty(3, 4), kernel_sums=(1.0, 1.0), input_rate=5),
+        **raises(sip.OptionError, "input_rate must lie in [0, 1], got 5"))
+    row("spike_aware_-input-scale-str", "spike_aware_", "input_scale='a' (was accepted)",
+        lambda m: sip.spike_aware_(torch.empty(3, 4), 1.0, input_scale="a"),
+        **raises(sip.OptionError, "input_scale must be a finite number, got 'a'"))
+    row("baseline_-name-list", "baseline_", "name=['x'] (was a TypeError)",
+        lambda m: sip.baseline_(torch.empty(3, 4), name=["x"]),
+        **raises(sip.OptionError, "name must be a baseline's name (a str), got list"))
+
+    for factor, way in ((1e300, "overflows"), (1e-300, "underflows")):
+        row(f"scale-membrane-factor-{factor:g}", "scale_membrane", f"factor={factor:g} (was blamed on the dynamics)",
+            with_lever(lambda m, f=factor: sip.scale_membrane(m, f, x, steps=2)), lever_mlp,
+            **raises(sip.InitError, f"factor {factor:g} {way} torch.float32 in 0.weight"))
+    row("balance-gradients-nan-loss", "balance_gradients", "a loss_fn returning NaN (was 'gradients explode')",
+        with_lever(lambda m: sip.balance_gradients(m, x, steps=2, loss_fn=lambda out: out[0].sum() * math.nan)),
+        lever_mlp, **raises(sip.InitError, "the loss is NaN on this batch"))
 
     # --- NeuronSpec ---------------------------------------------------------------------------------
     spec_rows = [

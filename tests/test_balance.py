@@ -162,3 +162,24 @@ def test_layers_with_a_silent_input_are_named_and_left_out_of_the_fit():
         with pytest.raises(sip.InitError, match=words):
             sip.balance_gradients(net, x, steps=STEPS)
         assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+
+
+def test_the_factor_search_stops_within_its_passes_however_wide_the_bounds():
+    """Issue 29: bounds=(1e-300, 1e300) on gradients that vanish at every factor ran 68 passes (the docstring
+    says 24); the bracketing counts toward the 24 and the search gives up, and a factor where every gradient
+    underflowed to 0 (no slope: NaN) is never returned as balanced."""
+    from snn_initplug.balance import BALANCE_EVALUATIONS, _balanced_factor
+
+    calls = []
+
+    def vanishing(factor):
+        calls.append(factor)
+        return 1.0  # the norms grow toward the output at every factor
+
+    assert _balanced_factor(vanishing, 1e-300, 1e300, 6) is None
+    assert len(calls) == BALANCE_EVALUATIONS == 24
+
+    def gone_beyond_100(factor):
+        return math.nan if factor > 100 else 1.0
+
+    assert _balanced_factor(gone_beyond_100, 1e-300, 1e300, 6) is None

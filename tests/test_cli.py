@@ -304,6 +304,9 @@ def test_console_script_imports_a_module_from_the_working_folder(model_file, tmp
     (["init", "my_models:make", "-m", "ikun", "-i", "6,4,10", "--relay", "1.5", "--out", "w.pt"], "relay share"),
     (["init", "my_models:make", "-m", "ikun", "-i", "6,4,10", "--seed", "-1", "--out", "w.pt"], "seed"),
     (["diagnose", "my_models:make", "-i", "6,4,10", "--json", "missing/d.json"], "does not exist"),
+    # issue 29: exited 0 (relay ignored), and failed with matplotlib's traceback after the whole run
+    (["diagnose", "my_models:make", "-i", "6,4,10", "--init", "ikun", "--relay", "0.5"], "--relay applies to"),
+    (["diagnose", "my_models:make", "-i", "6,4,10", "--plot", "x.xyz"], "cannot save the format 'xyz'"),
 ])
 def test_console_script_bad_arguments_before_any_work(tmp_path, argv, message):
     """Bad arguments: one line on stderr, exit 2, and the model file is never imported (it would write a mark)."""

@@ -68,8 +68,9 @@ def test_a_write_failing_late_rolls_back_the_written_layers(method, monkeypatch)
     monkeypatch.setattr(apply, "check_writable", lambda *args: None, raising=False)
     model = with_unwritable_third_layer(mlp())
     before = state(model)
-    with pytest.raises(RuntimeError, match="more than one element"):
+    with pytest.raises(sip.InitError, match="initialize: RuntimeError: .*more than one element") as raised:
         sip.initialize(model, method, batch())
+    assert isinstance(raised.value.__cause__, RuntimeError)  # torch's error, wrapped by the entry point
     assert_unchanged(before, model)
 
 
@@ -80,7 +81,7 @@ def test_calibrate_write_failing_late_rolls_back(mode, monkeypatch):
     sip.initialize(model, "spike_aware", batch())
     with_unwritable_third_layer(model)
     before = state(model)
-    with pytest.raises(RuntimeError, match="more than one element"):
+    with pytest.raises(sip.InitError, match="calibrate: RuntimeError: .*more than one element"):
         sip.calibrate(model, batch(), mode=mode, max_evaluations=3, bias="zero")
     assert_unchanged(before, model)
 
@@ -214,6 +215,42 @@ def test_the_report_says_when_evaluations_were_seeded():
     notes = sip.calibrate(drawing, batch(), mode="model", max_evaluations=6, seed=3).notes
     assert any("draws random numbers" in n and "seed=3" in n for n in notes), notes
     assert not any("draws random numbers" in n for n in sip.calibrate(quiet, batch(), max_evaluations=6).notes)
+
+
+@pytest.mark.parametrize("mode", ["chain", "model"])
+def test_another_thread_drawing_during_calibrate_keeps_its_stream_and_no_note_claims_the_model_draws(mode):
+    """Issue 29: a thread drawing from the process RNG while a model that draws nothing is calibrated. The
+    draws are watched per thread, so that thread's draws are not taken for the model's: the RNG is never
+    reseeded (no draw of that thread repeats: a reseeded stream would give the same vectors again and again)
+    and no note says the model draws."""
+    import threading
+    import time
+
+    class Slow(nn.Module):  # an identity that lets the other thread run during every pass
+        def forward(self, x):
+            time.sleep(0.002)
+            return x
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), Slow(), MyLIF(), nn.Linear(6, 5), MyLIF())
+    sip.initialize(model, "spike_aware", batch(), generator=torch.Generator().manual_seed(0))
+    drawn, stop = [], threading.Event()
+
+    def draw():
+        while not stop.is_set():
+            drawn.append(tuple(torch.rand(8).tolist()))
+            time.sleep(0.0005)
+
+    thread = threading.Thread(target=draw)
+    thread.start()
+    try:
+        report = sip.calibrate(model, batch(), mode=mode, max_evaluations=6, seed=0)
+    finally:
+        stop.set()
+        thread.join(20)
+    assert len(drawn) >= 2  # the thread drew while the calibration ran (its passes sleep to let it)
+    assert len(set(drawn)) == len(drawn), "the other thread's stream was reseeded"
+    assert not any("draws random numbers" in n for n in report.notes), report.notes
 
 
 def test_an_initialize_error_leaves_the_process_rng_where_it_was():

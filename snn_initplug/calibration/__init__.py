@@ -42,6 +42,7 @@ import torch.nn as nn
 
 from ..distributed import is_distributed, world_size
 from ..errors import ArgumentTypeError, InitError
+from ..guard import entry_point
 from ..options import DEFAULT_TARGET_RATE, CalibrationOptions, TargetRate
 from ..planning import Plan
 from ..reports import CalibrationReport, LayerCalibration
@@ -54,6 +55,7 @@ from .thresholds import weightless_records
 __all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET_RATE"]
 
 
+@entry_point("calibrate")
 def calibrate(
     model: nn.Module,
     example_input: Any,
@@ -157,7 +159,7 @@ def calibrate(
                      "during the calibration saw that stream")
     one_step = one_step_warning(p, options.steps, example_input, units is not None, steps_seen)
     if one_step is not None:
-        warnings.warn(one_step, UserWarning, stacklevel=2)
+        warnings.warn(one_step, UserWarning, stacklevel=3)
         notes.append(one_step)
     if is_distributed(process_group):
         notes.append(f"rates measured on the global batch of {world_size(process_group)} ranks; weights from rank 0")

@@ -52,7 +52,9 @@ def calibrate_atomically(model, p: Plan, groups: list[Group], units, calls, run,
     agree("calibrate", fingerprint([(n, tuple(t.shape), str(t.dtype)) for g in groups for n, t in g.params + g.biases],
                                    dataclasses.astuple(options), units is None), None, process_group)
     error: Optional[Exception] = None
-    with preserved(model):
+    # the search's passes run through SameDraws, which finds whether the model draws: watching every operation
+    # of the whole search for draws instead (a dispatch mode) would slow it by a third
+    with preserved(model, watch_draws=False):
         try:
             # every rank starts from rank 0's weights
             broadcast_parameters(scaled_params, src=0, group=process_group)
