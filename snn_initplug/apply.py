@@ -217,21 +217,8 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
     agree("initialize", 0, error, group)
     # rank 0's draws win everywhere (robust to ranks whose generators differ): broadcast before writing
     broadcast_parameters(new, src=0, group=group)
-    targets = [(layer.weight, value) for (layer, _, _), value in zip(results, new)] + \
-        [(bias, torch.zeros_like(bias)) for bias in zeroed]
-    copies = [(layer, row.assumed["relay_steps"] if isinstance(row.assumed.get("relay_steps"), int) else None)
-              for layer, law, row in results if law.is_copy]
-    if copies and saved is None:
-        saved = Snapshot([target for target, _ in targets])
-    old_surrogates = SurrogateSnapshot(model) if copies and surrogates else None
-    write_weights_and_surrogates(targets, saved, surrogates, model)
-    try:  # relay=1 checked on the batch, or every write undone
-        copy_notes = verify_copies(model, copies, example_input, forward, group, saved) \
-            if saved is not None and copies else []
-    except BaseException:
-        if old_surrogates is not None:
-            old_surrogates.restore()
-        raise
+    copy_notes = _write_and_check_copies(model, results, new, zeroed, surrogates, saved, example_input, forward,
+                                         group)
     for (_, _, row), seed in zip(results, seeds):
         row.seed = int(seed)
     notes = list(p.notes) + copy_notes
@@ -240,6 +227,28 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
         notes.append(f"torch.distributed: input statistics of the global batch of {world_size(group)} ranks; "
                      "weights broadcast from rank 0 (the seeds recorded are this rank's)")
     return Report(method, [r for _, _, r in results], skipped, p.source, notes), p
+
+
+def _write_and_check_copies(model, results, new, zeroed, surrogates, saved: Optional[Snapshot], example_input,
+                            forward, group) -> list[str]:
+    """Write the drawn weights, the zeroed copy biases and the surrogates in one all-or-nothing write, then
+    check the copy relay's claim on the example batch (:func:`verify_copies`): a failed check puts every weight
+    and surrogate back. Returns the check's notes."""
+    targets = [(layer.weight, value) for (layer, _, _), value in zip(results, new)] + \
+        [(bias, torch.zeros_like(bias)) for bias in zeroed]
+    copies = [(layer, row.assumed["relay_steps"] if isinstance(row.assumed.get("relay_steps"), int) else None)
+              for layer, law, row in results if law.is_copy]
+    if copies and saved is None:
+        saved = Snapshot([target for target, _ in targets])
+    old_surrogates = SurrogateSnapshot(model) if copies and surrogates else None
+    write_weights_and_surrogates(targets, saved, surrogates, model)
+    try:
+        return verify_copies(model, copies, example_input, forward, group, saved) if saved is not None and copies \
+            else []
+    except BaseException:
+        if old_surrogates is not None:
+            old_surrogates.restore()
+        raise
 
 
 def _copy_biases(results) -> list[torch.Tensor]:

@@ -147,9 +147,7 @@ def fill_with_law_(tensor: torch.Tensor, law: Law, generator: Optional[torch.Gen
         return tensor.copy_(new)
 
 
-# ------------------------------------------------------------------------------------------------------
-# IKUN
-# ------------------------------------------------------------------------------------------------------
+# --- IKUN ---
 @entry_point("calculate_ikun_gain")
 def calculate_ikun_gain(
     surrogate: Optional[Callable] = None,
@@ -259,12 +257,9 @@ def ikun_(
     return fill_with_law_(tensor, ikun_law(*calculate_fans(tensor), kappa, mode=options.fan_mode), generator)
 
 
-# ------------------------------------------------------------------------------------------------------
-# Spike-aware (Micheli et al. 2024)
-# ------------------------------------------------------------------------------------------------------
+# --- Spike-aware (Micheli et al. 2024) ---
 def _positive_number(name: str, value) -> float:
-    # float() first and a finiteness check: a str threshold would fail in ">" with a bare TypeError, and θ = inf
-    # would surface later as "input second moment is nan"
+    # float() and finiteness first: a str fails in ">" with a bare TypeError, θ = inf later as a nan moment
     try:
         number = float(value)
     except (TypeError, ValueError, RuntimeError) as exc:
@@ -272,10 +267,6 @@ def _positive_number(name: str, value) -> float:
     if not (math.isfinite(number) and number > 0):
         raise InitError(f"{name} must be a finite number > 0, got {value!r}")
     return number
-
-
-def _threshold(threshold) -> float:
-    return _positive_number("threshold", threshold)
 
 
 @entry_point("calculate_spike_aware_gain")
@@ -312,7 +303,7 @@ def calculate_spike_aware_gain(
         >>> sip.calculate_spike_aware_gain(1.0, rate=0.1)
         6.0887
     """
-    threshold = _threshold(threshold)
+    threshold = _positive_number("threshold", threshold)
     SpikeAwareOptions(sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment)
     sigma = membrane_target(threshold, sigma_u=sigma_u, rate=rate)
     q = theory.firing_probability(threshold, sigma) if input_second_moment is None else input_second_moment
@@ -370,7 +361,7 @@ def spike_aware_(
     if is_empty_tensor(tensor):
         return tensor
     fan_in, _ = calculate_fans(tensor)
-    threshold = _threshold(threshold)
+    threshold = _positive_number("threshold", threshold)
     for name, value in (("input_scale", input_scale), ("kernel_sq_sum", kernel_sq_sum)):
         positive_numbers("spike_aware_", name, value)
     options = SpikeAwareOptions(sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment, relay=relay)
@@ -381,9 +372,7 @@ def spike_aware_(
     return fill_with_law_(tensor, law, generator)
 
 
-# ------------------------------------------------------------------------------------------------------
-# Fluctuation-driven (Rossbroich et al. 2022)
-# ------------------------------------------------------------------------------------------------------
+# --- Fluctuation-driven (Rossbroich et al. 2022) ---
 @entry_point("calculate_fluctuation")
 def calculate_fluctuation(
     fan_in: int,
@@ -440,7 +429,7 @@ def calculate_fluctuation(
         input_mean = input_second_moment = input_rate
     if input_mean is None or input_second_moment is None:
         raise InitError("fluctuation-driven init needs the input rate (or the input's mean and second moment)")
-    threshold = _threshold(threshold)
+    threshold = _positive_number("threshold", threshold)
     sigma = membrane_target(threshold, sigma_u=options.sigma_u, rate=options.rate, mu_u=options.mu_u)
     return fluctuation_law(fan_in, input_mean, input_second_moment, kernel_sums[0], kernel_sums[1], mu_u=options.mu_u,
                            sigma_u=sigma, share=variance_share, total_drive=total_drive)
@@ -474,9 +463,7 @@ def fluctuation_(tensor: torch.Tensor, *, generator: Optional[torch.Generator] =
     return fill_with_law_(tensor, calculate_fluctuation(fan_in, **kwargs), generator)
 
 
-# ------------------------------------------------------------------------------------------------------
-# Baselines
-# ------------------------------------------------------------------------------------------------------
+# --- Baselines ---
 @entry_point("baseline_")
 def baseline_(tensor: torch.Tensor, name: str, *, threshold: float = 1.0, input_scale: float = 1.0,
               generator: Optional[torch.Generator] = None) -> torch.Tensor:
@@ -502,5 +489,6 @@ def baseline_(tensor: torch.Tensor, name: str, *, threshold: float = 1.0, input_
     """
     if is_empty_tensor(tensor):
         return tensor
-    return fill_with_law_(tensor, baseline_law(name, *calculate_fans(tensor), threshold=_threshold(threshold),
-                                       input_scale=_positive_number("input_scale", input_scale)), generator)
+    law = baseline_law(name, *calculate_fans(tensor), threshold=_positive_number("threshold", threshold),
+                       input_scale=_positive_number("input_scale", input_scale))
+    return fill_with_law_(tensor, law, generator)

@@ -56,9 +56,7 @@ SpikeFunction = Callable[[torch.Tensor], torch.Tensor]
 
 
 
-# --------------------------------------------------------------------------------------------------
-# Distributions of the surrogate's argument x = u - theta
-# --------------------------------------------------------------------------------------------------
+# --- Distributions of the surrogate's argument x = u - theta ---
 @dataclass(frozen=True)
 class Uniform:
     """x ~ Uniform(low, high). IKUN's released code uses Uniform(-1, 1)."""
@@ -115,9 +113,7 @@ class Normal:
 Distribution = Union[Uniform, Normal]
 
 
-# --------------------------------------------------------------------------------------------------
-# Reading a surrogate: kind and parameters, by duck typing
-# --------------------------------------------------------------------------------------------------
+# --- Reading a surrogate: kind and parameters, by duck typing ---
 def _plain(value: Any) -> Any:
     """0-d tensors become Python numbers so that descriptions read well and compare by value."""
     if isinstance(value, torch.Tensor) and value.numel() == 1:
@@ -270,9 +266,7 @@ def _fingerprint(fn: Any) -> Hashable:
     return code, kind, tuple(sorted((k, _freeze(v)) for k, v in params.items()))
 
 
-# --------------------------------------------------------------------------------------------------
-# The derivative by autograd
-# --------------------------------------------------------------------------------------------------
+# --- The derivative by autograd ---
 def _name(fn: Any) -> str:
     try:
         kind, params = describe_surrogate(fn)
@@ -341,9 +335,8 @@ _PROBE = np.unique(np.concatenate([[0.0], np.geomspace(1e-6, 20.0, 400), -np.geo
 
 
 def _check_usable(fn: SpikeFunction) -> bool:
-    """Raise for an unusable surrogate; return True when it is stochastic. A surrogate that draws nothing from
-    the process RNG is compared with a second evaluation of its own; only one that draws is evaluated from
-    two seeds (inside ``fork_rng``), so checking a deterministic surrogate never touches the process RNG."""
+    """Raise for an unusable surrogate; return True when it is stochastic. Only a surrogate that draws from the
+    process RNG is evaluated from two seeds (in ``fork_rng``): checking a deterministic one never touches it."""
     with ProcessDraws() as watch:
         first = surrogate_derivative(fn, _PROBE)
     if not first.abs().max() > 0:
@@ -361,9 +354,7 @@ def _check_usable(fn: SpikeFunction) -> bool:
     return not (torch.equal(first, second) and torch.equal(second, third))
 
 
-# --------------------------------------------------------------------------------------------------
-# Moments, cached
-# --------------------------------------------------------------------------------------------------
+# --- Moments, cached ---
 @dataclass(frozen=True)
 class SurrogateMoments:
     """m1 = E_D[h], m2 = E_D[h²] of one surrogate under one distribution."""
