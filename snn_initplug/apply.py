@@ -26,11 +26,21 @@ import torch.nn as nn
 
 from . import replay as checkpoint
 from . import theory
+from .adapters import surrogate_lever
 from .calibration import calibrate, drive
 from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, OptionError, PlanError, SurrogateError
-from .init import calculate_ikun_gain, sample
-from .laws import Law, RelayDynamics, baseline_law, fluctuation_law, ikun_law, membrane_target, spike_aware_law
+from .init import calculate_ikun_gain, calculate_spikeinit, sample
+from .laws import (
+    Law,
+    RelayDynamics,
+    baseline_law,
+    fluctuation_law,
+    ikun_law,
+    membrane_target,
+    spike_aware_law,
+    spikeinit_law,
+)
 from .options import (
     ANALYTIC_METHODS,
     CALIBRATION_FIELDS,
@@ -39,6 +49,7 @@ from .options import (
     IkunOptions,
     MethodOptions,
     SpikeAwareOptions,
+    SpikeInitOptions,
     horizon_steps,
     method_name,
     method_options,
@@ -47,8 +58,9 @@ from .options import (
 from .planning import InputStats, LayerPlan, Plan, plan
 from .reports import LayerReport, Report, calibrated_label
 from .selection import Skip, check_overrides, is_skipped, layer_overrides
+from .shaping import SurrogateSnapshot, SurrogateWrite, write_weights_and_surrogates
 from .tables import surrogate_label
-from .transaction import Snapshot, agree, check_writable, exclusive, fingerprint, write_all
+from .transaction import Snapshot, agree, check_writable, exclusive, fingerprint
 
 __all__ = ["initialize", "reinitialize", "Report", "LayerReport", "METHODS", "compute_laws"]
 
@@ -244,13 +256,73 @@ def _fluctuation_rule(layer: LayerPlan, opts: FluctuationOptions, ctx: _Context)
     return law, assumed, []
 
 
+def _spikeinit_rule(layer: LayerPlan, opts: SpikeInitOptions, ctx: _Context):
+    """SpikeInit's weight scale for the layer's neuron (:func:`snn_initplug.calculate_spikeinit`) and, with
+    ``surrogate=True``, the shape α* of the neuron's own surrogate (written by :func:`_surrogate_writes`)."""
+    spec = layer.spec
+    if spec.synaptic_decay is not None or spec.impulse_response is not None:
+        raise InitError(f"spikeinit: {layer.name}: its neuron {spec.name or type(layer.neuron).__name__} has a "
+                        "synaptic current stage; SpikeInit's laws describe a single membrane (LIF or IF)")
+    if layer.input_source == "neurons":
+        source, q, mean = "spikes", opts.target_rate, None
+        assumed: dict[str, Any] = {"q_in": f"{q:.4g} (upstream neurons at the target rate)"}
+    else:
+        stats = layer.input_stats
+        if stats is None:
+            raise InitError(f"spikeinit: {layer.name} reads the model input, whose statistics are unknown; pass "
+                            "example_input=")
+        q, source, mean = stats.second_moment, "spikes" if stats.binary else "static", stats.mean
+        assumed = {"q_in": f"{q:.4g} (measured E[x^2] of {'spikes' if stats.binary else 'a static analog input'})"}
+    scale = calculate_spikeinit(target_rate=opts.target_rate, decay=spec.beta, input_scale=spec.input_scale,
+                                threshold=spec.threshold, reset=spec.reset, reset_value=spec.reset_value,
+                                reset_decays=spec.reset_decays, input=source, input_second_moment=q,
+                                input_mean=mean if source == "spikes" else None, steps=opts.steps, samples=opts.samples, seed=opts.seed)
+    share = _share(layer, ctx, None)
+    law = spikeinit_law(layer.fan_in, scale.weight_scale, share=share)
+    assumed.update(sigma_star=scale.weight_scale, how=scale.how, rate=scale.rate,
+                   membrane=f"N({scale.membrane_mean:.4g}, {scale.membrane_std:.4g}^2)",
+                   gradient_target=scale.gradient_target)
+    if share != 1.0:
+        assumed["variance_share"] = share
+    notes = []
+    if not opts.surrogate:
+        notes.append("surrogate untouched (surrogate=False)")
+        return law, assumed, notes
+    lever = surrogate_lever(layer.neuron)
+    if lever is None:
+        notes.append(f"surrogate left as is: the shape of {surrogate_label(spec.surrogate_description)} cannot be "
+                     "set (a user callable or a family of several parameters); scale_membrane(model, c, batch) "
+                     "widens any surrogate relative to θ instead")
+        return law, assumed, notes
+    alpha = scale.surrogate_shape(lever.at, lever.value)
+    assumed.update(surrogate=f"{lever.parameter} {lever.value:.4g} -> {alpha:.4g}", surrogate_shape=alpha)
+    return law, assumed, notes
+
+
+def _surrogate_writes(results) -> list[SurrogateWrite]:
+    """One new surrogate per neuron whose layer's rule found a shape α* (the first layer feeding it decides);
+    built now, installed after the weights."""
+    writes: dict[str, SurrogateWrite] = {}
+    for layer, _, row in results:
+        alpha = row.assumed.pop("surrogate_shape", None)
+        if alpha is None or layer.neuron_name in writes:
+            continue
+        lever = surrogate_lever(layer.neuron)
+        if lever is not None:
+            writes[layer.neuron_name] = SurrogateWrite(layer.neuron_name, lever, alpha, lever.at(alpha))
+    return list(writes.values())
+
+
 def _baseline_rule(name: str) -> Rule:
     def rule(layer: LayerPlan, opts, ctx: _Context):
-        return baseline_law(name, layer.fan_in, layer.fan_out), {}, []
+        spec = layer.spec
+        return baseline_law(name, layer.fan_in, layer.fan_out, threshold=_scalar(spec.threshold),
+                            input_scale=_scalar(spec.input_scale)), {}, []
     return rule
 
 
-_RULES: dict[str, Rule] = {"ikun": _ikun_rule, "spike_aware": _spike_aware_rule, "fluctuation": _fluctuation_rule}
+_RULES: dict[str, Rule] = {"ikun": _ikun_rule, "spike_aware": _spike_aware_rule, "fluctuation": _fluctuation_rule,
+                           "spikeinit": _spikeinit_rule}
 _RULES.update({name: _baseline_rule(name) for name in ANALYTIC_METHODS if name not in _RULES})
 
 
@@ -453,13 +525,14 @@ def _initialize_analytic(model, method, example_input, generator, overrides, ski
         else:
             seeds = torch.randint(0, 2**62, (len(results),), generator=generator).tolist()
         new = _draw([(layer.weight, law) for layer, law, _ in results], seeds)
+        surrogates = _surrogate_writes(results)
     except Exception as exc:
         error = exc
     agree("initialize", 0, error, group)
     # rank 0's draws win everywhere (robust to ranks whose generators differ): broadcast before writing
     broadcast_parameters(new, src=0, group=group)
-    write_all([(layer.weight, value) for (layer, _, _), value in zip(results, new)]
-              + [(bias, torch.zeros_like(bias)) for bias in zeroed], saved)
+    write_weights_and_surrogates([(layer.weight, value) for (layer, _, _), value in zip(results, new)]
+                                 + [(bias, torch.zeros_like(bias)) for bias in zeroed], saved, surrogates, model)
     for (_, _, row), seed in zip(results, seeds):
         row.seed = int(seed)
     notes = list(p.notes)
@@ -549,6 +622,11 @@ class _CalibratedCall:
         start_options.update(options)
         if start == "fluctuation" and "steps" in calibration and not {"horizon", "steps"} & set(start_options):
             start_options["horizon"] = calibration["steps"]  # T steps run: the kernel sums over T steps
+        if start == "spikeinit":  # the calibration's steps and (one) target rate are the start's too
+            for key in ("steps", "target_rate"):
+                if key in calibration and key not in start_options and not (
+                        key == "target_rate" and (callable(calibration[key]) or isinstance(calibration[key], dict))):
+                    start_options[key] = calibration[key]
         cls._check_calibration(calibration, start)
         method_options(start, start_options, " (the start of calibrated)")
         return cls(start, start_options, calibration)
@@ -577,7 +655,7 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
     if example_input is None:
         raise InitError("initialize: method='calibrated' (the default) needs example_input= (a real batch); "
                         "without data, choose a closed-form method such as 'ikun' or 'fluctuation'")
-    saved = Snapshot(list(model.parameters()))
+    saved, surrogates = Snapshot(list(model.parameters())), SurrogateSnapshot(model)
     try:
         # a list holds one input per time step (a model called once per step): the start plans on the first
         start_input = example_input[0] if isinstance(example_input, list) else example_input
@@ -593,6 +671,7 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
             checkpoint.check_replayed_scales(report.calibration, replay.calibration)
     except BaseException:
         saved.restore()
+        surrogates.restore()
         raise
     report.method = calibrated_label(call.start)
     return report

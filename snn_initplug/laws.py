@@ -38,6 +38,7 @@ __all__ = [
     "spike_aware_law",
     "fluctuation_law",
     "baseline_law",
+    "spikeinit_law",
     "calculate_relay",
     "check_relay",
     "RelayDynamics",
@@ -220,11 +221,28 @@ def fluctuation_law(fan_in: int, input_mean: float, input_second_moment: float, 
     return Law("normal", stats.mean, stats.std)
 
 
+def spikeinit_law(fan_in: int, weight_scale: float, *, share: float = 1.0) -> Law:
+    r"""SpikeInit's law (Shi & Yu 2026): :math:`\mathcal{N}(0, s\,\sigma^{*2}/\mathrm{fan\_in})` with the weight
+    scale :math:`\sigma^*` of :func:`snn_initplug.calculate_spikeinit` and the variance share :math:`s` of this
+    weight among the layers summed into one neuron.
+
+    Example:
+        >>> import snn_initplug.laws as laws
+        >>> laws.spikeinit_law(100, 5.157)
+        Law(kind='normal', mean=0.0, std=0.5157, relay=0.0)
+    """
+    if fan_in <= 0:
+        raise InitError(f"zero fan_in ({fan_in}): nothing to initialize")
+    if not (math.isfinite(weight_scale) and weight_scale > 0):
+        raise InitError(f"spikeinit: the weight scale {weight_scale} is not positive and finite")
+    return Law("normal", 0.0, weight_scale * math.sqrt(share / fan_in))
+
+
 BASELINES = ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "lecun_normal",
-             "spikingjelly")
+             "spikingjelly", "ding")
 
 
-def baseline_law(name: str, fan_in: int, fan_out: int) -> Law:
+def baseline_law(name: str, fan_in: int, fan_out: int, *, threshold: float = 1.0, input_scale: float = 1.0) -> Law:
     """The law of a baseline initializer, one of:
 
     ===================  ===========================================================
@@ -235,12 +253,15 @@ def baseline_law(name: str, fan_in: int, fan_out: int) -> Law:
     ``xavier_uniform``   U(±√(6/(fan_in + fan_out)))
     ``lecun_normal``     N(0, 1/fan_in)
     ``spikingjelly``     SpikingJelly's ``kaiming_normal_conv_linear_weight``: N(0, 1/(3 fan_in))
+    ``ding``             Ding et al. 2025 (SpikeInit's ablation): N(0, 2 θ²/(λ² fan_in))
     ===================  ===========================================================
 
     Args:
         name: the baseline's name, from the table.
         fan_in: inputs per output unit.
         fan_out: outputs per input unit.
+        threshold: the neuron's threshold θ (``ding`` only).
+        input_scale: the neuron's input scaling λ (``ding`` only; 1/τ for SpikingJelly's ``decay_input=True``).
 
     Returns:
         Law: normal, or uniform (its std is the half-width over √3).
@@ -260,6 +281,7 @@ def baseline_law(name: str, fan_in: int, fan_out: int) -> Law:
         "xavier_uniform": ("uniform", math.sqrt(2.0 / (fan_in + fan_out))),
         "lecun_normal": ("normal", math.sqrt(1.0 / fan_in)),
         "spikingjelly": ("normal", math.sqrt(1.0 / (3 * fan_in))),
+        "ding": ("normal", math.sqrt(2.0) * threshold / input_scale / math.sqrt(fan_in)),
     }
     if name not in table:
         raise InitError(f"unknown baseline {name!r}; choose from {sorted(table)}")

@@ -86,6 +86,9 @@ class NeuronSpec:
         input_scale: c > 0, the factor on the input current (SpikingJelly ``decay_input=True``: 1/τ).
         reset: ``"subtract"`` (soft), ``"hard"`` (to ``reset_value``) or ``"none"``.
         reset_value: the membrane value after a hard reset.
+        reset_decays: when a subtractive reset acts: right after the spike, so that θ decays with the membrane
+            (SpikingJelly: u[t] = β(u[t-1] − θ s[t-1]) + c i[t]), or at the next step, undecayed (False,
+            snnTorch: u[t] = β u[t-1] + c i[t] − θ s[t-1]).
         surrogate: the spike function as the framework calls it (its derivative is the surrogate).
         surrogate_description: ``(kind, params)``; read from ``surrogate`` when omitted.
         synaptic_decay: α ∈ [0, 1) of a current stage before the membrane (snnTorch ``Synaptic``), or None.
@@ -107,6 +110,7 @@ class NeuronSpec:
     impulse_response: Optional[torch.Tensor] = field(default=None, repr=False)
     shape: Optional[tuple[int, ...]] = None
     name: str = ""
+    reset_decays: bool = False
 
     def __post_init__(self):
         set_ = lambda key, value: object.__setattr__(self, key, value)  # noqa: E731 - frozen dataclass

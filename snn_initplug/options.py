@@ -27,6 +27,7 @@ __all__ = [
     "SpikeAwareOptions",
     "FluctuationOptions",
     "BaselineOptions",
+    "SpikeInitOptions",
     "CalibrationOptions",
     "MethodOptions",
     "method_options",
@@ -195,14 +196,45 @@ class FluctuationOptions:
 
 
 @dataclass(frozen=True)
+class SpikeInitOptions:
+    """SpikeInit (Shi & Yu 2026): the ``target_rate`` p every neuron fires at (default 0.1, the paper's);
+    ``steps`` T: the rate averaged over T simulated steps from rest (Algorithm 3), or None for the stationary
+    rate (closed form where it holds, simulated otherwise); ``surrogate``: write each neuron's surrogate at the
+    shape α* that keeps the gradient norm (False: leave every surrogate untouched); ``samples`` and ``seed``
+    of the simulation."""
+
+    target_rate: float = 0.1
+    steps: Optional[int] = None
+    surrogate: bool = True
+    samples: int = 1 << 15
+    seed: int = 0
+
+    def __post_init__(self):
+        rate = _number("spikeinit", "target_rate", self.target_rate)
+        if not 0.0 < rate < 1.0:
+            raise OptionError(f"spikeinit: target_rate must lie in (0, 1), got {self.target_rate!r}")
+        _set(self, "target_rate", rate)
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral)
+                                       or self.steps < 1):
+            raise OptionError(f"spikeinit: steps must be an integer >= 1 or None, got {self.steps!r}")
+        if not isinstance(self.surrogate, bool):
+            raise OptionError(f"spikeinit: surrogate must be True or False, got {self.surrogate!r}")
+        if isinstance(self.samples, bool) or not isinstance(self.samples, numbers.Integral) or self.samples < 1024:
+            raise OptionError(f"spikeinit: samples must be an integer >= 1024, got {self.samples!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:
+            raise OptionError(f"spikeinit: seed must be a non-negative integer, got {self.seed!r}")
+
+
+@dataclass(frozen=True)
 class BaselineOptions:
     """The baselines take no options."""
 
 
-MethodOptions = Union[IkunOptions, SpikeAwareOptions, FluctuationOptions, BaselineOptions]
+MethodOptions = Union[IkunOptions, SpikeAwareOptions, FluctuationOptions, SpikeInitOptions, BaselineOptions]
 
 _RECORDS: dict[str, type] = {"ikun": IkunOptions, "spike_aware": SpikeAwareOptions,
-                             "fluctuation": FluctuationOptions, **{name: BaselineOptions for name in BASELINES}}
+                             "fluctuation": FluctuationOptions, "spikeinit": SpikeInitOptions,
+                             **{name: BaselineOptions for name in BASELINES}}
 ANALYTIC_METHODS = tuple(_RECORDS)
 _ALIASES = {"fluctuation": {"steps": "horizon"}}  # former names, still accepted
 

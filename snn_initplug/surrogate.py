@@ -45,6 +45,7 @@ __all__ = [
     "integrate",
     "clear_moment_cache",
     "moment_cache_info",
+    "shape_parameter",
 ]
 
 SpikeFunction = Callable[[torch.Tensor], torch.Tensor]
@@ -214,6 +215,22 @@ def describe_surrogate(fn: Any) -> tuple[str, dict[str, Any]]:
         if not k.startswith("_") and isinstance(v, (numbers.Number, bool, str, torch.Tensor))
     }
     return getattr(fn, "__qualname__", type(fn).__name__), params
+
+
+# The sharpness of a surrogate family, as both frameworks name it (SpikingJelly and snnTorch atan: alpha;
+# snnTorch sigmoid, fast_sigmoid, spike_rate_escape, SFS: slope).
+SHAPE_NAMES = ("alpha", "slope")
+
+
+def shape_parameter(params: dict[str, Any]) -> Optional[str]:
+    """The name of a surrogate family's shape parameter in its :func:`describe_surrogate` parameters: ``alpha``
+    or ``slope`` where the family has one, else its only numeric parameter; None when there is none, or
+    several and none of those names (the shape is not one number)."""
+    numeric = [k for k, v in params.items() if isinstance(v, numbers.Real) and not isinstance(v, bool)]
+    for name in SHAPE_NAMES:
+        if name in numeric:
+            return name
+    return numeric[0] if len(numeric) == 1 else None
 
 
 def _freeze(value: Any) -> Hashable:

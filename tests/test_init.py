@@ -159,7 +159,7 @@ def test_baselines_match_torch_formulas(name):
     expected_std = {"default": 1 / math.sqrt(3 * 200), "kaiming_normal": math.sqrt(2 / 200),
                     "kaiming_uniform": math.sqrt(2 / 200), "xavier_normal": math.sqrt(2 / 500),
                     "xavier_uniform": math.sqrt(2 / 500), "lecun_normal": math.sqrt(1 / 200),
-                    "spikingjelly": 1 / math.sqrt(3 * 200)}[name]
+                    "spikingjelly": 1 / math.sqrt(3 * 200), "ding": math.sqrt(2) / math.sqrt(200)}[name]
     empirical_std_ok(w, expected_std)
     law = baseline_law(name, 200, 300)
     if law.kind == "uniform":
@@ -170,7 +170,8 @@ def test_baselines_match_torch_formulas(name):
      "kaiming_normal": nn.init.kaiming_normal_, "kaiming_uniform": nn.init.kaiming_uniform_,
      "xavier_normal": nn.init.xavier_normal_, "xavier_uniform": nn.init.xavier_uniform_,
      "lecun_normal": lambda t: nn.init.normal_(t, 0, 1 / math.sqrt(200)),
-     "spikingjelly": lambda t: nn.init.kaiming_normal_(t, a=math.sqrt(5))}[name](ref)
+     "spikingjelly": lambda t: nn.init.kaiming_normal_(t, a=math.sqrt(5)),
+     "ding": lambda t: nn.init.normal_(t, 0, math.sqrt(2) / math.sqrt(200))}[name](ref)
     assert ref.std().item() == pytest.approx(expected_std, rel=0.05)
 
 

@@ -50,6 +50,8 @@ __all__ = [
     "scale_tensor_in_place",
     "threshold_lever",
     "use_surrogate_path",
+    "SurrogateLever",
+    "surrogate_lever",
 ]
 
 ENTRY_POINT_GROUP = "snn_initplug.adapters"
@@ -75,6 +77,19 @@ class InternalWeight:
 
 
 @dataclass(frozen=True)
+class SurrogateLever:
+    """A neuron's surrogate as a family of one shape ``parameter`` (now at ``value``): ``at(v)`` builds a new
+    spike function of the same family at shape ``v`` (never the object the neuron holds, which other neurons
+    may share), ``install(fn)`` puts a spike function on the neuron, and ``current`` is the object it holds."""
+
+    parameter: str
+    value: float
+    current: Callable
+    at: Callable[[float], Callable]
+    install: Callable[[Callable], None]
+
+
+@dataclass(frozen=True)
 class NeuronAdapter:
     """How to read one neuron class, and the facts about how it runs that the core needs.
 
@@ -89,7 +104,10 @@ class NeuronAdapter:
       (some implementations run fused kernels without it), returning the function that switches back;
     * ``scale_threshold(module, factor) -> undo``: multiply the neuron's threshold(s) by ``factor`` in place,
       returning the function that puts the exact previous value back (the lever of
-      ``calibrate(weightless="threshold")``; default: none).
+      ``calibrate(weightless="threshold")``; default: none);
+    * ``surrogate_lever(module) -> SurrogateLever | None``: the neuron's surrogate as a one-parameter family
+      that can be rebuilt and installed (``spikeinit``'s surrogate shaping); None (or no function, the
+      default) when its shape cannot be set, e.g. a user callable.
     """
 
     cls: type
@@ -101,6 +119,7 @@ class NeuronAdapter:
     fires_on_last_call: bool = False
     surrogate_path: Optional[Callable[[nn.Module], Callable[[], None]]] = None
     scale_threshold: Optional[Callable[[nn.Module, float], Callable[[], None]]] = None
+    surrogate_lever: Optional[Callable[[nn.Module], Optional[SurrogateLever]]] = None
 
 
 _registry: dict[type, NeuronAdapter] = {}
@@ -124,6 +143,7 @@ def register_neuron(
     fires_on_last_call: bool = False,
     surrogate_path: Optional[Callable[[nn.Module], Callable[[], None]]] = None,
     scale_threshold: Optional[Callable[[nn.Module, float], Callable[[], None]]] = None,
+    surrogate_lever: Optional[Callable[[nn.Module], Optional[SurrogateLever]]] = None,
 ) -> None:
     """Register (or replace) the adapter of a neuron class; subclasses use it too unless they have their own.
 
@@ -143,6 +163,8 @@ def register_neuron(
         scale_threshold: ``(module, factor) -> undo`` multiplies the threshold by ``factor`` in place and returns
             the function restoring the exact previous value; lets ``calibrate(weightless="threshold")`` bring a
             neuron that no weight feeds to its target rate.
+        surrogate_lever: ``module -> SurrogateLever | None``: the neuron's surrogate as a one-parameter family
+            that ``initialize(..., "spikeinit")`` may reshape (default: none, the surrogate is left as is).
 
     Example:
         >>> import torch, torch.nn as nn
@@ -165,9 +187,11 @@ def register_neuron(
         raise ArgumentTypeError("register_neuron: internal_weights must be callable or None")
     if scale_threshold is not None and not callable(scale_threshold):
         raise ArgumentTypeError("register_neuron: scale_threshold must be callable or None")
+    if surrogate_lever is not None and not callable(surrogate_lever):
+        raise ArgumentTypeError("register_neuron: surrogate_lever must be callable or None")
     with _lock:
         _registry[cls] = NeuronAdapter(cls, to_spec, internal_weights, framework, reset, time_major,
-                                       bool(fires_on_last_call), surrogate_path, scale_threshold)
+                                       bool(fires_on_last_call), surrogate_path, scale_threshold, surrogate_lever)
 
 
 def unregister_neuron(cls: type) -> None:
@@ -320,6 +344,15 @@ def threshold_lever(module: nn.Module) -> Optional[Callable[[float], Callable[[]
         return None
     scale = adapter.scale_threshold
     return lambda factor: scale(module, factor)
+
+
+def surrogate_lever(module: nn.Module) -> Optional[SurrogateLever]:
+    """The neuron's surrogate as a reshapeable one-parameter family (its adapter's ``surrogate_lever``), or None
+    when its shape cannot be set."""
+    adapter = find_adapter(module)
+    if adapter is None or adapter.surrogate_lever is None:
+        return None
+    return adapter.surrogate_lever(module)
 
 
 def use_surrogate_path(module: nn.Module) -> Callable[[], None]:

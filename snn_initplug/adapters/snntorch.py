@@ -45,6 +45,7 @@ trusts ``state_function``, except with ``reset_delay=False`` (see :func:`_reset_
 from __future__ import annotations
 
 import copy
+import inspect
 import types
 from collections.abc import Sequence
 from typing import Any, Callable, Optional
@@ -54,9 +55,11 @@ import torch
 import torch.nn as nn
 
 from ..neuron import NeuronSpec, NeuronSpecError, simulate_impulse_response
+from ..surrogate import describe_surrogate, shape_parameter
 from . import (
     FrameworkNeuron,
     InternalWeight,
+    SurrogateLever,
     UnsupportedNeuronError,
     register_neuron,
     register_unsupported,
@@ -339,9 +342,36 @@ def _scale_threshold(module: nn.Module, factor: float):
     return scale_tensor_in_place(threshold, factor)
 
 
+def _surrogate_lever(module: nn.Module) -> Optional[SurrogateLever]:
+    """``spike_grad`` built by a factory of ``snntorch.surrogate`` (``atan``, ``sigmoid``, ``fast_sigmoid``,
+    ...): the family is that factory, rebuilt with the closure's parameters and a new shape; each neuron gets
+    its own closure (one passed to several neurons is never changed). Anything else (``custom_surrogate``, a
+    user function, ``LeakyParallel``'s ``ATan.apply``): None."""
+    current = module.spike_grad
+    if not inspect.isfunction(current):
+        return None
+    kind, params = describe_surrogate(current)
+    factory = getattr(snntorch.surrogate, kind, None)
+    if not (inspect.isfunction(factory) and factory.__module__ == snntorch.surrogate.__name__
+            and current.__qualname__.startswith(f"{kind}.<locals>.")):
+        return None
+    parameter = shape_parameter(params)
+    accepted = inspect.signature(factory).parameters
+    if parameter is None or not set(params) <= set(accepted):
+        return None
+
+    def at(value: float) -> Callable:
+        return factory(**{**params, parameter: float(value)})
+
+    def install(fn: Callable) -> None:
+        module.spike_grad = fn
+
+    return SurrogateLever(parameter, float(params[parameter]), current, at, install)
+
+
 # snnTorch calls spike_grad on the previous membrane first (the detached reset signal), then on the new one
 _RUNS: dict[str, Any] = dict(reset=_to_rest, time_major=_time_major, fires_on_last_call=True,
-                             scale_threshold=_scale_threshold)
+                             scale_threshold=_scale_threshold, surrogate_lever=_surrogate_lever)
 
 
 def _register() -> None:

@@ -41,15 +41,25 @@ supported class that replaces its update methods.
 """
 from __future__ import annotations
 
+import copy
 import sys
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn as nn
 from spikingjelly.activation_based import neuron as sj_neuron
+from spikingjelly.activation_based import surrogate as sj_surrogate
 
 from ..neuron import NeuronSpec
-from . import FrameworkNeuron, UnsupportedNeuronError, register_neuron, register_unsupported, scale_tensor_in_place
+from ..surrogate import describe_surrogate, shape_parameter
+from . import (
+    FrameworkNeuron,
+    SurrogateLever,
+    UnsupportedNeuronError,
+    register_neuron,
+    register_unsupported,
+    scale_tensor_in_place,
+)
 
 FRAMEWORK = "spikingjelly"
 
@@ -83,7 +93,7 @@ def _common(m: FrameworkNeuron) -> dict:
 
 def _reset(v_reset) -> dict:
     if v_reset is None:
-        return dict(reset="subtract")
+        return dict(reset="subtract", reset_decays=True)  # V = H − θ·S, then the next step decays V
     # Hard reset. For LIF/PLIF with v_reset != 0 SpikingJelly also decays toward v_reset, which in the
     # canonical form is a constant drive (1 - beta) * v_reset; it does not depend on the input, so the
     # impulse response (the kernel) is unaffected and the spec does not carry it.
@@ -229,8 +239,31 @@ def _scale_threshold(module: FrameworkNeuron, factor: float):
     return undo
 
 
+def _surrogate_lever(module: FrameworkNeuron) -> Optional[SurrogateLever]:
+    """A ``surrogate_function`` of SpikingJelly's surrogate module (both versions keep each parameter as an
+    attribute, read at call time, also by the fused kernels): the family is a deep copy with the shape attribute
+    set, so the default instance that every neuron of a class shares is never changed. Other modules: None."""
+    current = module.surrogate_function
+    if not (isinstance(current, nn.Module) and type(current).__module__ == sj_surrogate.__name__):
+        return None
+    _, params = describe_surrogate(current)
+    parameter = shape_parameter(params)
+    if parameter is None:
+        return None
+
+    def at(value: float) -> nn.Module:
+        fresh = copy.deepcopy(current)
+        setattr(fresh, parameter, float(value))
+        return fresh
+
+    def install(fn) -> None:
+        module.surrogate_function = fn
+
+    return SurrogateLever(parameter, float(params[parameter]), current, at, install)
+
+
 _RUNS: dict[str, Any] = dict(reset=_to_rest, time_major=_time_major, surrogate_path=_surrogate_path,
-                             scale_threshold=_scale_threshold)
+                             scale_threshold=_scale_threshold, surrogate_lever=_surrogate_lever)
 
 
 def _register() -> None:
