@@ -69,10 +69,12 @@ class Method:
     options: dict = field(default_factory=dict)
 
 
-def method_table(target_rate: float, steps: int) -> dict[str, Method]:
+def method_table(target_rate: float, steps: int, leaky: bool = True) -> dict[str, Method]:
+    """``leaky``: False for IF neurons, which have no stationary rate: ``spikeinit`` then targets the rate over
+    the ``steps`` the model runs (its Algorithm 3)."""
     ours = {"target_rate": target_rate}
     return {m.label: m for m in [
-        Method("spikeinit", "spikeinit", "SpikeInit (ours implements it)", ours),
+        Method("spikeinit", "spikeinit", "SpikeInit (ours implements it)", ours if leaky else {**ours, "steps": steps}),
         Method("ding", "ding", "SpikeInit's baseline (Ding et al. 2025)"),
         Method("spike_aware", "spike_aware", "Micheli et al. 2024"),
         Method("calibrated", "calibrated", "ours", {**ours, "steps": steps}),
@@ -245,6 +247,7 @@ class Protocol:
     skip: Optional[str] = "readout"  # the non-spiking readout, left as built by every method
     loss: str = "ce"  # "ce": cross-entropy on the output; "mse": MSE of the output rate against the one-hot label
     trains: bool = True
+    leaky: bool = True  # False: IF neurons (no leak)
 
 
 SPIKEINIT_METHODS = ("spikeinit", "ding", "spike_aware", "calibrated", "default", "spikingjelly", "kaiming_normal")
@@ -259,7 +262,7 @@ PROTOCOLS = {
                      ("ikun_v1", "ikun_v2", "xavier", "kaiming", "normal", "lecun", "calibrated", "spikeinit",
                       "default"),
                      dict(channels=8, train=2000, val=500, test=1000, epochs=3, batch=128, target_rate=0.1,
-                          target=0.5), skip=None, loss="mse"),
+                          target=0.5), skip=None, loss="mse", leaky=False),
     "micheli-depth": Protocol("Micheli", "snntorch", micheli_stack,
                               ("spike_aware", "calibrated", "spikeinit", "ding", "default", "kaiming_normal",
                                "xavier_normal"),
@@ -537,7 +540,7 @@ def main(argv=None) -> dict:
         except ImportError:
             print(f"[anchors] {name}: skipped, {protocol.framework} is not installed", flush=True)
             continue
-        table = method_table(args.target_rate, args.steps)
+        table = method_table(args.target_rate, args.steps, protocol.leaky)
         chosen = args.methods or protocol.methods
         unknown = [m for m in chosen if m not in table]
         if unknown:
