@@ -17,7 +17,7 @@ Protocols (``--protocol``; each has its own reduced defaults, every one overrida
   ikun_v2) and ours; the validation accuracy every quarter epoch gives the epochs to ``--target``;
 * ``micheli-depth`` (Micheli et al. 2024): snnTorch ``Leaky`` (beta 0.5, threshold 1, subtract reset), a weightless
   encoder neuron on the pixels, then ``--depth`` (100) ``Linear`` -> ``Leaky`` layers at each ``--widths``: the
-  firing rate of every layer at init (no training) on images the init did not see;
+  firing rate of every layer at init (no training) on ``--batch`` images the init did not see;
 * ``micheli-train``: the same neurons in their 10-layer MLP (784 -> 100 x 9 -> 10, the readout a ``Leaky`` whose
   spike count is the logit: cross-entropy on counts), Adam.
 
@@ -35,6 +35,7 @@ Markdown table ``--out``_PROTOCOL.md (printed too) and a plot ``--out``_PROTOCOL
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -195,20 +196,22 @@ def ikun_csnn(args) -> SpikingJellyNet:
     return SpikingJellyNet(body, None, args.steps)
 
 
+def micheli_leaky(**kwargs):
+    """Micheli's neuron: snnTorch ``Leaky``, beta 0.5, threshold 1, subtract reset (its code's defaults)."""
+    import snntorch as snn
+
+    return snn.Leaky(beta=0.5, threshold=1.0, reset_mechanism="subtract", **kwargs)
+
+
 class MicheliMLP(nn.Module):
-    """A weightless encoder ``Leaky`` on the pixels, then ``Linear`` -> ``Leaky`` layers (subtract reset); the
-    output is the last layer's spike count over the steps."""
+    """Micheli's MLP: a weightless encoder neuron on the pixels, then ``Linear`` -> neuron layers (the last one
+    the 10 readout neurons); the output is the readout's spike count over the steps."""
 
-    def __init__(self, sizes: list[int], beta: float, threshold: float, steps: int):
+    def __init__(self, sizes: list[int], steps: int):
         super().__init__()
-        import snntorch as snn
-
-        def leaky():
-            return snn.Leaky(beta=beta, threshold=threshold, reset_mechanism="subtract")
-
-        self.encoder = leaky()
+        self.encoder = micheli_leaky()
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.neurons = nn.ModuleList(leaky() for _ in self.layers)
+        self.neurons = nn.ModuleList(micheli_leaky() for _ in self.layers)
         self.steps = steps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -225,13 +228,35 @@ class MicheliMLP(nn.Module):
 
 
 def micheli_mlp(args) -> MicheliMLP:
-    """Micheli's MLP: ``--depth`` weight layers, the last one the 10 readout neurons."""
-    return MicheliMLP([784] + [args.width] * (args.depth - 1) + [10], 0.5, 1.0, args.steps)
+    """``--depth`` weight layers, the last one the 10 readout neurons."""
+    return MicheliMLP([784] + [args.width] * (args.depth - 1) + [10], args.steps)
 
 
-def micheli_stack(args) -> MicheliMLP:
-    """``--depth`` hidden layers of ``--width`` neurons (no readout): the rates at init only."""
-    return MicheliMLP([784] + [args.width] * args.depth, 0.5, 1.0, args.steps)
+def micheli_stack(args) -> nn.Sequential:
+    """``--depth`` ``Linear`` -> ``Leaky`` layers of ``--width`` neurons (no readout), one call per time step: an
+    ``nn.Sequential`` stack, so ``calibrated`` runs in chain mode (model mode costs depth² passes)."""
+    sizes = [784] + [args.width] * args.depth
+    return nn.Sequential(*[m for a, b in zip(sizes[:-1], sizes[1:])
+                           for m in (nn.Linear(a, b), micheli_leaky(init_hidden=True))])
+
+
+def encode(images: torch.Tensor, steps: int) -> list[torch.Tensor]:
+    """Micheli's weightless encoder neuron on the pixels: one spike tensor per step."""
+    encoder, x = micheli_leaky(), images.flatten(1)
+    mem = encoder.reset_mem()
+    out = []
+    for _ in range(steps):
+        spikes, mem = encoder(x, mem)
+        out.append(spikes)
+    return out
+
+
+def run_steps(model: nn.Sequential, steps: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The stack from rest over the steps, one call each."""
+    for module in model:
+        if hasattr(module, "reset_mem"):
+            module.reset_mem()
+    return [model(step) for step in steps]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -389,7 +414,7 @@ def train_protocol(name: str, protocol: Protocol, methods: list[Method], args) -
 def depth_protocol(protocol: Protocol, methods: list[Method], args) -> dict:
     """Micheli's picture: each layer's rate at init, on ``--batch`` images the init did not see."""
     dataset, (x_tr, _), _, _ = load_data(args)
-    calib, fresh = x_tr[: args.batch], x_tr[args.batch: 2 * args.batch]
+    calib, fresh = encode(x_tr[: args.batch], args.steps), encode(x_tr[args.batch: 2 * args.batch], args.steps)
     records, rows = [], []
     for width in args.widths:
         args.width = width
@@ -398,22 +423,31 @@ def depth_protocol(protocol: Protocol, methods: list[Method], args) -> dict:
             for seed in args.seeds:
                 torch.manual_seed(seed)
                 model = protocol.build(args)
-                record = {"method": method.label, "width": width, "seed": seed}
+                record = {"method": method.label, "width": width, "seed": seed,
+                          "input_rate": float(torch.stack(fresh).mean())}
+                # the encoder is silent at the first step (a pixel <= 1 < θ): the analytic laws read the input
+                # statistics of all steps as one batch; calibrated runs the steps, its start told those statistics
+                if method.package == "calibrated":
+                    example = calib
+                    method = dataclasses.replace(method, options={**method.options, "input_second_moment": float(
+                        torch.stack(calib).pow(2).mean())})
+                else:
+                    example = torch.cat(calib)
                 try:
-                    record["init_s"] = apply(model, method, calib, seed, protocol.skip)
+                    record["init_s"] = apply(model, method, example, seed, protocol.skip)
                 except Exception as exc:  # noqa: BLE001
                     record["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
                     records.append(record)
                     break
-                # the encoder neuron first: it has no weight
-                record["rates"] = [layer.rate for layer in sip.diagnose(model, fresh).layers]
+                record["rates"] = [layer.rate for layer in sip.diagnose(model, fresh, forward=run_steps).layers]
                 records.append(record)
                 runs.append(record)
+                print(f"  width {width} {method.label} seed {seed}: init {record['init_s']:.1f} s", flush=True)
             if not runs:
                 rows.append({"method": method.label, "role": method.role, "width": width, "error": record["error"]})
                 print(f"width {width:<5}{method.label:<16} refused: {record['error']}", flush=True)
                 continue
-            hidden = [r["rates"][1:] for r in runs]  # the weighted layers
+            hidden = [r["rates"] for r in runs]
             picks = {f"layer {k}": [h[k - 1] for h in hidden] for k in sorted({1, 10, 50, len(hidden[0])})
                      if k <= len(hidden[0])}
             row = {"method": method.label, "role": method.role, "width": width, **picks,
@@ -466,7 +500,7 @@ def plot(name: str, result: dict, path: Path, title: str) -> None:
         fig, axes = plt.subplots(1, len(widths), figsize=(4.5 * len(widths), 3.8), squeeze=False, sharey=True)
         for ax, width in zip(axes[0], widths):
             for label in dict.fromkeys(r["method"] for r in result["records"]):
-                runs = [r["rates"][1:] for r in result["records"]
+                runs = [r["rates"] for r in result["records"]
                         if r["method"] == label and r["width"] == width and "rates" in r]
                 if runs:
                     mean = [statistics.fmean(layer) for layer in zip(*runs)]
