@@ -278,7 +278,7 @@ class Protocol:
 SPIKEINIT_METHODS = ("spikeinit", "ding", "spike_aware", "calibrated", "default", "spikingjelly", "kaiming_normal")
 PROTOCOLS = {
     "vgg11": Protocol("SpikeInit", "spikingjelly", vgg11, SPIKEINIT_METHODS,
-                      dict(shrink=16, train=2000, val=500, test=1000, epochs=2, lr=[1e-3, 3e-3], batch=50,
+                      dict(shrink=16, train=3000, val=500, test=1000, epochs=2, lr=[1e-3, 3e-3], batch=50,
                            target_rate=0.1)),
     "plain20": Protocol("SpikeInit", "spikingjelly", plain20, SPIKEINIT_METHODS,
                         dict(depth=20, width=128, train=4000, val=500, test=1000, epochs=2, lr=[3e-4, 1e-3],
