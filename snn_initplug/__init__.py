@@ -27,6 +27,8 @@ _PUBLIC: dict[str, str] = {
     "surrogate_moments": "surrogate",
     "clear_moment_cache": "surrogate",
     "moment_cache_info": "surrogate",
+    "calculate_spikeinit": "init",
+    "spikeinit_": "init",
     "NeuronSpec": "neuron",
     "NeuronSpecError": "errors",
     "kernel_sums_from_response": "neuron",
@@ -111,10 +113,12 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         calculate_fluctuation,
         calculate_ikun_gain,
         calculate_spike_aware_gain,
+        calculate_spikeinit,
         fluctuation_,
         ikun_,
         relay_pattern,
         spike_aware_,
+        spikeinit_,
     )
     from .laws import (
         Law,

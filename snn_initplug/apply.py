@@ -276,7 +276,8 @@ def _spikeinit_rule(layer: LayerPlan, opts: SpikeInitOptions, ctx: _Context):
     scale = calculate_spikeinit(target_rate=opts.target_rate, decay=spec.beta, input_scale=spec.input_scale,
                                 threshold=spec.threshold, reset=spec.reset, reset_value=spec.reset_value,
                                 reset_decays=spec.reset_decays, input=source, input_second_moment=q,
-                                input_mean=mean if source == "spikes" else None, steps=opts.steps, samples=opts.samples, seed=opts.seed)
+                                input_mean=mean if source == "spikes" else None, steps=opts.steps,
+                                simulate=opts.simulate, samples=opts.samples, seed=opts.seed)
     share = _share(layer, ctx, None)
     law = spikeinit_law(layer.fan_in, scale.weight_scale, share=share)
     assumed.update(sigma_star=scale.weight_scale, how=scale.how, rate=scale.rate,
@@ -389,9 +390,10 @@ def initialize(
 
     Args:
         model: an snnTorch / SpikingJelly model (or one with neurons registered by ``register_neuron``).
-        method: ``"ikun"``, ``"spike_aware"``, ``"fluctuation"``, ``"calibrated"``, or a baseline (``"default"``,
-            ``"kaiming_normal"``, ``"kaiming_uniform"``, ``"xavier_normal"``, ``"xavier_uniform"``,
-            ``"lecun_normal"``, ``"spikingjelly"``); or an options record (``IkunOptions(mode="fan_out")``, ...).
+        method: ``"ikun"``, ``"spike_aware"``, ``"fluctuation"``, ``"spikeinit"``, ``"calibrated"``, or a
+            baseline (``"default"``, ``"kaiming_normal"``, ``"kaiming_uniform"``, ``"xavier_normal"``,
+            ``"xavier_uniform"``, ``"lecun_normal"``, ``"spikingjelly"``, ``"ding"``); or an options record
+            (``IkunOptions(mode="fan_out")``, ...).
             The default, ``"calibrated"``, needs ``example_input``: it is the one method that brought every
             model type we measured (shallow, CSNN, deep plain stack, SEW ResNet, RLeaky, Spikformer) to its
             target rate at every layer (README, "Which method to use"); deep plain stacks also want ``relay=0.9``
@@ -411,12 +413,14 @@ def initialize(
         **options: the method's options, the fields of its record (:mod:`snn_initplug.options`): ``ikun``:
             variant, version, mode, distribution, moment; ``spike_aware``: sigma_u, rate, horizon,
             input_second_moment, input_mean, recurrent_fraction, relay; ``fluctuation``: mu_u, sigma_u, rate,
-            input_rate, horizon (or steps), input_second_moment, input_mean, recurrent_fraction.
+            input_rate, horizon (or steps), input_second_moment, input_mean, recurrent_fraction; ``spikeinit``:
+            target_rate, steps, surrogate (True: each neuron's surrogate at the shape α*), simulate, samples, seed.
             ``calibrated``: the calibration's (target_rate, tolerance, max_evaluations, steps, bias, mode, seed),
             ``start`` (a method name or an options record, default ``"spike_aware"``) and ``start_options``
             (a dict); other options go to the start method. A name both take (``mode``) is the calibration's:
             give the start's in ``start_options``. With ``start="fluctuation"``, ``steps=T`` is also the start's
-            kernel horizon unless it has its own.
+            kernel horizon unless it has its own; with ``start="spikeinit"``, ``steps`` and a numeric
+            ``target_rate`` are also the start's.
 
     All new weights are computed and sampled before any is written, so an error leaves the model unchanged.
     The report records the settings (``report.settings``) and each layer's seed (``LayerReport.seed``):

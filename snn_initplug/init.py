@@ -274,16 +274,20 @@ def ikun_(
 # ------------------------------------------------------------------------------------------------------
 # Spike-aware (Micheli et al. 2024)
 # ------------------------------------------------------------------------------------------------------
-def _threshold(threshold) -> float:
+def _positive_number(name: str, value) -> float:
     # float() first and a finiteness check: a str threshold would fail in ">" with a bare TypeError, and θ = inf
     # would surface later as "input second moment is nan"
     try:
-        threshold = float(threshold)
+        number = float(value)
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise InitError(f"threshold must be a single number, got {threshold!r}") from exc
-    if not (math.isfinite(threshold) and threshold > 0):
-        raise InitError(f"threshold must be a finite number > 0, got {threshold}")
-    return threshold
+        raise InitError(f"{name} must be a single number, got {value!r}") from exc
+    if not (math.isfinite(number) and number > 0):
+        raise InitError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
+
+
+def _threshold(threshold) -> float:
+    return _positive_number("threshold", threshold)
 
 
 def calculate_spike_aware_gain(
@@ -504,16 +508,6 @@ def baseline_(tensor: torch.Tensor, name: str, *, threshold: float = 1.0, input_
                                        input_scale=_positive_number("input_scale", input_scale)), generator)
 
 
-def _positive_number(name: str, value) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise InitError(f"{name} must be a single number, got {value!r}") from exc
-    if not (math.isfinite(number) and number > 0):
-        raise InitError(f"{name} must be a finite number > 0, got {value!r}")
-    return number
-
-
 # ------------------------------------------------------------------------------------------------------
 # SpikeInit (Shi & Yu 2026)
 # ------------------------------------------------------------------------------------------------------
@@ -580,6 +574,7 @@ def calculate_spikeinit(
     input_second_moment: Optional[float] = None,
     input_mean: Optional[float] = None,
     steps: Optional[int] = None,
+    simulate: bool = False,
     samples: int = 1 << 15,
     seed: int = 0,
 ) -> SpikeInitScale:
@@ -593,12 +588,12 @@ def calculate_spikeinit(
     * Static analog input (``input="static"``, one frame held for every step, second moment :math:`q`, default
       1): :math:`P_\mathrm{static}(s) = p` (:func:`snn_initplug.stationary.static_input_std`).
     * Where the closure does not hold (``steps=T``; a subtractive reset; a hard reset to another value;
-      per-neuron parameters; no leak) the neuron's update is simulated (Algorithm 3,
+      per-neuron parameters; no leak), or with ``simulate=True``, the neuron's update is simulated (Algorithm 3,
       :func:`snn_initplug.stationary.simulated_input_std`): ``samples`` seeded neurons, the rate averaged over
       T steps from rest (or stationary), solved for :math:`s`. The simulation also holds the part of the input
-      that fixed weights make constant per neuron (:math:`\sum_j W_{ij} p_j`, a fraction
-      :math:`E[p_j^2]/E[p_j]` of the variance; ``input_mean``\ :sup:`2`/q for given spikes), which the
-      closure leaves out; for a leaky neuron with a subtractive reset it decides the rate of a deep stack.
+      that fixed weights make constant per neuron (:math:`p\sum_j W_{ij}`, a fraction :math:`m^2/q` of the
+      variance for spikes of mean :math:`m`), which the closure leaves out: a leaky neuron with a subtractive
+      reset integrates it.
 
     The gradient target is :func:`snn_initplug.stationary.gradient_target` (over T steps with ``steps``); the
     surrogate's shape follows from :meth:`SpikeInitScale.surrogate_shape`.
@@ -614,9 +609,10 @@ def calculate_spikeinit(
             undecayed at the next step (snnTorch).
         input: ``"spikes"`` or ``"static"``.
         input_second_moment: :math:`q` of the input (default p for spikes, 1 for a static input).
-        input_mean: the input's mean, for given spikes (default: the spikes of neurons like this one at p).
+        input_mean: the mean :math:`m` of a spike input (default p).
         steps: T, or None for the stationary rate.
-        samples: simulated input sequences.
+        simulate: the simulated variant even where the closed form holds (it holds the per-neuron input mean).
+        samples: simulated neurons.
         seed: the simulation's seed.
 
     Returns:
@@ -632,7 +628,7 @@ def calculate_spikeinit(
         >>> round(sip.calculate_spikeinit(decay=0.5, input_scale=0.5, input="static").weight_scale, 4)
         1.1425
     """
-    options = SpikeInitOptions(target_rate=target_rate, steps=steps, samples=samples, seed=seed)
+    options = SpikeInitOptions(target_rate=target_rate, steps=steps, simulate=simulate, samples=samples, seed=seed)
     if input not in ("spikes", "static"):
         raise InitError(f"spikeinit: input must be 'spikes' or 'static', got {input!r}")
     kappa, lam, theta = _values("decay", decay), _values("input_scale", input_scale), _values("threshold", threshold)
@@ -643,7 +639,7 @@ def calculate_spikeinit(
     if min(np.atleast_1d(lam)) <= 0:
         raise InitError(f"spikeinit: input_scale must be > 0, got {input_scale!r}")
     p, static = options.target_rate, input == "static"
-    if dynamics.closed_form and options.steps is None and isinstance(lam, float):
+    if dynamics.closed_form and options.steps is None and isinstance(lam, float) and not options.simulate:
         assert isinstance(kappa, float) and isinstance(theta, float)  # noqa: S101 - closed_form checked it
         if static:
             s = static_input_std(p, kappa, theta)
@@ -657,9 +653,9 @@ def calculate_spikeinit(
         mean, std, weight_scale = membrane.mean, membrane.std, s / (lam * math.sqrt(q))
     else:
         lams = lam if isinstance(lam, tuple) else (lam,)
-        # held fraction of the input variance: all of it for a static frame; the measured mean² / second moment
-        # of given spikes; for spikes of neurons at the target (a hidden layer) found with the scale
-        held = 1.0 if static else (None if input_mean is None else min(1.0, input_mean**2 / q))
+        # the part of the input variance fixed weights hold per neuron: all of it for a static frame, mean²/q for
+        # spikes (p for spikes at the target rate, i.i.d. over inputs and steps)
+        held = 1.0 if static else min(1.0, (p if input_mean is None else input_mean) ** 2 / q)
         # bisected in weight units (σ·√q): each neuron's input std is that times its own λ
         found = simulated_input_std(p, dynamics, options.steps, held_fraction=held, input_scales=lams,
                                     samples=options.samples, seed=options.seed)

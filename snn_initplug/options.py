@@ -200,12 +200,13 @@ class SpikeInitOptions:
     """SpikeInit (Shi & Yu 2026): the ``target_rate`` p every neuron fires at (default 0.1, the paper's);
     ``steps`` T: the rate averaged over T simulated steps from rest (Algorithm 3), or None for the stationary
     rate (closed form where it holds, simulated otherwise); ``surrogate``: write each neuron's surrogate at the
-    shape α* that keeps the gradient norm (False: leave every surrogate untouched); ``samples`` and ``seed``
-    of the simulation."""
+    shape α* that keeps the gradient norm (False: leave every surrogate untouched); ``simulate``: the simulated
+    variant even where the closed form holds; ``samples`` and ``seed`` of the simulation."""
 
     target_rate: float = 0.1
     steps: Optional[int] = None
     surrogate: bool = True
+    simulate: bool = False
     samples: int = 1 << 15
     seed: int = 0
 
@@ -217,8 +218,9 @@ class SpikeInitOptions:
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral)
                                        or self.steps < 1):
             raise OptionError(f"spikeinit: steps must be an integer >= 1 or None, got {self.steps!r}")
-        if not isinstance(self.surrogate, bool):
-            raise OptionError(f"spikeinit: surrogate must be True or False, got {self.surrogate!r}")
+        for name in ("surrogate", "simulate"):
+            if not isinstance(getattr(self, name), bool):
+                raise OptionError(f"spikeinit: {name} must be True or False, got {getattr(self, name)!r}")
         if isinstance(self.samples, bool) or not isinstance(self.samples, numbers.Integral) or self.samples < 1024:
             raise OptionError(f"spikeinit: samples must be an integer >= 1024, got {self.samples!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or self.seed < 0:

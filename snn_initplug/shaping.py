@@ -35,18 +35,22 @@ class SurrogateSnapshot:
     """The surrogate objects the neurons of ``model`` hold now; :meth:`restore` puts the same objects back."""
 
     def __init__(self, model: nn.Module):
-        self.saved: list[SurrogateLever] = []
+        self.saved: list[tuple[nn.Module, SurrogateLever]] = []
         for module in model.modules():
             try:
                 lever = surrogate_lever(module)
             except UnsupportedNeuronError:  # an unsupported neuron: nothing of it is ever reshaped
                 continue
             if lever is not None:
-                self.saved.append(lever)
+                self.saved.append((module, lever))
 
     def restore(self) -> None:
-        for lever in self.saved:
-            lever.install(lever.current)
+        """Put back the objects that changed (one left alone is not written: restoring never fails on a neuron
+        that refused the new one)."""
+        for module, lever in self.saved:
+            now = surrogate_lever(module)
+            if now is None or now.current is not lever.current:
+                lever.install(lever.current)
 
 
 def write_weights_and_surrogates(writes: list[tuple[torch.Tensor, torch.Tensor]], saved, surrogates: list[SurrogateWrite],
@@ -63,6 +67,6 @@ def write_weights_and_surrogates(writes: list[tuple[torch.Tensor, torch.Tensor]]
         for write in surrogates:
             write.lever.install(write.new)
     except BaseException:
-        old.restore()
         saved.restore()
+        old.restore()
         raise

@@ -371,36 +371,28 @@ class SimulatedScale:
 
 @functools.lru_cache(maxsize=256)
 def simulated_input_std(target_rate: float, dynamics: MembraneDynamics, steps: Optional[int] = None, *,
-                        held_fraction: Optional[float] = None, input_scales: Optional[tuple[float, ...]] = None,
+                        held_fraction: float = 0.0, input_scales: Optional[tuple[float, ...]] = None,
                         samples: int = SIMULATED_SAMPLES, seed: int = 0) -> SimulatedScale:
     r"""The input std :math:`s` at which the simulated firing probability (mean over ``steps`` steps, or
     stationary) is ``target_rate``: Brent's method on :math:`\log s` over a widened bracket, on common random
     numbers. ``input_scales``: per-neuron factors on :math:`s` (the neurons' input scalings λ for one weight
-    scale).
-
-    ``held_fraction`` None: the input is the spikes of neurons like these, at the target rate (a hidden layer);
-    the held fraction :math:`f = E[p_j^2]/p` of their rates is found with :math:`s` (a fixed point, from
-    :math:`f = p`, the value for neurons that all fire at p).
+    scale); ``held_fraction``: of the input variance, held per neuron (:func:`simulate_membrane`).
 
     Raises:
         InitError: no input std reaches the target (naming the rate at the widest bracket).
     """
     threshold = float(np.mean(dynamics.threshold))
     scales = np.ones(1) if input_scales is None else np.asarray(input_scales, dtype=np.float64)
-    fraction = target_rate if held_fraction is None else held_fraction
-    for _ in range(1 if held_fraction is not None else 8):
-        def rate_at(s: float, f: float = fraction) -> float:
-            return simulate_membrane(s * scales, dynamics, steps, held_fraction=f, samples=samples, seed=seed).rate
 
-        low, high = _widened(rate_at, target_rate, threshold / float(scales.mean()), "spikeinit (simulated)")
-        s = math.exp(optimize.brentq(lambda v: rate_at(math.exp(v)) - target_rate, math.log(low), math.log(high),
-                                     xtol=1e-5))
-        membrane = simulate_membrane(s * scales, dynamics, steps, held_fraction=fraction, samples=samples, seed=seed)
-        updated = min(1.0, max(0.0, membrane.rate_square / target_rate))
-        if held_fraction is not None or abs(updated - fraction) < 1e-3:
-            break
-        fraction = updated
-    return SimulatedScale(s, fraction, membrane)
+    def rate_at(s: float) -> float:
+        return simulate_membrane(s * scales, dynamics, steps, held_fraction=held_fraction, samples=samples,
+                                 seed=seed).rate
+
+    low, high = _widened(rate_at, target_rate, threshold / float(scales.mean()), "spikeinit (simulated)")
+    s = math.exp(optimize.brentq(lambda v: rate_at(math.exp(v)) - target_rate, math.log(low), math.log(high),
+                                 xtol=1e-5))
+    membrane = simulate_membrane(s * scales, dynamics, steps, held_fraction=held_fraction, samples=samples, seed=seed)
+    return SimulatedScale(s, held_fraction, membrane)
 
 
 # ----------------------------------------------------------------------------------------------------------
