@@ -464,7 +464,7 @@ def markdown(name: str, result: dict, args) -> str:
         keys = [k for k in rows[0] if k.startswith("layer ")] if rows else []
         lines = ["| width | method | role | " + " | ".join(f"rate at {k}" for k in keys) + " | silent layers |",
                  "|---" * (len(keys) + 4) + "|"]
-        for r in rows:
+        for r in sorted(rows, key=lambda r: r["width"]):  # stable: an --add run's rows join their width
             cells = ["refused: " + r["error"]] if "error" in r else [spread(r[k]) for k in keys] + [str(r["silent"])]
             lines.append(f"| {r['width']} | {r['method']} | {r['role']} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
