@@ -281,7 +281,7 @@ PROTOCOLS = {
                       dict(shrink=16, train=3000, val=500, test=1000, epochs=2, lr=[1e-3, 3e-3], batch=50,
                            target_rate=0.1)),
     "plain20": Protocol("SpikeInit", "spikingjelly", plain20, SPIKEINIT_METHODS,
-                        dict(depth=20, width=128, train=4000, val=500, test=1000, epochs=2, lr=[3e-4, 1e-3],
+                        dict(depth=20, width=128, train=2000, val=500, test=1000, epochs=2, lr=[3e-4, 1e-3],
                              batch=50, target_rate=0.1)),
     "ikun": Protocol("IKUN", "spikingjelly", ikun_csnn,
                      ("ikun_v1", "ikun_v2", "xavier", "kaiming", "normal", "lecun", "calibrated", "spikeinit",
@@ -296,7 +296,7 @@ PROTOCOLS = {
     "micheli-train": Protocol("Micheli", "snntorch", micheli_mlp,
                               ("spike_aware", "calibrated", "spikeinit", "ding", "default", "kaiming_normal",
                                "xavier_normal"),
-                              dict(depth=10, width=100, train=4000, val=500, test=1000, epochs=2, lr=[1e-3, 3e-3],
+                              dict(depth=10, width=100, train=2000, val=500, test=1000, epochs=2, lr=[1e-3, 3e-3],
                                    batch=64, target_rate=0.1587), skip=None),
 }
 IKUN_LR = {"sgd": 0.1, "adam": 1e-3}  # the paper's learning rates (its run script)
