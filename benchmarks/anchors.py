@@ -3,6 +3,8 @@
     python benchmarks/anchors.py                                  # every protocol at its reduced CPU budget
     python benchmarks/anchors.py --protocol vgg11 --out docs/results/anchors
     python benchmarks/anchors.py --protocol micheli-depth --widths 256 --depth 20 --seeds 0   # a small run
+    python benchmarks/anchors.py --protocol micheli-depth --methods spikeinit --add --out docs/results/anchors
+                                              # re-run one method's rows, keeping the others' (docs/anchors.md)
 
 Protocols (``--protocol``; each has its own reduced defaults, every one overridable):
 
