@@ -18,7 +18,7 @@ extensions = [
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 root_doc = "index"
-exclude_patterns = ["_build"]
+exclude_patterns = ["_build", "results/*.md"]  # benchmark tables; the pages quote them
 
 # Docstrings are Google style; type hints come from the signatures and are shown in the description.
 napoleon_google_docstring = True
