@@ -26,6 +26,7 @@ import torch.nn as nn
 
 from . import replay as checkpoint
 from . import theory
+from .adapters import threshold_lever
 from .calibration import calibrate, drive
 from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, InitError, NeuronSpecError, OptionError, PlanError, SurrogateError
@@ -36,6 +37,7 @@ from .options import (
     CALIBRATION_FIELDS,
     CalibrationOptions,
     FluctuationOptions,
+    BaselineOptions,
     IkunOptions,
     MethodOptions,
     SpikeAwareOptions,
@@ -44,15 +46,17 @@ from .options import (
     method_options,
     non_default_fields,
 )
-from .planning import InputStats, LayerPlan, Plan, plan
+from .membrane import scale_membrane
+from .planning import InputStats, LayerPlan, Plan, neuron_modules, plan
+from .recipes import Recipe, choose
 from .reports import LayerReport, Report, calibrated_label
-from .selection import Skip, check_overrides, is_skipped, layer_overrides
+from .selection import Skip, check_overrides, is_skipped, layer_overrides, skip_list
 from .tables import surrogate_label
-from .transaction import Snapshot, agree, check_writable, exclusive, fingerprint, write_all
+from .transaction import ModelState, Snapshot, agree, check_writable, exclusive, fingerprint, write_all
 
 __all__ = ["initialize", "reinitialize", "Report", "LayerReport", "METHODS", "compute_laws"]
 
-METHODS = ANALYTIC_METHODS + ("calibrated",)
+METHODS = ("auto",) + ANALYTIC_METHODS + ("calibrated",)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -303,9 +307,13 @@ def compute_laws(p: Plan, method: str, options: dict[str, Any], overrides=None, 
 # ----------------------------------------------------------------------------------------------------------
 def initialize(
     model: nn.Module,
-    method: Union[str, MethodOptions] = "calibrated",
     example_input: Any = None,
+    method: Union[str, MethodOptions] = "auto",
     *,
+    steps: Optional[int] = None,
+    relay: Optional[float] = None,
+    membrane: Optional[float] = None,
+    weightless: Optional[str] = None,
     generator: Optional[torch.Generator] = None,
     overrides: Optional[dict[str, dict[str, Any]]] = None,
     skip: Skip = None,
@@ -315,17 +323,31 @@ def initialize(
 ) -> Report:
     r"""Initialize every weight that feeds a spiking neuron of ``model``; return a :class:`Report`.
 
+    ``initialize(model, batch, steps=T)`` is the one call: it plans the model and picks the recipe our
+    measurements found best for it (:mod:`snn_initplug.recipes`): ``calibrated`` everywhere, the relay by
+    length for plain chains of spiking layers (``relay=0.9`` and the membrane ×0.5 from 10 to 20 layers, the
+    copy relay ``relay=1`` beyond), weight-less neurons through their threshold. The report's first line names
+    the recipe and why. Naming a method (``initialize(model, batch, "ikun")``, or the older
+    ``initialize(model, "ikun", batch)``) uses that method instead.
+
     Args:
         model: an snnTorch / SpikingJelly model (or one with neurons registered by ``register_neuron``).
-        method: ``"ikun"``, ``"spike_aware"``, ``"fluctuation"``, ``"calibrated"``, or a baseline (``"default"``,
-            ``"kaiming_normal"``, ``"kaiming_uniform"``, ``"xavier_normal"``, ``"xavier_uniform"``,
-            ``"lecun_normal"``, ``"spikingjelly"``); or an options record (``IkunOptions(mode="fan_out")``, ...).
-            The default, ``"calibrated"``, needs ``example_input``: it is the one method that brought every
-            model type we measured (shallow, CSNN, deep plain stack, SEW ResNet, RLeaky, Spikformer) to its
-            target rate at every layer (README, "Which method to use"); deep plain stacks also want ``relay=0.9``
-            (up to ~20 layers) or ``relay=1``, the copy relay (50-100 layers).
-        example_input: a batch as the model takes it; needed for models with a custom forward and for the
-            statistics of layers that read the model input.
+        example_input: a batch as the model takes it (for a model called once per time step, with ``steps=T``,
+            or a list of T per-step tensors). Needed by ``"auto"`` and ``"calibrated"``, by models with a
+            custom forward and for the statistics of layers that read the model input.
+        method: ``"auto"`` (the default: the recipe above), ``"calibrated"``, ``"ikun"``, ``"spike_aware"``,
+            ``"fluctuation"``, or a baseline (``"default"``, ``"kaiming_normal"``, ``"kaiming_uniform"``,
+            ``"xavier_normal"``, ``"xavier_uniform"``, ``"lecun_normal"``, ``"spikingjelly"``); or an options
+            record (``IkunOptions(fan_mode="fan_out")``, ...).
+        steps: the number of time steps T: the batch is presented at T steps while calibrating (``"auto"``,
+            ``"calibrated"``); the kernel horizon of ``spike_aware`` and ``fluctuation``.
+        relay: the relay share ρ of deep plain stacks (``"auto"`` chooses it by length; 0: none, 1: the copy
+            relay); ``spike_aware``'s and ``calibrated``'s start's option.
+        membrane: after the init, every neuron's membrane and threshold scaled by this factor
+            (:func:`~snn_initplug.scale_membrane`, in the same all-or-nothing write); ``"auto"`` chooses 0.5
+            for plain chains of 10–20 layers, else 1 (none).
+        weightless: neurons no weight feeds: ``"threshold"`` (the ``"auto"`` choice when there are any) brings
+            them to the target through their threshold, ``"report"`` lists them as not calibrated.
         generator: a CPU ``torch.Generator``; the same seed gives the same weights on every device and dtype.
         overrides: ``{pattern: {option: value, "method": other}}`` per layer (``fnmatch`` on the parameter,
             layer or neuron name).
@@ -337,22 +359,23 @@ def initialize(
             broadcast from rank 0, so every rank ends with rank 0's weights bit for bit, whatever its own
             generator held. All ranks must call ``initialize`` together. A no-op outside ``torch.distributed``.
         **options: the method's options, the fields of its record (:mod:`snn_initplug.options`): ``ikun``:
-            variant, version, mode, distribution, moment; ``spike_aware``: sigma_u, rate, horizon,
-            input_second_moment, input_mean, recurrent_fraction, relay; ``fluctuation``: mu_u, sigma_u, rate,
-            input_rate, horizon (or steps), input_second_moment, input_mean, recurrent_fraction.
-            ``calibrated``: the calibration's (target_rate, tolerance, max_evaluations, steps, bias, mode, seed),
-            ``start`` (a method name or an options record, default ``"spike_aware"``) and ``start_options``
-            (a dict); other options go to the start method. A name both take (``mode``) is the calibration's:
-            give the start's in ``start_options``. With ``start="fluctuation"``, ``steps=T`` is also the start's
-            kernel horizon unless it has its own.
+            variant, version, fan_mode, distribution, moment; ``spike_aware``: sigma_u, target_rate, steps,
+            input_second_moment, input_mean, recurrent_fraction; ``fluctuation``: mu_u, sigma_u, target_rate,
+            input_rate, steps, input_second_moment, input_mean, recurrent_fraction.
+            ``"auto"`` and ``calibrated``: the calibration's (target_rate, tolerance, max_evaluations, bias,
+            mode, seed), ``start`` (a method name or an options record, default ``"spike_aware"``) and
+            ``start_options`` (a dict); other options go to the start method. A name both take (``mode``) is
+            the calibration's: give the start's in ``start_options``. With ``start="fluctuation"``, ``steps=T``
+            is also the start's kernel horizon unless it has its own.
 
-    All new weights are computed and sampled before any is written, so an error leaves the model unchanged.
-    The report records the settings (``report.settings``) and each layer's seed (``LayerReport.seed``):
-    ``report.save(path)`` then :func:`reinitialize` reproduces the weights exactly.
+    All new weights are computed and sampled before any is written, so an error leaves the model unchanged;
+    with ``membrane``, a failure of the scaling puts back the init's writes too. The report records the
+    settings (``report.settings``) and each layer's seed (``LayerReport.seed``): ``report.save(path)`` then
+    :func:`reinitialize` reproduces the weights exactly.
 
     Returns:
-        Report: one row per initialized weight (method, neuron, surrogate, fans, gain, std, mean and the numbers
-        the law assumed); printing it gives a table.
+        Report: the recipe (``report.recipe``, its first line), one row per initialized weight (method, neuron,
+        surrogate, fans, gain, std, mean and the numbers the law assumed); printing it gives a table.
 
     Example:
         IKUN with κ from snnTorch's default arctangent surrogate: std = :math:`\sqrt{\kappa/\mathrm{fan\_in}}`.
@@ -362,12 +385,36 @@ def initialize(
         >>> net = nn.Sequential(nn.Linear(784, 256), snn.Leaky(beta=0.9, init_hidden=True),
         ...                     nn.Linear(256, 10), snn.Leaky(beta=0.9, init_hidden=True, output=True))
         >>> x = torch.rand(64, 784)
-        >>> report = sip.initialize(net, "ikun", x, generator=torch.Generator().manual_seed(0))
+        >>> report = sip.initialize(net, x, "ikun", generator=torch.Generator().manual_seed(0))
         >>> [(row.layer, round(row.std, 4)) for row in report.layers]
         [('0.weight', 0.0563), ('2.weight', 0.0986)]
-        >>> report = sip.initialize(net, "calibrated", x, steps=4, target_rate=0.1)  # every layer at 10%
+        >>> report = sip.initialize(net, x, steps=4)  # the one call
+        >>> report.recipe
+        '2-layer plain chain: calibrated'
     """
+    example_input, method = _method_and_input(example_input, method)
+    named = {"steps": steps, "relay": relay, "membrane": membrane, "weightless": weightless}
+    for key, value in named.items():
+        if value is not None:
+            if key in options:  # cannot happen through Python's keywords; a dict splatted twice can
+                raise OptionError(f"initialize: {key}= given twice")
+            options[key] = value
     return _initialize(model, method, example_input, generator, overrides, skip, forward, process_group, options)
+
+
+def _method_and_input(first: Any, second: Any) -> tuple[Any, Any]:
+    """``(example_input, method)`` from the two positions after the model: ``(batch, method)``, or the older
+    ``(method, batch)`` order, told apart by the method being a name or an options record."""
+    if isinstance(first, str) or _is_options_record(first):
+        return (None if isinstance(second, str) and second == "auto" else second), first
+    if not (isinstance(second, str) or _is_options_record(second)):
+        raise ArgumentTypeError(f"initialize: method must be a method name or an options record, got "
+                                f"{type(second).__name__} (the call is initialize(model, example_input, method))")
+    return first, second
+
+
+def _is_options_record(value: Any) -> bool:
+    return isinstance(value, (IkunOptions, SpikeAwareOptions, FluctuationOptions, BaselineOptions))
 
 
 def _method_call(method: Union[str, MethodOptions], options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -399,6 +446,61 @@ def _initialize(model, method, example_input, generator, overrides, skip, forwar
 def _initialize_exclusive(model, method, example_input, generator, overrides, skip, forward, group, options,
                           replay: Optional[Report]) -> Report:
     method, options = _method_call(method, options)
+    membrane = options.pop("membrane", None)
+    if membrane is not None:
+        membrane = _checked_membrane(membrane)
+    recipe: Optional[Recipe] = None
+    if method == "auto":
+        recipe = _recipe(model, example_input, forward, options, membrane)
+        membrane = recipe.membrane
+        options = {**options, **recipe.options()}
+    chosen = "calibrated" if recipe is not None else method
+    if membrane is None or membrane == 1.0:
+        report = _initialize_method(model, chosen, example_input, generator, overrides, skip, forward, group, options,
+                                    replay)
+    else:  # the init, then the membrane: one write, all or nothing (the thresholds too)
+        levers = [threshold_lever(module) for _, module in neuron_modules(model)]
+        state = ModelState(model, [lever for lever in levers if lever is not None])
+        try:
+            report = _initialize_method(model, chosen, example_input, generator, overrides, skip, forward, group,
+                                        options, replay)
+            steps = options.get("steps") if chosen == "calibrated" else None
+            scale_membrane(model, membrane, example_input, steps=steps, forward=forward, skip=skip,
+                           process_group=group)
+        except BaseException:
+            state.restore()
+            raise
+        report.membrane = membrane
+    if recipe is not None:  # replay re-plans and keeps every choice as recorded
+        report.recipe = recipe.summary
+        report.settings = checkpoint.settings("auto", {**options, "membrane": membrane}, overrides, skip,
+                                              example_input, forward, world_size(group))
+    elif membrane is not None:
+        report.settings["options"]["membrane"] = membrane
+    return report
+
+
+def _checked_membrane(membrane: Any) -> float:
+    if isinstance(membrane, bool) or not isinstance(membrane, (int, float)) or not (math.isfinite(membrane)
+                                                                                    and membrane > 0):
+        raise OptionError(f"initialize: membrane must be a positive finite number, got {membrane!r}")
+    return float(membrane)
+
+
+def _recipe(model, example_input, forward, options: dict[str, Any], membrane: Optional[float]) -> Recipe:
+    """The one call's recipe for this model (:func:`snn_initplug.recipes.choose`), read from its plan."""
+    if example_input is None:
+        raise InitError("initialize: the one call (method 'auto', the default) needs example_input= (a real "
+                        "batch: it calibrates on it); without data, name a closed-form method such as 'ikun' or "
+                        "'fluctuation'")
+    first = example_input[0] if isinstance(example_input, list) and forward is None else example_input
+    return choose(plan(model, first, forward=forward), relay=options.pop("relay", None), membrane=membrane,
+                  weightless=options.pop("weightless", None))
+
+
+def _initialize_method(model, method, example_input, generator, overrides, skip, forward, group, options,
+                       replay: Optional[Report]) -> Report:
+    """One method's init (no membrane scaling), its settings recorded."""
     if method == "calibrated":
         call = _CalibratedCall.of(options)
         report = _initialize_calibrated(model, call, example_input, generator, overrides, skip, forward, group, replay)
