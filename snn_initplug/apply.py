@@ -455,6 +455,10 @@ def _initialize_exclusive(model, method, example_input, generator, overrides, sk
         membrane = recipe.membrane
         options = {**options, **recipe.options()}
     chosen = "calibrated" if recipe is not None else method
+    dropped = ""
+    steps = options.get("steps")
+    if membrane is not None and chosen not in ("calibrated", "spike_aware", "fluctuation"):
+        options = {key: value for key, value in options.items() if key != "steps"}  # the membrane check's only
     if membrane is None or membrane == 1.0:
         report = _initialize_method(model, chosen, example_input, generator, overrides, skip, forward, group, options,
                                     replay)
@@ -464,15 +468,27 @@ def _initialize_exclusive(model, method, example_input, generator, overrides, sk
         try:
             report = _initialize_method(model, chosen, example_input, generator, overrides, skip, forward, group,
                                         options, replay)
-            steps = options.get("steps") if chosen == "calibrated" else None
             scale_membrane(model, membrane, example_input, steps=steps, forward=forward, skip=skip,
                            process_group=group)
+            report.membrane = membrane
+        except InitError as exc:
+            state.restore()
+            if recipe is None or "membrane" not in recipe.chosen:
+                raise
+            # the recipe's membrane scaling does not apply to this model (its output reads a membrane, say):
+            # the recipe without it, said so; membrane= given by the caller raises instead
+            report = _initialize_method(model, chosen, example_input, generator, overrides, skip, forward, group,
+                                        options, replay)
+            membrane = 1.0
+            report.notes.append(f"membrane ×{recipe.membrane:g} of the recipe not applied, the model is initialized "
+                                f"without it: {exc}")
+            dropped = f"; membrane ×{recipe.membrane:g} not applied (see the notes)"
+            recipe = dataclasses.replace(recipe, membrane=1.0)
         except BaseException:
             state.restore()
             raise
-        report.membrane = membrane
     if recipe is not None:  # replay re-plans and keeps every choice as recorded
-        report.recipe = recipe.summary
+        report.recipe = recipe.summary + dropped
         report.settings = checkpoint.settings("auto", {**options, "membrane": membrane}, overrides, skip,
                                               example_input, forward, world_size(group))
     elif membrane is not None:

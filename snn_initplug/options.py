@@ -204,7 +204,7 @@ MethodOptions = Union[IkunOptions, SpikeAwareOptions, FluctuationOptions, Baseli
 _RECORDS: dict[str, type] = {"ikun": IkunOptions, "spike_aware": SpikeAwareOptions,
                              "fluctuation": FluctuationOptions, **{name: BaselineOptions for name in BASELINES}}
 ANALYTIC_METHODS = tuple(_RECORDS)
-_ALIASES = {"fluctuation": {"steps": "horizon"}}  # former names, still accepted
+_ALIASES = {"fluctuation": {"steps": "horizon"}, "spike_aware": {"steps": "horizon"}}  # steps=T: the horizon
 
 
 def method_options(method: str, values: Optional[Mapping[str, Any]] = None, where: str = "") -> MethodOptions:
