@@ -408,8 +408,8 @@ def _method_and_input(first: Any, second: Any) -> tuple[Any, Any]:
     if isinstance(first, str) or _is_options_record(first):
         return (None if isinstance(second, str) and second == "auto" else second), first
     if not (isinstance(second, str) or _is_options_record(second)):
-        raise ArgumentTypeError(f"initialize: method must be a method name or an options record, got "
-                                f"{type(second).__name__} (the call is initialize(model, example_input, method))")
+        raise OptionError(f"initialize: expected a method name or an options record, got {type(second).__name__} "
+                          "(the call is initialize(model, example_input, method))")
     return first, second
 
 

@@ -3,7 +3,7 @@ r"""The ``snn-initplug`` command.
 ::
 
     snn-initplug diagnose MODEL --input-shape 4,1,28,28 [--init METHOD ...] [--classes K] [--json out.json] [--plot out.png]
-    snn-initplug init MODEL --method METHOD --input-shape 4,1,28,28 --out weights.pt [--seed N]
+    snn-initplug init MODEL --input-shape 4,1,28,28 --out weights.pt [--method METHOD] [--seed N]
     snn-initplug surrogates [--normal MEAN STD]
 
 ``MODEL`` is ``package.module:factory`` or ``path/to/file.py:factory``; ``factory()`` returns the model, or a
@@ -201,7 +201,7 @@ class _RandomLabelLoss:
         return default_loss(out, labels.to(out.device))[0]
 
 
-RELAY_METHODS = ("spike_aware", "calibrated")  # the methods that take relay=
+RELAY_METHODS = ("auto", "spike_aware", "calibrated")  # the methods that take relay=
 
 
 def _initialize(model, method, x, forward, seed, relay=None):
@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="initialize a model and save its state_dict")
     _add_model_arguments(init)
-    init.add_argument("--method", "-m", required=True, choices=METHODS)
+    init.add_argument("--method", "-m", default="auto", choices=METHODS,
+                      help="the init method (default: auto, the one call: the recipe for this model)")
     init.add_argument("--out", "-o", required=True, metavar="PATH", type=writable_file, help="where to save the state_dict (torch.save)")
     init.set_defaults(run=cmd_init)
 
