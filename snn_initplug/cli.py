@@ -245,7 +245,7 @@ def cmd_diagnose(args) -> int:
 
 def cmd_init(args) -> int:
     if args.relay is not None and args.method not in RELAY_METHODS:
-        raise CommandError(f"--relay applies to {' and '.join(RELAY_METHODS)}, not {args.method}")
+        raise CommandError(f"--relay applies to {', '.join(RELAY_METHODS[:-1])} and {RELAY_METHODS[-1]}, not {args.method}")
     factory = load_factory(args.model)
     model, forward = build_model(factory, args.seed)
     forward = _stepped(forward, args.steps)

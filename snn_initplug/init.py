@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import torch
 
 from . import theory
+from .deprecation import renamed_arguments
 from .errors import ArgumentTypeError, InitError
 from .laws import (
     BASELINES,
@@ -170,7 +171,7 @@ def calculate_ikun_gain(
         surrogate: the neuron's spike function as the framework calls it (snnTorch ``spike_grad``,
             SpikingJelly ``surrogate_function``); not needed for ``variant="reference"``.
         variant: ``"surrogate"`` or ``"reference"``.
-        distribution: :class:`~snn_initplug.Uniform` or :class:`~snn_initplug.Normal` law of :math:`u - \theta`.
+        distribution: :class:`~snn_initplug.surrogate.Uniform` or :class:`~snn_initplug.surrogate.Normal` law of :math:`u - \theta`.
         moment: :math:`k`, 1 or 2.
         warn: warn about an unusual κ.
 
@@ -207,13 +208,14 @@ def calculate_ikun_gain(
     return kappa
 
 
+@renamed_arguments(mode="fan_mode")
 def ikun_(
     tensor: torch.Tensor,
     surrogate: Optional[Callable] = None,
     *,
     variant: str = "surrogate",
     version: Optional[str] = None,
-    mode: Optional[str] = None,
+    fan_mode: Optional[str] = None,
     distribution: Optional[Distribution] = None,
     moment: int = 1,
     generator: Optional[torch.Generator] = None,
@@ -222,7 +224,7 @@ def ikun_(
 
     ``version="v1"`` uses ``fan_in``; ``version="v2"`` uses ``fan_in + fan_out`` as released (no Glorot factor 2;
     for convolutions PyTorch's ``fan_out = out_channels/groups · prod(kernel)``, where the released code crashes).
-    Otherwise ``mode`` is ``fan_in`` (default), ``fan_out``, ``fan_avg`` or ``fan_sum``. See
+    Otherwise ``fan_mode`` is ``fan_in`` (default), ``fan_out``, ``fan_avg`` or ``fan_sum``. See
     :func:`calculate_ikun_gain` for ``variant``, ``distribution`` and ``moment``; the law is
     :func:`snn_initplug.laws.ikun_law`.
 
@@ -230,8 +232,9 @@ def ikun_(
         tensor: an n-dimensional ``torch.Tensor`` (n ≥ 2), filled in place.
         surrogate: the neuron's spike function (``snn.Leaky(...).spike_grad``, ``neuron.surrogate_function``).
         variant: ``"surrogate"`` (κ from ``surrogate``) or ``"reference"`` (the released κ = 1.2737).
-        version: ``"v1"`` or ``"v2"`` (the released variants), or None to use ``mode``.
-        mode: ``"fan_in"`` (default), ``"fan_out"``, ``"fan_avg"`` or ``"fan_sum"``.
+        version: ``"v1"`` or ``"v2"`` (the released variants), or None to use ``fan_mode``.
+        fan_mode: ``"fan_in"`` (default), ``"fan_out"``, ``"fan_avg"`` or ``"fan_sum"`` (``mode=``, its former
+            name, still works with a ``DeprecationWarning``).
         distribution: the law of :math:`u - \theta` the gain is averaged over (default ``Uniform(-1, 1)``).
         moment: :math:`k` in :math:`\kappa = 1/E_D[h^k]`.
         generator: a CPU ``torch.Generator`` to sample from.
@@ -250,9 +253,9 @@ def ikun_(
     """
     if _is_empty(tensor):
         return tensor
-    options = IkunOptions(variant=variant, version=version, mode=mode, distribution=distribution, moment=moment)
+    options = IkunOptions(variant=variant, version=version, fan_mode=fan_mode, distribution=distribution, moment=moment)
     kappa = calculate_ikun_gain(surrogate, variant=variant, distribution=distribution, moment=moment)
-    return _fill_(tensor, ikun_law(*calculate_fans(tensor), kappa, mode=options.fan_mode), generator)
+    return _fill_(tensor, ikun_law(*calculate_fans(tensor), kappa, fan_mode=options.fan), generator)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -270,11 +273,12 @@ def _threshold(threshold) -> float:
     return threshold
 
 
+@renamed_arguments(rate="target_rate")
 def calculate_spike_aware_gain(
     threshold: float = 1.0,
     *,
     sigma_u: Optional[float] = None,
-    rate: Optional[float] = None,
+    target_rate: Optional[float] = None,
     input_second_moment: Optional[float] = None,
     kernel_sq_sum: float = 1.0,
 ) -> float:
@@ -288,7 +292,7 @@ def calculate_spike_aware_gain(
     Args:
         threshold: the firing threshold :math:`\theta`.
         sigma_u: the membrane target :math:`\sigma_u` (default :math:`\theta`).
-        rate: a target firing probability instead of ``sigma_u``.
+        target_rate: a target firing probability instead of ``sigma_u`` (``rate=``: deprecated).
         input_second_moment: :math:`q_\mathrm{in}` of the input when it is known (default: spikes at the
             self-consistent rate).
         kernel_sq_sum: :math:`\Sigma K^2` of the neuron.
@@ -300,22 +304,23 @@ def calculate_spike_aware_gain(
         >>> import snn_initplug as sip
         >>> sip.calculate_spike_aware_gain(1.0)
         6.3030
-        >>> sip.calculate_spike_aware_gain(1.0, rate=0.1)
+        >>> sip.calculate_spike_aware_gain(1.0, target_rate=0.1)
         6.0887
     """
     threshold = _threshold(threshold)
-    SpikeAwareOptions(sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment)
-    sigma = membrane_target(threshold, sigma_u=sigma_u, rate=rate)
+    SpikeAwareOptions(sigma_u=sigma_u, target_rate=target_rate, input_second_moment=input_second_moment)
+    sigma = membrane_target(threshold, sigma_u=sigma_u, target_rate=target_rate)
     q = theory.firing_probability(threshold, sigma) if input_second_moment is None else input_second_moment
     return theory.spike_aware_variance(1.0, sigma, q, kernel_sq_sum)
 
 
+@renamed_arguments(rate="target_rate")
 def spike_aware_(
     tensor: torch.Tensor,
     threshold: float = 1.0,
     *,
     sigma_u: Optional[float] = None,
-    rate: Optional[float] = None,
+    target_rate: Optional[float] = None,
     input_second_moment: Optional[float] = None,
     kernel_sq_sum: float = 1.0,
     relay: float = 0.0,
@@ -337,7 +342,7 @@ def spike_aware_(
         tensor: an n-dimensional ``torch.Tensor`` (n ≥ 2), filled in place.
         threshold: the firing threshold :math:`\theta`.
         sigma_u: the membrane target :math:`\sigma_u` (default :math:`\theta`).
-        rate: a target firing probability instead of ``sigma_u``.
+        target_rate: a target firing probability instead of ``sigma_u`` (``rate=``: deprecated).
         input_second_moment: :math:`q_\mathrm{in}` when known.
         kernel_sq_sum: :math:`\Sigma K^2` of the neuron.
         relay: :math:`\rho` in [0, 1] (1: the copy relay, :func:`calculate_relay`).
@@ -361,8 +366,9 @@ def spike_aware_(
         return tensor
     fan_in, _ = calculate_fans(tensor)
     threshold = _threshold(threshold)
-    options = SpikeAwareOptions(sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment, relay=relay)
-    sigma = membrane_target(threshold, sigma_u=options.sigma_u, rate=options.rate)
+    options = SpikeAwareOptions(sigma_u=sigma_u, target_rate=target_rate, input_second_moment=input_second_moment,
+                                relay=relay)
+    sigma = membrane_target(threshold, sigma_u=options.sigma_u, target_rate=options.target_rate)
     q = theory.firing_probability(threshold, sigma) if input_second_moment is None else input_second_moment
     law = spike_aware_law(fan_in, threshold, sigma, q, kernel_sq_sum, relay=options.relay, input_scale=input_scale,
                           relay_dynamics=relay_dynamics)
@@ -372,6 +378,7 @@ def spike_aware_(
 # ------------------------------------------------------------------------------------------------------
 # Fluctuation-driven (Rossbroich et al. 2022)
 # ------------------------------------------------------------------------------------------------------
+@renamed_arguments(rate="target_rate")
 def calculate_fluctuation(
     fan_in: int,
     *,
@@ -382,7 +389,7 @@ def calculate_fluctuation(
     input_second_moment: Optional[float] = None,
     mu_u: float = 0.0,
     sigma_u: Optional[float] = None,
-    rate: Optional[float] = None,
+    target_rate: Optional[float] = None,
     variance_share: float = 1.0,
     total_drive: Optional[float] = None,
 ) -> Law:
@@ -392,7 +399,7 @@ def calculate_fluctuation(
     For spike input give ``input_rate`` p (then :math:`m = q = p`); for analog input give its mean and second
     moment. ``kernel_sums`` = :math:`(\Sigma K, \Sigma K^2)` of the neuron's own impulse response. The membrane
     target is ``mu_u`` and ``sigma_u``, default :math:`\theta - \mu_U` (one threshold gap; the model-level rule
-    uses the same default), or a target ``rate``.
+    uses the same default), or a ``target_rate``.
 
     Args:
         fan_in: inputs per output unit.
@@ -403,7 +410,7 @@ def calculate_fluctuation(
         input_second_moment: :math:`q` of an analog input.
         mu_u: the target membrane mean :math:`\mu_U`.
         sigma_u: the target membrane standard deviation :math:`\sigma_U`.
-        rate: a target firing probability instead of ``sigma_u``.
+        target_rate: a target firing probability instead of ``sigma_u`` (``rate=``: deprecated).
         variance_share: the share :math:`s` of the membrane variance this weight provides.
         total_drive: :math:`D` when several populations feed the neuron.
 
@@ -424,8 +431,8 @@ def calculate_fluctuation(
     if input_mean is None or input_second_moment is None:
         raise InitError("fluctuation-driven init needs the input rate (or the input's mean and second moment)")
     threshold = _threshold(threshold)
-    options = FluctuationOptions(mu_u=mu_u, sigma_u=sigma_u, rate=rate)
-    sigma = membrane_target(threshold, sigma_u=options.sigma_u, rate=options.rate, mu_u=options.mu_u)
+    options = FluctuationOptions(mu_u=mu_u, sigma_u=sigma_u, target_rate=target_rate)
+    sigma = membrane_target(threshold, sigma_u=options.sigma_u, target_rate=options.target_rate, mu_u=options.mu_u)
     return fluctuation_law(fan_in, input_mean, input_second_moment, kernel_sums[0], kernel_sums[1], mu_u=options.mu_u,
                            sigma_u=sigma, share=variance_share, total_drive=total_drive)
 
@@ -461,7 +468,7 @@ def fluctuation_(tensor: torch.Tensor, *, generator: Optional[torch.Generator] =
 # Baselines
 # ------------------------------------------------------------------------------------------------------
 def baseline_(tensor: torch.Tensor, name: str, *, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Fill ``tensor`` from a baseline's law (:func:`~snn_initplug.baseline_law`: PyTorch's default, Kaiming,
+    """Fill ``tensor`` from a baseline's law (:func:`~snn_initplug.laws.baseline_law`: PyTorch's default, Kaiming,
     Xavier, LeCun, SpikingJelly's).
 
     Args:

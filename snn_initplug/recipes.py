@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .errors import OptionError
-from .planning import Plan
+from .planning import LayerPlan, Plan
 
 __all__ = ["Recipe", "choose", "plain_chain_length", "RELAY_FROM", "COPY_ABOVE", "RELAY", "COPY_RELAY", "MEMBRANE"]
 
@@ -77,18 +77,18 @@ def plain_chain_length(p: Plan) -> Optional[int]:
     weight, no neuron without a weight (pooling, dropout and flattening between are allowed)."""
     if p.weightless or p.unfed or not p.neurons:
         return None
-    layers = {}
+    layers: dict[str, LayerPlan] = {}
     for layer in p.layers:
         if layer.role != "input" or layer.norm is not None or layer.residual or layer.neuron_name in layers:
             return None
         layers[layer.neuron_name] = layer
     previous = None
     for name, _, _ in p.neurons:
-        layer = layers.get(name)
-        if layer is None:
+        feed = layers.get(name)
+        if feed is None:
             return None
         expected = ("data", ()) if previous is None else ("neurons", (previous,))
-        if (layer.input_source, tuple(layer.upstream)) != expected:
+        if (feed.input_source, tuple(feed.upstream)) != expected:
             return None
         previous = name
     return len(p.neurons)

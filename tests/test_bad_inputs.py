@@ -554,9 +554,9 @@ def rows() -> Dict[str, Row]:
     row("surrogate_moments-raises", "surrogate_moments", "a spike function raising ZeroDivisionError",
         lambda m: sip.surrogate_moments(lambda v: 1 / 0), **raises(sip.SurrogateError, "fails in forward"))
     row("surrogate_moments-distribution-not-law", "surrogate_moments", "distribution='uniform'",
-        lambda m: sip.surrogate_moments(spike_fn, "uniform"), **raises(sip.ArgumentTypeError, "must be snn_initplug.Uniform or Normal"))
+        lambda m: sip.surrogate_moments(spike_fn, "uniform"), **raises(sip.ArgumentTypeError, "must be snn_initplug.surrogate.Uniform or Normal"))
     row("surrogate_moments-distribution-nan", "surrogate_moments", "Uniform(nan, 1)",
-        lambda m: sip.surrogate_moments(spike_fn, sip.Uniform(float("nan"), 1.0)), **raises(sip.SurrogateError, "need finite"))
+        lambda m: sip.surrogate_moments(spike_fn, sip.surrogate.Uniform(float("nan"), 1.0)), **raises(sip.SurrogateError, "need finite"))
 
     # --- the model-unchanged promise at the edges (issue 14) --------------------------------------------
     row("initialize-expanded-weight", "initialize", "the second weight is an expanded view (its writes would overlap)",
@@ -598,7 +598,7 @@ def rows() -> Dict[str, Row]:
     for value, label in ((0, "zero"), (True, "bool"), (2.7, "fraction")):
         row(f"initialize-fluctuation-steps-{label}", "initialize", f"method='fluctuation', steps={value!r}",
             lambda m, value=value: sip.initialize(m, "fluctuation", x, steps=value), mlp,
-            **raises(sip.OptionError, "horizon must be 'single', 'stationary' or a number of steps"))
+            **raises(sip.OptionError, "steps must be 'single', 'stationary' or a number of steps"))
     row("initialize-method-list", "initialize", "method=['ikun']", lambda m: sip.initialize(m, ["ikun"], x), mlp,
         **raises(sip.OptionError, "expected a method name or an options record"))
     row("initialize-lazy-linear", "initialize", "an unmaterialized LazyLinear",

@@ -289,7 +289,7 @@ def test_relay_option(model_file, tmp_path, capsys):
 
     code, out, err = run(capsys, "init", f"{model_file}:make", "--method", "ikun", "--relay", 0.9,
                          "--input-shape", "6,4,10", "--out", weights)
-    assert code == 2 and "--relay applies to spike_aware and calibrated, not ikun" in err
+    assert code == 2 and "--relay applies to auto, spike_aware and calibrated, not ikun" in err
 
 
 def _console_script():

@@ -291,7 +291,7 @@ def test_csnn_accepts_every_method():
     from spikingjelly_fmnist_csnn import CSNN, init_defaults
 
     x = torch.rand(8, 1, 28, 28)
-    for method in snn_initplug.METHODS:
+    for method in snn_initplug.apply.METHODS:
         net = CSNN(T=2, channels=2)
         text = common.initialize(net, method, x, seed=0, defaults=init_defaults(2))
         assert "conv_fc.9.weight" in text, method

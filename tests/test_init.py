@@ -77,7 +77,7 @@ def test_ikun_surrogate_kappa_options():
     # Normal distribution: E[h] is a Voigt profile for an ATan surrogate
     from scipy.special import voigt_profile
 
-    kappa = sip.calculate_ikun_gain(atan(2.0), distribution=sip.Normal(0.0, 1.0))
+    kappa = sip.calculate_ikun_gain(atan(2.0), distribution=sip.surrogate.Normal(0.0, 1.0))
     assert kappa == pytest.approx(1 / voigt_profile(0.0, 1.0, 1 / math.pi), rel=1e-7)
     k2 = sip.calculate_ikun_gain(atan(2.0), moment=2)
     assert k2 > kappa  # E[h^2] < E[h] for a surrogate with peak 1

@@ -462,7 +462,7 @@ def test_copy_window_refuses_a_neuron_that_cannot_copy():
     # an integrate-and-fire neuron (β = 1) keeps g − θ per relayed spike: it copies T steps for θ < g < θ(1 + 1/(T−1))
     # but no train of any length; the error says how to get the T-step window
     assert theory.copy_window(1.0, 1.0, 4) == (pytest.approx(1.0), pytest.approx(4 / 3))
-    with pytest.raises(sip.InitError, match="give horizon=T"):
+    with pytest.raises(sip.InitError, match="give steps=T"):
         theory.copy_window(1.0, 1.0)
 
 
@@ -470,7 +470,7 @@ def test_copy_relay_law_is_the_pattern_alone():
     """The tensor-level copy weight, for a neuron that scales its input by c = 0.1 (θ = 0.5, β = 0.9, T = 4), copies
     every 4-step train in a plain simulation of that neuron (both reset conventions); no dense part."""
     dense, weight = calculate_relay(1.0, dense_std=0.1, fan_in=256, threshold=0.5, input_rate=0.16,
-                                    input_scale=0.1, dynamics=sip.RelayDynamics(beta=0.9, steps=4))
+                                    input_scale=0.1, dynamics=sip.laws.RelayDynamics(beta=0.9, steps=4))
     assert dense == 0.0
     trains = _every_train(4).double()
     for decayed_reset in (False, True):
@@ -481,7 +481,7 @@ def test_copy_relay_law_is_the_pattern_alone():
             fired = (u > 0.5).double()
             out.append(fired)
         assert torch.equal(torch.stack(out, 1), trains)
-    law = sip.spike_aware_law(256, 1.0, 1.0, 0.16, relay=1.0, relay_dynamics=sip.RelayDynamics(beta=0.9))
+    law = sip.laws.spike_aware_law(256, 1.0, 1.0, 0.16, relay=1.0, relay_dynamics=sip.laws.RelayDynamics(beta=0.9))
     w = sample(law, (256, 256), generator=torch.Generator().manual_seed(0))
     assert torch.equal(w, law.relay * torch.eye(256))
 
@@ -562,7 +562,7 @@ def test_copy_relay_with_per_neuron_decays_copies_for_every_decay():
     model = Stack()
     x = torch.rand(256, 32, generator=torch.Generator().manual_seed(1)) * 3
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(sip.InitError, match="decays from 0.6 to 0.95 have no common jump .* give horizon=T"):
+    with pytest.raises(sip.InitError, match="decays from 0.6 to 0.95 have no common jump .* give steps=T"):
         sip.initialize(model, "spike_aware", x, relay=1.0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     sip.initialize(model, "spike_aware", x, relay=1.0, horizon=steps)
