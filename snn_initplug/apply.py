@@ -1,4 +1,8 @@
-"""``initialize(model, method=...)``: plan the model, compute every new weight, then write them all.
+"""``initialize(model, example_input, method="auto")``: plan the model, compute every new weight, then write them all.
+
+With no method (``"auto"``), the recipe is chosen from the plan (:mod:`snn_initplug.recipes`): ``calibrated``
+with the relay and the membrane scaling a plain chain of its length needs, written with the membrane scaling
+in one all-or-nothing step (:class:`~snn_initplug.transaction.ModelState`).
 
 Each method is a rule that gathers one planned layer's numbers (its fans, its neuron's threshold and kernel
 sums, its input statistics, the typed options) and calls the method's law function in
