@@ -171,3 +171,21 @@ def test_spikformer_every_neuron_layer_within_ten_percent():
     measured = {name: sum(r) / len(r) for name, r in rates.items()}
     assert "blocks.0.attn.attn_lif" in measured and len(measured) >= 10
     assert all(abs(r / TARGET - 1) <= 0.10 for r in measured.values()), measured
+
+
+@pytest.mark.snntorch
+@requires_snntorch
+def test_the_one_call_replays_bit_for_bit(tmp_path):
+    """A saved report of the one call replays its recipe (recorded as given, not chosen again) on a fresh
+    model: weights, biases and thresholds identical."""
+    x = torch.rand(64, 32)
+    net = stack(12)
+    report = sip.initialize(net, x, steps=4)
+    path = tmp_path / "one_call.json"
+    report.save(path)
+    loaded = sip.Report.load(path)
+    assert loaded.recipe == report.recipe and loaded.membrane == 0.5
+    twin = stack(12)
+    again = sip.reinitialize(twin, path, x)
+    assert all(torch.equal(a, b) for a, b in zip(state(net).values(), state(twin).values()))
+    assert again.membrane == 0.5 and again.settings["method"] == "auto"
