@@ -469,28 +469,32 @@ def _initialize_exclusive(model, method, example_input, generator, overrides, sk
     else:  # the init, then the membrane: one write, all or nothing (the thresholds too)
         levers = [threshold_lever(module) for _, module in neuron_modules(model)]
         state = ModelState(model, [lever for lever in levers if lever is not None])
+        refused: Optional[InitError] = None
         try:
             report = _initialize_method(model, chosen, example_input, generator, overrides, skip, forward, group,
                                         options, replay)
-            scale_membrane(model, membrane, example_input, steps=steps, forward=forward, skip=skip,
-                           process_group=group)
+            try:
+                scale_membrane(model, membrane, example_input, steps=steps, forward=forward, skip=skip,
+                               process_group=group)
+            except InitError as exc:
+                if recipe is None or "membrane" not in recipe.chosen:
+                    raise  # membrane= given by the caller: the whole call fails
+                refused = exc
             report.membrane = membrane
-        except InitError as exc:
-            state.restore()
-            if recipe is None or "membrane" not in recipe.chosen:
-                raise
-            # the recipe's membrane scaling does not apply to this model (its output reads a membrane, say):
-            # the recipe without it, said so; membrane= given by the caller raises instead
-            report = _initialize_method(model, chosen, example_input, generator, overrides, skip, forward, group,
-                                        options, replay)
-            membrane = 1.0
-            report.notes.append(f"membrane ×{recipe.membrane:g} of the recipe not applied, the model is initialized "
-                                f"without it: {exc}")
-            dropped = f"; membrane ×{recipe.membrane:g} not applied (see the notes)"
-            recipe = dataclasses.replace(recipe, membrane=1.0)
         except BaseException:
             state.restore()
             raise
+        if refused is not None and recipe is not None:
+            # the recipe's membrane scaling does not apply to this model (its output reads a membrane, say):
+            # the recipe without it, from the model as it was, said so
+            state.restore()
+            report = _initialize_method(model, chosen, example_input, generator, overrides, skip, forward, group,
+                                        options, replay)
+            report.notes.append(f"membrane ×{recipe.membrane:g} of the recipe not applied, the model is initialized "
+                                f"without it: {refused}")
+            dropped = f"; membrane ×{recipe.membrane:g} not applied (see the notes)"
+            membrane = 1.0
+            recipe = dataclasses.replace(recipe, membrane=1.0)
     if recipe is not None:  # replay re-plans and keeps every choice as recorded
         report.recipe = recipe.summary + dropped
         report.settings = checkpoint.settings("auto", {**options, "membrane": membrane}, overrides, skip,
