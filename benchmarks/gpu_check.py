@@ -744,7 +744,7 @@ def job_init(s: Dict[str, Any], rec: Recorder) -> None:
         rec["cuda_backend"] = "cupy" if fast else f"torch (CuPy not usable: {diagnosis['message']})"
     elif not legacy:
         rec["cuda_backend"] = implementations(device)
-    methods = s["methods"] or list(sip.METHODS)
+    methods = s["methods"] or [m for m in sip.apply.METHODS if m != "auto"]
     results: Dict[str, Any] = {}
     for model_name, (build, x, defaults, run) in models.items():
         cpu_kwargs = {"backend": "torch"} if legacy else {}
