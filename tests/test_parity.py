@@ -264,12 +264,12 @@ def test_calibrated_takes_the_start_options_separately(framework):
     the bare collision is one clear OptionError instead of "mode must be 'auto'..."."""
     x = data_batch()
     model = one_layer_model(framework, spikes=False)
-    report = sip.initialize(model, "calibrated", x, start="ikun", start_options={"mode": "fan_out"}, mode="model",
+    report = sip.initialize(model, "calibrated", x, start="ikun", start_options={"fan_mode": "fan_out"}, mode="model",
                             max_evaluations=3)
     assert report.layers[0].assumed["fan"] == f"fan_out={WIDTH}"
     assert report.calibration.mode == "model"
     twin = one_layer_model(framework, spikes=False)
-    again = sip.initialize(twin, "calibrated", x, start=sip.options.IkunOptions(mode="fan_out"), mode="model",
+    again = sip.initialize(twin, "calibrated", x, start=sip.options.IkunOptions(fan_mode="fan_out"), mode="model",
                            max_evaluations=3, generator=torch.Generator().manual_seed(report.layers[0].seed))
     assert again.layers[0].assumed["fan"] == f"fan_out={WIDTH}"
     with pytest.raises(sip.OptionError, match=r"start_options=\{'mode': 'fan_out'\}"):

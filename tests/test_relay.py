@@ -364,7 +364,7 @@ def test_spike_aware_relay_over_the_horizon_does_not_overdrive_a_deep_stack():
     for horizon in ("single", 4):
         torch.manual_seed(0)
         model = Stack()
-        report = sip.initialize(model, "spike_aware", x, relay=0.9, horizon=horizon,
+        report = sip.initialize(model, "spike_aware", x, relay=0.9, steps=horizon,
                                 generator=torch.Generator().manual_seed(0))
         assert (report.layers[5].assumed.get("relay_steps") == 4) == (horizon == 4)
         rates[horizon] = [layer.rate for layer in sip.diagnose(model, x).layers]
@@ -565,7 +565,7 @@ def test_copy_relay_with_per_neuron_decays_copies_for_every_decay():
     with pytest.raises(sip.InitError, match="decays from 0.6 to 0.95 have no common jump .* give steps=T"):
         sip.initialize(model, "spike_aware", x, relay=1.0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    sip.initialize(model, "spike_aware", x, relay=1.0, horizon=steps)
+    sip.initialize(model, "spike_aware", x, relay=1.0, steps=steps)
     with torch.no_grad():
         spikes = model(x)
     assert float(spikes[0].mean()) > 0.05
