@@ -98,7 +98,7 @@ def offered(methods: list[Method]) -> list[Method]:
     """The methods this ``snn_initplug`` offers; a note for each one it does not."""
     kept = []
     for method in methods:
-        if method.package not in (None, "normal") and method.package not in sip.METHODS:
+        if method.package not in (None, "normal") and method.package not in sip.apply.METHODS:
             print(f"[anchors] skipped {method.label}: this snn_initplug offers no method {method.package!r}", flush=True)
         else:
             kept.append(method)

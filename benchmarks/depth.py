@@ -4,7 +4,7 @@
     python benchmarks/depth.py --quick              # a small grid, a few minutes
 
 Grid: frameworks (snnTorch ``Leaky``, SpikingJelly ``LIFNode``/``IFNode``), neurons (LIF β = 0.5 and 0.9,
-IF), T ∈ {1, 4, 16}, depth up to 100, one width (256 by default), every method of ``snn_initplug.METHODS``
+IF), T ∈ {1, 4, 16}, depth up to 100, one width (256 by default), every method of ``snn_initplug.apply.METHODS`` but ``auto``
 (``calibrated`` starts from spike-aware and targets 1 − Φ(1)), and the relay structure (``spike_aware:relay``,
 ``calibrated:relay``, ``relay=0.9``). The input is Bernoulli spikes at that rate,
 fresh at every step. For each configuration it measures, with ``snn_initplug.diagnose``, the rate and
@@ -117,7 +117,7 @@ def main():
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--methods", nargs="+", default=list(sip.METHODS) + ["spike_aware:relay", "calibrated:relay"],
+    parser.add_argument("--methods", nargs="+", default=[m for m in sip.apply.METHODS if m != "auto"] + ["spike_aware:relay", "calibrated:relay"],
                         help="initialize methods; ':relay' adds the relay structure (relay=--relay)")
     parser.add_argument("--relay", type=float, default=0.9)
     parser.add_argument("--seed", type=int, default=0)

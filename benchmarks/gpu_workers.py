@@ -200,7 +200,7 @@ def job_init(s: Dict[str, Any], rec: Recorder) -> None:
         rec["cuda_backend"] = "cupy" if fast else f"torch (CuPy not usable: {diagnosis['message']})"
     elif not legacy:
         rec["cuda_backend"] = implementations(device)
-    methods = s["methods"] or list(sip.METHODS)
+    methods = s["methods"] or [m for m in sip.apply.METHODS if m != "auto"]
     results: Dict[str, Any] = {}
     for model_name, (build, x, defaults, run) in models.items():
         cpu_kwargs = {"backend": "torch"} if legacy else {}
@@ -454,7 +454,7 @@ def job_spikeinit(s: Dict[str, Any], rec: Recorder) -> None:
     backend_kwargs, rec["implementation"] = spikeinit_backend(rec.data["spikingjelly"]["legacy_api"], device)
     x_tr, y_tr, x_te, y_te = fashion_mnist_32(s, device)
     rec["train_images"], rec["test_images"] = len(x_tr), len(x_te)
-    methods = spikeinit_methods(sip.METHODS)
+    methods = spikeinit_methods(sip.apply.METHODS)
     runs: Dict[str, Any] = {}
     for method in methods:
         torch.manual_seed(0)

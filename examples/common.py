@@ -29,9 +29,9 @@ from arguments import (OneLineParser, count, init_option, non_negative_float, po
 
 
 def init_choices() -> List[str]:
-    import snn_initplug
+    import snn_initplug.apply
 
-    return ["none", *snn_initplug.METHODS]
+    return ["none", *snn_initplug.apply.METHODS]
 
 
 def base_parser(description: str, *, T: int, batch: int, epochs: int, lr: float, out: str,
@@ -53,8 +53,9 @@ def base_parser(description: str, *, T: int, batch: int, epochs: int, lr: float,
     p.add_argument("-no-download", action="store_true", help="never try a torchvision download")
     p.add_argument("-device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 ('auto': cuda if available)")
     if single_init:
-        p.add_argument("-init", default="default", choices=init_choices(),
-                       help="weight initialization applied with snn_initplug.initialize ('none': the framework's own)")
+        p.add_argument("-init", default="auto", choices=init_choices(),
+                       help="weight initialization applied with snn_initplug.initialize ('auto': the one call, the "
+                            "recipe for this model; 'none': the framework's own)")
         p.add_argument("-init-opt", action="append", default=[], metavar="KEY=VALUE", type=init_option,
                        help="option for the init method, repeatable (e.g. -init-opt sigma_u=0.8 -init-opt steps=4)")
     p.add_argument("-out-dir", default=None, help=f"results folder (default runs/{out}-<init>-seed<seed>)")

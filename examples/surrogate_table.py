@@ -36,7 +36,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--normal", nargs=2, type=float, metavar=("MEAN", "STD"), help="use x ~ N(MEAN, STD^2)")
     args = parser.parse_args()
-    dist = sip.Normal(*args.normal) if args.normal else sip.Uniform(-1.0, 1.0)
+    dist = sip.surrogate.Normal(*args.normal) if args.normal else sip.surrogate.Uniform(-1.0, 1.0)
     rows = builtin_surrogates()
     if not rows:
         print("neither snnTorch nor SpikingJelly is installed: nothing to list")

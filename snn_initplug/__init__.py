@@ -8,55 +8,70 @@ No submodule shares its name with a public function (``plan`` lives in ``plannin
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from .version import __version__
 
-# public name -> submodule that defines it
+# public name -> submodule that defines it: the entry points, the tensor functions and their calculate_*
+# companions, the neuron registry, the report, and the exceptions
 _PUBLIC: dict[str, str] = {
+    "initialize": "apply",
+    "reinitialize": "apply",
+    "Report": "apply",
+    "calibrate": "calibration",
+    "diagnose": "diagnostics",
+    "plan": "planning",
+    "scale_membrane": "membrane",
+    "balance_gradients": "balance",
+    "ikun_": "init",
+    "spike_aware_": "init",
+    "fluctuation_": "init",
+    "baseline_": "init",
+    "relay_pattern": "init",
+    "calculate_ikun_gain": "init",
+    "calculate_spike_aware_gain": "init",
+    "calculate_fluctuation": "init",
+    "calculate_spikeinit": "spikeinit",
+    "spikeinit_": "spikeinit",
+    "calculate_relay": "laws",
+    "surrogate_moments": "surrogate",
+    "NeuronSpec": "neuron",
+    "register_neuron": "adapters",
+    "unregister_neuron": "adapters",
+    # exceptions
     "SnnInitError": "errors",
     "OptionError": "errors",
     "ArgumentTypeError": "errors",
     "SurrogateError": "errors",
     "StochasticSurrogateError": "errors",
+    "NeuronSpecError": "errors",
+    "UnsupportedNeuronError": "errors",
+    "PlanError": "errors",
+    "InitError": "errors",
+    "DiagnoseError": "errors",
+    "ConcurrentUseError": "errors",
+    "DistributedError": "errors",
+}
+
+# former top-level names -> the submodule they live in now; they still work for one release, with a
+# DeprecationWarning naming the new place (module __getattr__ below)
+_MOVED: dict[str, str] = {
     "Uniform": "surrogate",
     "Normal": "surrogate",
     "SurrogateMoments": "surrogate",
     "describe_surrogate": "surrogate",
     "surrogate_derivative": "surrogate",
-    "surrogate_moments": "surrogate",
     "clear_moment_cache": "surrogate",
     "moment_cache_info": "surrogate",
-    "calculate_spikeinit": "spikeinit",
-    "spikeinit_": "spikeinit",
-    "NeuronSpec": "neuron",
-    "NeuronSpecError": "errors",
     "kernel_sums_from_response": "neuron",
     "simulate_impulse_response": "neuron",
-    "register_neuron": "adapters",
-    "unregister_neuron": "adapters",
     "neuron_spec": "adapters",
     "InternalWeight": "adapters",
-    "UnsupportedNeuronError": "errors",
-    "plan": "planning",
     "Plan": "planning",
-    "PlanError": "errors",
-    "initialize": "apply",
-    "reinitialize": "apply",
-    "Report": "apply",
     "METHODS": "apply",
-    "InitError": "errors",
-    "ikun_": "init",
-    "spike_aware_": "init",
-    "fluctuation_": "init",
-    "baseline_": "init",
-    "calculate_ikun_gain": "init",
-    "calculate_spike_aware_gain": "init",
-    "calculate_fluctuation": "init",
-    "calculate_relay": "laws",
     "copy_window": "theory",
     "copy_gain": "theory",
-    "relay_pattern": "init",
     "baseline_law": "laws",
     "Law": "laws",
     "RelayDynamics": "laws",
@@ -69,19 +84,12 @@ _PUBLIC: dict[str, str] = {
     "FluctuationOptions": "options",
     "BaselineOptions": "options",
     "CalibrationOptions": "options",
-    "calibrate": "calibration",
-    "scale_membrane": "membrane",
     "MembraneScaling": "membrane",
-    "balance_gradients": "balance",
     "GradientBalance": "balance",
     "gradient_slope": "balance",
     "CalibrationReport": "calibration",
-    "diagnose": "diagnostics",
     "Diagnosis": "diagnostics",
     "LayerDiagnosis": "diagnostics",
-    "DiagnoseError": "errors",
-    "ConcurrentUseError": "errors",
-    "DistributedError": "errors",
     "compare": "diagnostics",
     "compare_methods": "diagnostics",
     "plot_comparison": "diagnostics",
@@ -89,12 +97,17 @@ _PUBLIC: dict[str, str] = {
 
 __all__ = sorted(_PUBLIC) + ["__version__"]
 
+# the submodules where everything else lives, documented there (docs/api.rst)
+_SUBMODULES = frozenset({"adapters", "apply", "balance", "calibration", "deprecation", "diagnostics", "distributed",
+                         "errors", "init", "laws", "membrane", "neuron", "options", "planning", "recipes", "replay",
+                         "reports", "selection", "spikeinit", "surrogate", "tables", "theory", "transaction"})
+
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .adapters import InternalWeight, neuron_spec, register_neuron, unregister_neuron
-    from .apply import METHODS, Report, initialize, reinitialize
-    from .balance import GradientBalance, balance_gradients, gradient_slope
-    from .calibration import CalibrationReport, calibrate
-    from .diagnostics import Diagnosis, LayerDiagnosis, compare, compare_methods, diagnose, plot_comparison
+    from .adapters import register_neuron, unregister_neuron
+    from .apply import Report, initialize, reinitialize
+    from .balance import balance_gradients
+    from .calibration import calibrate
+    from .diagnostics import diagnose
     from .errors import (
         ArgumentTypeError,
         ConcurrentUseError,
@@ -119,41 +132,29 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         relay_pattern,
         spike_aware_,
     )
-    from .laws import (
-        Law,
-        RelayDynamics,
-        baseline_law,
-        calculate_relay,
-        fluctuation_law,
-        ikun_law,
-        membrane_target,
-        spike_aware_law,
-    )
-    from .membrane import MembraneScaling, scale_membrane
-    from .neuron import NeuronSpec, kernel_sums_from_response, simulate_impulse_response
-    from .options import BaselineOptions, CalibrationOptions, FluctuationOptions, IkunOptions, SpikeAwareOptions
-    from .planning import Plan, plan
+    from .laws import calculate_relay
+    from .membrane import scale_membrane
+    from .neuron import NeuronSpec
+    from .planning import plan
     from .spikeinit import calculate_spikeinit, spikeinit_
-    from .surrogate import (
-        Normal,
-        SurrogateMoments,
-        Uniform,
-        clear_moment_cache,
-        describe_surrogate,
-        moment_cache_info,
-        surrogate_derivative,
-        surrogate_moments,
-    )
-    from .theory import copy_gain, copy_window
+    from .surrogate import surrogate_moments
 
 
 def __getattr__(name: str) -> Any:
     module = _PUBLIC.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    if name in _SUBMODULES:  # sip.surrogate.Uniform works without importing the submodule first
+        return importlib.import_module(f".{name}", __name__)
+    module = _MOVED.get(name)
     if module is None:
         raise AttributeError(f"module 'snn_initplug' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
+    warnings.warn(f"snn_initplug.{name} is deprecated as a top-level name and will be removed in the next release; "
+                  f"import it from snn_initplug.{module} (from snn_initplug.{module} import {name})",
+                  DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(f".{module}", __name__), name)  # not cached: every use warns
 
 
 def __dir__():

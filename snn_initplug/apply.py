@@ -1,11 +1,10 @@
-"""``initialize(model, method=...)``: plan the model, compute every new weight, then write them all.
+"""``initialize(model, example_input, method="auto")``: plan the model, compute every new weight, then write them all.
 
-Each method is a rule that gathers one planned layer's numbers (its fans, its neuron's threshold and kernel
-sums, its input statistics, the typed options) and calls the method's law function in
-:mod:`snn_initplug.laws`, the same function the tensor-level initializers of :mod:`snn_initplug.init` call.
-The rules only read, so an error in any layer leaves the model untouched. Only after every law is known and
-every tensor sampled are the weights written, under ``torch.no_grad()``. Biases, BatchNorm parameters and
-layers that feed no neuron (a plain readout) are left as they are.
+With no method (``"auto"``), the recipe is chosen from the plan (:mod:`snn_initplug.recipes`) and written
+with its membrane scaling in one all-or-nothing step (:mod:`snn_initplug.onecall`). Each method is a rule of
+:mod:`snn_initplug.rules` that reads one planned layer's numbers and calls the method's law function; only
+after every law is known and every tensor sampled are the weights written, under ``torch.no_grad()``.
+Biases, BatchNorm parameters and layers that feed no neuron (a plain readout) are left as they are.
 
 Under ``torch.distributed`` (``process_group=``) the input statistics are those of the global batch and the
 written weights are broadcast from rank 0 (:mod:`snn_initplug.distributed`). Every :class:`Report` records the
@@ -30,11 +29,17 @@ from .errors import ArgumentTypeError, InitError, OptionError, PlanError
 from .guard import entry_point
 from .init import sample
 from .laws import Law
+from .onecall import one_call
 from .options import (
     ANALYTIC_METHODS,
     CALIBRATION_FIELDS,
+    BaselineOptions,
     CalibrationOptions,
+    FluctuationOptions,
+    IkunOptions,
     MethodOptions,
+    SpikeAwareOptions,
+    SpikeInitOptions,
     method_name,
     method_options,
     non_default_fields,
@@ -49,7 +54,7 @@ from .transaction import Snapshot, agree, check_writable, exclusive, fingerprint
 
 __all__ = ["initialize", "reinitialize", "Report", "LayerReport", "METHODS", "compute_laws"]
 
-METHODS = ANALYTIC_METHODS + ("calibrated",)
+METHODS = ("auto",) + ANALYTIC_METHODS + ("calibrated",)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -58,9 +63,13 @@ METHODS = ANALYTIC_METHODS + ("calibrated",)
 @entry_point("initialize")
 def initialize(
     model: nn.Module,
-    method: Union[str, MethodOptions] = "calibrated",
     example_input: Any = None,
+    method: Union[str, MethodOptions] = "auto",
     *,
+    steps: Optional[int] = None,
+    relay: Optional[float] = None,
+    membrane: Optional[float] = None,
+    weightless: Optional[str] = None,
     generator: Optional[torch.Generator] = None,
     overrides: Optional[dict[str, dict[str, Any]]] = None,
     skip: Skip = None,
@@ -70,18 +79,31 @@ def initialize(
 ) -> Report:
     r"""Initialize every weight that feeds a spiking neuron of ``model``; return a :class:`Report`.
 
+    ``initialize(model, batch, steps=T)`` is the one call: it plans the model and picks the recipe our
+    measurements found best for it (:mod:`snn_initplug.recipes`): ``calibrated`` everywhere, the relay by
+    length for plain chains of spiking layers (``relay=0.9`` and the membrane ×0.5 from 10 to 20 layers, the
+    copy relay ``relay=1`` beyond), weight-less neurons through their threshold. The report's first line names
+    the recipe and why. Naming a method (``initialize(model, batch, "ikun")``, or the older
+    ``initialize(model, "ikun", batch)``) uses that method instead.
+
     Args:
         model: an snnTorch / SpikingJelly model (or one with neurons registered by ``register_neuron``).
-        method: ``"ikun"``, ``"spike_aware"``, ``"fluctuation"``, ``"spikeinit"``, ``"calibrated"``, or a
-            baseline (``"default"``, ``"kaiming_normal"``, ``"kaiming_uniform"``, ``"xavier_normal"``,
-            ``"xavier_uniform"``, ``"lecun_normal"``, ``"spikingjelly"``, ``"ding"``); or an options record
-            (``IkunOptions(mode="fan_out")``, ...).
-            The default, ``"calibrated"``, needs ``example_input``: it is the one method that brought every
-            model type we measured (shallow, CSNN, deep plain stack, SEW ResNet, RLeaky, Spikformer) to its
-            target rate at every layer (README, "Which method to use"); deep plain stacks also want ``relay=0.9``
-            (up to ~20 layers) or ``relay=1``, the copy relay (50-100 layers).
-        example_input: a batch as the model takes it; needed for models with a custom forward and for the
-            statistics of layers that read the model input.
+        example_input: a batch as the model takes it (for a model called once per time step, with ``steps=T``,
+            or a list of T per-step tensors). Needed by ``"auto"`` and ``"calibrated"``, by models with a
+            custom forward and for the statistics of layers that read the model input.
+        method: ``"auto"`` (the default: the recipe above), ``"calibrated"``, ``"ikun"``, ``"spike_aware"``,
+            ``"fluctuation"``, ``"spikeinit"``, or a baseline (``"default"``, ``"kaiming_normal"``,
+            ``"kaiming_uniform"``, ``"xavier_normal"``, ``"xavier_uniform"``, ``"lecun_normal"``,
+            ``"spikingjelly"``, ``"ding"``); or an options record (``IkunOptions(fan_mode="fan_out")``, ...).
+        steps: the number of time steps T: the batch is presented at T steps while calibrating (``"auto"``,
+            ``"calibrated"``); the kernel horizon of ``spike_aware``, ``fluctuation`` and ``spikeinit``.
+        relay: the relay share ρ of deep plain stacks (``"auto"`` chooses it by length; 0: none, 1: the copy
+            relay); ``spike_aware``'s and ``calibrated``'s start's option.
+        membrane: after the init, every neuron's membrane and threshold scaled by this factor
+            (:func:`~snn_initplug.scale_membrane`, in the same all-or-nothing write); ``"auto"`` chooses 0.5
+            for plain chains of 10–20 layers, else 1 (none).
+        weightless: neurons no weight feeds: ``"threshold"`` (the ``"auto"`` choice when there are any) brings
+            them to the target through their threshold, ``"report"`` lists them as not calibrated.
         generator: a CPU ``torch.Generator``; the same seed gives the same weights on every device and dtype.
         overrides: ``{pattern: {option: value, "method": other}}`` per layer (``fnmatch`` on the parameter,
             layer or neuron name).
@@ -93,24 +115,25 @@ def initialize(
             broadcast from rank 0, so every rank ends with rank 0's weights bit for bit, whatever its own
             generator held. All ranks must call ``initialize`` together. A no-op outside ``torch.distributed``.
         **options: the method's options, the fields of its record (:mod:`snn_initplug.options`): ``ikun``:
-            variant, version, mode, distribution, moment; ``spike_aware``: sigma_u, rate, horizon,
-            input_second_moment, input_mean, recurrent_fraction, relay; ``fluctuation``: mu_u, sigma_u, rate,
-            input_rate, horizon (or steps), input_second_moment, input_mean, recurrent_fraction; ``spikeinit``:
-            target_rate, steps, surrogate (True: each neuron's surrogate at the shape α*), simulate, samples, seed.
-            ``calibrated``: the calibration's (target_rate, tolerance, max_evaluations, steps, bias, mode, seed),
-            ``start`` (a method name or an options record, default ``"spike_aware"``) and ``start_options``
-            (a dict); other options go to the start method. A name both take (``mode``) is the calibration's:
-            give the start's in ``start_options``. With ``start="fluctuation"``, ``steps=T`` is also the start's
-            kernel horizon unless it has its own; with ``start="spikeinit"``, ``steps`` and a numeric
-            ``target_rate`` are also the start's.
+            variant, version, fan_mode, distribution, moment; ``spike_aware``: sigma_u, target_rate, steps,
+            input_second_moment, input_mean, recurrent_fraction; ``fluctuation``: mu_u, sigma_u, target_rate,
+            input_rate, steps, input_second_moment, input_mean, recurrent_fraction; ``spikeinit``: target_rate,
+            steps, surrogate (True: each neuron's surrogate at the shape α*), simulate, samples, seed.
+            ``"auto"`` and ``calibrated``: the calibration's (target_rate, tolerance, max_evaluations, bias,
+            mode, seed), ``start`` (a method name or an options record, default ``"spike_aware"``) and
+            ``start_options`` (a dict); other options go to the start method. A name both take (``mode``) is
+            the calibration's: give the start's in ``start_options``. With ``start="fluctuation"``, ``steps=T``
+            is also the start's kernel horizon unless it has its own; with ``start="spikeinit"``, ``steps`` and
+            a numeric ``target_rate`` are also the start's.
 
-    All new weights are computed and sampled before any is written, so an error leaves the model unchanged.
-    The report records the settings (``report.settings``) and each layer's seed (``LayerReport.seed``):
-    ``report.save(path)`` then :func:`reinitialize` reproduces the weights exactly.
+    All new weights are computed and sampled before any is written, so an error leaves the model unchanged;
+    with ``membrane``, a failure of the scaling puts back the init's writes too. The report records the
+    settings (``report.settings``) and each layer's seed (``LayerReport.seed``): ``report.save(path)`` then
+    :func:`reinitialize` reproduces the weights exactly.
 
     Returns:
-        Report: one row per initialized weight (method, neuron, surrogate, fans, gain, std, mean and the numbers
-        the law assumed); printing it gives a table.
+        Report: the recipe (``report.recipe``, its first line), one row per initialized weight (method, neuron,
+        surrogate, fans, gain, std, mean and the numbers the law assumed); printing it gives a table.
 
     Example:
         IKUN with κ from snnTorch's default arctangent surrogate: std = :math:`\sqrt{\kappa/\mathrm{fan\_in}}`.
@@ -120,12 +143,36 @@ def initialize(
         >>> net = nn.Sequential(nn.Linear(784, 256), snn.Leaky(beta=0.9, init_hidden=True),
         ...                     nn.Linear(256, 10), snn.Leaky(beta=0.9, init_hidden=True, output=True))
         >>> x = torch.rand(64, 784)
-        >>> report = sip.initialize(net, "ikun", x, generator=torch.Generator().manual_seed(0))
+        >>> report = sip.initialize(net, x, "ikun", generator=torch.Generator().manual_seed(0))
         >>> [(row.layer, round(row.std, 4)) for row in report.layers]
         [('0.weight', 0.0563), ('2.weight', 0.0986)]
-        >>> report = sip.initialize(net, "calibrated", x, steps=4, target_rate=0.1)  # every layer at 10%
+        >>> report = sip.initialize(net, x, steps=4)  # the one call
+        >>> report.recipe
+        '2-layer plain chain: calibrated'
     """
+    example_input, method = _method_and_input(example_input, method)
+    named = {"steps": steps, "relay": relay, "membrane": membrane, "weightless": weightless}
+    for key, value in named.items():
+        if value is not None:
+            if key in options:  # cannot happen through Python's keywords; a dict splatted twice can
+                raise OptionError(f"initialize: {key}= given twice")
+            options[key] = value
     return _initialize(model, method, example_input, generator, overrides, skip, forward, process_group, options)
+
+
+def _method_and_input(first: Any, second: Any) -> tuple[Any, Any]:
+    """``(example_input, method)`` from the two positions after the model: ``(batch, method)``, or the older
+    ``(method, batch)`` order, told apart by the method being a name or an options record."""
+    if isinstance(first, str) or _is_options_record(first):
+        return (None if isinstance(second, str) and second == "auto" else second), first
+    if not (isinstance(second, str) or _is_options_record(second)):
+        raise OptionError(f"initialize: expected a method name or an options record, got {type(second).__name__} "
+                          "(the call is initialize(model, example_input, method))")
+    return first, second
+
+
+def _is_options_record(value: Any) -> bool:
+    return isinstance(value, (IkunOptions, SpikeAwareOptions, FluctuationOptions, SpikeInitOptions, BaselineOptions))
 
 
 def _method_call(method: Union[str, MethodOptions], options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -157,6 +204,13 @@ def _initialize(model, method, example_input, generator, overrides, skip, forwar
 def _initialize_exclusive(model, method, example_input, generator, overrides, skip, forward, group, options,
                           replay: Optional[Report]) -> Report:
     method, options = _method_call(method, options)
+    return one_call(_initialize_method, model, method, example_input, generator, overrides, skip, forward, group,
+                    options, replay)
+
+
+def _initialize_method(model, method, example_input, generator, overrides, skip, forward, group, options,
+                       replay: Optional[Report]) -> Report:
+    """One method's init (no membrane scaling), its settings recorded."""
     if method == "calibrated":
         call = _CalibratedCall.of(options)
         report = _initialize_calibrated(model, call, example_input, generator, overrides, skip, forward, group, replay)
@@ -329,7 +383,7 @@ class _CalibratedCall:
                 raise OptionError(f"calibrated: {key}= given both as a keyword and in start_options")
         start_options.update(options)
         if start == "fluctuation" and "steps" in calibration and not {"horizon", "steps"} & set(start_options):
-            start_options["horizon"] = calibration["steps"]  # T steps run: the kernel sums over T steps
+            start_options["steps"] = calibration["steps"]  # T steps run: the kernel sums over T steps
         if start == "spikeinit":  # the calibration's steps and (one) target rate are the start's too
             for key in ("steps", "target_rate"):
                 if key in calibration and key not in start_options and not (

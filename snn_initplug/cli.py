@@ -3,7 +3,7 @@ r"""The ``snn-initplug`` command.
 ::
 
     snn-initplug diagnose MODEL --input-shape 4,1,28,28 [--init METHOD ...] [--classes K] [--json out.json] [--plot out.png]
-    snn-initplug init MODEL --method METHOD --input-shape 4,1,28,28 --out weights.pt [--seed N]
+    snn-initplug init MODEL --input-shape 4,1,28,28 --out weights.pt [--method METHOD] [--seed N]
     snn-initplug surrogates [--normal MEAN STD]
 
 ``MODEL`` is ``package.module:factory`` or ``path/to/file.py:factory``; ``factory()`` returns the model, or a
@@ -216,7 +216,7 @@ class _RandomLabelLoss:
         return default_loss(out, labels.to(out.device))[0]
 
 
-RELAY_METHODS = ("spike_aware", "calibrated")  # the methods that take relay=
+RELAY_METHODS = ("auto", "spike_aware", "calibrated")  # the methods that take relay=
 
 
 def _initialize(model, method, x, forward, seed, relay=None):
@@ -263,7 +263,7 @@ def cmd_diagnose(args) -> int:
 
 def cmd_init(args) -> int:
     if args.relay is not None and args.method not in RELAY_METHODS:
-        raise CommandError(f"--relay applies to {' and '.join(RELAY_METHODS)}, not {args.method}")
+        raise CommandError(f"--relay applies to {', '.join(RELAY_METHODS[:-1])} and {RELAY_METHODS[-1]}, not {args.method}")
     factory = load_factory(args.model)
     model, forward = build_model(factory, args.seed)
     forward = _stepped(forward, args.steps)
@@ -353,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     init = commands.add_parser("init", help="initialize a model and save its state_dict")
     _add_model_arguments(init)
-    init.add_argument("--method", "-m", required=True, choices=METHODS)
+    init.add_argument("--method", "-m", default="auto", choices=METHODS,
+                      help="the init method (default: auto, the one call: the recipe for this model)")
     init.add_argument("--out", "-o", required=True, metavar="PATH", type=writable_file, help="where to save the state_dict (torch.save)")
     init.set_defaults(run=cmd_init)
 

@@ -356,10 +356,10 @@ def compare_methods(model: nn.Module, example_input: Any, methods: Iterable[Opti
         >>> net = nn.Sequential(nn.Linear(784, 256), snn.Leaky(beta=0.9, init_hidden=True),
         ...                     nn.Linear(256, 256), snn.Leaky(beta=0.9, init_hidden=True))
         >>> steps = lambda model, x: [model(x) for _ in range(4)]
-        >>> records = sip.compare_methods(net, torch.rand(64, 784), ["kaiming_normal", "spike_aware"], forward=steps)
+        >>> records = sip.diagnostics.compare_methods(net, torch.rand(64, 784), ["kaiming_normal", "spike_aware"], forward=steps)
         >>> list(records)
         ['kaiming_normal', 'spike_aware']
-        >>> print(sip.compare(records))  # doctest: +ELLIPSIS
+        >>> print(sip.diagnostics.compare(records))  # doctest: +ELLIPSIS
         depth  neuron  rate [kaiming_normal]  sd(u)/θ [kaiming_normal]  |dL/dW| [kaiming_normal]  rate...
         ...
     """
@@ -446,8 +446,8 @@ def plot_comparison(records: Mapping[str, Diagnosis], path: Optional[str] = None
         >>> import torch, torch.nn as nn, snntorch as snn
         >>> import snn_initplug as sip
         >>> net = nn.Sequential(nn.Linear(784, 256), snn.Leaky(beta=0.9, init_hidden=True))
-        >>> records = sip.compare_methods(net, torch.rand(64, 784), [None, "ikun"])
-        >>> fig = sip.plot_comparison(records)
+        >>> records = sip.diagnostics.compare_methods(net, torch.rand(64, 784), [None, "ikun"])
+        >>> fig = sip.diagnostics.plot_comparison(records)
         >>> len(fig.axes)
         3
     """

@@ -1,9 +1,8 @@
 r"""Tensor-level initializers in the style of ``torch.nn.init``.
 
 Each function fills a tensor in place (name ending in ``_``) and returns it, takes ``generator=`` for
-reproducibility, and has a ``calculate_*`` companion that returns the numbers without touching a tensor.
-Samples are drawn on the CPU (float64 for float64 tensors, float32 otherwise) and then copied to the tensor's
-device and dtype, so one seed gives the same weights on CPU and CUDA and in every floating dtype.
+reproducibility, and has a ``calculate_*`` companion that returns the numbers without touching a tensor. Samples
+are drawn on the CPU (float64 for float64 tensors, else float32), then copied to the tensor's device and dtype.
 
 Fans follow PyTorch: ``fan_in = in_features`` or ``in_channels/groups · prod(kernel)``, ``fan_out`` likewise.
 """
@@ -16,6 +15,7 @@ from typing import Callable, Optional
 import torch
 
 from . import theory
+from .deprecation import renamed_arguments
 from .errors import ArgumentTypeError, InitError
 from .guard import entry_point
 from .laws import (
@@ -171,7 +171,7 @@ def calculate_ikun_gain(
         surrogate: the neuron's spike function as the framework calls it (snnTorch ``spike_grad``,
             SpikingJelly ``surrogate_function``); not needed for ``variant="reference"``.
         variant: ``"surrogate"`` or ``"reference"``.
-        distribution: :class:`~snn_initplug.Uniform` or :class:`~snn_initplug.Normal` law of :math:`u - \theta`.
+        distribution: :class:`~snn_initplug.surrogate.Uniform` or :class:`~snn_initplug.surrogate.Normal` law of :math:`u - \theta`.
         moment: :math:`k`, 1 or 2.
         warn: warn about an unusual κ.
 
@@ -208,6 +208,7 @@ def calculate_ikun_gain(
     return kappa
 
 
+@renamed_arguments(mode="fan_mode")
 @entry_point("ikun_")
 def ikun_(
     tensor: torch.Tensor,
@@ -215,7 +216,7 @@ def ikun_(
     *,
     variant: str = "surrogate",
     version: Optional[str] = None,
-    mode: Optional[str] = None,
+    fan_mode: Optional[str] = None,
     distribution: Optional[Distribution] = None,
     moment: int = 1,
     generator: Optional[torch.Generator] = None,
@@ -224,7 +225,7 @@ def ikun_(
 
     ``version="v1"`` uses ``fan_in``; ``version="v2"`` uses ``fan_in + fan_out`` as released (no Glorot factor 2;
     for convolutions PyTorch's ``fan_out = out_channels/groups · prod(kernel)``, where the released code crashes).
-    Otherwise ``mode`` is ``fan_in`` (default), ``fan_out``, ``fan_avg`` or ``fan_sum``. See
+    Otherwise ``fan_mode`` is ``fan_in`` (default), ``fan_out``, ``fan_avg`` or ``fan_sum``. See
     :func:`calculate_ikun_gain` for ``variant``, ``distribution`` and ``moment``; the law is
     :func:`snn_initplug.laws.ikun_law`.
 
@@ -232,8 +233,9 @@ def ikun_(
         tensor: an n-dimensional ``torch.Tensor`` (n ≥ 2), filled in place.
         surrogate: the neuron's spike function (``snn.Leaky(...).spike_grad``, ``neuron.surrogate_function``).
         variant: ``"surrogate"`` (κ from ``surrogate``) or ``"reference"`` (the released κ = 1.2737).
-        version: ``"v1"`` or ``"v2"`` (the released variants), or None to use ``mode``.
-        mode: ``"fan_in"`` (default), ``"fan_out"``, ``"fan_avg"`` or ``"fan_sum"``.
+        version: ``"v1"`` or ``"v2"`` (the released variants), or None to use ``fan_mode``.
+        fan_mode: ``"fan_in"`` (default), ``"fan_out"``, ``"fan_avg"`` or ``"fan_sum"`` (``mode=``, its former
+            name, still works with a ``DeprecationWarning``).
         distribution: the law of :math:`u - \theta` the gain is averaged over (default ``Uniform(-1, 1)``).
         moment: :math:`k` in :math:`\kappa = 1/E_D[h^k]`.
         generator: a CPU ``torch.Generator`` to sample from.
@@ -252,9 +254,9 @@ def ikun_(
     """
     if is_empty_tensor(tensor):
         return tensor
-    options = IkunOptions(variant=variant, version=version, mode=mode, distribution=distribution, moment=moment)
+    options = IkunOptions(variant=variant, version=version, fan_mode=fan_mode, distribution=distribution, moment=moment)
     kappa = calculate_ikun_gain(surrogate, variant=variant, distribution=distribution, moment=moment)
-    return fill_with_law_(tensor, ikun_law(*calculate_fans(tensor), kappa, mode=options.fan_mode), generator)
+    return fill_with_law_(tensor, ikun_law(*calculate_fans(tensor), kappa, fan_mode=options.fan), generator)
 
 
 # --- Spike-aware (Micheli et al. 2024) ---
@@ -269,12 +271,13 @@ def _positive_number(name: str, value) -> float:
     return number
 
 
+@renamed_arguments(rate="target_rate")
 @entry_point("calculate_spike_aware_gain")
 def calculate_spike_aware_gain(
     threshold: float = 1.0,
     *,
     sigma_u: Optional[float] = None,
-    rate: Optional[float] = None,
+    target_rate: Optional[float] = None,
     input_second_moment: Optional[float] = None,
     kernel_sq_sum: float = 1.0,
 ) -> float:
@@ -288,7 +291,7 @@ def calculate_spike_aware_gain(
     Args:
         threshold: the firing threshold :math:`\theta`.
         sigma_u: the membrane target :math:`\sigma_u` (default :math:`\theta`).
-        rate: a target firing probability instead of ``sigma_u``.
+        target_rate: a target firing probability instead of ``sigma_u`` (``rate=``: deprecated).
         input_second_moment: :math:`q_\mathrm{in}` of the input when it is known (default: spikes at the
             self-consistent rate).
         kernel_sq_sum: :math:`\Sigma K^2` of the neuron.
@@ -300,23 +303,24 @@ def calculate_spike_aware_gain(
         >>> import snn_initplug as sip
         >>> sip.calculate_spike_aware_gain(1.0)
         6.3030
-        >>> sip.calculate_spike_aware_gain(1.0, rate=0.1)
+        >>> sip.calculate_spike_aware_gain(1.0, target_rate=0.1)
         6.0887
     """
     threshold = _positive_number("threshold", threshold)
-    SpikeAwareOptions(sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment)
-    sigma = membrane_target(threshold, sigma_u=sigma_u, rate=rate)
+    SpikeAwareOptions(sigma_u=sigma_u, target_rate=target_rate, input_second_moment=input_second_moment)
+    sigma = membrane_target(threshold, sigma_u=sigma_u, target_rate=target_rate)
     q = theory.firing_probability(threshold, sigma) if input_second_moment is None else input_second_moment
     return theory.spike_aware_variance(1.0, sigma, q, kernel_sq_sum)
 
 
+@renamed_arguments(rate="target_rate")
 @entry_point("spike_aware_")
 def spike_aware_(
     tensor: torch.Tensor,
     threshold: float = 1.0,
     *,
     sigma_u: Optional[float] = None,
-    rate: Optional[float] = None,
+    target_rate: Optional[float] = None,
     input_second_moment: Optional[float] = None,
     kernel_sq_sum: float = 1.0,
     relay: float = 0.0,
@@ -338,7 +342,7 @@ def spike_aware_(
         tensor: an n-dimensional ``torch.Tensor`` (n ≥ 2), filled in place.
         threshold: the firing threshold :math:`\theta`.
         sigma_u: the membrane target :math:`\sigma_u` (default :math:`\theta`).
-        rate: a target firing probability instead of ``sigma_u``.
+        target_rate: a target firing probability instead of ``sigma_u`` (``rate=``: deprecated).
         input_second_moment: :math:`q_\mathrm{in}` when known.
         kernel_sq_sum: :math:`\Sigma K^2` of the neuron.
         relay: :math:`\rho` in [0, 1] (1: the copy relay, :func:`calculate_relay`).
@@ -364,8 +368,9 @@ def spike_aware_(
     threshold = _positive_number("threshold", threshold)
     for name, value in (("input_scale", input_scale), ("kernel_sq_sum", kernel_sq_sum)):
         positive_numbers("spike_aware_", name, value)
-    options = SpikeAwareOptions(sigma_u=sigma_u, rate=rate, input_second_moment=input_second_moment, relay=relay)
-    sigma = membrane_target(threshold, sigma_u=options.sigma_u, rate=options.rate)
+    options = SpikeAwareOptions(sigma_u=sigma_u, target_rate=target_rate, input_second_moment=input_second_moment,
+                                relay=relay)
+    sigma = membrane_target(threshold, sigma_u=options.sigma_u, target_rate=options.target_rate)
     q = theory.firing_probability(threshold, sigma) if input_second_moment is None else input_second_moment
     law = spike_aware_law(fan_in, threshold, sigma, q, kernel_sq_sum, relay=options.relay, input_scale=input_scale,
                           relay_dynamics=relay_dynamics)
@@ -373,6 +378,7 @@ def spike_aware_(
 
 
 # --- Fluctuation-driven (Rossbroich et al. 2022) ---
+@renamed_arguments(rate="target_rate")
 @entry_point("calculate_fluctuation")
 def calculate_fluctuation(
     fan_in: int,
@@ -384,7 +390,7 @@ def calculate_fluctuation(
     input_second_moment: Optional[float] = None,
     mu_u: float = 0.0,
     sigma_u: Optional[float] = None,
-    rate: Optional[float] = None,
+    target_rate: Optional[float] = None,
     variance_share: float = 1.0,
     total_drive: Optional[float] = None,
 ) -> Law:
@@ -394,7 +400,7 @@ def calculate_fluctuation(
     For spike input give ``input_rate`` p (then :math:`m = q = p`); for analog input give its mean and second
     moment. ``kernel_sums`` = :math:`(\Sigma K, \Sigma K^2)` of the neuron's own impulse response. The membrane
     target is ``mu_u`` and ``sigma_u``, default :math:`\theta - \mu_U` (one threshold gap; the model-level rule
-    uses the same default), or a target ``rate``.
+    uses the same default), or a ``target_rate``.
 
     Args:
         fan_in: inputs per output unit.
@@ -405,7 +411,7 @@ def calculate_fluctuation(
         input_second_moment: :math:`q` of an analog input.
         mu_u: the target membrane mean :math:`\mu_U`.
         sigma_u: the target membrane standard deviation :math:`\sigma_U`.
-        rate: a target firing probability instead of ``sigma_u``.
+        target_rate: a target firing probability instead of ``sigma_u`` (``rate=``: deprecated).
         variance_share: the share :math:`s` of the membrane variance this weight provides.
         total_drive: :math:`D` when several populations feed the neuron.
 
@@ -419,8 +425,8 @@ def calculate_fluctuation(
         >>> sip.calculate_fluctuation(784, kernel_sums=(10.0, 1 / 0.19), input_rate=0.1)
         Law(kind='normal', mean=0.0, std=0.0492, relay=0.0)
     """
-    options = FluctuationOptions(mu_u=mu_u, sigma_u=sigma_u, rate=rate, input_rate=input_rate, input_mean=input_mean,
-                                 input_second_moment=input_second_moment)  # each number checked, a rate in [0, 1]
+    options = FluctuationOptions(mu_u=mu_u, sigma_u=sigma_u, target_rate=target_rate, input_rate=input_rate,
+                                 input_mean=input_mean, input_second_moment=input_second_moment)  # each number checked, a rate in [0, 1]
     kernel_sums = positive_numbers("calculate_fluctuation", "kernel_sums", kernel_sums, 2)  # type: ignore[assignment]
     input_rate, input_mean, input_second_moment = options.input_rate, options.input_mean, options.input_second_moment
     if input_rate is not None:
@@ -430,7 +436,7 @@ def calculate_fluctuation(
     if input_mean is None or input_second_moment is None:
         raise InitError("fluctuation-driven init needs the input rate (or the input's mean and second moment)")
     threshold = _positive_number("threshold", threshold)
-    sigma = membrane_target(threshold, sigma_u=options.sigma_u, rate=options.rate, mu_u=options.mu_u)
+    sigma = membrane_target(threshold, sigma_u=options.sigma_u, target_rate=options.target_rate, mu_u=options.mu_u)
     return fluctuation_law(fan_in, input_mean, input_second_moment, kernel_sums[0], kernel_sums[1], mu_u=options.mu_u,
                            sigma_u=sigma, share=variance_share, total_drive=total_drive)
 
@@ -467,7 +473,7 @@ def fluctuation_(tensor: torch.Tensor, *, generator: Optional[torch.Generator] =
 @entry_point("baseline_")
 def baseline_(tensor: torch.Tensor, name: str, *, threshold: float = 1.0, input_scale: float = 1.0,
               generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Fill ``tensor`` from a baseline's law (:func:`~snn_initplug.baseline_law`: PyTorch's default, Kaiming,
+    """Fill ``tensor`` from a baseline's law (:func:`~snn_initplug.laws.baseline_law`: PyTorch's default, Kaiming,
     Xavier, LeCun, SpikingJelly's, Ding et al.'s).
 
     Args:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import theory
+from .deprecation import renamed_arguments
 from .errors import InitError, OptionError
 
 __all__ = [
@@ -83,7 +84,8 @@ class Law:
         return self.std == 0 and self.relay > 0
 
 
-def membrane_target(threshold: float, *, sigma_u: Optional[float] = None, rate: Optional[float] = None,
+@renamed_arguments(rate="target_rate")
+def membrane_target(threshold: float, *, sigma_u: Optional[float] = None, target_rate: Optional[float] = None,
                     mu_u: float = 0.0) -> float:
     r"""The membrane standard deviation :math:`\sigma_U` that spike-aware and fluctuation-driven init aim at.
 
@@ -96,41 +98,42 @@ def membrane_target(threshold: float, *, sigma_u: Optional[float] = None, rate: 
 
     Args:
         threshold: the firing threshold :math:`\theta`.
-        sigma_u: the target itself (then ``rate`` must be None).
-        rate: a target firing probability :math:`r` per step, in (0, 0.5].
+        sigma_u: the target itself (then ``target_rate`` must be None).
+        target_rate: a target firing probability :math:`r` per step, in (0, 0.5] (``rate=``: deprecated).
         mu_u: the mean membrane :math:`\mu_U`, below the threshold.
 
     Returns:
         float: :math:`\sigma_U`.
 
     Raises:
-        InitError: both ``sigma_u`` and ``rate`` given, or ``mu_u`` not below the threshold.
+        InitError: both ``sigma_u`` and ``target_rate`` given, or ``mu_u`` not below the threshold.
 
     Example:
         >>> import snn_initplug as sip
-        >>> sip.membrane_target(1.0)  # one threshold gap
+        >>> sip.laws.membrane_target(1.0)  # one threshold gap
         1.0
-        >>> sip.membrane_target(1.0, rate=0.1)  # 10% of the neurons above threshold
+        >>> sip.laws.membrane_target(1.0, target_rate=0.1)  # 10% of the neurons above threshold
         0.7803
     """
-    if sigma_u is not None and rate is not None:
-        raise InitError("give the target as sigma_u= or as rate=, not both")
+    if sigma_u is not None and target_rate is not None:
+        raise InitError("give the target as sigma_u= or as target_rate=, not both")
     if sigma_u is not None:
         return float(sigma_u)
     distance = threshold - mu_u
     if not distance > 0:  # both other targets are measured from the threshold gap
         raise InitError(f"the membrane mean mu_u = {mu_u} is not below the threshold {threshold}; give sigma_u=")
-    return distance if rate is None else theory.sigma_u_for_rate(distance, float(rate))
+    return distance if target_rate is None else theory.sigma_u_for_rate(distance, float(target_rate))
 
 
-def ikun_law(fan_in: int, fan_out: int, kappa: float, *, mode: str = "fan_in") -> Law:
+@renamed_arguments(mode="fan_mode")
+def ikun_law(fan_in: int, fan_out: int, kappa: float, *, fan_mode: str = "fan_in") -> Law:
     r"""IKUN's law (Chang et al. 2024): :math:`\mathcal{N}(0, \kappa/\mathrm{fan})`.
 
     Args:
         fan_in: inputs per output unit.
         fan_out: outputs per input unit.
         kappa: IKUN's gain :math:`\kappa` (:func:`snn_initplug.calculate_ikun_gain`).
-        mode: the fan that divides the variance: ``"fan_in"``, ``"fan_out"``, ``"fan_avg"`` (their mean) or
+        fan_mode: the fan that divides the variance (``mode=``: deprecated): ``"fan_in"``, ``"fan_out"``, ``"fan_avg"`` (their mean) or
             ``"fan_sum"`` (their sum, the released v2).
 
     Returns:
@@ -138,10 +141,10 @@ def ikun_law(fan_in: int, fan_out: int, kappa: float, *, mode: str = "fan_in") -
 
     Example:
         >>> import snn_initplug as sip
-        >>> sip.ikun_law(784, 256, kappa=2.0)
+        >>> sip.laws.ikun_law(784, 256, kappa=2.0)
         Law(kind='normal', mean=0.0, std=0.0505, relay=0.0)
     """
-    fan = theory.fan_for_mode(fan_in, fan_out, mode)
+    fan = theory.fan_for_mode(fan_in, fan_out, fan_mode)
     return Law("normal", 0.0, math.sqrt(theory.ikun_variance(fan, kappa)))
 
 
@@ -175,7 +178,7 @@ def spike_aware_law(fan_in: int, threshold: float, sigma_u: float, input_second_
 
     Example:
         >>> import snn_initplug as sip
-        >>> sip.spike_aware_law(784, threshold=1.0, sigma_u=1.0, input_second_moment=0.1)
+        >>> sip.laws.spike_aware_law(784, threshold=1.0, sigma_u=1.0, input_second_moment=0.1)
         Law(kind='normal', mean=0.0, std=0.1129, relay=0.0)
     """
     std = math.sqrt(theory.spike_aware_variance(1.0, sigma_u, input_second_moment, kernel_sq_sum) * share / fan_in)
@@ -215,7 +218,7 @@ def fluctuation_law(fan_in: int, input_mean: float, input_second_moment: float, 
         A LIF neuron with β = 0.9 (:math:`\Sigma K = 10`, :math:`\Sigma K^2 = 1/(1-0.81)`), inputs spiking at 10%:
 
         >>> import snn_initplug as sip
-        >>> sip.fluctuation_law(784, 0.1, 0.1, 10.0, 1 / 0.19, mu_u=0.0, sigma_u=1.0)
+        >>> sip.laws.fluctuation_law(784, 0.1, 0.1, 10.0, 1 / 0.19, mu_u=0.0, sigma_u=1.0)
         Law(kind='normal', mean=0.0, std=0.0492, relay=0.0)
     """
     stats = theory.fluctuation_stats(fan_in, input_mean, input_second_moment, kernel_sum, kernel_sq_sum, mu_u,
@@ -270,7 +273,7 @@ def baseline_law(name: str, fan_in: int, fan_out: int, *, threshold: float = 1.0
 
     Example:
         >>> import snn_initplug as sip
-        >>> sip.baseline_law("kaiming_normal", 784, 256)
+        >>> sip.laws.baseline_law("kaiming_normal", 784, 256)
         Law(kind='normal', mean=0.0, std=0.0505, relay=0.0)
     """
     if not isinstance(name, str):

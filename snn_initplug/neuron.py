@@ -267,7 +267,7 @@ def kernel_sums_from_response(response: Union[Sequence[float], torch.Tensor], st
 
     Example:
         >>> import snn_initplug as sip
-        >>> sip.kernel_sums_from_response([1.0, 0.5, 0.25])
+        >>> sip.neuron.kernel_sums_from_response([1.0, 0.5, 0.25])
         (1.75, 1.3125)
     """
     response = torch.as_tensor(response, dtype=torch.float64)
@@ -307,7 +307,7 @@ def simulate_impulse_response(
         >>> def step(x):
         ...     state["u"] = 0.5 * state["u"] + x
         ...     return state["u"]
-        >>> sip.simulate_impulse_response(step, steps=4)
+        >>> sip.neuron.simulate_impulse_response(step, steps=4)
         tensor([1.0000, 0.5000, 0.2500, 0.1250], dtype=torch.float64)
     """
     values = []

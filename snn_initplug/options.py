@@ -5,18 +5,20 @@ A wrong name, type or value is one :class:`~snn_initplug.errors.OptionError` (an
 the tensor functions, ``calibrate``. :func:`method_options` builds the record of a method from keyword
 arguments.
 
-The kernel horizon has one name in every method, ``horizon``: ``"single"`` (one step: ΣK = c, ΣK² = c²),
-``"stationary"`` (the infinite-horizon sums) or a number of steps T. ``fluctuation`` also takes ``steps=T``,
-its former name, as the same thing.
+The kernel horizon has one name in every method, ``steps``: ``"single"`` (one step: ΣK = c, ΣK² = c²),
+``"stationary"`` (the infinite-horizon sums) or a number of steps T. The target rate is ``target_rate`` and
+IKUN's fan ``fan_mode``; the former names (``horizon``, ``rate``, ``mode``) still work for one release, with a
+``DeprecationWarning`` (:mod:`snn_initplug.deprecation`).
 """
 from __future__ import annotations
 
 import math
 import numbers
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import InitVar, dataclass, fields
 from typing import Any, Callable, Optional, Union, overload
 
+from .deprecation import RENAMED_OPTIONS, warn_renamed
 from .errors import OptionError
 from .laws import BASELINES, check_relay
 from .surrogate import Normal, Uniform
@@ -75,7 +77,7 @@ def _choice(owner: str, name: str, value: Any, choices: tuple[Any, ...]) -> Any:
 
 def _target_rate(owner: str, rate: Any) -> Optional[float]:
     """A target firing rate for a zero-mean membrane target: a number in (0, 0.5)."""
-    rate = _number(owner, "rate", rate, optional=True)
+    rate = _number(owner, "target_rate", rate, optional=True)
     if rate is not None and not 0.0 < rate < 0.5:
         raise OptionError(f"{owner}: target rate must lie in (0, 0.5) for a zero-mean membrane, got {rate}")
     return rate
@@ -104,11 +106,23 @@ def horizon_steps(owner: str, horizon: Any) -> Optional[int]:
         return None
     if isinstance(horizon, numbers.Integral) and not isinstance(horizon, bool) and int(horizon) >= 1:
         return int(horizon)
-    raise OptionError(f"{owner}: horizon must be 'single', 'stationary' or a number of steps, got {horizon!r}")
+    raise OptionError(f"{owner}: steps must be 'single', 'stationary' or a number of steps, got {horizon!r}")
 
 
 def _set(record: Any, name: str, value: Any) -> None:
     object.__setattr__(record, name, value)  # frozen dataclass: normalise once, in __post_init__
+
+
+def _renamed(record: Any, owner: str, old_values: dict[str, Any]) -> None:
+    """A record built with a former field name (an ``InitVar``): its value moves to the new field, warned."""
+    for old, value in old_values.items():
+        if value is None:
+            continue
+        new = RENAMED_OPTIONS[owner][old]
+        if getattr(record, new) != getattr(type(record), new):
+            raise OptionError(f"{owner}: give {new}= (the new name) or {old}= (deprecated), not both")
+        warn_renamed(owner, old, new, stacklevel=5)
+        _set(record, new, value)
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -117,56 +131,63 @@ def _set(record: Any, name: str, value: Any) -> None:
 @dataclass(frozen=True)
 class IkunOptions:
     """IKUN: ``variant`` ``"surrogate"`` (κ from the neuron's surrogate) or ``"reference"`` (the released
-    κ = 1.2737); the fan by ``version`` (``"v1"``: fan_in, ``"v2"``: fan_in + fan_out) or ``mode``; the
-    distribution ``D`` of the surrogate's argument (default ``Uniform(-1, 1)``); the moment ``k`` (1 or 2)."""
+    κ = 1.2737); the fan by ``version`` (``"v1"``: fan_in, ``"v2"``: fan_in + fan_out) or ``fan_mode``; the
+    distribution ``D`` of the surrogate's argument (default ``Uniform(-1, 1)``); the moment ``k`` (1 or 2).
+    ``mode=``: the former name of ``fan_mode`` (deprecated)."""
 
     variant: str = "surrogate"
     version: Optional[str] = None
-    mode: Optional[str] = None
+    fan_mode: Optional[str] = None
     distribution: Optional[Union[Uniform, Normal]] = None
     moment: int = 1
+    mode: InitVar[Optional[str]] = None
 
-    def __post_init__(self):
+    def __post_init__(self, mode: Optional[str]):
+        _renamed(self, "ikun", {"mode": mode})
         _choice("ikun", "variant", self.variant, ("surrogate", "reference"))
         if self.version is not None:
             _choice("ikun", "version", self.version, ("v1", "v2"))
-            if self.mode is not None:
-                raise OptionError("ikun: give either version= or mode=, not both")
-        if self.mode is not None:
-            _choice("ikun", "mode", self.mode, FAN_MODES)
+            if self.fan_mode is not None:
+                raise OptionError("ikun: give either version= or fan_mode=, not both")
+        if self.fan_mode is not None:
+            _choice("ikun", "fan_mode", self.fan_mode, FAN_MODES)
         if self.distribution is not None and not isinstance(self.distribution, (Uniform, Normal)):
-            raise OptionError(f"ikun: distribution must be snn_initplug.Uniform or Normal, got {self.distribution!r}")
+            raise OptionError(f"ikun: distribution must be snn_initplug.surrogate.Uniform or Normal, got {self.distribution!r}")
         _choice("ikun", "moment", self.moment, (1, 2))
 
     @property
-    def fan_mode(self) -> str:
-        """The fan the variance is divided by: ``mode``, or the one ``version`` implies (default fan_in)."""
-        if self.mode is not None:
-            return self.mode
+    def fan(self) -> str:
+        """The fan the variance is divided by: ``fan_mode``, or the one ``version`` implies (default fan_in)."""
+        if self.fan_mode is not None:
+            return self.fan_mode
         return "fan_sum" if self.version == "v2" else "fan_in"
 
 
 @dataclass(frozen=True)
 class SpikeAwareOptions:
-    """Spike-aware: the membrane target ``sigma_u`` (default θ) or ``rate``; the kernel ``horizon`` (default
-    ``"single"``, the paper's form); the input's second moment (and mean) when not measured; the feed-forward
-    share ``recurrent_fraction`` α when recurrent weights feed the same neuron (default: an even split); the
-    ``relay`` fraction ρ ∈ [0, 1] (1: the copy relay, no dense part)."""
+    """Spike-aware: the membrane target ``sigma_u`` (default θ) or ``target_rate``; the kernel horizon
+    ``steps`` (default ``"single"``, the paper's form); the input's second moment (and mean) when not measured;
+    the feed-forward share ``recurrent_fraction`` α when recurrent weights feed the same neuron (default: an
+    even split); the ``relay`` fraction ρ ∈ [0, 1] (1: the copy relay, no dense part). ``rate=`` and
+    ``horizon=``: the former names of ``target_rate`` and ``steps`` (deprecated)."""
 
     sigma_u: Optional[float] = None
-    rate: Optional[float] = None
-    horizon: Horizon = "single"
+    target_rate: Optional[float] = None
+    steps: Horizon = "single"
     input_second_moment: Optional[float] = None
     input_mean: Optional[float] = None
     recurrent_fraction: Optional[float] = None
     relay: float = 0.0
+    rate: InitVar[Optional[float]] = None
+    horizon: InitVar[Optional[Horizon]] = None
 
-    def __post_init__(self):
+    def __post_init__(self, rate: Optional[float], horizon: Optional[Horizon]):
+        _renamed(self, "spike_aware", {"rate": rate, "horizon": horizon})
         _set(self, "sigma_u", _positive("spike_aware", "sigma_u", self.sigma_u, optional=True))
-        _set(self, "rate", _target_rate("spike_aware", self.rate))
-        if self.sigma_u is not None and self.rate is not None:
-            raise OptionError("spike_aware: give the target as sigma_u= or as rate=, not both")
-        horizon_steps("spike_aware", self.horizon)
+        _set(self, "target_rate", _target_rate("spike_aware", self.target_rate))
+        if self.sigma_u is not None and self.target_rate is not None:
+            raise OptionError("spike_aware: give the target as sigma_u= or as target_rate=, not both")
+        horizon_steps("spike_aware", self.steps)
         _set(self, "input_second_moment", _number("spike_aware", "input_second_moment", self.input_second_moment,
                                                   optional=True))
         _set(self, "input_mean", _number("spike_aware", "input_mean", self.input_mean, optional=True))
@@ -177,27 +198,32 @@ class SpikeAwareOptions:
 @dataclass(frozen=True)
 class FluctuationOptions:
     """Fluctuation-driven: the membrane target mean ``mu_u`` and std ``sigma_u`` (default θ − μ_U, see
-    :func:`snn_initplug.laws.membrane_target`) or ``rate``; the input ``input_rate`` (spikes) or its mean and
-    second moment when not measured; the kernel ``horizon`` (default ``"stationary"``); the feed-forward share
-    ``recurrent_fraction`` α = 0.9 when recurrent weights feed the same neuron."""
+    :func:`snn_initplug.laws.membrane_target`) or ``target_rate``; the input ``input_rate`` (the spike rate of
+    the input, not a target) or its mean and second moment when not measured; the kernel horizon ``steps``
+    (default ``"stationary"``); the feed-forward share ``recurrent_fraction`` α = 0.9 when recurrent weights
+    feed the same neuron. ``rate=`` and ``horizon=``: the former names of ``target_rate`` and ``steps``
+    (deprecated)."""
 
     mu_u: float = 0.0
     sigma_u: Optional[float] = None
-    rate: Optional[float] = None
+    target_rate: Optional[float] = None
     input_rate: Optional[float] = None
-    horizon: Horizon = "stationary"
+    steps: Horizon = "stationary"
     input_second_moment: Optional[float] = None
     input_mean: Optional[float] = None
     recurrent_fraction: float = 0.9
+    rate: InitVar[Optional[float]] = None
+    horizon: InitVar[Optional[Horizon]] = None
 
-    def __post_init__(self):
+    def __post_init__(self, rate: Optional[float], horizon: Optional[Horizon]):
+        _renamed(self, "fluctuation", {"rate": rate, "horizon": horizon})
         _set(self, "mu_u", _number("fluctuation", "mu_u", self.mu_u))
         _set(self, "sigma_u", _positive("fluctuation", "sigma_u", self.sigma_u, optional=True))
-        _set(self, "rate", _target_rate("fluctuation", self.rate))
-        if self.sigma_u is not None and self.rate is not None:
-            raise OptionError("fluctuation: give the target as sigma_u= or as rate=, not both")
+        _set(self, "target_rate", _target_rate("fluctuation", self.target_rate))
+        if self.sigma_u is not None and self.target_rate is not None:
+            raise OptionError("fluctuation: give the target as sigma_u= or as target_rate=, not both")
         _set(self, "input_rate", _fraction("fluctuation", "input_rate", self.input_rate))  # a spike probability
-        horizon_steps("fluctuation", self.horizon)
+        horizon_steps("fluctuation", self.steps)
         _set(self, "input_second_moment", _number("fluctuation", "input_second_moment", self.input_second_moment,
                                                   optional=True))
         _set(self, "input_mean", _number("fluctuation", "input_mean", self.input_mean, optional=True))
@@ -247,7 +273,6 @@ _RECORDS: dict[str, type] = {"ikun": IkunOptions, "spike_aware": SpikeAwareOptio
                              "fluctuation": FluctuationOptions, "spikeinit": SpikeInitOptions,
                              **{name: BaselineOptions for name in BASELINES}}
 ANALYTIC_METHODS = tuple(_RECORDS)
-_ALIASES = {"fluctuation": {"steps": "horizon"}}  # former names, still accepted
 
 
 def method_options(method: str, values: Optional[Mapping[str, Any]] = None, where: str = "") -> MethodOptions:
@@ -256,10 +281,11 @@ def method_options(method: str, values: Optional[Mapping[str, Any]] = None, wher
         raise OptionError(f"initialize: unknown method {method!r}{where}; choose from "
                           f"{list(ANALYTIC_METHODS) + ['calibrated']}")
     values = dict(values or {})
-    for old, new in _ALIASES.get(method, {}).items():
+    for old, new in RENAMED_OPTIONS.get(method, {}).items():
         if old in values:
             if new in values:
-                raise OptionError(f"{method}: give {new}= or {old}= (the same option), not both")
+                raise OptionError(f"{method}: give {new}= (the new name) or {old}= (deprecated), not both")
+            warn_renamed(method, old, new, stacklevel=5)
             values[new] = values.pop(old)
     record = _RECORDS[method]
     valid = [f.name for f in fields(record)]

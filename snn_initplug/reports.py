@@ -116,6 +116,9 @@ class Report:
     calibration: Optional[CalibrationReport] = None  # for method="calibrated"
     # how initialize was called (method, options, overrides, skip, input fingerprint): what reinitialize replays
     settings: dict[str, Any] = field(default_factory=dict)
+    # the one call (method "auto"): what it chose and why, the report's first line
+    recipe: Optional[str] = None
+    membrane: Optional[float] = None  # the factor the membrane was scaled by after the init (scale_membrane)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,7 +161,7 @@ class Report:
         return cls(report.method, layers, list(_list(report.skipped, "skipped")), report.plan_source,
                    list(_list(report.notes, "notes")),
                    None if calibration is None else CalibrationReport.from_dict(calibration),  # type: ignore[arg-type]
-                   dict(settings))
+                   dict(settings), report.recipe, report.membrane)
 
     def layer(self, name: str) -> LayerReport:
         for row in self.layers:
@@ -172,10 +175,13 @@ class Report:
             assumed = "; ".join(f"{k}={short_number(v)}" for k, v in r.assumed.items())
             table.append([r.layer, r.method, r.neuron, r.surrogate, str(r.fan_in), f"{r.gain:.4g}", f"{r.std:.4g}",
                           f"{r.mean:.3g}", assumed])
-        lines = render_table(table)
+        lines = ([self.recipe] if self.recipe else []) + render_table(table)
         if self.skipped:
             lines.append(f"skipped: {', '.join(self.skipped)}")
         lines += [f"note: {n}" for n in self.notes + [f"{r.layer}: {n}" for r in self.layers for n in r.notes]]
         if self.calibration is not None:
             lines += ["", "calibration:", str(self.calibration)]
+        if self.membrane is not None and self.membrane != 1.0:
+            lines.append(f"membrane: weights, biases and thresholds of every scaled neuron ×{self.membrane:g} "
+                         "(every spike unchanged, the surrogate wider relative to θ; scale_membrane)")
         return "\n".join(lines)

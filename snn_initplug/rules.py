@@ -64,14 +64,14 @@ class _Context:
 def _sigma_u(spec, opts, mu_u: float = 0.0) -> tuple[float, float]:
     """(θ, σ_U) of a neuron at the options' membrane target (:func:`snn_initplug.laws.membrane_target`)."""
     theta = mean_value(spec.threshold)
-    return theta, membrane_target(theta, sigma_u=opts.sigma_u, rate=opts.rate, mu_u=mu_u)
+    return theta, membrane_target(theta, sigma_u=opts.sigma_u, target_rate=opts.target_rate, mu_u=mu_u)
 
 
 def _upstream_rate(layer: LayerPlan, opts, ctx: _Context, mu_u: float = 0.0) -> tuple[float, str]:
     """Spike probability of the neurons feeding this layer: the target rate when one is given, else the
     self-consistent 1 − Φ((θ − μ_u)/σ_u) of the upstream neurons at their own target."""
-    if opts.rate is not None:
-        return opts.rate, "target rate"
+    if opts.target_rate is not None:
+        return opts.target_rate, "target rate"
     specs = {name: spec for name, _, spec in ctx.plan.neurons}
     upstream = [specs[n] for n in layer.upstream if n in specs] or [layer.spec]
     rates = [theory.firing_probability(*_sigma_u(spec, opts, mu_u), mu_u) for spec in upstream]
@@ -94,8 +94,8 @@ def _kernel_sums(layer: LayerPlan, horizon: Any, method: str) -> tuple[float, fl
     """(ΣK, ΣK²) of the layer's neuron over the horizon."""
     try:
         sums = layer.spec.kernel_sums(horizon_steps(method, horizon))
-    except NeuronSpecError as exc:  # the option is horizon= here (steps= is NeuronSpec.kernel_sums' argument)
-        raise InitError(f"{method}: {layer.name}: {str(exc).replace('pass steps=T', 'pass horizon=T')}") from exc
+    except NeuronSpecError as exc:
+        raise InitError(f"{method}: {layer.name}: {exc}") from exc
     return mean_value(sums[0]), mean_value(sums[1])
 
 
@@ -119,9 +119,9 @@ Rule = Callable[[LayerPlan, Any, _Context], tuple[Law, dict[str, Any], list[str]
 def _ikun_rule(layer: LayerPlan, opts: IkunOptions, ctx: _Context):
     kappa = calculate_ikun_gain(layer.spec.surrogate, variant=opts.variant, distribution=opts.distribution,
                                 moment=opts.moment)
-    law = ikun_law(layer.fan_in, layer.fan_out, kappa, mode=opts.fan_mode)
-    fan = theory.fan_for_mode(layer.fan_in, layer.fan_out, opts.fan_mode)
-    assumed = {"kappa": kappa, "fan": f"{opts.fan_mode}={fan:g}", "variant": opts.variant}
+    law = ikun_law(layer.fan_in, layer.fan_out, kappa, fan_mode=opts.fan)
+    fan = theory.fan_for_mode(layer.fan_in, layer.fan_out, opts.fan)
+    assumed = {"kappa": kappa, "fan": f"{opts.fan}={fan:g}", "variant": opts.variant}
     return law, assumed, []
 
 
@@ -144,7 +144,7 @@ def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
         # identity spikes of rate q (weight 1) add a mean q·ΣK and a variance q(1-q)·ΣK² to the membrane; the
         # weight provides what is left of the target (Gaussian membrane, independent inputs)
         q_id, _ = _upstream_rate(dataclasses.replace(layer, upstream=tuple(identity)), opts, ctx)
-        k1_id, k2_id = _kernel_sums(layer, opts.horizon, "spike_aware")
+        k1_id, k2_id = _kernel_sums(layer, opts.steps, "spike_aware")
         mu_id, var_id = len(identity) * q_id * k1_id, len(identity) * q_id * (1 - q_id) * k2_id
     theta, sigma_u = _sigma_u(layer.spec, opts, mu_id)
     if identity:
@@ -161,7 +161,7 @@ def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
     else:
         _, q, how = _data_moments(layer, opts, "spike_aware")
         assumed["q_in"] = f"{q:.4g} ({how} E[x^2])"
-    _, k2 = _kernel_sums(layer, opts.horizon, "spike_aware")
+    _, k2 = _kernel_sums(layer, opts.steps, "spike_aware")
     share = _share(layer, ctx, opts.recurrent_fraction)
     assumed["sum_K2"] = k2
     if share != 1.0:
@@ -169,7 +169,7 @@ def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
     relay, input_scale, notes, dynamics = 0.0, 1.0, [], None
     if opts.relay and _relays(layer, ctx, share) and not (opts.relay == 1.0 and layer.norm is not None):
         relay, input_scale = opts.relay, _kernel_sums(layer, "single", "spike_aware")[0]  # one step: K[0] = c
-        dynamics = _relay_dynamics(layer, opts.horizon, copy=relay == 1.0)
+        dynamics = _relay_dynamics(layer, opts.steps, copy=relay == 1.0)
     elif opts.relay:
         notes.append("relay: not applied (the input is not spikes from upstream neurons, or the neuron has "
                      "several inputs: other layers, a recurrent weight or identity residual spikes"
@@ -186,7 +186,7 @@ def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
 
 
 def _relay_dynamics(layer: LayerPlan, horizon: Any, copy: bool = False) -> Optional[RelayDynamics]:
-    """``horizon=T`` (T > 1): the relay weight holds the rate over T steps of the neuron's own leak and reset;
+    """``steps=T`` (T > 1): the relay weight holds the rate over T steps of the neuron's own leak and reset;
     ``"single"`` and ``"stationary"``: the one-step closed form (None). The copy relay (``copy``) always needs
     the neuron's dynamics: over T steps, or any number for ``"single"`` and ``"stationary"``."""
     steps = horizon_steps("spike_aware", horizon)
@@ -216,7 +216,7 @@ def _fluctuation_rule(layer: LayerPlan, opts: FluctuationOptions, ctx: _Context)
     else:
         m, q, how = _data_moments(layer, opts, "fluctuation")
         assumed["input"] = f"mean {m:.4g}, E[x^2] {q:.4g} ({how})"
-    k1, k2 = _kernel_sums(layer, opts.horizon, "fluctuation")
+    k1, k2 = _kernel_sums(layer, opts.steps, "fluctuation")
     share = _share(layer, ctx, opts.recurrent_fraction)
     # μ_w is shared over the total drive of every population that feeds the neuron
     sources = ctx.feeds.get(layer.neuron_name, []) + ctx.recurrent.get(layer.neuron_name, [])

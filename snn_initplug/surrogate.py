@@ -177,7 +177,7 @@ def describe_surrogate(fn: Any) -> tuple[str, dict[str, Any]]:
     Example:
         >>> import snntorch as snn
         >>> import snn_initplug as sip
-        >>> sip.describe_surrogate(snn.surrogate.atan(alpha=2.0))
+        >>> sip.surrogate.describe_surrogate(snn.surrogate.atan(alpha=2.0))
         ('atan', {'alpha': 2.0})
     """
     if fn is None:
@@ -299,7 +299,7 @@ def surrogate_derivative(fn: SpikeFunction, x: Union[torch.Tensor, np.ndarray, f
 
         >>> import torch, snntorch as snn
         >>> import snn_initplug as sip
-        >>> sip.surrogate_derivative(snn.surrogate.atan(alpha=2.0), torch.tensor([0.0, 1.0]))
+        >>> sip.surrogate.surrogate_derivative(snn.surrogate.atan(alpha=2.0), torch.tensor([0.0, 1.0]))
         tensor([1.0000, 0.0920], dtype=torch.float64)
     """
     points = torch.as_tensor(x, dtype=torch.float64).detach().clone().requires_grad_(True)
@@ -456,7 +456,7 @@ def surrogate_moments(
     Example:
         >>> import snntorch as snn
         >>> import snn_initplug as sip
-        >>> moments = sip.surrogate_moments(snn.surrogate.atan(alpha=2.0), sip.Uniform(-1.0, 1.0))
+        >>> moments = sip.surrogate_moments(snn.surrogate.atan(alpha=2.0), sip.surrogate.Uniform(-1.0, 1.0))
         >>> round(moments.m1, 4), round(moments.m2, 4)
         (0.4019, 0.247)
         >>> round(1 / moments.m1, 4)  # IKUN's gain for this surrogate
@@ -464,7 +464,7 @@ def surrogate_moments(
     """
     distribution = Uniform() if distribution is None else distribution
     if not isinstance(distribution, (Uniform, Normal)):
-        raise ArgumentTypeError(f"distribution must be snn_initplug.Uniform or Normal, got {type(distribution).__name__}")
+        raise ArgumentTypeError(f"distribution must be snn_initplug.surrogate.Uniform or Normal, got {type(distribution).__name__}")
     if stochastic not in ("error", "monte-carlo"):
         raise SurrogateError(f"stochastic must be 'error' or 'monte-carlo', got {stochastic!r}")
     key = (_fingerprint(fn), distribution, stochastic, samples if stochastic != "error" else None, seed, rtol)

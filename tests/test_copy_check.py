@@ -51,7 +51,7 @@ def leaky(**kwargs):
 
 def test_a_plain_leaky_stack_copies_and_passes_the_check():
     model = stack(leaky())
-    sip.initialize(model, "spike_aware", batch(), relay=1.0, horizon=STEPS, generator=torch.Generator().manual_seed(0))
+    sip.initialize(model, "spike_aware", batch(), relay=1.0, steps=STEPS, generator=torch.Generator().manual_seed(0))
     trains = spikes_per_layer(model)
     assert float(trains[0].mean()) > 0.05
     assert all(torch.equal(trains[i] != 0, trains[0] != 0) for i in range(1, DEPTH))
@@ -60,7 +60,7 @@ def test_a_plain_leaky_stack_copies_and_passes_the_check():
 def _refused(model: nn.Module, *fragments: str) -> None:
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(sip.InitError, match="relay=1 .*2.weight does not copy on the example batch") as raised:
-        sip.initialize(model, "spike_aware", batch(), relay=1.0, horizon=STEPS,
+        sip.initialize(model, "spike_aware", batch(), relay=1.0, steps=STEPS,
                        generator=torch.Generator().manual_seed(0))
     for fragment in fragments:
         assert fragment in str(raised.value), str(raised.value)
@@ -92,10 +92,10 @@ def test_calibrated_leaves_a_copy_at_scale_1_whatever_its_target():
     """Issue 29: with a per-layer target other than the input's rate, calibrated scaled the copy layers below
     θ (no longer copies). Now only the first layer is searched; the copies keep their jump and copy its spikes."""
     model = stack(leaky())
-    report = sip.initialize(model, "calibrated", batch(), relay=1.0, horizon=STEPS, steps=STEPS,
+    report = sip.initialize(model, "calibrated", batch(), relay=1.0, steps=STEPS, start_options={"steps": STEPS},
                             target_rate={"*": 0.05, "1": 0.2}, generator=torch.Generator().manual_seed(0))
     reference = stack(leaky())
-    sip.initialize(reference, "spike_aware", batch(), relay=1.0, horizon=STEPS,
+    sip.initialize(reference, "spike_aware", batch(), relay=1.0, steps=STEPS,
                    generator=torch.Generator().manual_seed(0))
     for i in range(1, DEPTH):  # the copy weights as spike_aware wrote them: g·P
         assert torch.equal(model[2 * i].weight, reference[2 * i].weight)

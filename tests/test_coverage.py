@@ -193,7 +193,7 @@ def test_batchnorm_after_the_layer_is_noted_for_every_analytic_method(method):
                         layer.Flatten(), layer.Linear(4 * 8 * 8, 10), neuron.IFNode())
     functional.set_step_mode(net, "m")
     x = torch.rand(2, 4, 1, 8, 8)
-    options = {"horizon": 4} if method == "fluctuation" else {}  # IF: no leak, the kernel sums need T
+    options = {"steps": 4} if method == "fluctuation" else {}  # IF: no leak, the kernel sums need T
     notes = {row.layer: " ".join(row.notes) for row in sip.initialize(net, method, x, **options).layers}
     assert "BatchNorm 1 follows" in notes["0.weight"] and "does not change the rate" in notes["0.weight"]
     assert "BatchNorm" not in notes["4.weight"]

@@ -291,7 +291,7 @@ def test_csnn_accepts_every_method():
     from spikingjelly_fmnist_csnn import CSNN, init_defaults
 
     x = torch.rand(8, 1, 28, 28)
-    for method in snn_initplug.METHODS:
+    for method in snn_initplug.apply.METHODS:
         net = CSNN(T=2, channels=2)
         text = common.initialize(net, method, x, seed=0, defaults=init_defaults(2))
         assert "conv_fc.9.weight" in text, method
@@ -373,12 +373,12 @@ def test_same_seed_same_run_with_and_without_progress_bars(tmp_path):
 @pytest.mark.snntorch
 @pytest.mark.skipif(not HAS_SNNTORCH, reason="snnTorch not installed")
 def test_main_job_compares_default_and_recommended_init(tmp_path):
-    """The README's main job, tiny: both methods trained on the same batches, rates per layer at init, a table,
+    """The README's main job, tiny: the default and the one call trained on the same batches, rates per layer at init, a table,
     metrics.json and both plots."""
     result = _run_example("deep_snntorch_mnist.py", tmp_path, "-depth", "6", "-width", "32", "-T", "2",
                           "-eval-every", "4", dataset="mnist", epochs_key=None)
     metrics, stdout = result["metrics"], result["stdout"]
-    default, ours = metrics["results"]["none"], metrics["results"]["calibrated:relay"]
+    default, ours = metrics["results"]["none"], metrics["results"]["auto"]
     assert len(default["rates_at_init"]) == len(ours["rates_at_init"]) == 6
     # calibrated holds its target (1 - Phi(1) = 0.1587) at every layer; PyTorch's default dies out with depth
     assert all(abs(r - 0.1587) < 0.05 for r in ours["rates_at_init"]), ours["rates_at_init"]

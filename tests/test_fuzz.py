@@ -52,7 +52,7 @@ tensors = st.sampled_from([torch.empty(0), torch.rand(3), torch.rand(2, 2), torc
                            torch.full((8, 4), float("inf")), torch.zeros(8, 4, dtype=torch.int64),
                            torch.rand(8, 4).half(), torch.rand(8, 7), torch.rand(0, 4), torch.tensor(2.0)])
 atoms = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=6), tensors,
-                  st.sampled_from([object(), len, sip.Uniform(-1.0, 1.0), torch.float16, b"bytes", Ellipsis]))
+                  st.sampled_from([object(), len, sip.surrogate.Uniform(-1.0, 1.0), torch.float16, b"bytes", Ellipsis]))
 garbage = st.recursive(atoms, lambda inner: st.one_of(st.lists(inner, max_size=3), st.tuples(inner, inner),
                                                       st.dictionaries(st.text(max_size=4), inner, max_size=3)),
                        max_leaves=6)
@@ -106,7 +106,7 @@ def check(call: Callable[[Any], Any], subject: Any) -> None:
 
 
 # --- the entry points ---------------------------------------------------------------------------------
-OPTION_NAMES = ["variant", "version", "mode", "distribution", "moment", "sigma_u", "rate", "horizon",
+OPTION_NAMES = ["variant", "version", "fan_mode", "distribution", "moment", "sigma_u",
                 "input_second_moment", "input_mean", "recurrent_fraction", "relay", "mu_u", "input_rate", "steps",
                 "target_rate", "tolerance", "start", "start_options", "nonsense"]
 METHODS = ["ikun", "spike_aware", "fluctuation", "default", "xavier_uniform", "calibrated"]
@@ -234,9 +234,9 @@ TENSOR_ARGS = st.one_of(st.just(torch.empty(4, 3)), tensors, garbage)
 @settings(FUZZ, max_examples=500)
 @given(name=st.sampled_from(["ikun_", "spike_aware_", "fluctuation_", "baseline_"]), tensor=TENSOR_ARGS,
        args=st.lists(garbage, max_size=1),
-       kwargs=st.dictionaries(st.sampled_from(["threshold", "sigma_u", "rate", "input_second_moment", "kernel_sq_sum",
+       kwargs=st.dictionaries(st.sampled_from(["threshold", "sigma_u", "target_rate", "input_second_moment", "kernel_sq_sum",
                                                "relay", "input_scale", "generator", "kernel_sums", "input_rate",
-                                               "input_mean", "mu_u", "surrogate", "variant", "mode", "name"]),
+                                               "input_mean", "mu_u", "surrogate", "variant", "fan_mode", "name"]),
                               garbage, max_size=3))
 def test_tensor_functions(name, tensor, args, kwargs):
     function = getattr(sip, name)

@@ -535,7 +535,7 @@ def test_dry_run_of_the_spikeinit_part(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert record["verdict"] == "ok", gpu_report.format_table(record["rows"])
     details = record["parts"]["f"]["details"]
-    methods = gpu_workers.spikeinit_methods(snn_initplug.METHODS)
+    methods = gpu_workers.spikeinit_methods(snn_initplug.apply.METHODS)
     assert list(details["methods"]) == methods and (details["train_images"], details["test_images"]) == (96, 64)
     for method, run in details["methods"].items():
         assert [e["epoch"] for e in run["epochs"]] == [1, 2], method

@@ -76,7 +76,7 @@ def test_ikun_surrogate_kappa_options():
     # Normal distribution: E[h] is a Voigt profile for an ATan surrogate
     from scipy.special import voigt_profile
 
-    kappa = sip.calculate_ikun_gain(atan(2.0), distribution=sip.Normal(0.0, 1.0))
+    kappa = sip.calculate_ikun_gain(atan(2.0), distribution=sip.surrogate.Normal(0.0, 1.0))
     assert kappa == pytest.approx(1 / voigt_profile(0.0, 1.0, 1 / math.pi), rel=1e-7)
     k2 = sip.calculate_ikun_gain(atan(2.0), moment=2)
     assert k2 > kappa  # E[h^2] < E[h] for a surrogate with peak 1
@@ -96,12 +96,12 @@ def test_spike_aware_gain_values():
     # a target rate r gives sigma_u = theta / Phi^-1(1 - r), and q = r for spike input
     r = 0.05
     sigma = 1.0 / stats.norm.ppf(1 - r)
-    assert sip.calculate_spike_aware_gain(1.0, rate=r) == pytest.approx(sigma**2 / r, rel=1e-12)
+    assert sip.calculate_spike_aware_gain(1.0, target_rate=r) == pytest.approx(sigma**2 / r, rel=1e-12)
     assert sip.calculate_spike_aware_gain(1.0, input_second_moment=0.5, kernel_sq_sum=2.0) == pytest.approx(1.0)
     with pytest.raises(sip.InitError, match="not both"):
-        sip.calculate_spike_aware_gain(1.0, rate=0.1, sigma_u=1.0)
+        sip.calculate_spike_aware_gain(1.0, target_rate=0.1, sigma_u=1.0)
     with pytest.raises(sip.InitError, match=r"\(0, 0.5\)"):
-        sip.calculate_spike_aware_gain(1.0, rate=0.7)
+        sip.calculate_spike_aware_gain(1.0, target_rate=0.7)
     with pytest.raises(sip.InitError, match="silent input"):
         sip.calculate_spike_aware_gain(1.0, input_second_moment=0.0)
 
@@ -246,10 +246,10 @@ def test_initialize_is_atomic_and_validates(registered):
     for kwargs, message in [
         (dict(method="nope"), "unknown method"),
         (dict(method="ikun", sigma_u=1.0), "unknown option"),
-        (dict(method="spike_aware", rate=0.9), r"\(0, 0.5\)"),
+        (dict(method="spike_aware", target_rate=0.9), r"\(0, 0.5\)"),
         (dict(method="fluctuation", mu_u=5.0), "not below the threshold"),
         (dict(method="spike_aware", overrides={"zzz": {}}), "matches no planned layer"),
-        (dict(method="spike_aware", overrides={"4": {"rate": 0.7}}), r"\(0, 0.5\)"),  # fails on the last layer
+        (dict(method="spike_aware", overrides={"4": {"target_rate": 0.7}}), r"\(0, 0.5\)"),  # fails on the last layer
     ]:
         with pytest.raises(sip.InitError, match=message):
             sip.initialize(net, example_input=x, **kwargs)

@@ -72,7 +72,7 @@ def test_measured_impulse_response_is_used():
         state["b"] = 0.7 * state["b"] + 0.5 * state["a"]
         return torch.tensor(state["b"] - 0.1 * state["a"])
 
-    response = sip.simulate_impulse_response(step)
+    response = sip.neuron.simulate_impulse_response(step)
     spec = NeuronSpec(threshold=1.0, beta=0.7, impulse_response=response)
     # closed form: a[k] = 0.6^k, b[k] = 0.5 (0.7^(k+1) - 0.6^(k+1)) / (0.7 - 0.6), K[k] = b[k] - 0.1 a[k];
     # ΣK = 0.5 / ((1 - 0.6)(1 - 0.7)) - 0.1 / (1 - 0.6), ΣK² summed in float64 far past the decay.
@@ -82,7 +82,7 @@ def test_measured_impulse_response_is_used():
     assert response[:5].tolist() == pytest.approx(kernel[:5].tolist(), rel=1e-6)  # recorded in float32
     assert len(response) < 200  # it stopped once decayed
     state.update(a=0.0, b=0.0)
-    assert sip.simulate_impulse_response(step, steps=5).shape == (5,)
+    assert sip.neuron.simulate_impulse_response(step, steps=5).shape == (5,)
 
 
 def test_simulate_impulse_response_refuses_a_non_decaying_neuron():
@@ -93,7 +93,7 @@ def test_simulate_impulse_response_refuses_a_non_decaying_neuron():
         return torch.tensor(total["u"])
 
     with pytest.raises(NeuronSpecError, match="did not decay"):
-        sip.simulate_impulse_response(integrate, max_steps=100)
+        sip.neuron.simulate_impulse_response(integrate, max_steps=100)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ the layer's numbers, which the test reads from the framework's own neuron and th
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Dict, List, Tuple
 
 import pytest
@@ -103,51 +104,65 @@ Numbers = Dict[str, Any]
 Fill = Callable[[torch.Tensor, Numbers, torch.Generator], torch.Tensor]
 
 
+FORMER = {"mode": "fan_mode", "rate": "target_rate", "horizon": "steps"}  # the deprecated option names
+
+
+def current(options: Dict[str, Any]) -> Dict[str, Any]:
+    """The options under their current names (the reference calls below use only those)."""
+    return {FORMER.get(key, key): value for key, value in options.items()}
+
+
 def ikun(options: Dict[str, Any]) -> Fill:
+    options = current(options)
     return lambda w, n, g: sip.ikun_(w, n["surrogate"], **options, generator=g)
 
 
 def spike_aware(options: Dict[str, Any], spikes: bool = False) -> Fill:
+    options = current(options)
+
     def fill(w, n, g):
-        sigma_u = options.get("sigma_u") or (None if "rate" in options else THETA)
+        sigma_u = options.get("sigma_u") or (None if "target_rate" in options else THETA)
         if "input_second_moment" in options:
             q = options["input_second_moment"]
         elif not spikes:
             q = DATA_SECOND_MOMENT
-        elif "rate" in options:
-            q = options["rate"]
+        elif "target_rate" in options:
+            q = options["target_rate"]
         else:
             q = upper_tail(THETA / sigma_u)
         relay = options.get("relay", 0.0) if spikes else 0.0  # a relay needs spikes from upstream neurons
-        horizon = options.get("horizon", "single")
+        horizon = options.get("steps", "single")
         _, k2 = kernel_sums(n["c"], horizon)
         spec = n["spec"]
-        dynamics = sip.RelayDynamics(float(spec.beta), horizon, spec.reset, spec.reset_value) \
+        dynamics = sip.laws.RelayDynamics(float(spec.beta), horizon, spec.reset, spec.reset_value) \
             if relay and isinstance(horizon, int) and horizon > 1 else None
-        return sip.spike_aware_(w, THETA, sigma_u=options.get("sigma_u"), rate=options.get("rate"),
+        return sip.spike_aware_(w, THETA, sigma_u=options.get("sigma_u"), target_rate=options.get("target_rate"),
                                 input_second_moment=q, kernel_sq_sum=k2, relay=relay, input_scale=n["c"],
                                 relay_dynamics=dynamics, generator=g)
     return fill
 
 
 def fluctuation(options: Dict[str, Any], spikes: bool = False) -> Fill:
+    options = current(options)
+
     def fill(w, n, g):
         mu_u = options.get("mu_u", 0.0)
-        horizon = options.get("horizon", options.get("steps", "stationary"))
+        horizon = options.get("steps", "stationary")
         if "input_rate" in options:
             inputs = {"input_rate": options["input_rate"]}
         elif "input_second_moment" in options:
             inputs = {"input_mean": options["input_mean"], "input_second_moment": options["input_second_moment"]}
         elif spikes:
-            if "rate" in options:
-                p = options["rate"]
+            if "target_rate" in options:
+                p = options["target_rate"]
             else:  # the upstream neuron's self-consistent rate at the default σ_U = θ − μ_U (or the given σ_U)
                 p = upper_tail((THETA - mu_u) / options.get("sigma_u", THETA - mu_u))
             inputs = {"input_rate": p}
         else:
             inputs = {"input_mean": DATA_MEAN, "input_second_moment": DATA_SECOND_MOMENT}
         return sip.fluctuation_(w, threshold=THETA, kernel_sums=kernel_sums(n["c"], horizon), mu_u=mu_u,
-                                sigma_u=options.get("sigma_u"), rate=options.get("rate"), **inputs, generator=g)
+                                sigma_u=options.get("sigma_u"), target_rate=options.get("target_rate"), **inputs,
+                                generator=g)
     return fill
 
 
@@ -174,22 +189,24 @@ def case(label: str, method: str, options: Dict[str, Any], fill: Fill, spikes: b
     CASES.append((label, method, options, spikes, fill))
 
 
-for opts in [{}, {"variant": "reference"}, {"version": "v1"}, {"version": "v2"}, {"mode": "fan_in"},
-             {"mode": "fan_out"}, {"mode": "fan_avg"}, {"mode": "fan_sum"}, {"distribution": sip.Normal(-0.5, 0.7)},
-             {"distribution": sip.Uniform(-2.0, 2.0)}, {"moment": 2}, {"moment": 2, "mode": "fan_out"}]:
+# the current option names, and (marked "deprecated") one case per former name, which must give the same weights
+for opts in [{}, {"variant": "reference"}, {"version": "v1"}, {"version": "v2"}, {"fan_mode": "fan_in"},
+             {"fan_mode": "fan_out"}, {"fan_mode": "fan_avg"}, {"fan_mode": "fan_sum"},
+             {"distribution": sip.surrogate.Normal(-0.5, 0.7)}, {"distribution": sip.surrogate.Uniform(-2.0, 2.0)},
+             {"moment": 2}, {"moment": 2, "mode": "fan_out"}]:  # mode: deprecated
     case(f"ikun{opts}", "ikun", opts, ikun(opts))
-for opts in [{}, {"sigma_u": 0.8}, {"rate": 0.1}, {"horizon": "single"}, {"horizon": "stationary"}, {"horizon": 3},
+for opts in [{}, {"sigma_u": 0.8}, {"target_rate": 0.1}, {"steps": "single"}, {"steps": "stationary"}, {"steps": 3},
              {"input_second_moment": 0.3}, {"input_second_moment": 0.3, "input_mean": 0.1},
              {"recurrent_fraction": 0.5}, {"relay": 0.5}]:
     case(f"spike_aware{opts}", "spike_aware", opts, spike_aware(opts))
 for opts in [{}, {"relay": 0.5}, {"relay": 0.5, "rate": 0.1}, {"relay": 0.3, "sigma_u": 1.2, "horizon": "stationary"},
-             {"sigma_u": 1.2}, {"relay": 0.8, "horizon": 3}]:
+             {"sigma_u": 1.2}, {"relay": 0.8, "steps": 3}]:  # rate, horizon: deprecated
     case(f"spike_aware{opts} on spikes", "spike_aware", opts, spike_aware(opts, spikes=True), spikes=True)
-for opts in [{}, {"mu_u": 0.3}, {"sigma_u": 0.7}, {"rate": 0.1}, {"mu_u": 0.2, "rate": 0.1}, {"input_rate": 0.2},
-             {"horizon": "single"}, {"horizon": 4}, {"steps": 4}, {"input_mean": 0.3, "input_second_moment": 0.4},
-             {"recurrent_fraction": 0.5}]:
+for opts in [{}, {"mu_u": 0.3}, {"sigma_u": 0.7}, {"target_rate": 0.1}, {"mu_u": 0.2, "target_rate": 0.1},
+             {"input_rate": 0.2}, {"steps": "single"}, {"horizon": 4}, {"steps": 4},  # horizon: deprecated
+             {"input_mean": 0.3, "input_second_moment": 0.4}, {"recurrent_fraction": 0.5}]:
     case(f"fluctuation{opts}", "fluctuation", opts, fluctuation(opts))
-for opts in [{}, {"mu_u": 0.3}, {"rate": 0.1}, {"sigma_u": 1.2, "horizon": 4}]:
+for opts in [{}, {"mu_u": 0.3}, {"rate": 0.1}, {"sigma_u": 1.2, "steps": 4}]:  # rate: deprecated
     case(f"fluctuation{opts} on spikes", "fluctuation", opts, fluctuation(opts, spikes=True), spikes=True)
 for name in ("default", "kaiming_normal", "kaiming_uniform", "xavier_normal", "xavier_uniform", "lecun_normal",
              "spikingjelly", "ding"):
@@ -205,9 +222,9 @@ def test_every_method_and_option_is_covered():
     covered: Dict[str, set] = {}
     for _, method, options, _, _ in CASES:
         covered.setdefault(method, set()).update(options)
-    assert set(covered) | {"calibrated"} == set(sip.METHODS)
-    records = {"ikun": sip.IkunOptions, "spike_aware": sip.SpikeAwareOptions, "fluctuation": sip.FluctuationOptions,
-               "spikeinit": SpikeInitOptions}
+    assert set(covered) | {"calibrated", "auto"} == set(sip.apply.METHODS)
+    records = {"ikun": sip.options.IkunOptions, "spike_aware": sip.options.SpikeAwareOptions,
+               "fluctuation": sip.options.FluctuationOptions, "spikeinit": SpikeInitOptions}
     for method, record in records.items():
         assert set(record.__dataclass_fields__) <= covered[method], method
 
@@ -228,12 +245,14 @@ def test_initialize_writes_what_the_tensor_function_writes(framework, label, met
     model = one_layer_model(framework, spikes)
     layer, neuron = model[-2], model[-1]
     x = data_batch()
-    report = sip.initialize(model, method, x, generator=torch.Generator().manual_seed(SEED), **options)
+    former = set(FORMER) & set(options)
+    with pytest.warns(DeprecationWarning, match=f"{min(former)}=") if former else contextlib.nullcontext():
+        report = sip.initialize(model, method, x, generator=torch.Generator().manual_seed(SEED), **options)
     # initialize's documented stream: one seed per layer, in plan order, from the generator
     seeds = torch.randint(0, 2**62, (len(model) // 2,), generator=torch.Generator().manual_seed(SEED)).tolist()
     assert [row.seed for row in report.layers] == seeds
     seed = seeds[-1]
-    numbers = {"surrogate": framework.surrogate(neuron), "c": framework.input_scale, "spec": sip.neuron_spec(neuron)}
+    numbers = {"surrogate": framework.surrogate(neuron), "c": framework.input_scale, "spec": sip.adapters.neuron_spec(neuron)}
     expected = fill(torch.empty_like(layer.weight), numbers, torch.Generator().manual_seed(seed))
     assert torch.equal(layer.weight, expected), (label, report)
 
@@ -264,12 +283,12 @@ def test_calibrated_takes_the_start_options_separately(framework):
     the bare collision is one clear OptionError instead of "mode must be 'auto'..."."""
     x = data_batch()
     model = one_layer_model(framework, spikes=False)
-    report = sip.initialize(model, "calibrated", x, start="ikun", start_options={"mode": "fan_out"}, mode="model",
+    report = sip.initialize(model, "calibrated", x, start="ikun", start_options={"fan_mode": "fan_out"}, mode="model",
                             max_evaluations=3)
     assert report.layers[0].assumed["fan"] == f"fan_out={WIDTH}"
     assert report.calibration.mode == "model"
     twin = one_layer_model(framework, spikes=False)
-    again = sip.initialize(twin, "calibrated", x, start=sip.IkunOptions(mode="fan_out"), mode="model",
+    again = sip.initialize(twin, "calibrated", x, start=sip.options.IkunOptions(fan_mode="fan_out"), mode="model",
                            max_evaluations=3, generator=torch.Generator().manual_seed(report.layers[0].seed))
     assert again.layers[0].assumed["fan"] == f"fan_out={WIDTH}"
     with pytest.raises(sip.OptionError, match=r"start_options=\{'mode': 'fan_out'\}"):
@@ -284,7 +303,7 @@ def test_calibrated_fluctuation_start_uses_the_steps_horizon(framework):
     report = sip.initialize(model, "calibrated", data_batch(), start="fluctuation", steps=4, max_evaluations=3)
     c = framework.input_scale
     assert report.layers[0].assumed["sum_K"] == c * (1 - BETA**4) / (1 - BETA)
-    assert report.settings["options"]["start_options"] == {"horizon": 4}
+    assert report.settings["options"]["start_options"] == {"steps": 4}
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

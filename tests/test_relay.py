@@ -364,7 +364,7 @@ def test_spike_aware_relay_over_the_horizon_does_not_overdrive_a_deep_stack():
     for horizon in ("single", 4):
         torch.manual_seed(0)
         model = Stack()
-        report = sip.initialize(model, "spike_aware", x, relay=0.9, horizon=horizon,
+        report = sip.initialize(model, "spike_aware", x, relay=0.9, steps=horizon,
                                 generator=torch.Generator().manual_seed(0))
         assert (report.layers[5].assumed.get("relay_steps") == 4) == (horizon == 4)
         rates[horizon] = [layer.rate for layer in sip.diagnose(model, x).layers]
@@ -436,7 +436,7 @@ def test_copy_window_of_the_adapters_reset_timing_is_tight_in_snntorch(beta, res
     side only: snnTorch then also skips a second reset on the step after a spike, which lets larger jumps copy."""
     import snntorch as snn
 
-    timing = sip.neuron_spec(snn.Leaky(beta=beta, reset_delay=reset_delay)).reset_timing
+    timing = sip.adapters.neuron_spec(snn.Leaky(beta=beta, reset_delay=reset_delay)).reset_timing
     assert timing == ("next_step" if reset_delay else "after_spike")
     trains = _every_train(6)
     low, high = theory.copy_window(1.0, beta, 6, reset_timing=timing)
@@ -451,7 +451,7 @@ def test_copy_window_of_the_adapters_reset_timing_is_tight_in_spikingjelly(beta)
     """SpikingJelly's LIFNode resets right after the spike, its adapter says so, and the window of that timing
     is the neuron's own: from θ (not the lower end under both timings) to the upper end."""
     neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
-    timing = sip.neuron_spec(neuron.LIFNode(tau=1.0 / (1.0 - beta), v_reset=None)).reset_timing
+    timing = sip.adapters.neuron_spec(neuron.LIFNode(tau=1.0 / (1.0 - beta), v_reset=None)).reset_timing
     assert timing == "after_spike"
     trains = _every_train(6)
     low, high = theory.copy_window(1.0, beta, 6, reset_timing=timing)
@@ -510,7 +510,7 @@ def test_copy_window_refuses_a_neuron_that_cannot_copy():
     # an integrate-and-fire neuron (β = 1) keeps g − θ per relayed spike: it copies T steps for θ < g < θ(1 + 1/(T−1))
     # but no train of any length; the error says how to get the T-step window
     assert theory.copy_window(1.0, 1.0, 4) == (pytest.approx(1.0), pytest.approx(4 / 3))
-    with pytest.raises(sip.InitError, match="give horizon=T"):
+    with pytest.raises(sip.InitError, match="give steps=T"):
         theory.copy_window(1.0, 1.0)
 
 
@@ -518,7 +518,7 @@ def test_copy_relay_law_is_the_pattern_alone():
     """The tensor-level copy weight, for a neuron that scales its input by c = 0.1 (θ = 0.5, β = 0.9, T = 4), copies
     every 4-step train in a plain simulation of that neuron (both reset conventions); no dense part."""
     dense, weight = calculate_relay(1.0, dense_std=0.1, fan_in=256, threshold=0.5, input_rate=0.16,
-                                    input_scale=0.1, dynamics=sip.RelayDynamics(beta=0.9, steps=4))
+                                    input_scale=0.1, dynamics=sip.laws.RelayDynamics(beta=0.9, steps=4))
     assert dense == 0.0
     trains = _every_train(4).double()
     for decayed_reset in (False, True):
@@ -529,7 +529,7 @@ def test_copy_relay_law_is_the_pattern_alone():
             fired = (u > 0.5).double()
             out.append(fired)
         assert torch.equal(torch.stack(out, 1), trains)
-    law = sip.spike_aware_law(256, 1.0, 1.0, 0.16, relay=1.0, relay_dynamics=sip.RelayDynamics(beta=0.9))
+    law = sip.laws.spike_aware_law(256, 1.0, 1.0, 0.16, relay=1.0, relay_dynamics=sip.laws.RelayDynamics(beta=0.9))
     w = sample(law, (256, 256), generator=torch.Generator().manual_seed(0))
     assert torch.equal(w, law.relay * torch.eye(256))
 
@@ -610,10 +610,10 @@ def test_copy_relay_with_per_neuron_decays_copies_for_every_decay():
     model = Stack()
     x = torch.rand(256, 32, generator=torch.Generator().manual_seed(1)) * 3
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(sip.InitError, match="decays from 0.6 to 0.95 have no common jump .* give horizon=T"):
+    with pytest.raises(sip.InitError, match="decays from 0.6 to 0.95 have no common jump .* give steps=T"):
         sip.initialize(model, "spike_aware", x, relay=1.0)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    sip.initialize(model, "spike_aware", x, relay=1.0, horizon=steps)
+    sip.initialize(model, "spike_aware", x, relay=1.0, steps=steps)
     with torch.no_grad():
         spikes = model(x)
     assert float(spikes[0].mean()) > 0.05

@@ -325,7 +325,7 @@ def test_snntorch_leaky_50_layers_rate_at_every_layer():
     # one closure passed to every layer: each neuron got its own, the user's is unchanged
     closures = [net[2 * i + 1].spike_grad for i in range(layers)]
     assert len({id(c) for c in closures}) == layers and shared not in closures
-    assert sip.describe_surrogate(shared) == ("atan", {"alpha": 2.0})
+    assert sip.surrogate.describe_surrogate(shared) == ("atan", {"alpha": 2.0})
 
 
 @pytest.mark.snntorch
@@ -343,7 +343,7 @@ def test_snntorch_if_and_user_callable():
     report = sip.initialize(net, "spikeinit", x, target_rate=p, steps=4)
     assert custom.spike_grad is user_fn
     assert any("scale_membrane" in note for note in report.layers[1].notes)
-    kind, params = sip.describe_surrogate(net[1].spike_grad)
+    kind, params = sip.surrogate.describe_surrogate(net[1].spike_grad)
     assert kind == "fast_sigmoid" and params["slope"] != 25
 
 

@@ -40,7 +40,7 @@ def triangle(w):
 def test_custom_autograd_surrogate_against_closed_form():
     # E over Uniform(-1, 1) of the unit-area triangle of half-width w < 1 is 1/2; E[h^2] = (1/2)(2/(3w)).
     for w in (0.05, 0.3, 0.9):
-        m = sip.surrogate_moments(triangle(w), sip.Uniform(-1, 1))
+        m = sip.surrogate_moments(triangle(w), sip.surrogate.Uniform(-1, 1))
         assert m.m1 == pytest.approx(0.5, rel=1e-9)
         assert m.m2 == pytest.approx(1 / (3 * w), rel=1e-9)
         assert m.kind == "triangle" and m.params == {"w": w}
@@ -48,7 +48,7 @@ def test_custom_autograd_surrogate_against_closed_form():
 
 def test_smooth_primitive_surrogate_by_autograd():
     # A surrogate written as a differentiable expression (no custom backward): h = d/dx sigmoid(4x).
-    m = sip.surrogate_moments(lambda x: torch.sigmoid(4 * x), sip.Uniform(-0.5, 1.5))
+    m = sip.surrogate_moments(lambda x: torch.sigmoid(4 * x), sip.surrogate.Uniform(-0.5, 1.5))
     expected = (special.expit(6.0) - special.expit(-2.0)) / 2.0
     assert m.m1 == pytest.approx(expected, rel=1e-9)
 
@@ -57,7 +57,7 @@ def test_partial_and_callable_objects_are_described():
     def spike(x, slope):
         return torch.sigmoid(slope * x)
 
-    kind, params = sip.describe_surrogate(functools.partial(spike, slope=3.0))
+    kind, params = sip.surrogate.describe_surrogate(functools.partial(spike, slope=3.0))
     assert kind == "spike" and params == {"slope": 3.0}
 
     class Spiky:
@@ -67,19 +67,19 @@ def test_partial_and_callable_objects_are_described():
         def __call__(self, x):
             return torch.sigmoid(self.alpha * x)
 
-    assert sip.describe_surrogate(Spiky()) == ("Spiky", {"alpha": 2.0})
+    assert sip.surrogate.describe_surrogate(Spiky()) == ("Spiky", {"alpha": 2.0})
 
 
 def test_derivative_values_and_rng_untouched():
     before = torch.random.get_rng_state()
-    h = sip.surrogate_derivative(triangle(0.5), np.array([-1.0, -0.25, 0.0, 0.25, 1.0]))
+    h = sip.surrogate.surrogate_derivative(triangle(0.5), np.array([-1.0, -0.25, 0.0, 0.25, 1.0]))
     assert torch.allclose(h, torch.tensor([0.0, 1.0, 2.0, 1.0, 0.0], dtype=torch.float64))
     assert torch.equal(before, torch.random.get_rng_state())
 
 
 def test_works_under_no_grad():
     with torch.no_grad():
-        m = sip.surrogate_moments(triangle(0.25), sip.Uniform(-1, 1))
+        m = sip.surrogate_moments(triangle(0.25), sip.surrogate.Uniform(-1, 1))
     assert m.m1 == pytest.approx(0.5, rel=1e-9)
 
 
@@ -121,17 +121,17 @@ def test_stochastic_surrogate_is_refused_or_estimated():
 
     with pytest.raises(sip.StochasticSurrogateError):
         sip.surrogate_moments(Noisy.apply)
-    m = sip.surrogate_moments(Noisy.apply, sip.Normal(0, 1), stochastic="monte-carlo", samples=1 << 18, seed=1)
+    m = sip.surrogate_moments(Noisy.apply, sip.surrogate.Normal(0, 1), stochastic="monte-carlo", samples=1 << 18, seed=1)
     assert abs(m.m1 - 1.0) < 5 * m.error and abs(m.m2 - 4 / 3) < 5 * m.error
 
 
 def test_distribution_validation():
     with pytest.raises(ValueError, match="low < high"):
-        sip.Uniform(1.0, 1.0)
+        sip.surrogate.Uniform(1.0, 1.0)
     with pytest.raises(ValueError, match="std > 0"):
-        sip.Normal(0.0, 0.0)
+        sip.surrogate.Normal(0.0, 0.0)
     with pytest.raises(ValueError, match="finite"):
-        sip.Normal(float("nan"), 1.0)
+        sip.surrogate.Normal(float("nan"), 1.0)
     with pytest.raises(TypeError, match="Uniform or Normal"):
         sip.surrogate_moments(triangle(0.5), (0, 1))
     with pytest.raises(ValueError, match="stochastic"):
@@ -139,16 +139,16 @@ def test_distribution_validation():
 
 
 def test_cache_shares_equal_surrogates_and_follows_parameters():
-    sip.clear_moment_cache()
+    sip.surrogate.clear_moment_cache()
     f = triangle(0.5)
     for _ in range(100):
-        sip.surrogate_moments(f, sip.Normal(0, 1))
-    assert sip.moment_cache_info()["integrations"] == 1
-    sip.surrogate_moments(triangle(0.5), sip.Normal(0, 1))  # same code, same parameters
-    assert sip.moment_cache_info()["integrations"] == 1
-    sip.surrogate_moments(triangle(0.6), sip.Normal(0, 1))
-    sip.surrogate_moments(f, sip.Normal(0, 2))
-    assert sip.moment_cache_info()["integrations"] == 3
+        sip.surrogate_moments(f, sip.surrogate.Normal(0, 1))
+    assert sip.surrogate.moment_cache_info()["integrations"] == 1
+    sip.surrogate_moments(triangle(0.5), sip.surrogate.Normal(0, 1))  # same code, same parameters
+    assert sip.surrogate.moment_cache_info()["integrations"] == 1
+    sip.surrogate_moments(triangle(0.6), sip.surrogate.Normal(0, 1))
+    sip.surrogate_moments(f, sip.surrogate.Normal(0, 2))
+    assert sip.surrogate.moment_cache_info()["integrations"] == 3
 
 
 def test_integrate_handles_jumps_kinks_and_cancellation():

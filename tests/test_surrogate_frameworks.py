@@ -18,7 +18,7 @@ DISTRIBUTIONS = [("uniform", -1.0, 1.0), ("uniform", -0.3, 2.0), ("normal", 0.0,
 
 def to_distribution(dist):
     kind, a, b = dist
-    return sip.Uniform(a, b) if kind == "uniform" else sip.Normal(a, b)
+    return sip.surrogate.Uniform(a, b) if kind == "uniform" else sip.surrogate.Normal(a, b)
 
 
 def assert_close(value, expected, what):
@@ -113,13 +113,13 @@ def test_snntorch_descriptions_read_from_the_closure():
     from snntorch import surrogate as s
     import snntorch as snn
 
-    assert sip.describe_surrogate(s.atan()) == ("atan", {"alpha": 2.0})
-    assert sip.describe_surrogate(s.fast_sigmoid(slope=7)) == ("fast_sigmoid", {"slope": 7})
-    assert sip.describe_surrogate(s.spike_rate_escape(beta=2, slope=3)) == ("spike_rate_escape", {"beta": 2, "slope": 3})
-    assert sip.describe_surrogate(snn.Leaky(beta=0.5).spike_grad) == ("atan", {"alpha": 2.0})
+    assert sip.surrogate.describe_surrogate(s.atan()) == ("atan", {"alpha": 2.0})
+    assert sip.surrogate.describe_surrogate(s.fast_sigmoid(slope=7)) == ("fast_sigmoid", {"slope": 7})
+    assert sip.surrogate.describe_surrogate(s.spike_rate_escape(beta=2, slope=3)) == ("spike_rate_escape", {"beta": 2, "slope": 3})
+    assert sip.surrogate.describe_surrogate(snn.Leaky(beta=0.5).spike_grad) == ("atan", {"alpha": 2.0})
     # LeakyParallel's default is ATan.apply with alpha=2.0 as a default argument of forward
     lp = snn.LeakyParallel(input_size=3, hidden_size=4, beta=0.5)
-    kind, params = sip.describe_surrogate(lp.spike_grad)
+    kind, params = sip.surrogate.describe_surrogate(lp.spike_grad)
     assert (kind, params.get("alpha")) == ("ATan", 2.0)
     assert_close(sip.surrogate_moments(lp.spike_grad).m1, ref.uniform_atan_m1(2.0, -1, 1), "LeakyParallel ATan")
 
@@ -144,13 +144,13 @@ def test_snntorch_sso_monte_carlo_matches_closed_form(mean, variance):
     from snntorch import surrogate as s
 
     before = torch.random.get_rng_state()
-    moments = sip.surrogate_moments(s.SSO(mean=mean, variance=variance), sip.Normal(0.3, 0.7), stochastic="monte-carlo", seed=3)
+    moments = sip.surrogate_moments(s.SSO(mean=mean, variance=variance), sip.surrogate.Normal(0.3, 0.7), stochastic="monte-carlo", seed=3)
     assert torch.equal(before, torch.random.get_rng_state()), "the global RNG must be left untouched"
     m1, m2 = ref.normal_sso(mean, variance, 0.3, 0.7)
     assert moments.method == "monte-carlo"
     assert abs(moments.m1 - m1) <= 5 * moments.error + 1e-12
     assert abs(moments.m2 - m2) <= 5 * moments.error + 1e-12
-    again = sip.surrogate_moments(s.SSO(mean=mean, variance=variance), sip.Normal(0.3, 0.7), stochastic="monte-carlo", seed=3)
+    again = sip.surrogate_moments(s.SSO(mean=mean, variance=variance), sip.surrogate.Normal(0.3, 0.7), stochastic="monte-carlo", seed=3)
     assert (again.m1, again.m2) == (moments.m1, moments.m2), "seeded estimate must be reproducible"
 
 
@@ -202,10 +202,10 @@ def test_spikingjelly_surrogate_moments(case, dist):
 def test_spikingjelly_descriptions_and_shared_default():
     from spikingjelly.activation_based import neuron, surrogate as s
 
-    assert sip.describe_surrogate(s.Sigmoid()) == ("Sigmoid", {"alpha": 4.0})
-    assert sip.describe_surrogate(s.ATan(alpha=3.0)) == ("ATan", {"alpha": 3.0})
-    assert sip.describe_surrogate(s.PiecewiseLeakyReLU(w=0.5, c=0.1)) == ("PiecewiseLeakyReLU", {"w": 0.5, "c": 0.1})
-    assert sip.describe_surrogate(neuron.LIFNode().surrogate_function) == ("Sigmoid", {"alpha": 4.0})
+    assert sip.surrogate.describe_surrogate(s.Sigmoid()) == ("Sigmoid", {"alpha": 4.0})
+    assert sip.surrogate.describe_surrogate(s.ATan(alpha=3.0)) == ("ATan", {"alpha": 3.0})
+    assert sip.surrogate.describe_surrogate(s.PiecewiseLeakyReLU(w=0.5, c=0.1)) == ("PiecewiseLeakyReLU", {"w": 0.5, "c": 0.1})
+    assert sip.surrogate.describe_surrogate(neuron.LIFNode().surrogate_function) == ("Sigmoid", {"alpha": 4.0})
 
 
 @pytest.mark.spikingjelly
@@ -224,10 +224,10 @@ def test_spikingjelly_mutated_parameter_is_not_served_from_cache():
 def test_spikingjelly_100_layers_one_integration():
     from spikingjelly.activation_based import neuron, surrogate as s
 
-    sip.clear_moment_cache()
+    sip.surrogate.clear_moment_cache()
     shared = [neuron.LIFNode(surrogate_function=s.ATan(alpha=2.5)) for _ in range(100)]
-    values = {sip.surrogate_moments(n.surrogate_function, sip.Normal(0, 1)).m1 for n in shared}
-    info = sip.moment_cache_info()
+    values = {sip.surrogate_moments(n.surrogate_function, sip.surrogate.Normal(0, 1)).m1 for n in shared}
+    info = sip.surrogate.moment_cache_info()
     assert len(values) == 1
     assert info["integrations"] == 1 and info["hits"] == 99
 

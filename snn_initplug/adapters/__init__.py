@@ -155,7 +155,7 @@ def register_neuron(
         to_spec: reads a live module into a :class:`~snn_initplug.NeuronSpec` (its threshold, leak, reset and
             spike function).
         internal_weights: lists the weights that live inside the neuron (a recurrent matrix), as
-            :class:`~snn_initplug.InternalWeight` records; default none.
+            :class:`~snn_initplug.adapters.InternalWeight` records; default none.
         framework: a label for reports.
         reset: puts the neuron at rest (default: nothing to reset).
         time_major: True when one call takes a whole ``[T, B, ...]`` sequence (default: one step per call).
@@ -178,7 +178,7 @@ def register_neuron(
         ...         self.decay, self.theta = 0.8, 1.0
         >>> sip.register_neuron(MyLIF, to_spec=lambda m: sip.NeuronSpec(
         ...     threshold=m.theta, beta=m.decay, surrogate=lambda x: torch.sigmoid(4 * x)))
-        >>> sip.neuron_spec(MyLIF()).beta
+        >>> sip.adapters.neuron_spec(MyLIF()).beta
         0.8
         >>> sip.unregister_neuron(MyLIF)
     """
@@ -302,7 +302,7 @@ def neuron_spec(module: nn.Module) -> NeuronSpec:
     Example:
         >>> import snntorch as snn
         >>> import snn_initplug as sip
-        >>> spec = sip.neuron_spec(snn.Leaky(beta=0.9, threshold=1.5))
+        >>> spec = sip.adapters.neuron_spec(snn.Leaky(beta=0.9, threshold=1.5))
         >>> spec.threshold, spec.reset, spec.surrogate_description
         (1.5, 'subtract', ('atan', {'alpha': 2.0}))
     """

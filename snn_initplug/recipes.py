@@ -1,0 +1,138 @@
+"""The one call's recipe: what ``initialize(model, example_input)`` does when no method is named.
+
+:func:`choose` reads the model's :class:`~snn_initplug.planning.Plan` and returns a :class:`Recipe`: always
+``calibrated`` (the one method that brought every model type we measured to its target rate in every layer),
+and for a *plain chain* — spiking layers one after the other, each fed by one weight layer reading the previous
+layer's spikes, with no normalization, no residual sum, no recurrent weight and no weight-less neuron — the
+relay by the chain's length L (number of neuron layers), as measured by ``benchmarks/deep_sweep.py``
+(docs/depth.md):
+
+* L < :data:`RELAY_FROM` (10): no relay. Shallow networks train with any sensible init (2 layers: default
+  0.914, Kaiming 0.920, calibrated relay 0.927 on MNIST); lengths 5–9 were not measured.
+* :data:`RELAY_FROM` ≤ L ≤ :data:`COPY_ABOVE` (20): ``relay=0.9`` then the membrane scaled by 0.5. Chosen on
+  validation (1,000 images carved from the training set): at 20 layers calibrated without relay 0.19,
+  ``relay=0.9`` with c = 1 / 0.7 / 0.5: 0.843 / 0.898 / **0.910**; on test, 3 seeds, 10 layers 0.931 and 20
+  layers 0.913, against 0.100 for the default.
+* L > :data:`COPY_ABOVE`: the copy relay ``relay=1``, membrane as it is. On MNIST validation ρ = 0.9 stops at
+  0.751 at 50 layers (0.910 at 20); on Fashion-MNIST ρ = 0.9 collapses to chance at 50 and 100 layers where the
+  copy relay reaches 0.805 and 0.800 (3 seeds), and c = 0.5 on the copy relay collapses too (0.100, validation).
+  Between 20 and 50 layers nothing was measured: the switch sits right after the last length where ρ = 0.9 won.
+
+Weight-less neurons (Spikformer's attention LIF) are brought to the target through their threshold
+(``weightless="threshold"``); BatchNorm networks through γ, recurrent and residual networks by the calibration
+as it is. Every choice is overridden by naming it: ``relay=``, ``membrane=``, ``weightless=`` (or a method).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .errors import OptionError
+from .planning import LayerPlan, Plan
+
+__all__ = ["Recipe", "choose", "plain_chain_length", "RELAY_FROM", "COPY_ABOVE", "RELAY", "COPY_RELAY", "MEMBRANE"]
+
+RELAY_FROM = 10  # shortest plain chain that gets the relay
+COPY_ABOVE = 20  # longest plain chain that gets ρ = 0.9 and the membrane ×0.5; longer ones get the copy relay
+RELAY = 0.9
+COPY_RELAY = 1.0
+MEMBRANE = 0.5  # a power of 2: the scaled weights and thresholds are exact, every spike bitwise the same
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the one call does: the method (``calibrated``), its relay share, the membrane factor applied after
+    it (1: none), what happens to weight-less neurons, and the reason, as the report's first line says it."""
+
+    method: str
+    relay: float
+    membrane: float
+    weightless: str
+    model: str  # "20-layer plain chain", "model with BatchNorm", ...
+    chosen: tuple[str, ...] = field(default_factory=tuple)  # the choices made here (not given by the caller)
+
+    @property
+    def summary(self) -> str:
+        """``"20-layer plain chain: calibrated, relay 0.9, membrane ×0.5"``."""
+        parts = [self.method]
+        if self.relay:
+            parts.append("copy relay (relay 1)" if self.relay == COPY_RELAY else f"relay {self.relay:g}")
+        if self.membrane != 1.0:
+            parts.append(f"membrane ×{self.membrane:g}")
+        if self.weightless == "threshold":
+            parts.append("weight-less neurons through their threshold")
+        given = [name for name in ("relay", "membrane", "weightless") if name not in self.chosen]
+        return f"{self.model}: {', '.join(parts)}" + (f" ({', '.join(given)} as given)" if given else "")
+
+    def options(self) -> dict[str, object]:
+        """The options of ``initialize(model, "calibrated", ...)`` this recipe adds."""
+        return {**({"relay": self.relay} if self.relay else {}), "weightless": self.weightless}
+
+
+def plain_chain_length(p: Plan) -> Optional[int]:
+    """The number of neuron layers when the model is a plain chain, else None.
+
+    A plain chain: every neuron fed by exactly one feed-forward weight layer, the first reading the data and
+    each other one the spikes of the neuron before it; no normalization between, no residual sum, no recurrent
+    weight, no neuron without a weight (pooling, dropout and flattening between are allowed)."""
+    if p.weightless or p.unfed or not p.neurons:
+        return None
+    layers: dict[str, LayerPlan] = {}
+    for layer in p.layers:
+        if layer.role != "input" or layer.norm is not None or layer.residual or layer.neuron_name in layers:
+            return None
+        layers[layer.neuron_name] = layer
+    previous = None
+    for name, _, _ in p.neurons:
+        feed = layers.get(name)
+        if feed is None:
+            return None
+        expected = ("data", ()) if previous is None else ("neurons", (previous,))
+        if (feed.input_source, tuple(feed.upstream)) != expected:
+            return None
+        previous = name
+    return len(p.neurons)
+
+
+def _model_kind(p: Plan) -> str:
+    """A few words naming the kind of model, for the report's first line."""
+    kinds = []
+    if any(layer.role == "recurrent" for layer in p.layers):
+        kinds.append("recurrent weights")
+    if any(layer.norm is not None for layer in p.layers):
+        kinds.append("normalization")
+    if any(layer.residual for layer in p.layers):
+        kinds.append("residual sums")
+    if p.weightless:
+        kinds.append(f"{len(p.weightless)} weight-less neuron layer(s)")
+    return "model with " + ", ".join(kinds) if kinds else "model with branches"
+
+
+def choose(p: Plan, *, relay: Optional[float] = None, membrane: Optional[float] = None,
+           weightless: Optional[str] = None) -> Recipe:
+    """The recipe for the planned model; a value given (not None) is kept as it is (see the module docstring
+    for the lengths and the measurements behind them)."""
+    if weightless is not None and weightless not in ("report", "threshold"):
+        raise OptionError(f"initialize: weightless must be 'report' or 'threshold', got {weightless!r}")
+    chosen = []
+    length = plain_chain_length(p)
+    if length is None:
+        model, auto_relay, auto_membrane = _model_kind(p), 0.0, 1.0
+    else:
+        model = f"{length}-layer plain chain"
+        if length < RELAY_FROM:
+            auto_relay, auto_membrane = 0.0, 1.0
+        elif length <= COPY_ABOVE:
+            auto_relay, auto_membrane = RELAY, MEMBRANE
+        else:
+            auto_relay, auto_membrane = COPY_RELAY, 1.0
+    if relay is None:
+        relay = auto_relay
+        chosen.append("relay")
+    if membrane is None:
+        membrane = auto_membrane
+        chosen.append("membrane")
+    if weightless is None:
+        weightless = "threshold" if p.weightless else "report"
+        chosen.append("weightless")
+    return Recipe("calibrated", float(relay), float(membrane), weightless, model, tuple(chosen))
