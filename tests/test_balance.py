@@ -98,12 +98,12 @@ def test_spikingjelly_multistep_stack_is_balanced():
 
 
 def test_gradient_slope_closed_form():
-    assert sip.membrane.gradient_slope([3.0 * 2.0**i for i in range(6)]) == pytest.approx(math.log(2))
-    assert sip.membrane.gradient_slope([5.0, 5.0, 5.0]) == pytest.approx(0.0)
-    assert sip.membrane.gradient_slope([0.0, 1e-3, 1.0]) > 0  # underflow to 0 still reads as vanishing
-    assert sip.membrane.gradient_slope([math.inf, 1.0, 1e-3]) < 0  # overflow still reads as exploding
+    assert sip.balance.gradient_slope([3.0 * 2.0**i for i in range(6)]) == pytest.approx(math.log(2))
+    assert sip.balance.gradient_slope([5.0, 5.0, 5.0]) == pytest.approx(0.0)
+    assert sip.balance.gradient_slope([0.0, 1e-3, 1.0]) > 0  # underflow to 0 still reads as vanishing
+    assert sip.balance.gradient_slope([math.inf, 1.0, 1e-3]) < 0  # overflow still reads as exploding
     with pytest.raises(sip.InitError):
-        sip.membrane.gradient_slope([1.0])
+        sip.balance.gradient_slope([1.0])
 
 
 @pytest.mark.snntorch
