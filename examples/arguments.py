@@ -6,7 +6,10 @@ import argparse
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Dict
+
+# one argparse number type for the CLI, the examples and the benchmarks; positive_int and relay_share re-exported
+from snn_initplug.cli import number_in, positive_int, relay_share  # noqa: F401
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -16,29 +19,12 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def number_in(kind: type, accepts: Callable[[Any], bool], what: str) -> Callable[[str], Any]:
-    """An argparse type: ``kind(text)`` when ``accepts`` it, else one line saying ``expected <what>``."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not accepts(value):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-positive_int = number_in(int, lambda n: n > 0, "a positive integer")
 count = number_in(int, lambda n: n >= 0, "a non-negative integer")
 positive_float = number_in(float, lambda x: x > 0, "a positive number")
 non_negative_float = number_in(float, lambda x: x >= 0, "a non-negative number")
 positive_finite = number_in(float, lambda x: math.isfinite(x) and x > 0, "a positive finite number")
 beta = number_in(float, lambda b: 0 <= b <= 1, "a decay in [0, 1]")  # snnTorch's beta
 tau = number_in(float, lambda t: t > 1, "a time constant > 1")  # SpikingJelly's tau; 1 would discard the membrane
-relay_share = number_in(float, lambda r: 0.0 <= r <= 1.0, "a relay share in [0, 1]")
 
 
 def existing_folder(text: str) -> Path:

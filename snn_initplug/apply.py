@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 
 from . import replay as checkpoint
-from .calibration import calibrate
+from .calibration import calibrate_planned
 from .copycheck import verify_copies
 from .distributed import all_reduce_sums, broadcast_parameters, is_distributed, world_size
 from .errors import ArgumentTypeError, InitError, OptionError, PlanError
@@ -431,9 +431,10 @@ def _initialize_calibrated(model, call: _CalibratedCall, example_input, generato
         same_input = forward is None or not isinstance(example_input, list)
         # a copy's weight does not depend on the data and its rate is its input's: left at scale 1, not searched
         copies = {row.layer for row in report.layers if row.assumed.get("relay") == 1.0}
-        report.calibration = calibrate(model, example_input, forward=forward, process_group=group,
-                                       skip=[*skip_list(skip), lambda layer: layer.name in copies] if copies else skip,
-                                       plan_=start_plan if same_input else None, **call.calibration)
+        report.calibration = calibrate_planned(
+            model, example_input, forward=forward, process_group=group,
+            skip=[*skip_list(skip), lambda layer: layer.name in copies] if copies else skip,
+            plan_for_model=start_plan if same_input else None, **call.calibration)
         if copies:
             report.calibration.notes.append(f"relay=1: {', '.join(sorted(copies))} copy their input and stay at "
                                             "scale 1 (not searched: their rate is their input's)")

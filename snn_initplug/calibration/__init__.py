@@ -52,7 +52,7 @@ from .chain import chain_ready
 from .commit import calibrate_atomically, checked_groups, counting_first_run, one_step_warning
 from .thresholds import weightless_records
 
-__all__ = ["calibrate", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET_RATE"]
+__all__ = ["calibrate", "calibrate_planned", "CalibrationReport", "LayerCalibration", "DEFAULT_TARGET_RATE"]
 
 
 @entry_point("calibrate")
@@ -70,7 +70,6 @@ def calibrate(
     seed: int = 0,
     weightless: str = "report",
     skip=None,
-    plan_: Optional[Plan] = None,
     process_group: Any = None,
 ) -> CalibrationReport:
     """Scale the weight (or BatchNorm weight) that feeds each neuron until its firing rate equals the target.
@@ -120,6 +119,18 @@ def calibrate(
         >>> [(layer.status, round(layer.rate, 2)) for layer in report.layers]
         [('ok', 0.1), ('ok', 0.1)]
     """
+    return calibrate_planned(model, example_input, target_rate, tolerance=tolerance, max_evaluations=max_evaluations,
+                             steps=steps, forward=forward, bias=bias, mode=mode, seed=seed, weightless=weightless,
+                             skip=skip, process_group=process_group)
+
+
+def calibrate_planned(model: nn.Module, example_input: Any, target_rate: TargetRate = DEFAULT_TARGET_RATE, *,
+                      tolerance: float = 0.05, max_evaluations: int = 30, steps: Optional[int] = None,
+                      forward: Optional[Callable[[nn.Module, Any], Any]] = None, bias: str = "keep",
+                      mode: str = "auto", seed: int = 0, weightless: str = "report", skip=None,
+                      process_group: Any = None, plan_for_model: Optional[Plan] = None) -> CalibrationReport:
+    """:func:`calibrate`, reusing ``plan_for_model`` (a plan of ``model`` on this input) when given: the path
+    of ``initialize(method="calibrated")``, whose start has just planned the same model."""
     if not isinstance(model, nn.Module):
         raise ArgumentTypeError(f"calibrate: model must be a torch.nn.Module, got {type(model).__name__}")
     try:  # a rank failing here still joins the first agreement, so the others do not wait for it
@@ -127,7 +138,7 @@ def calibrate(
         if example_input is None:
             raise InitError("calibrate: needs a real batch (example_input)")
         calls = checked_calls(input_calls(example_input, options.steps))
-        p = plan_ if plan_ is not None else plan_for_input(model, example_input, calls, forward)
+        p = plan_for_model if plan_for_model is not None else plan_for_input(model, example_input, calls, forward)
         groups = checked_groups(model, p, skip, options.target_rate)
         chain_ok = forward is None and all(isinstance(c, torch.Tensor) for c in calls)  # a unit takes one tensor
         units = chain_ready(model, groups) if options.mode in ("auto", "chain") and chain_ok else None
