@@ -6,7 +6,6 @@ group's timeout, which is set far above the test's run time), and neither model 
 
 Two CPU processes on gloo run every pair in turn in one process group (see test_commit_distributed.py).
 """
-import datetime
 import itertools
 import os
 
@@ -15,6 +14,7 @@ import torch
 import torch.nn as nn
 
 import snn_initplug as sip
+from gloo_group import gloo_group
 from user_neuron import MyLIF, register
 
 dist = pytest.importorskip("torch.distributed")
@@ -48,9 +48,7 @@ PAIRS = list(itertools.combinations(["initialize", "calibrate", "scale_membrane"
 
 
 def worker(rank: int, world: int, init_file: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=60))
-    try:
+    with gloo_group(rank, world, init_file, timeout_s=60):
         register(threshold_lever=True)
         x = torch.rand(8, 4, generator=torch.Generator().manual_seed(rank)) * 2
         entries = calls(x)
@@ -70,8 +68,6 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
             results[name] = {"error": error,
                              "unchanged": all(torch.equal(before[k], after[k]) for k in before)}
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 def test_ranks_making_different_calls_raise_before_any_writes(tmp_path):

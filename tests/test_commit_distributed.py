@@ -6,7 +6,6 @@ Each test spawns 2 or 4 CPU processes on gloo (rendezvous through a file in tmp_
 in turn in one process group (a scenario that left the ranks out of step would hang the next one: the
 collective timeout is short, so that fails fast instead).
 """
-import datetime
 import os
 
 import pytest
@@ -14,6 +13,7 @@ import torch
 import torch.nn as nn
 
 import snn_initplug as sip
+from gloo_group import gloo_group
 from user_neuron import MyLIF, register
 
 dist = pytest.importorskip("torch.distributed")
@@ -111,9 +111,7 @@ def scenarios(rank: int, world: int):
 
 
 def worker(rank: int, world: int, init_file: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=20))
-    try:
+    with gloo_group(rank, world, init_file, timeout_s=20):
         register()
         results = {}
         for name, (model, call) in scenarios(rank, world).items():
@@ -127,8 +125,6 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
             unchanged = before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
             results[name] = {"error": error, "unchanged": unchanged}
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -158,17 +154,12 @@ def test_every_rank_raises_the_same_error_and_no_rank_writes(world, tmp_path):
 
 
 def balance_worker(rank: int, world: int, init_file: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=20))
-    try:
+    with gloo_group(rank, world, init_file, timeout_s=20):
         register(threshold_lever=True)
         model = build(0, hidden=16, depth=6)  # the same weights on every rank, a different batch on each
         x = torch.rand(16, 4, generator=torch.Generator().manual_seed(rank))
         balance = sip.balance_gradients(model, x, steps=2)
         torch.save({"factor": balance.factor, "state": state(model)}, os.path.join(out, f"balance{rank}.pt"))
-    finally:
-        register()
-        dist.destroy_process_group()
 
 
 def test_ranks_with_different_batches_take_the_same_balancing_factor(tmp_path):

@@ -6,7 +6,6 @@ different share of the batch, so only the package's synchronisation can make the
 their parameters and reports to tmp_path; the parent compares them bit for bit, and against one process that
 sees the whole (concatenated) batch.
 """
-import datetime
 import os
 
 import pytest
@@ -16,6 +15,7 @@ import torch.nn as nn
 import snn_initplug as sip
 from snn_initplug import distributed as sipdist
 from snn_initplug.calibration import calibrate
+from gloo_group import gloo_group
 from user_neuron import MyLIF, register
 
 dist = pytest.importorskip("torch.distributed")
@@ -57,9 +57,7 @@ def state(model: nn.Module) -> dict:
 
 
 def worker(rank: int, world: int, init_file: str, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
-                            timeout=datetime.timedelta(seconds=60))  # a stuck collective fails instead of hanging
-    try:
+    with gloo_group(rank, world, init_file, timeout_s=60):  # a stuck collective fails instead of hanging
         register()
         x = rank_batch(world, rank)
         model = build(100 + rank)
@@ -76,8 +74,6 @@ def worker(rank: int, world: int, init_file: str, out: str) -> None:
                     "report": report.to_dict(), "chain_scales": scales(chain), "model_scales": scales(whole),
                     "chain_mode": chain.mode, "model_mode": whole.mode, "alone": state(alone),
                     "alone_notes": alone_report.notes}, os.path.join(out, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
 
 
 def run_ranks(world: int, tmp_path) -> list:
