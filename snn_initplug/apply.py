@@ -40,6 +40,7 @@ from .options import (
     MethodOptions,
     SpikeAwareOptions,
     SpikeInitOptions,
+    check_steps,
     method_name,
     method_options,
     non_default_fields,
@@ -151,6 +152,8 @@ def initialize(
         '2-layer plain chain: calibrated'
     """
     example_input, method = _method_and_input(example_input, method)
+    if isinstance(method, str) and method in ("auto", "calibrated"):  # the number of steps run, not a kernel horizon
+        check_steps("initialize", steps)
     named = {"steps": steps, "relay": relay, "membrane": membrane, "weightless": weightless}
     for key, value in named.items():
         if value is not None:
@@ -193,19 +196,13 @@ def _initialize(model, method, example_input, generator, overrides, skip, forwar
     with exclusive(model, "initialize"):
         rng = torch.get_rng_state() if generator is None else None  # the seeds are drawn from the process RNG
         try:
-            return _initialize_exclusive(model, method, example_input, generator, overrides, skip, forward, group,
-                                         options, replay)
+            name, options = _method_call(method, options)
+            return one_call(_initialize_method, model, name, example_input, generator, overrides, skip, forward,
+                            group, options, replay)
         except BaseException:
             if rng is not None:
                 torch.set_rng_state(rng)  # an error leaves the process RNG as it was, as it leaves the model
             raise
-
-
-def _initialize_exclusive(model, method, example_input, generator, overrides, skip, forward, group, options,
-                          replay: Optional[Report]) -> Report:
-    method, options = _method_call(method, options)
-    return one_call(_initialize_method, model, method, example_input, generator, overrides, skip, forward, group,
-                    options, replay)
 
 
 def _initialize_method(model, method, example_input, generator, overrides, skip, forward, group, options,

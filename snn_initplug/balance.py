@@ -197,7 +197,7 @@ def balance_gradients(model: nn.Module, example_input: Any, *, steps: Optional[i
             raise ArgumentTypeError(f"balance_gradients: loss_fn must be callable, got {type(loss_fn).__name__}")
         if example_input is None:
             raise InitError("balance_gradients: needs a real batch (example_input) to measure the gradients on")
-        calls = checked_calls(input_calls(example_input, steps))
+        calls = checked_calls("balance_gradients", input_calls("balance_gradients", example_input, steps))
         p = plan_for_input(model, example_input, calls, forward)
         targets, _ = scaling_targets(model, p, skip)
         if len(targets) < 2:

@@ -128,7 +128,7 @@ def verify_copies(model: nn.Module, copies: Sequence[tuple[LayerPlan, Optional[i
     steps = max((t for _, t in copies if t is not None), default=None)
     error: Optional[Exception] = None
     try:
-        calls = input_calls(example_input, steps if forward is None else None)
+        calls = input_calls(entry, example_input, steps if forward is None else None)
         check_copies(model, [layer for layer, _ in copies], runner(model, example_input, calls, steps, forward),
                      entry)
     except Exception as exc:  # noqa: BLE001 - every rank learns of it before any raises

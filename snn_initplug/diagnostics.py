@@ -54,7 +54,7 @@ from .errors import DiagnoseError
 from .guard import entry_point
 from .observation import SUPPORT_FRACTION, MembraneStats, Observation, SpikeCounter, unobserved_notes
 from .planning import Plan, first_tensor, plan, preserved, run_model
-from .running import mean_value
+from .running import input_calls, mean_value, stepped_forward
 from .tables import render_table, short_number
 from .transaction import all_finite
 
@@ -235,7 +235,7 @@ def _gradient_norms(loss: torch.Tensor, feeding: dict[str, list[tuple[str, torch
 @entry_point("diagnose", DiagnoseError)
 def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
              loss_fn: Optional[Callable[[Any], torch.Tensor]] = None,
-             forward: Optional[Callable[[nn.Module, Any], Any]] = None, *,
+             forward: Optional[Callable[[nn.Module, Any], Any]] = None, *, steps: Optional[int] = None,
              reset_state: bool = True, label: Optional[str] = None) -> Diagnosis:
     """Firing, membrane and gradient statistics of every neuron layer of ``model`` on ``example_input``.
 
@@ -247,6 +247,9 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
         loss_fn: optional ``callable(output) -> scalar loss`` instead of ``target``.
         forward: optional ``callable(model, example_input) -> output`` for models that need more than
             ``model(example_input)`` (a loop over time steps, a reset first, ...).
+        steps: for a model called once per time step (snnTorch ``init_hidden`` stacks, SpikingJelly
+            single-step nets): the batch is presented at ``steps`` calls, as ``initialize(..., steps=T)`` does
+            (a list of per-step inputs is taken as it is); the outputs are stacked over time for the loss.
         reset_state: start from the neurons' resting state (SpikingJelly ``reset()``, snnTorch ``reset_mem()``)
             rather than from whatever state the last batch left; the state is restored afterwards either way.
         label: a name for the record (e.g. the initialization method).
@@ -277,7 +280,16 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
     first = first_tensor(example_input)
     if first is not None and first.numel() == 0:  # no spike to count: the rates would be 0/0
         raise DiagnoseError("diagnose: example_input has no elements (an empty batch has no rates)")
-    p = plan(model, example_input, forward=forward)
+    if steps is not None and forward is not None:
+        raise DiagnoseError("diagnose: give steps= (the model called once per step) or forward= (your own time "
+                            "loop), not both")
+    calls = input_calls("diagnose", example_input, steps) if forward is None else [example_input]
+    if not calls:
+        raise DiagnoseError("diagnose: example_input is an empty list (give one input per time step)")
+    if len(calls) > 1 or steps is not None:
+        forward = stepped_forward(calls)
+    p = plan(model, calls[0] if len(calls) > 1 or steps is not None else example_input,
+             forward=None if len(calls) > 1 or steps is not None else forward)
     feeding = _weights_by_neuron(p)
     want_grad = target is not None or loss_fn is not None
     observed = Observation()

@@ -281,7 +281,7 @@ def scale_membrane(model: nn.Module, factor: float, example_input: Any, *, steps
         factor = _checked_factor(factor)
         if example_input is None:
             raise InitError("scale_membrane: needs a real batch (example_input) to trace the model and compare spikes")
-        calls = checked_calls(input_calls(example_input, steps))
+        calls = checked_calls("scale_membrane", input_calls("scale_membrane", example_input, steps))
         p = plan_for_input(model, example_input, calls, forward)
         targets, skipped = scaling_targets(model, p, skip)
         run = runner(model, example_input, calls, steps, forward)

@@ -62,6 +62,13 @@ def _number(owner: str, name: str, value: Any, *, optional: bool = False) -> Opt
     return float(value)
 
 
+def check_steps(owner: str, steps: Any) -> Optional[int]:
+    """The number of time steps T as an int (None passes): an integer >= 1, not a bool, a float or a string."""
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1):
+        raise OptionError(f"{owner}: steps must be an integer >= 1 (the number of time steps T), got {steps!r}")
+    return None if steps is None else int(steps)
+
+
 def _positive(owner: str, name: str, value: Any, *, optional: bool = False) -> Optional[float]:
     number = _number(owner, name, value, optional=optional)
     if number is not None and not number > 0:
@@ -250,9 +257,7 @@ class SpikeInitOptions:
         if not 0.0 < rate < 1.0:
             raise OptionError(f"spikeinit: target_rate must lie in (0, 1), got {self.target_rate!r}")
         _set(self, "target_rate", rate)
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral)
-                                       or self.steps < 1):
-            raise OptionError(f"spikeinit: steps must be an integer >= 1 or None, got {self.steps!r}")
+        check_steps("spikeinit", self.steps)
         for name in ("surrogate", "simulate"):
             if not isinstance(getattr(self, name), bool):
                 raise OptionError(f"spikeinit: {name} must be True or False, got {getattr(self, name)!r}")
@@ -347,9 +352,7 @@ class CalibrationOptions:
         if isinstance(self.max_evaluations, bool) or not isinstance(self.max_evaluations, numbers.Integral) \
                 or self.max_evaluations < 1:
             raise OptionError(f"calibrate: max_evaluations must be a positive integer, got {self.max_evaluations!r}")
-        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral)
-                                       or self.steps < 1):
-            raise OptionError(f"calibrate: steps must be an integer >= 1, got {self.steps!r}")
+        check_steps("calibrate", self.steps)
         _choice("calibrate", "bias", self.bias, ("keep", "zero"))
         if self.mode not in ("auto", "chain", "model"):
             raise OptionError(f"calibrate: mode must be 'auto', 'chain' or 'model', got {self.mode!r}")

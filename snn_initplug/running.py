@@ -13,11 +13,12 @@ import torch
 import torch.nn as nn
 
 from .errors import InitError, PlanError
+from .options import check_steps
 from .planning import NORM_LAYERS, LayerPlan, Plan, StateSnapshot, first_tensor, plan, reset_neuron, run_model
 from .selection import is_skipped
 
 __all__ = ["Group", "drive", "neuron_groups", "unit_output", "recorded_passes", "checked_calls", "input_calls",
-           "runner", "plan_for_input", "mean_value"]
+           "runner", "stepped_forward", "plan_for_input", "mean_value"]
 
 
 def mean_value(value: Any) -> float:
@@ -114,26 +115,28 @@ def recorded_passes(model, p: Plan, run: Callable[[], Any], names: list[str]):
             handle.remove()
 
 
-def checked_calls(calls: list[Any]) -> list[Any]:
+def checked_calls(entry: str, calls: list[Any]) -> list[Any]:
     """Refuse a batch that has no rate to measure: no step, no element, or non-finite values (the search would
     report every layer "unreachable" instead of naming the input)."""
     if not calls:
-        raise InitError("calibrate: example_input is an empty list (give one input per time step)")
+        raise InitError(f"{entry}: example_input is an empty list (give one input per time step)")
     tensors = [t for call in calls for t in (call if isinstance(call, (tuple, list)) else [call])
                if isinstance(t, torch.Tensor)]
     if any(t.numel() == 0 for t in tensors):
-        raise InitError("calibrate: example_input has no elements (an empty batch has no firing rate)")
+        raise InitError(f"{entry}: example_input has no elements (an empty batch has no firing rate)")
     if any(t.is_floating_point() and t.device.type != "meta" and not bool(torch.isfinite(t).all()) for t in tensors):
-        raise InitError("calibrate: example_input has non-finite values (NaN/Inf)")
+        raise InitError(f"{entry}: example_input has non-finite values (NaN/Inf)")
     return calls
 
 
-def input_calls(example_input: Any, steps: Optional[int]) -> list[Any]:
-    """The input of each call of the model: a list as given, the batch ``steps`` times, or the batch once."""
+def input_calls(entry: str, example_input: Any, steps: Any) -> list[Any]:
+    """The input of each call of the model: a list as given, the batch ``steps`` times (``steps`` checked: an
+    integer >= 1), or the batch once."""
+    steps = check_steps(entry, steps)
     if isinstance(example_input, list):
         return list(example_input)
     if steps is not None:
-        return [example_input] * int(steps)
+        return [example_input] * steps
     return [example_input]
 
 
@@ -142,6 +145,17 @@ def runner(model, example_input, calls: Sequence[Any], steps, forward) -> Callab
     if forward is None and (len(calls) > 1 or steps is not None):
         return lambda: [run_model(model, x) for x in calls]  # a tuple is the model's positional arguments
     return lambda: run_model(model, example_input, forward)
+
+
+def stepped_forward(calls: Sequence[Any]) -> Callable[[nn.Module, Any], Any]:
+    """A ``forward=`` that calls the model once per step input and stacks the first tensor of each output
+    over time (dimension 0, as both frameworks stack a multi-step output; the list of outputs when a step
+    returned no tensor)."""
+    def run(model: nn.Module, _: Any) -> Any:
+        outputs = [run_model(model, x) for x in calls]
+        tensors = [first_tensor(out) for out in outputs]
+        return outputs if any(t is None for t in tensors) else torch.stack(tensors)  # type: ignore[arg-type]
+    return run
 
 
 def plan_for_input(model: nn.Module, example_input: Any, calls: Sequence[Any], forward) -> Plan:

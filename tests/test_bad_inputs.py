@@ -663,6 +663,18 @@ def rows() -> Dict[str, Row]:
         lambda m: sip.calibrate(m, x[:0]), mlp, **raises(sip.InitError, "example_input has no elements"))
     row("calibrate-empty-list", "calibrate", "example_input=[] (no time step)",
         lambda m: sip.calibrate(m, []), mlp, **raises(sip.InitError, "example_input is an empty list"))
+    for entry, call in (("initialize", lambda m, v: sip.initialize(m, x, steps=v)),
+                        ("scale_membrane", lambda m, v: sip.scale_membrane(m, 0.5, x, steps=v)),
+                        ("balance_gradients", lambda m, v: sip.balance_gradients(m, x, steps=v)),
+                        ("diagnose", lambda m, v: sip.diagnose(m, x, steps=v))):
+        for value, label, was in ((0, "zero", "an empty list, blamed on calibrate"), (2.5, "fraction", "2 steps"),
+                                  (True, "bool", "1 step")):
+            row(f"{entry}-steps-{label}", entry, f"steps={value!r} (was {was})",
+                lambda m, call=call, value=value: call(m, value), mlp,
+                **raises(sip.OptionError, f"{entry}: steps must be an integer >= 1"))
+    row("diagnose-steps-and-forward", "diagnose", "steps=2 and forward= (two time loops)",
+        lambda m: sip.diagnose(m, x, steps=2, forward=lambda model, inp: model(inp)), mlp,
+        **raises(sip.DiagnoseError, "give steps= (the model called once per step) or forward="))
     row("calibrate-tuple-input-with-steps", "calibrate", "example_input=(x,) (positional arguments) with steps=2",
         lambda m: sip.calibrate(m, (x,), steps=2, max_evaluations=3), mlp,
         **works("the tuple is the model's arguments at every step", lambda report, m: _two_layers(report)))

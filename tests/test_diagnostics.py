@@ -144,6 +144,26 @@ def test_user_neuron_rates_membrane_support_against_simulation(registered):
     assert d.loss is None and all(r.grad_norm is None for r in d)
 
 
+def test_steps_presents_the_batch_at_every_step_against_simulation(registered):
+    """``steps=T`` (and a list of T per-step inputs) on a model called once per step: the same rates,
+    membranes and gradients as the hand simulation of the batch repeated T times, from rest."""
+    net = make_user_net()
+    batch = torch.rand(8, 12)
+    repeated = batch.expand(4, 8, 12)
+    target = torch.randint(6, (8,))
+    for record in (diagnose(net, batch, steps=4, target=target), diagnose(net, [batch] * 4, target=target)):
+        for row, (mem, spikes, theta) in zip(record, simulate(net, repeated)):
+            check_layer(row, mem, spikes, theta, sigmoid_h)
+        expected, loss = autograd_norms(net, lambda m: run_steps(m, repeated),
+                                        lambda out: nn.functional.cross_entropy(out.mean(0), target),
+                                        ["0.weight", "2.weight"])
+        assert record.loss == pytest.approx(loss, rel=1e-6)
+        assert record.layer("3").grad_norm == pytest.approx(expected["2.weight"], rel=1e-5)
+    one_step = diagnose(net, batch)
+    assert one_step.layer("1").observations == 8  # without steps: one call, one step
+    assert one_step.layer("3").rate != diagnose(net, batch, steps=4).layer("3").rate
+
+
 def test_a_diverged_model_is_diagnosed_not_refused(registered):
     """Weights that overflowed (a deep stack that diverged in training): the first layer's membranes are ±inf
     or NaN. diagnose still returns every layer's rate, counted from the spikes the model gave, says how many

@@ -137,7 +137,7 @@ def calibrate_planned(model: nn.Module, example_input: Any, target_rate: TargetR
         options = CalibrationOptions(target_rate, tolerance, max_evaluations, steps, bias, mode, seed, weightless)
         if example_input is None:
             raise InitError("calibrate: needs a real batch (example_input)")
-        calls = checked_calls(input_calls(example_input, options.steps))
+        calls = checked_calls("calibrate", input_calls("calibrate", example_input, options.steps))
         p = plan_for_model if plan_for_model is not None else plan_for_input(model, example_input, calls, forward)
         groups = checked_groups(model, p, skip, options.target_rate)
         chain_ok = forward is None and all(isinstance(c, torch.Tensor) for c in calls)  # a unit takes one tensor
