@@ -19,14 +19,13 @@ import torch
 import torch.nn as nn
 
 import snn_initplug as sip
-from user_neuron import MyLIF, register, unregister
+from user_neuron import MyLIF, registered
 
 
 @pytest.fixture(autouse=True)
 def lever_registered():
-    register(threshold_lever=True)
-    yield
-    unregister()
+    with registered(threshold_lever=True):
+        yield
 
 
 def mlp() -> nn.Sequential:

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import snn_initplug as sip
-from user_neuron import MyLIF, register, unregister
+from user_neuron import MyLIF, registered
 
 FUZZ = settings(derandomize=True, deadline=None, database=None, print_blob=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
@@ -33,9 +33,8 @@ FUZZ = settings(derandomize=True, deadline=None, database=None, print_blob=False
 
 @pytest.fixture(autouse=True, scope="module")
 def lever_registered():
-    register(threshold_lever=True)
-    yield
-    unregister()
+    with registered(threshold_lever=True):
+        yield
 
 
 def mlp() -> nn.Sequential:
@@ -159,11 +158,8 @@ def test_diagnose(example_input, extra):
 
 def _saved_report() -> dict:
     """A real report, saved as JSON (made at import: the strategies need its fields)."""
-    register(threshold_lever=True)
-    try:
+    with registered(threshold_lever=True):
         report = sip.initialize(mlp(), "spike_aware", X, generator=torch.Generator().manual_seed(0))
-    finally:
-        unregister()
     return json.loads(report.to_json())
 
 

@@ -1,6 +1,9 @@
 """A framework-free neuron written the way a user would, shared by the tests (and importable by the processes
 the distributed tests spawn): u = decay·u + x, a hard spike with a sigmoid straight-through surrogate, subtract
 reset; registered with the public API."""
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn as nn
 
@@ -40,3 +43,13 @@ def register(threshold_lever: bool = False):
 
 def unregister():
     sip.unregister_neuron(MyLIF)
+
+
+@contextlib.contextmanager
+def registered(threshold_lever: bool = False) -> Iterator[None]:
+    """MyLIF registered for the block (the tests' fixtures, each at its own scope)."""
+    register(threshold_lever)
+    try:
+        yield
+    finally:
+        unregister()
