@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from .errors import ArgumentTypeError, DistributedError, InitError, SnnInitError
-from .transaction import exclusive, fingerprint, same_call
+from .transaction import exclusive, fingerprint, held_copies, same_call, same_values
 
 __all__ = ["entry_point", "ModelState", "raised_by_user"]
 
@@ -83,16 +83,6 @@ def _plain_object(value: Any) -> bool:
             and not inspect.ismodule(value))
 
 
-def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Bitwise equal values (a NaN where the other has one counts as equal)."""
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    if torch.equal(a, b):
-        return True
-    return a.is_floating_point() and bool((a.isnan() == b.isnan()).all()) and torch.equal(a.nan_to_num(),
-                                                                                           b.nan_to_num())
-
-
 class ModelState:
     """The attributes of every module under ``root`` (or of ``root`` itself, a tensor) and the values of every
     tensor they hold; :meth:`restore` puts back what changed: attributes rebound or added, dictionaries
@@ -135,6 +125,10 @@ class ModelState:
         self.tensors[id(tensor)] = (tensor, tensor.detach().clone(), tensor.requires_grad, grad,
                                     grad.detach().clone() if grad is not None and _has_data(grad) else None)
 
+    def copies(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """``{id(tensor): (tensor, its value then)}``, for :func:`~snn_initplug.transaction.held_copies`."""
+        return {key: (tensor, value) for key, (tensor, value, _, _, _) in self.tensors.items()}
+
     def restore(self) -> None:
         """Put everything back; a part that cannot be restored does not stop the others (the first such
         error is raised at the end)."""
@@ -156,14 +150,14 @@ class ModelState:
         with torch.no_grad():
             for tensor, value, requires_grad, grad, grad_value in self.tensors.values():
                 try:
-                    if not _same(tensor, value):
+                    if not same_values(tensor, value):
                         tensor.copy_(value)
                     if tensor.is_leaf:
                         if tensor.requires_grad != requires_grad:
                             tensor.requires_grad_(requires_grad)
                         if tensor.grad is not grad:
                             tensor.grad = grad
-                        if grad_value is not None and grad is not None and not _same(grad, grad_value):
+                        if grad_value is not None and grad is not None and not same_values(grad, grad_value):
                             grad.copy_(grad_value)
                 except Exception as exc:  # noqa: BLE001 - keep restoring the rest
                     failure = failure or exc
@@ -236,6 +230,7 @@ def _guarding(subject: Any, entry: str) -> Iterator[None]:
         if isinstance(subject, nn.Module):
             stack.enter_context(exclusive(subject, entry))
         state = ModelState(subject)
+        stack.enter_context(held_copies(state.copies()))
         _active.subjects.add(id(subject))
         try:
             yield

@@ -30,7 +30,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .distributed import collective_device, is_distributed, rank, torch_distributed, world_size
 from .errors import ConcurrentUseError, DistributedError, InitError, PlanError
 
-__all__ = ["check_writable", "write_all", "Snapshot", "agree", "fingerprint", "exclusive", "SameDraws",
+__all__ = ["check_writable", "write_all", "Snapshot", "same_values", "held_copies", "agree", "fingerprint", "exclusive", "SameDraws",
            "same_call", "ProcessDraws", "process_rng_kept"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,18 +97,53 @@ class ModelState:
                     buffer.copy_(old)
 
 
+def same_values(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bitwise equal values (a NaN where the other has one counts as equal)."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    if torch.equal(a, b):
+        return True
+    return a.is_floating_point() and bool((a.isnan() == b.isnan()).all()) and torch.equal(a.nan_to_num(),
+                                                                                           b.nan_to_num())
+
+
+class _Held(threading.local):
+    copies: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id(tensor) -> (tensor, its value at entry)
+
+
+_held = _Held()
+
+
+@contextmanager
+def held_copies(copies: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
+    """Within this block (this thread), a :class:`Snapshot` of a tensor still equal to the copy held here (the
+    entry point's, :class:`snn_initplug.guard.ModelState`) shares that copy instead of cloning the tensor
+    again: a 100 M-parameter model is not copied twice."""
+    outer, _held.copies = _held.copies, {**_held.copies, **copies}
+    try:
+        yield
+    finally:
+        _held.copies = outer
+
+
+def _saved_value(tensor: torch.Tensor) -> torch.Tensor:
+    held = _held.copies.get(id(tensor))
+    if held is not None and held[0] is tensor and same_values(tensor, held[1]):
+        return held[1]  # never written to: the guard only reads it back
+    return tensor.detach().clone()
+
+
 class Snapshot:
     """The values of ``tensors`` now; :meth:`restore` writes back those that changed (a tensor left alone is
     not written, so restoring never fails on a target that could not be written in the first place)."""
 
     def __init__(self, tensors: Sequence[torch.Tensor]):
-        self.saved = [(t, t.detach().clone()) for t in tensors]
+        self.saved = [(t, _saved_value(t)) for t in tensors]
 
     def restore(self) -> None:
         with torch.no_grad():
             for target, old in self.saved:
-                if not torch.equal(target, old) and not (target.isnan().any() and old.isnan().any()
-                                                         and torch.equal(target.nan_to_num(), old.nan_to_num())):
+                if not same_values(target, old):
                     target.copy_(old)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import pytest
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 import snn_initplug as sip
 from user_neuron import MyLIF, registered
@@ -203,3 +204,34 @@ def test_the_command_line_reports_an_interrupt_in_one_line(monkeypatch, capsys):
     assert cli.main(["surrogates"]) == 130
     err = capsys.readouterr().err
     assert err.strip() == "snn-initplug surrogates: interrupted"
+
+
+class _Copies(TorchDispatchMode):
+    """Counts the full copies (``clone``) made of each weight: the rollback's memory, in copies of the model."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.sizes = {w.numel() for w in weights}
+        self.clones = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func is torch.ops.aten.clone.default and args[0].numel() in self.sizes:
+            self.clones += 1
+        return out
+
+
+@pytest.mark.parametrize("method, copies_per_weight", [("ikun", 1), ("spike_aware", 1), ("auto", 3)])
+def test_the_rollback_holds_one_copy_of_each_weight(method, copies_per_weight):
+    """The entry point's state (the guard's copy) is the rollback of the inner all-or-nothing writes too: one
+    clone per weight, not one per layer of protection (a 100 M-parameter model is not copied twice). The
+    calibration adds two it works with: the start's weights (a chain search redone in model mode restarts from
+    them) and the search's base weights (each trial writes base × scale)."""
+    model = nn.Sequential(nn.Linear(4, 40), MyLIF(), nn.Linear(40, 30), MyLIF())
+    weights = [model[0].weight, model[2].weight]
+    before = [w.detach().clone() for w in weights]
+    x = torch.rand(8, 4, generator=torch.Generator().manual_seed(0)) * 2
+    with _Copies(weights) as copies:
+        sip.initialize(model, x, method, **({"steps": 2} if method == "auto" else {}))
+    assert any(not torch.equal(w, b) for w, b in zip(weights, before))  # it did write
+    assert copies.clones == copies_per_weight * len(weights), copies.clones
