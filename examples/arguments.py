@@ -8,15 +8,8 @@ import math
 from pathlib import Path
 from typing import Any, Dict
 
-# one argparse number type for the CLI, the examples and the benchmarks; positive_int and relay_share re-exported
-from snn_initplug.cli import number_in, positive_int, relay_share  # noqa: F401
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose errors are one line (``<prog>: error: ...``) with exit status 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message}\n")
+# the CLI's argparse types and one-line parser (torch-free), re-exported for the examples and the benchmarks
+from snn_initplug.argtypes import OneLineParser, number_in, positive_int, relay_share  # noqa: F401
 
 
 count = number_in(int, lambda n: n >= 0, "a non-negative integer")
