@@ -1,6 +1,7 @@
 """Shared test helpers: which frameworks are importable (and in which version), the skips that follow from the
-``snntorch`` / ``spikingjelly`` markers, and a firing-rate count by our own hooks."""
+``snntorch`` / ``spikingjelly`` / ``core_suite`` markers, and a firing-rate count by our own hooks."""
 import importlib.util
+import os
 
 import pytest
 import torch
@@ -17,10 +18,18 @@ HAS_SNNTORCH = _available("snntorch")
 HAS_SPIKINGJELLY = _available("spikingjelly")
 
 
+# CI runs the framework-free suite in an environment without the frameworks first; in the next environment
+# (with them) the long framework-free tests, which no framework changes, need not run twice
+CORE_SUITE_PASSED = os.environ.get("SNN_INITPLUG_CORE_SUITE_PASSED") == "1"
+
+
 def pytest_collection_modifyitems(config, items):
-    """A test marked ``snntorch`` or ``spikingjelly`` is skipped where that framework is not installed."""
+    """A test marked ``snntorch`` or ``spikingjelly`` is skipped where that framework is not installed; one
+    marked ``core_suite`` (long, framework-free) where ``SNN_INITPLUG_CORE_SUITE_PASSED=1`` says it passed."""
     missing = {"snntorch": not HAS_SNNTORCH, "spikingjelly": not HAS_SPIKINGJELLY}
     for item in items:
+        if CORE_SUITE_PASSED and item.get_closest_marker("core_suite") is not None:
+            item.add_marker(pytest.mark.skip(reason="framework-free: passed in the core environment of this run"))
         for framework, absent in missing.items():
             if absent and item.get_closest_marker(framework) is not None:
                 item.add_marker(pytest.mark.skip(reason=f"{framework} not installed"))

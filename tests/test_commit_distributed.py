@@ -16,6 +16,8 @@ import snn_initplug as sip
 from gloo_group import gloo_group
 from user_neuron import MyLIF, register
 
+pytestmark = pytest.mark.core_suite  # framework-free; see conftest.py
+
 dist = pytest.importorskip("torch.distributed")
 if not dist.is_available() or not dist.is_gloo_available():
     pytest.skip("torch.distributed with the gloo backend is not available", allow_module_level=True)

@@ -22,6 +22,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import snn_initplug as sip
 from user_neuron import MyLIF, registered
 
+pytestmark = pytest.mark.core_suite  # framework-free; see conftest.py
+
 
 @pytest.fixture(autouse=True)
 def lever_registered():

@@ -26,6 +26,8 @@ from hypothesis import strategies as st
 import snn_initplug as sip
 from user_neuron import MyLIF, registered
 
+pytestmark = pytest.mark.core_suite  # framework-free; see conftest.py
+
 FUZZ = settings(derandomize=True, deadline=None, database=None, print_blob=False,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])

@@ -356,6 +356,7 @@ def registered_property(outcomes, bp, method):
     check_initialize_properties(bp, method, outcomes=outcomes)
 
 
+@pytest.mark.core_suite
 def test_initialize_properties_registered_neuron():
     run_with_floor(registered_property, FLOORS["registered"])
 
@@ -366,6 +367,7 @@ def registered_calibrated_property(outcomes, bp, method):
     check_initialize_properties(bp, method, outcomes=outcomes)
 
 
+@pytest.mark.core_suite
 def test_calibrated_properties_registered_neuron():
     run_with_floor(registered_calibrated_property, FLOORS["registered_calibrated"])
 
