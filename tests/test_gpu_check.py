@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import zipfile
 from pathlib import Path
 
@@ -531,7 +530,6 @@ def test_dry_run_of_the_spikeinit_part(tmp_path):
         pytest.skip("needs SpikingJelly 2.x installed")
     import snn_initplug
 
-    t0 = time.monotonic()
     proc, record = dry_run(tmp_path, "--parts", "f")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert record["verdict"] == "ok", gpu_report.format_table(record["rows"])
@@ -546,7 +544,6 @@ def test_dry_run_of_the_spikeinit_part(tmp_path):
     assert abs(rates["min"] / 0.1587 - 1) < 0.1 and abs(rates["max"] / 0.1587 - 1) < 0.1, rates
     rows = [r for r in record["rows"] if r["part"] == "f"]
     assert len(rows) == 1 + len(methods) and all(r["verdict"] in ("ok", "measured") for r in rows)
-    assert time.monotonic() - t0 < 120
 
 
 @pytest.mark.spikingjelly
