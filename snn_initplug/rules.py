@@ -41,7 +41,7 @@ from .selection import Skip, check_overrides, is_skipped, layer_overrides
 from .spikeinit import SpikeInitScale, calculate_spikeinit
 from .tables import surrogate_label
 
-__all__ = ["compute_laws"]
+__all__ = ["compute_laws", "immediate_input"]
 
 # ----------------------------------------------------------------------------------------------------------
 # A layer's numbers
@@ -91,12 +91,24 @@ def _data_moments(layer: LayerPlan, opts, method: str) -> tuple[float, float, st
 
 
 def _kernel_sums(layer: LayerPlan, horizon: Any, method: str) -> tuple[float, float]:
-    """(ΣK, ΣK²) of the layer's neuron over the horizon."""
+    """(ΣK, ΣK²) of the layer's neuron over the horizon; a one-step horizon on a neuron whose input reaches the
+    membrane only after a step (K[0] = 0: snnTorch's Alpha) takes the infinite horizon (:func:`_delay_notes`)."""
     try:
-        sums = layer.spec.kernel_sums(horizon_steps(method, horizon))
+        steps = horizon_steps(method, horizon)
+        sums = layer.spec.kernel_sums(steps)
+        if steps == 1 and mean_value(sums[1]) == 0:
+            sums = layer.spec.kernel_sums(None)
     except NeuronSpecError as exc:
         raise InitError(f"{method}: {layer.name}: {exc}") from exc
     return mean_value(sums[0]), mean_value(sums[1])
+
+
+def _delay_notes(layer: LayerPlan, horizon: Any, method: str) -> list[str]:
+    """The note of :func:`_kernel_sums`'s fallback, when it applies."""
+    if horizon_steps(method, horizon) != 1 or mean_value(layer.spec.kernel_sums(1)[1]) != 0:
+        return []
+    return [f"steps='single': the input reaches the membrane of {layer.neuron_name} only after the first step "
+            "(K[0] = 0); the stationary kernel sums are used (give steps=T for a T-step horizon)"]
 
 
 def _share(layer: LayerPlan, ctx: _Context, alpha: Optional[float]) -> float:
@@ -127,9 +139,20 @@ def _ikun_rule(layer: LayerPlan, opts: IkunOptions, ctx: _Context):
 
 def _relays(layer: LayerPlan, ctx: _Context, share: float) -> bool:
     """One relay per neuron: only for a feed-forward weight of spikes that is its neuron's whole input (no
-    other layer, no recurrent weight, no identity residual spikes summed in as in ``lif(fc(s) + s)``)."""
+    other layer, no recurrent weight, no identity residual spikes summed in as in ``lif(fc(s) + s)``) and
+    reaches its membrane in the step it arrives (K[0] > 0; snnTorch's Alpha passes it a step late, so no
+    one-step jump can hand a spike on)."""
     return layer.input_source == "neurons" and layer.role == "input" and share == 1.0 \
-        and not ctx.recurrent.get(layer.neuron_name) and not layer.residual
+        and not ctx.recurrent.get(layer.neuron_name) and not layer.residual \
+        and immediate_input(layer.spec)
+
+
+def immediate_input(spec: Any) -> bool:
+    """Whether an input reaches the neuron's membrane in the step it arrives (the impulse response's K[0] > 0)."""
+    try:
+        return mean_value(spec.kernel_sums(1)[0]) > 0
+    except NeuronSpecError:
+        return False
 
 
 def _identity_sources(layer: LayerPlan) -> list[str]:
@@ -166,13 +189,14 @@ def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
     assumed["sum_K2"] = k2
     if share != 1.0:
         assumed["variance_share"] = share
-    relay, input_scale, notes, dynamics = 0.0, 1.0, [], None
+    relay, input_scale, notes, dynamics = 0.0, 1.0, _delay_notes(layer, opts.steps, "spike_aware"), None
     if opts.relay and _relays(layer, ctx, share) and not (opts.relay == 1.0 and layer.norm is not None):
         relay, input_scale = opts.relay, _kernel_sums(layer, "single", "spike_aware")[0]  # one step: K[0] = c
         dynamics = _relay_dynamics(layer, opts.steps, copy=relay == 1.0)
     elif opts.relay:
-        notes.append("relay: not applied (the input is not spikes from upstream neurons, or the neuron has "
-                     "several inputs: other layers, a recurrent weight or identity residual spikes"
+        notes.append("relay: not applied (the input is not spikes from upstream neurons, reaches the membrane a "
+                     "step late, or the neuron has several inputs: other layers, a recurrent weight or identity "
+                     "residual spikes"
                      + (", or a normalization between" if opts.relay == 1.0 else "") + ")")
     law = spike_aware_law(layer.fan_in, theta, sigma_u, q, k2, share=share, relay=relay, input_scale=input_scale,
                           relay_dynamics=dynamics)
@@ -225,7 +249,7 @@ def _fluctuation_rule(layer: LayerPlan, opts: FluctuationOptions, ctx: _Context)
     assumed.update(sum_K=k1, sum_K2=k2)
     if share != 1.0:
         assumed["variance_share"] = share
-    return law, assumed, []
+    return law, assumed, _delay_notes(layer, opts.steps, "fluctuation")
 
 
 def _spikeinit_rule(layer: LayerPlan, opts: SpikeInitOptions, ctx: _Context):
