@@ -177,7 +177,7 @@ def _search_recording(pending: list[Group], recording: dict[int, _Recording], se
         rec = recording.pop(id(group.neuron), None)
         calls = None if rec is None else rec.calls if index == 0 else _rerun_owner(rec, fresh)
         param = group.params[0][1]
-        inputs = None if calls is None else _affine_inputs(calls, rec.owner, param)
+        inputs = None if rec is None or calls is None else _affine_inputs(calls, rec.owner, param)
         if all_reduce_counts([int(inputs is None)], settings.process_group)[0]:  # every rank stops here
             break
         assert rec is not None and calls is not None and inputs is not None
@@ -237,9 +237,9 @@ def _search_calls(group: Group, rec: _Recording, calls: list[_Call], inputs, set
     scale and the neuron's outputs at each call at that scale."""
     neuron = group.neuron
     # an argument that is an output of the previous call (snnTorch's mem, spk) is the state the loop carries
-    carried = [{j: next((i for i, o in enumerate(prev.outputs) if o is arg), None)
-                for j, arg in enumerate(c.args[1:], start=1)} if prev is not None else {}
-               for prev, c in zip([None, *rec.calls[:-1]], rec.calls)]
+    carried: list[dict[int, int]] = [
+        {j: i for j, arg in enumerate(c.args[1:], start=1) for i, o in reversed(list(enumerate(prev.outputs))) if o is arg}
+        if prev is not None else {} for prev, c in zip([None, *rec.calls[:-1]], rec.calls)]
     draws = SameDraws(settings.seed)
 
     def outputs_at(s: float) -> list[tuple]:
@@ -250,7 +250,7 @@ def _search_calls(group: Group, rec: _Recording, calls: list[_Call], inputs, set
                 for c, (direction, offset), carry in zip(calls, inputs, carried):
                     previous = outputs[-1] if outputs else ()
                     args = [s * direction + offset] + [
-                        previous[carry[j]] if carry.get(j) is not None and previous else arg
+                        previous[carry[j]] if j in carry and previous else arg
                         for j, arg in enumerate(c.args[1:], start=1)]
                     out = neuron(*args, **c.kwargs)
                     outputs.append(out if isinstance(out, tuple) else (out,))
