@@ -1,0 +1,165 @@
+"""Calibration of single-step neurons in a custom time loop: one recorded pass per group of layers, whatever
+the depth, with the same scales as a pass per layer and every rate checked by an independent forward pass."""
+
+import pytest
+import torch
+import torch.nn as nn
+
+import snn_initplug as sip
+from snn_initplug.calibration import calibrate
+from conftest import counted_rates
+
+import user_neuron
+
+
+def _snntorch_leaky():
+    import snntorch as snn
+
+    return snn.Leaky(beta=0.9)  # init_hidden=False: the loop carries mem
+
+
+def _spikingjelly_lif():
+    from spikingjelly.activation_based import neuron
+
+    return neuron.LIFNode(tau=2.0, step_mode="s")
+
+
+def _user_lif():
+    return user_neuron.MyLIF(decay=0.8)
+
+
+class Loop(nn.Module):
+    """``depth`` Linear -> single-step neuron layers, run over the T steps of ``x`` ([T, B, width]) by hand.
+    ``copy=True`` feeds each Linear a copy of the spikes (``spikes * 1``): the same numbers, but not the
+    previous layer's own output, so calibration records a pass per layer (the path before the shortcut)."""
+
+    def __init__(self, make, depth, width, copy=False):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+        self.neurons = nn.ModuleList(make() for _ in range(depth))
+        self.copy = copy
+
+    def forward(self, x):
+        for neuron in self.neurons:
+            if hasattr(neuron, "reset"):
+                neuron.reset()  # SpikingJelly keeps its state in the module
+        if hasattr(self.neurons[0], "u"):
+            for neuron in self.neurons:
+                neuron.u = torch.zeros(())
+        mems = [neuron.reset_mem() if hasattr(neuron, "reset_mem") else None for neuron in self.neurons]
+        out = []
+        for t in range(x.shape[0]):
+            h = x[t]
+            for i, (layer, neuron) in enumerate(zip(self.layers, self.neurons)):
+                z = layer(h * 1 if self.copy else h)
+                if mems[i] is not None:
+                    h, mems[i] = neuron(z, mems[i])
+                else:
+                    h = neuron(z)
+            out.append(h)
+        return torch.stack(out)
+
+
+def _net(kind, depth, copy=False, seed=0):
+    torch.manual_seed(seed)
+    return Loop({"snntorch": _snntorch_leaky, "spikingjelly": _spikingjelly_lif, "user": _user_lif}[kind], depth,
+                48, copy)
+
+
+def _calibrated(net, x, target):
+    calls = [0]
+    handle = net.register_forward_pre_hook(lambda m, a: calls.__setitem__(0, calls[0] + 1))
+    try:
+        report = calibrate(net, x, target, tolerance=0.05)
+    finally:
+        handle.remove()
+    return report, calls[0]
+
+
+KINDS = [pytest.param("snntorch", marks=pytest.mark.snntorch),
+         pytest.param("spikingjelly", marks=pytest.mark.spikingjelly), "user"]
+
+
+@pytest.fixture
+def registered_user_neuron():
+    user_neuron.register()
+    yield
+    user_neuron.unregister()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_deeper_loop_costs_no_more_passes_and_every_rate_is_real(kind, registered_user_neuron):
+    x = (torch.rand(4, 16, 48, generator=torch.Generator().manual_seed(1)) < 0.3).float()
+    counts = {}
+    for depth in (4, 12):
+        net = _net(kind, depth)
+        sip.initialize(net, "kaiming_normal", x[0])  # a start that falls silent with depth
+        report, counts[depth] = _calibrated(net, x, 0.12)
+        assert report.mode == "model" and report.ok, str(report)
+        rates = counted_rates(list(net.neurons), lambda: net(x))
+        assert all(abs(r / 0.12 - 1) <= 0.05 + 1e-9 for r in rates), rates
+    # the plan's traced pass, one recorded pass, one checking pass: not one recorded pass per layer
+    assert counts[12] == counts[4] <= 3, counts
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_shortcut_finds_the_scales_a_pass_per_layer_finds(kind, registered_user_neuron):
+    x = (torch.rand(3, 16, 48, generator=torch.Generator().manual_seed(2)) < 0.3).float()
+    fast, slow = _net(kind, 6), _net(kind, 6, copy=True)
+    slow.load_state_dict(fast.state_dict())
+    (by_shortcut, fast_calls), (by_pass, slow_calls) = _calibrated(fast, x, 0.15), _calibrated(slow, x, 0.15)
+    assert slow_calls >= 6 + 1 > fast_calls  # the copy breaks the shortcut: a recorded pass per layer
+    assert [r.scale for r in by_shortcut.layers] == pytest.approx([r.scale for r in by_pass.layers], rel=1e-5)
+    assert by_shortcut.ok and by_pass.ok
+
+
+class GainLIF(nn.Module):
+    """A neuron whose drive is multiplied by a gain the loop sets from the previous layer's weight before each
+    call: its input depends on the layers before it through more than its arguments, so re-running the
+    previous layer's module alone does not reproduce what the model feeds it."""
+
+    def __init__(self):
+        super().__init__()
+        self.gain, self.u = 1.0, torch.zeros(())
+
+    def forward(self, x):
+        self.u = 0.8 * self.u + self.gain * x
+        spikes = (self.u > 1.0).float()
+        self.u = self.u - spikes
+        return spikes
+
+
+class GainLoop(nn.Module):
+    def __init__(self, depth, width):
+        super().__init__()
+        self.layers = nn.ModuleList(nn.Linear(width, width) for _ in range(depth))
+        self.neurons = nn.ModuleList(GainLIF() for _ in range(depth))
+
+    def forward(self, x):
+        for neuron in self.neurons:
+            neuron.u = torch.zeros(())
+        for t in range(x.shape[0]):
+            h, gain = x[t], 1.0
+            for layer, neuron in zip(self.layers, self.neurons):
+                neuron.gain = gain
+                h = neuron(layer(h))
+                gain = 10 * float(layer.weight.abs().mean())
+        return h
+
+
+def test_a_shortcut_the_real_pass_contradicts_is_redone_a_pass_per_layer():
+    sip.register_neuron(GainLIF, lambda m: sip.NeuronSpec(threshold=1.0, beta=0.8, surrogate=lambda v: torch.sigmoid(4 * v)))
+    try:
+        torch.manual_seed(0)
+        net = GainLoop(4, 48)
+        x = (torch.rand(3, 32, 48, generator=torch.Generator().manual_seed(3)) < 0.3).float()
+        with torch.no_grad():
+            for layer in net.layers:
+                layer.weight.mul_(4.0)  # busy: the gains the first recording sees are several times the final ones
+        report, calls = _calibrated(net, x, 0.15)
+        assert report.ok, str(report)
+        rates = counted_rates(list(net.neurons), lambda: net(x))
+        assert all(abs(r / 0.15 - 1) <= 0.05 + 1e-9 for r in rates), rates
+        assert calls > 3  # the checking pass found a layer off and the layers from there were recalibrated
+    finally:
+        sip.unregister_neuron(GainLIF)
