@@ -70,10 +70,10 @@ def calibrate_recorded(model, groups, run, settings: SearchSettings):
     originals: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # weights before the shortcut scaled them
     first, budget = 0, _RECORDING_BYTES
     while True:
-        shortcut = _calibrate_from(groups[first:], owners, snapshot, run, settings, budget, found, originals)
+        shortcut, drew = _calibrate_from(groups[first:], owners, snapshot, run, settings, budget, found, originals)
         if not shortcut:
             break
-        real = _real_rates(groups, snapshot, run, settings)
+        real = _real_rates(groups, snapshot, run, settings, drew)
         wrong = next((i for i, g in enumerate(groups) if id(g) in shortcut
                       and off_the_search(found[id(g)][0], real[i], settings.tolerance)), None)
         if wrong is None:
@@ -91,14 +91,17 @@ def calibrate_recorded(model, groups, run, settings: SearchSettings):
 
 
 def _calibrate_from(pending: list[Group], owners, snapshot, run, settings: SearchSettings, budget: int,
-                    found: dict, originals: dict) -> set[int]:
+                    found: dict, originals: dict) -> tuple[set[int], bool]:
     """Calibrate ``pending`` in order, a recorded pass per group of layers (``budget`` bytes of calls; 0: one
-    layer a pass); fills ``found`` and returns the ids of the groups searched on re-run modules."""
+    layer a pass); fills ``found`` and returns the ids of the groups searched on re-run modules, and whether a
+    recorded pass drew from the process RNG."""
     shortcut: set[int] = set()
+    any_drew = False
     while pending:
         snapshot.restore()
-        recording = _record(pending, owners, run, budget)
-        done = _search_recording(pending, recording, settings, originals, shortcut)
+        recording, drew = _record(pending, owners, run, budget)
+        any_drew = any_drew or drew
+        done = _search_recording(pending, recording, settings, originals, shortcut, drew)
         if not done:
             snapshot.restore()
             for _, param in pending[0].params:
@@ -108,15 +111,16 @@ def _calibrate_from(pending: list[Group], owners, snapshot, run, settings: Searc
         for group, record, scale in done:
             found[id(group)] = (record, scale)
         pending = pending[len(done):]
-    return shortcut
+    return shortcut, any_drew
 
 
-def _record(pending: list[Group], owners, run, budget: int) -> dict[int, _Recording]:
+def _record(pending: list[Group], owners, run, budget: int) -> tuple[dict[int, _Recording], bool]:
     """One pass recording the calls of the pending neurons that have an owner (the first always; the others
-    while the calls held stay within ``budget`` bytes: the latest recorded are dropped first)."""
+    while the calls held stay within ``budget`` bytes: the latest recorded are dropped first); and whether the
+    pass drew from the process RNG."""
     wanted = {id(g.neuron): g for g in pending if id(g) in owners}
     if id(pending[0]) not in owners:
-        return {}
+        return {}, True
     recording: dict[int, _Recording] = {}
     dropped: set[int] = set()
     last: dict[int, tuple[tuple, dict, Optional[torch.Tensor]]] = {}  # owner id -> its last call
@@ -155,6 +159,7 @@ def _record(pending: list[Group], owners, run, budget: int) -> dict[int, _Record
                                                                               (owners[id(g)] for g in wanted.values())}.values()]
     for neuron in {id(g.neuron): g.neuron for g in wanted.values()}.values():
         handles += [neuron.register_forward_pre_hook(before, with_kwargs=True), neuron.register_forward_hook(after)]
+    states = _rng_states()
     try:
         with torch.no_grad():
             run()
@@ -163,14 +168,25 @@ def _record(pending: list[Group], owners, run, budget: int) -> dict[int, _Record
             handle.remove()
     if id(pending[0].neuron) not in recording:
         raise PlanError(f"calibrate: neuron {pending[0].neuron_name} was not called by the forward pass")
-    return recording
+    return recording, not all(torch.equal(a, b) for a, b in zip(states, _rng_states()))
+
+
+def _rng_states() -> list[torch.Tensor]:
+    """The process RNG's states (CPU and every initialized CUDA device): a pass that leaves them as they were
+    drew nothing from them (a draw by another thread meanwhile only makes the searches watch, as without this).
+    Cheaper than watching every operation of the pass (:class:`~snn_initplug.transaction.ProcessDraws`), which
+    costs more than the pass on small layers."""
+    devices = range(torch.cuda.device_count()) if torch.cuda.is_initialized() else ()
+    return [torch.get_rng_state()] + [torch.cuda.get_rng_state(d) for d in devices]
 
 
 def _search_recording(pending: list[Group], recording: dict[int, _Recording], settings: SearchSettings,
-                      originals: dict, shortcut: set[int]) -> list[tuple[Group, LayerCalibration, float]]:
+                      originals: dict, shortcut: set[int], drew: bool
+                      ) -> list[tuple[Group, LayerCalibration, float]]:
     """Search the pending groups in order on one recording while each can be (the first on its recorded calls,
     a later one on its scaled module re-run on the previous layer's outputs at the found scale); scale their
-    weights; returns ``(group, record, scale)`` of the groups searched."""
+    weights; returns ``(group, record, scale)`` of the groups searched. ``drew``: whether the recorded pass
+    drew from the process RNG (if not, no neuron's re-run is watched for draws again)."""
     done: list[tuple[Group, LayerCalibration, float]] = []
     fresh: dict[int, torch.Tensor] = {}  # id of a recorded output of the previous layer -> its value now
     for index, group in enumerate(pending):
@@ -181,7 +197,7 @@ def _search_recording(pending: list[Group], recording: dict[int, _Recording], se
         if all_reduce_counts([int(inputs is None)], settings.process_group)[0]:  # every rank stops here
             break
         assert rec is not None and calls is not None and inputs is not None
-        record, scale, outputs = _search_calls(group, rec, calls, inputs, settings)
+        record, scale, outputs = _search_calls(group, rec, calls, inputs, settings, drew)
         fresh = {id(old): new for call, out in zip(rec.calls, outputs) for old, new in zip(call.outputs, out)}
         originals.setdefault(id(param), (param, param.detach().clone()))
         with torch.no_grad():
@@ -232,7 +248,7 @@ def _affine_inputs(calls: list[_Call], owner, param) -> Optional[list[tuple[torc
     return inputs
 
 
-def _search_calls(group: Group, rec: _Recording, calls: list[_Call], inputs, settings: SearchSettings):
+def _search_calls(group: Group, rec: _Recording, calls: list[_Call], inputs, settings: SearchSettings, drew: bool):
     """The search of ``group`` on its neuron's calls, fed ``s·direction + offset``; returns the record, the
     scale and the neuron's outputs at each call at that scale."""
     neuron = group.neuron
@@ -241,6 +257,8 @@ def _search_calls(group: Group, rec: _Recording, calls: list[_Call], inputs, set
         {j: i for j, arg in enumerate(c.args[1:], start=1) for i, o in reversed(list(enumerate(prev.outputs))) if o is arg}
         if prev is not None else {} for prev, c in zip([None, *rec.calls[:-1]], rec.calls)]
     draws = SameDraws(settings.seed)
+    if not drew:  # the recorded pass ran this neuron's calls without a draw: no evaluation needs watching
+        draws.draws = False
 
     def outputs_at(s: float) -> list[tuple]:
         def once() -> list[tuple]:
@@ -257,18 +275,25 @@ def _search_calls(group: Group, rec: _Recording, calls: list[_Call], inputs, set
             return outputs
         return draws.run(once)
 
+    seen: dict[float, list[tuple]] = {}  # the outputs at each scale evaluated: the found one feeds the next layer
+
     def rate_at(s: float) -> float:
-        return settings.rate(lambda: [unit_output(neuron, out[0]) for out in outputs_at(s)])
+        def spikes() -> list[torch.Tensor]:
+            seen[s] = outputs_at(s)
+            return [unit_output(neuron, out[0]) for out in seen[s]]
+        return settings.rate(spikes)
 
     target = settings.target(group.neuron_name)
     found = settings.scale(rate_at, target, partial(silent_cause, group))
-    outputs = outputs_at(found.scale)
+    outputs = seen.get(found.scale) or outputs_at(found.scale)
     rec.state.restore()
     return found.record_of(group, target), found.scale, outputs
 
 
-def _real_rates(groups: list[Group], snapshot: StateSnapshot, run, settings: SearchSettings) -> list[float]:
-    """Every group's rate in one real pass of the model from rest, with the weights as they are now."""
+def _real_rates(groups: list[Group], snapshot: StateSnapshot, run, settings: SearchSettings,
+                drew: bool) -> list[float]:
+    """Every group's rate in one real pass of the model from rest, with the weights as they are now (``drew``:
+    whether the recorded passes drew from the process RNG)."""
     recorded: dict[int, list[torch.Tensor]] = {id(g.neuron): [] for g in groups}
 
     def hook(module, args, out):
@@ -282,8 +307,11 @@ def _real_rates(groups: list[Group], snapshot: StateSnapshot, run, settings: Sea
             run()
 
     handles = [neuron.register_forward_hook(hook) for neuron in {id(g.neuron): g.neuron for g in groups}.values()]
+    draws = SameDraws(settings.seed)
+    if not drew:
+        draws.draws = False
     try:
-        SameDraws(settings.seed).run(once)
+        draws.run(once)
     finally:
         for handle in handles:
             handle.remove()
