@@ -26,7 +26,7 @@ def same_values(z: torch.Tensor, out: torch.Tensor) -> bool:
     return z is out or (z.numel() == out.numel() and z.dtype == out.dtype and torch.equal(z.reshape(-1), out.reshape(-1)))
 
 
-def _scaled_output(module: nn.Module, param: torch.Tensor, args: tuple, scale: float) -> torch.Tensor:
+def scaled_output(module: nn.Module, param: torch.Tensor, args: tuple, scale: float) -> torch.Tensor:
     """The module's output with ``param`` times ``scale``, by ``functional_call`` on copies: neither the
     parameter nor BatchNorm's running statistics move."""
     name = next(n for n, p in module.named_parameters(recurse=False) if p is param)
@@ -69,8 +69,8 @@ def affine_offset(module: nn.Module, param: torch.Tensor, args: tuple, out: torc
         channels = bias.detach().view(-1, *([1] * (out.dim() - 2))) if isinstance(module, nn.modules.conv._ConvNd) \
             else bias.detach()
         return channels.to(out.dtype).expand_as(out)
-    offset = _scaled_output(module, param, args, 0.0)
-    if not on_a_line(offset, out, _scaled_output(module, param, args, 2.0)):
+    offset = scaled_output(module, param, args, 0.0)
+    if not on_a_line(offset, out, scaled_output(module, param, args, 2.0)):
         return None
     return offset
 

@@ -29,8 +29,8 @@ from ..reports import LayerCalibration
 from ..running import Group, unit_output
 from ..transaction import SameDraws
 from .affine import affine_by_construction, affine_offset, affine_owners, same_values
-from .search import SearchSettings, off_the_search, silent_cause, spike_rate
-from .whole import calibrate_in_model
+from .search import SearchSettings, off_the_search, silent_cause
+from .whole import calibrate_in_model, real_rates
 
 # Recorded calls kept by one pass (inputs and outputs of the neurons): a 1000-layer, width-128 stack at batch 64
 # and T = 4 needs about 0.4 GiB; a deeper or wider one is recorded in groups of layers, a pass each.
@@ -73,7 +73,7 @@ def calibrate_recorded(model, groups, run, settings: SearchSettings):
         shortcut, drew = _calibrate_from(groups[first:], owners, snapshot, run, settings, budget, found, originals)
         if not shortcut:
             break
-        real = _real_rates(groups, snapshot, run, settings, drew)
+        real = real_rates(groups, snapshot, run, settings, drew)
         wrong = next((i for i, g in enumerate(groups) if id(g) in shortcut
                       and off_the_search(found[id(g)][0], real[i], settings.tolerance)), None)
         if wrong is None:
@@ -288,32 +288,3 @@ def _search_calls(group: Group, rec: _Recording, calls: list[_Call], inputs, set
     outputs = seen.get(found.scale) or outputs_at(found.scale)
     rec.state.restore()
     return found.record_of(group, target), found.scale, outputs
-
-
-def _real_rates(groups: list[Group], snapshot: StateSnapshot, run, settings: SearchSettings,
-                drew: bool) -> list[float]:
-    """Every group's rate in one real pass of the model from rest, with the weights as they are now (``drew``:
-    whether the recorded passes drew from the process RNG)."""
-    recorded: dict[int, list[torch.Tensor]] = {id(g.neuron): [] for g in groups}
-
-    def hook(module, args, out):
-        recorded[id(module)].append(unit_output(module, out).detach())
-
-    def once() -> None:
-        for values in recorded.values():
-            values.clear()
-        snapshot.restore()
-        with torch.no_grad():
-            run()
-
-    handles = [neuron.register_forward_hook(hook) for neuron in {id(g.neuron): g.neuron for g in groups}.values()]
-    draws = SameDraws(settings.seed)
-    if not drew:
-        draws.draws = False
-    try:
-        draws.run(once)
-    finally:
-        for handle in handles:
-            handle.remove()
-        snapshot.restore()
-    return [spike_rate(recorded[id(g.neuron)], settings.process_group) for g in groups]

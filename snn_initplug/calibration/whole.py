@@ -12,9 +12,10 @@ from ..distributed import all_reduce_counts
 from ..errors import PlanError
 from ..planning import StateSnapshot, first_tensor
 from ..reports import LayerCalibration
+from ..running import Group, unit_output
 from ..transaction import SameDraws
 from .affine import on_a_line
-from .search import SearchSettings, silent_cause
+from .search import SearchSettings, silent_cause, spike_rate
 
 
 class Reached(Exception):
@@ -144,3 +145,33 @@ def calibrate_on_stopped_input(group, snapshot, run, settings: SearchSettings) -
     record, s, _ = search_on_input(group, group.neuron, z1 - z0, z0, [False], settings)
     write_scaled(originals, s)
     return record, s
+
+
+def real_rates(groups: list[Group], snapshot: StateSnapshot, run, settings: SearchSettings,
+               drew: bool = True) -> list[float]:
+    """Every group's rate in one real pass of the model from rest, with the weights as they are now: the check
+    of rates a search found on a shortcut (``drew=False``: the passes before it drew nothing from the process
+    RNG, so this one is not watched for draws)."""
+    recorded: dict[int, list[torch.Tensor]] = {id(g.neuron): [] for g in groups}
+
+    def hook(module, args, out):
+        recorded[id(module)].append(unit_output(module, out).detach())
+
+    def once() -> None:
+        for values in recorded.values():
+            values.clear()
+        snapshot.restore()
+        with torch.no_grad():
+            run()
+
+    handles = [neuron.register_forward_hook(hook) for neuron in {id(g.neuron): g.neuron for g in groups}.values()]
+    draws = SameDraws(settings.seed)
+    if not drew:
+        draws.draws = False
+    try:
+        draws.run(once)
+    finally:
+        for handle in handles:
+            handle.remove()
+        snapshot.restore()
+    return [spike_rate(recorded[id(g.neuron)], settings.process_group) for g in groups]
