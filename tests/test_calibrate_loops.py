@@ -163,3 +163,54 @@ def test_a_shortcut_the_real_pass_contradicts_is_redone_a_pass_per_layer():
         assert calls > 3  # the checking pass found a layer off and the layers from there were recalibrated
     finally:
         sip.unregister_neuron(GainLIF)
+
+
+class _Residual(nn.Module):
+    """Conv -> BatchNorm, plus the block's input (``out += identity``, in place, as Spiking ResNet does), into a
+    multi-step LIF; ``doubled=True`` adds the BatchNorm's own output instead, a term that moves with the scale."""
+
+    def __init__(self, channels, doubled=False):
+        super().__init__()
+        from spikingjelly.activation_based import layer, neuron
+
+        self.conv, self.bn = layer.Conv2d(channels, channels, 3, padding=1, bias=False), layer.BatchNorm2d(channels)
+        self.lif, self.doubled = neuron.LIFNode(tau=2.0), doubled
+
+    def forward(self, x):
+        out = self.bn(self.conv(x))
+        out += out.clone() if self.doubled else x
+        return self.lif(out)
+
+
+def _residual_net(blocks, doubled=False):
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    torch.manual_seed(0)
+    net = nn.Sequential(layer.Conv2d(2, 8, 3, padding=1), layer.BatchNorm2d(8), neuron.LIFNode(tau=2.0),
+                        *[_Residual(8, doubled) for _ in range(blocks)])
+    functional.set_step_mode(net, "m")
+    return net
+
+
+@pytest.mark.spikingjelly
+@pytest.mark.parametrize("doubled", [False, True])
+def test_residual_sums_are_searched_in_one_pass_and_checked_by_a_real_one(doubled):
+    from spikingjelly.activation_based import functional, neuron
+
+    x = torch.rand(3, 8, 2, 8, 8, generator=torch.Generator().manual_seed(4))
+    calls = {}
+    for blocks in (2, 6):
+        net = _residual_net(blocks, doubled)
+        report, calls[blocks] = _calibrated(net, x, 0.05)  # far from the rates at scale 1
+        assert report.ok, str(report)
+
+        def run():
+            functional.reset_net(net)
+            net(x)
+
+        rates = counted_rates([m for m in net.modules() if isinstance(m, neuron.LIFNode)], run)
+        assert all(abs(r / 0.05 - 1) <= 0.05 + 1e-9 for r in rates), rates
+    if doubled:  # the term moves with the scale: the check finds it, and each block is redone with stopped passes
+        assert calls[6] >= calls[2] + 4 * 3
+    else:  # the plan's pass, the paused pass and the checking pass, however many blocks
+        assert calls[6] == calls[2] <= 3, calls

@@ -12,6 +12,7 @@ from typing import Optional
 
 import torch
 
+from ..distributed import is_distributed
 from ..errors import PlanError
 from ..planning import StateSnapshot, first_tensor
 from ..reports import LayerCalibration
@@ -44,7 +45,9 @@ def calibrate_paused(model, groups, run, settings: SearchSettings):
     found: dict[int, tuple[LayerCalibration, float]] = {}
     assumed: list[int] = []  # groups searched on the assumption, in forward order
     originals: dict[int, torch.Tensor] = {}  # weights before the first assumption's pass scaled them
-    strict = False
+    # ranks could differ on which inputs look summed (a term that is zero on one rank's share): under
+    # torch.distributed every neuron stops the pass as before, so all ranks take the same passes
+    strict = is_distributed(settings.process_group)
     while True:
         _paused_passes(groups, owners, plain, snapshot, run, settings, found, assumed if not strict else None,
                        originals)
