@@ -128,7 +128,7 @@ def _paused_pass(pending, owners, plain, run, settings: SearchSettings, assumed:
             with torch.no_grad():
                 group.params[0][1].mul_(s)
             done[id(group)] = (record, s)
-            return (z_s,) + tuple(args[1:])
+            return (z_s if exact else _written(z, z_s),) + tuple(args[1:])
         return hook
 
     handles = [owner.register_forward_hook(record_output) for owner in {id(o): o for o in owners.values()}.values()]
@@ -146,8 +146,12 @@ def _paused_pass(pending, owners, plain, run, settings: SearchSettings, assumed:
 
 
 def _summed(z: torch.Tensor, out: torch.Tensor) -> bool:
-    """The neuron's input may be the module's output plus a term: same number of elements, floating point."""
-    return z.numel() == out.numel() and z.is_floating_point() and out.is_floating_point()
+    """The neuron's input may be the module's output plus a term: floating point, the same shape, or the same
+    elements laid out the same way (the output's dimensions after the first end the input's: SpikingJelly's
+    [T·B, ...] -> [T, B, ...]; not a transpose of them)."""
+    if not (z.is_floating_point() and out.is_floating_point() and z.numel() == out.numel()):
+        return False
+    return z.shape == out.shape or (2 <= out.dim() <= z.dim() and z.shape[z.dim() - out.dim() + 1:] == out.shape[1:])
 
 
 def _owner_output(owner, group, recorded) -> Optional[tuple[tuple, torch.Tensor]]:
@@ -159,3 +163,13 @@ def _owner_output(owner, group, recorded) -> Optional[tuple[tuple, torch.Tensor]
     if out._version != version:
         out = scaled_output(owner, group.params[0][1], args, 1.0)
     return args, out
+
+
+def _written(z: torch.Tensor, z_s: torch.Tensor) -> torch.Tensor:
+    """The calibrated input written into the model's own tensor when it can be: a membrane shortcut
+    (``x = x + f(x); lif(x)``, x read again downstream) then carries the scaled term on, as the model would."""
+    try:
+        z.copy_(z_s)
+    except RuntimeError:  # an expanded or otherwise unwritable tensor: the neuron alone gets the new values
+        return z_s
+    return z
