@@ -14,10 +14,16 @@ from ..running import Group, unit_output
 def affine_owners(model: nn.Module, groups: list[Group]) -> dict[int, nn.Module]:
     """group id -> the module whose output is linear in the group's one scaled parameter, plus a constant:
     a Linear/Conv with its ``weight`` (bias = the constant) or a norm layer with its ``weight`` γ (β)."""
+    return {key: parts[0][0] for key, parts in affine_owner_lists(model, groups).items() if len(parts) == 1}
+
+
+def affine_owner_lists(model: nn.Module, groups: list[Group]) -> dict[int, list[tuple[nn.Module, torch.Tensor]]]:
+    """group id -> ``(module, parameter)`` for each of the group's scaled parameters, when every one is the
+    ``weight`` of such a module (a block whose neuron sums two BatchNorms, Spiking ResNet's downsampling)."""
     by_param = {id(m.weight): m for m in model.modules()
                 if isinstance(m, WEIGHT_LAYERS + NORM_LAYERS) and isinstance(getattr(m, "weight", None), torch.Tensor)}
-    return {id(g): by_param[id(g.params[0][1])] for g in groups
-            if len(g.params) == 1 and id(g.params[0][1]) in by_param}
+    return {id(g): [(by_param[id(p)], p) for _, p in g.params] for g in groups
+            if g.params and all(id(p) in by_param for _, p in g.params)}
 
 
 def same_values(z: torch.Tensor, out: torch.Tensor) -> bool:

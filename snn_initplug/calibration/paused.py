@@ -17,7 +17,7 @@ from ..errors import PlanError
 from ..planning import StateSnapshot, first_tensor
 from ..reports import LayerCalibration
 from ..running import Group
-from .affine import affine_by_construction, affine_offset, affine_owners, same_values, scaled_output
+from .affine import affine_by_construction, affine_offset, affine_owner_lists, same_values, scaled_output
 from .search import SearchSettings, off_the_search
 from .whole import calibrate_in_model, calibrate_on_stopped_input, real_rates, search_on_input
 
@@ -39,9 +39,9 @@ def calibrate_paused(model, groups, run, settings: SearchSettings):
     pass resumes after it. Leaves the weights scaled, as model mode does; returns ``(records, [(parameter,
     scale)])``."""
     snapshot = StateSnapshot(model)
-    owners = affine_owners(model, groups)
+    owners = affine_owner_lists(model, groups)
     # decided before the pass installs its own hooks on these modules
-    plain = {id(g) for g in groups if id(g) in owners and affine_by_construction(owners[id(g)], g.params[0][1])}
+    plain = {(id(o), id(p)) for parts in owners.values() for o, p in parts if affine_by_construction(o, p)}
     found: dict[int, tuple[LayerCalibration, float]] = {}
     assumed: list[int] = []  # groups searched on the assumption, in forward order
     originals: dict[int, torch.Tensor] = {}  # weights before the first assumption's pass scaled them
@@ -105,33 +105,26 @@ def _paused_pass(pending, owners, plain, run, settings: SearchSettings, assumed:
         def hook(module, args):
             if busy[0] or id(group) in done or not args or not isinstance(args[0], torch.Tensor):
                 return None
-            owner = owners.get(id(group))
-            recorded = _owner_output(owner, group, outputs.get(id(owner))) if owner is not None else None
             z = args[0]
-            exact = recorded is not None and same_values(z, recorded[1])
-            if recorded is None or not (exact or (assumed is not None and _summed(z, recorded[1]))):
+            parts = _scaled_parts(z, owners.get(id(group)), outputs, plain, assumed is not None)
+            if parts is None:
                 raise _Unpausable(group)
-            offset = affine_offset(owner, group.params[0][1], recorded[0], recorded[1], id(group) in plain)
-            if offset is None:
-                raise _Unpausable(group)
-            if exact:
-                offset = offset.reshape(z.shape)
-                direction = z - offset
-            else:  # the module's scaled part moves with s; everything else in z is taken not to
-                direction = (recorded[1] - offset).reshape(z.shape)
-                offset = z - direction
+            exact, direction, offset = parts
+            if not exact:
                 if assumed is not None and not assumed:  # the first: every weight from here on may be undone
                     originals.update((id(p), p.detach().clone()) for g in pending if id(g) not in done
                                      for _, p in g.params)
                 assumed.append(id(group))
             record, s, z_s = search_on_input(group, module, direction, offset, busy, settings)
             with torch.no_grad():
-                group.params[0][1].mul_(s)
+                for _, param in group.params:
+                    param.mul_(s)
             done[id(group)] = (record, s)
             return (z_s if exact else _written(z, z_s),) + tuple(args[1:])
         return hook
 
-    handles = [owner.register_forward_hook(record_output) for owner in {id(o): o for o in owners.values()}.values()]
+    handles = [owner.register_forward_hook(record_output)
+               for owner in {id(o): o for parts in owners.values() for o, _ in parts}.values()]
     handles += [g.neuron.register_forward_pre_hook(pause(g)) for g in pending]
     stopped = None
     try:
@@ -154,14 +147,43 @@ def _summed(z: torch.Tensor, out: torch.Tensor) -> bool:
     return z.shape == out.shape or (2 <= out.dim() <= z.dim() and z.shape[z.dim() - out.dim() + 1:] == out.shape[1:])
 
 
-def _owner_output(owner, group, recorded) -> Optional[tuple[tuple, torch.Tensor]]:
+def _scaled_parts(z: torch.Tensor, parts, outputs: dict, plain: set, may_assume: bool
+                  ) -> Optional[tuple[bool, torch.Tensor, torch.Tensor]]:
+    """The neuron's input ``z`` as ``s·direction + offset``: ``(exact, direction, offset)``, exact when ``z`` is
+    the one scaled module's output; else, when allowed, ``z`` taken as the scaled modules' outputs plus a term
+    that does not move with s. None when neither applies."""
+    if parts is None:
+        return None
+    calls: list[tuple[tuple, torch.Tensor]] = []
+    for owner, param in parts:
+        call = _owner_output(owner, param, outputs.get(id(owner)))
+        if call is None:
+            return None
+        calls.append(call)
+    exact = len(parts) == 1 and same_values(z, calls[0][1])
+    if not (exact or (may_assume and all(_summed(z, out) for _, out in calls))):
+        return None
+    scaled: list[torch.Tensor] = []  # each module's part that moves with s
+    for (owner, param), (args, out) in zip(parts, calls):
+        offset = affine_offset(owner, param, args, out, (id(owner), id(param)) in plain)
+        if offset is None:
+            return None
+        if exact:
+            offset = offset.reshape(z.shape)
+            return True, z - offset, offset
+        scaled.append((out - offset).reshape(z.shape))
+    direction = torch.stack(scaled).sum(0) if len(scaled) > 1 else scaled[0]
+    return False, direction, z - direction  # everything else in z is taken not to move with s
+
+
+def _owner_output(owner, param, recorded) -> Optional[tuple[tuple, torch.Tensor]]:
     """The scaled module's last call: its inputs and its output, computed again from those inputs when the model
     has changed the output in place since (Spiking ResNet's ``out += identity``)."""
     if recorded is None:
         return None
     args, out, version = recorded
     if out._version != version:
-        out = scaled_output(owner, group.params[0][1], args, 1.0)
+        out = scaled_output(owner, param, args, 1.0)
     return args, out
 
 
