@@ -214,3 +214,31 @@ def test_residual_sums_are_searched_in_one_pass_and_checked_by_a_real_one(double
         assert calls[6] >= calls[2] + 4 * 3
     else:  # the plan's pass, the paused pass and the checking pass, however many blocks
         assert calls[6] == calls[2] <= 3, calls
+
+
+class _Squared(nn.Module):
+    def forward(self, x):
+        return x * x
+
+
+@pytest.mark.spikingjelly
+def test_an_input_not_affine_in_the_scale_is_caught_and_searched_by_passes():
+    """BatchNorm -> x² -> LIF: the input has the module's layout, so the paused pass first takes it as a sum;
+    the checking pass finds the rate off, and the strict redo finds it is not on a line and runs the model."""
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    torch.manual_seed(0)
+    net = nn.Sequential(layer.Conv2d(2, 8, 3, padding=1), layer.BatchNorm2d(8), neuron.LIFNode(tau=2.0),
+                        layer.Conv2d(8, 8, 3, padding=1), layer.BatchNorm2d(8), _Squared(), neuron.LIFNode(tau=2.0))
+    functional.set_step_mode(net, "m")
+    x = torch.rand(3, 8, 2, 8, 8, generator=torch.Generator().manual_seed(5))
+    report, calls = _calibrated(net, x, 0.05)
+    assert report.ok, str(report)
+
+    def run():
+        functional.reset_net(net)
+        net(x)
+
+    rates = counted_rates([m for m in net.modules() if isinstance(m, neuron.LIFNode)], run)
+    assert all(abs(r / 0.05 - 1) <= 0.05 + 1e-9 for r in rates), rates
+    assert calls > 3 + 3  # the assumed pass, its check, the stopped passes and the whole-model evaluations

@@ -18,7 +18,7 @@ from ..planning import StateSnapshot, first_tensor
 from ..reports import LayerCalibration
 from ..running import Group
 from .affine import affine_by_construction, affine_offset, affine_owner_lists, same_values, scaled_output
-from .search import SearchSettings, off_the_search
+from .search import SearchSettings, off_the_search, shortcut_failed
 from .whole import calibrate_in_model, calibrate_on_stopped_input, real_rates, search_on_input
 
 
@@ -54,8 +54,8 @@ def calibrate_paused(model, groups, run, settings: SearchSettings):
         if not assumed:
             break
         real = real_rates(groups, snapshot, run, settings)
-        wrong = next((i for i, g in enumerate(groups) if off_the_search(found[id(g)][0], real[i],
-                                                                          settings.tolerance)), None)
+        wrong = next((i for i, g in enumerate(groups) if (shortcut_failed if id(g) in assumed else off_the_search)(
+            found[id(g)][0], real[i], settings.tolerance)), None)
         first = min(i for i, g in enumerate(groups) if id(g) in assumed)
         if wrong is None or wrong < first:  # a layer before any assumption: not the assumption's doing
             break
@@ -74,16 +74,21 @@ def calibrate_paused(model, groups, run, settings: SearchSettings):
 def _paused_passes(groups, owners, plain, snapshot, run, settings: SearchSettings, found: dict,
                    assumed: Optional[list[int]], originals: dict[int, torch.Tensor]) -> None:
     """Paused passes until every group is in ``found``; ``assumed`` (None: no assumption made) collects the
-    groups searched on the assumption, and once one is, ``originals`` the weights of every group not yet
-    calibrated."""
+    groups searched on an assumption (a summed input; a stopped neuron's input taken as on the line through its
+    values at scales 0 and 1), and once one is, ``originals`` the weights of every group not yet calibrated."""
     while len(found) < len(groups):
         snapshot.restore()
         pending = [g for g in groups if id(g) not in found]
         done, stopped = _paused_pass(pending, owners, plain, run, settings, assumed, originals)
         found.update(done)
         if stopped is not None:
-            found[id(stopped)] = (calibrate_on_stopped_input(stopped, snapshot, run, settings)
-                                  or calibrate_in_model(stopped, snapshot, run, settings, stop_at_neuron=True))
+            if assumed is not None and not assumed:  # the line may be assumed: every weight from here on
+                originals.update((id(p), p.detach().clone()) for g in groups if id(g) not in found
+                                 for _, p in g.params)
+            on_line = calibrate_on_stopped_input(stopped, snapshot, run, settings, checked=assumed is None)
+            if on_line is not None and assumed is not None:
+                assumed.append(id(stopped))
+            found[id(stopped)] = on_line or calibrate_in_model(stopped, snapshot, run, settings, stop_at_neuron=True)
         elif not done:
             raise PlanError(f"calibrate: neuron {pending[0].neuron_name} was not called by the forward pass")
 

@@ -29,7 +29,7 @@ from ..reports import LayerCalibration
 from ..running import Group, unit_output
 from ..transaction import SameDraws
 from .affine import affine_by_construction, affine_offset, affine_owners, same_values
-from .search import SearchSettings, off_the_search, silent_cause
+from .search import SearchSettings, shortcut_failed, silent_cause
 from .whole import calibrate_in_model, real_rates
 
 # Recorded calls kept by one pass (inputs and outputs of the neurons): a 1000-layer, width-128 stack at batch 64
@@ -75,7 +75,7 @@ def calibrate_recorded(model, groups, run, settings: SearchSettings):
             break
         real = real_rates(groups, snapshot, run, settings, drew)
         wrong = next((i for i, g in enumerate(groups) if id(g) in shortcut
-                      and off_the_search(found[id(g)][0], real[i], settings.tolerance)), None)
+                      and shortcut_failed(found[id(g)][0], real[i], settings.tolerance)), None)
         if wrong is None:
             break
         with torch.no_grad():  # the layers from there start again from their weights before the shortcut

@@ -217,6 +217,12 @@ def off_the_search(record: LayerCalibration, real: float, tolerance: float) -> b
     return abs(real - record.rate) > tolerance * max(record.target, record.rate)
 
 
+def shortcut_failed(record: LayerCalibration, real: float, tolerance: float) -> bool:
+    """A search on a shortcut (a re-run module, an input taken as a sum) that a real pass contradicts
+    (:func:`off_the_search`), or that did not reach its target: the shortcut's input may be why."""
+    return record.status != "ok" or off_the_search(record, real, tolerance)
+
+
 def spike_rate(outputs: Sequence[torch.Tensor], group=None) -> float:
     """Spikes per neuron per step: (non-zero entries) / (entries), over batch, neurons and time.
 
