@@ -20,7 +20,15 @@ Small inputs so that one run takes a few minutes on a 2-core CPU:
 * ``spiking_vgg11_bn``: the zoo's Spiking VGG-11 with BatchNorm (``LIFNode``, multi-step, T = 2, 32 x 32 x 3);
 * ``spikformer``: SpikingJelly 2.x's shipped Spikformer scaled down (T = 2, 28 x 28, patch 4, 64 dims, 2 blocks);
 * ``csnn``: the IKUN CSNN example (``examples/spikingjelly_fmnist_csnn.py``, 16 channels, T = 4);
-* ``tutorial5``: the snnTorch tutorial-5 network 784-1000-10 (``snn.Leaky``, one call per step, T = 25).
+* ``tutorial5``: the snnTorch tutorial-5 network 784-1000-10 (``snn.Leaky``, one call per step, T = 25);
+* ``spiking_resnet34``: the zoo's Spiking ResNet-34 with BatchNorm (``LIFNode``, multi-step, T = 2, 32 x 32 x 3);
+* ``plif``: a PLIF conv net (``ParametricLIFNode``, Conv-BN-PLIF-pool x 2, FC-PLIF x 2, T = 4, 28 x 28);
+* ``spike_driven``: a Spike-driven-Transformer-like net (T = 2, 32 x 32 x 3, 4 x 4 patches of 64 dims, 2 blocks:
+  membrane shortcuts, spike-driven self-attention Q * LIF(sum over tokens of K * V), MLP);
+* ``loop10``, ``loop100``, ``loop1000``: a plain snnTorch stack of that many ``Linear(128, 128)`` -> ``snn.Leaky``
+  layers in a custom time loop (``benchmarks/builders.py``'s ``PlainSNN``, T = 4, 784 inputs, one neuron call per
+  step): the cost against depth. ``loop1000`` is not in the default list (minutes); give ``--models loop1000
+  --repeats 1``.
 """
 import argparse
 import copy
@@ -64,9 +72,97 @@ def tutorial5(batch):
     return Net(), encode(torch.rand(batch, 1, 28, 28), 25)
 
 
+def spiking_resnet34(batch):
+    from spikingjelly.activation_based import functional, neuron
+    from spikingjelly.activation_based.model import spiking_resnet
+
+    model = spiking_resnet.spiking_resnet34(spiking_neuron=neuron.LIFNode, num_classes=10)
+    functional.set_step_mode(model, "m")
+    return model, torch.rand(2, batch, 3, 32, 32)
+
+
+def plif(batch):
+    from spikingjelly.activation_based import functional, layer, neuron
+
+    model = torch.nn.Sequential(
+        layer.Conv2d(1, 32, 3, padding=1, bias=False), layer.BatchNorm2d(32), neuron.ParametricLIFNode(),
+        layer.MaxPool2d(2),
+        layer.Conv2d(32, 32, 3, padding=1, bias=False), layer.BatchNorm2d(32), neuron.ParametricLIFNode(),
+        layer.MaxPool2d(2),
+        layer.Flatten(), layer.Linear(32 * 7 * 7, 128), neuron.ParametricLIFNode(),
+        layer.Linear(128, 10), neuron.ParametricLIFNode())
+    functional.set_step_mode(model, "m")
+    return model, torch.rand(4, batch, 1, 28, 28)
+
+
+def spike_driven(batch):
+    return SpikeDriven(), torch.rand(2, batch, 3, 32, 32)
+
+
+class _TokenNorm(torch.nn.Module):
+    """A Linear then BatchNorm over the channels of [T, B, N, C] tokens."""
+
+    def __init__(self, dim_in, dim_out):
+        super().__init__()
+        self.linear, self.norm = torch.nn.Linear(dim_in, dim_out), torch.nn.BatchNorm1d(dim_out)
+
+    def forward(self, x):
+        y = self.linear(x)
+        return self.norm(y.flatten(0, 2)).reshape(y.shape)
+
+
+class _SpikeDrivenBlock(torch.nn.Module):
+    """Membrane shortcuts around spike-driven self-attention (Q * LIF(sum over tokens of K * V), no softmax,
+    no scaling) and an MLP, as in Yao et al. 2023's Spike-driven Transformer."""
+
+    def __init__(self, dim):
+        super().__init__()
+        from spikingjelly.activation_based import neuron
+
+        def lif(**options):
+            return neuron.LIFNode(step_mode="m", **options)
+
+        self.attn_lif, self.q, self.k, self.v = lif(), _TokenNorm(dim, dim), _TokenNorm(dim, dim), _TokenNorm(dim, dim)
+        self.q_lif, self.k_lif, self.v_lif, self.kv_lif = lif(), lif(), lif(), lif(v_threshold=0.5)
+        self.proj, self.mlp_lif, self.fc1, self.fc1_lif = (_TokenNorm(dim, dim), lif(), _TokenNorm(dim, 4 * dim),
+                                                           lif())
+        self.fc2 = _TokenNorm(4 * dim, dim)
+
+    def forward(self, x):
+        s = self.attn_lif(x)
+        q, k, v = self.q_lif(self.q(s)), self.k_lif(self.k(s)), self.v_lif(self.v(s))
+        x = x + self.proj(q * self.kv_lif((k * v).sum(dim=2, keepdim=True)))
+        return x + self.fc2(self.fc1_lif(self.fc1(self.mlp_lif(x))))
+
+
+class SpikeDriven(torch.nn.Module):
+    def __init__(self, dim=64, blocks=2):
+        super().__init__()
+        from spikingjelly.activation_based import layer, neuron
+
+        self.embed = layer.SeqToANNContainer(torch.nn.Conv2d(3, dim, 4, stride=4), torch.nn.BatchNorm2d(dim))
+        self.blocks = torch.nn.ModuleList(_SpikeDrivenBlock(dim) for _ in range(blocks))
+        self.head_lif, self.head = neuron.LIFNode(step_mode="m"), torch.nn.Linear(dim, 10)
+
+    def forward(self, x):
+        x = self.embed(x).flatten(3).transpose(2, 3)  # [T, B, N, C] tokens, membrane level
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.head_lif(x).mean(dim=2)).mean(0)
+
+
+def loop(depth):
+    def build(batch):
+        return builders.PlainSNN("mlp", depth, 128, 16, 0.9, 4), torch.rand(batch, 784)
+    return build
+
+
 MODELS = {"sew_resnet18": ("spikingjelly", sew_resnet18), "spiking_vgg11_bn": ("spikingjelly", spiking_vgg11_bn),
           "spikformer": ("spikingjelly", spikformer), "csnn": ("spikingjelly", csnn),
-          "tutorial5": ("snntorch", tutorial5)}
+          "tutorial5": ("snntorch", tutorial5), "spiking_resnet34": ("spikingjelly", spiking_resnet34),
+          "plif": ("spikingjelly", plif), "spike_driven": ("spikingjelly", spike_driven),
+          "loop10": ("snntorch", loop(10)), "loop100": ("snntorch", loop(100)), "loop1000": ("snntorch", loop(1000))}
+SLOW = {"loop1000"}
 
 
 def reset(model):
@@ -145,7 +241,7 @@ def measure(name, batch, repeats=3, tolerance=0.10, weightless="report"):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=[m for m, (fw, _) in MODELS.items() if HAS[fw]],
+    parser.add_argument("--models", nargs="+", default=[m for m, (fw, _) in MODELS.items() if HAS[fw] and m not in SLOW],
                         choices=list(MODELS))
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per model (the fastest is kept)")

@@ -14,10 +14,16 @@ from ..running import Group, unit_output
 def affine_owners(model: nn.Module, groups: list[Group]) -> dict[int, nn.Module]:
     """group id -> the module whose output is linear in the group's one scaled parameter, plus a constant:
     a Linear/Conv with its ``weight`` (bias = the constant) or a norm layer with its ``weight`` γ (β)."""
+    return {key: parts[0][0] for key, parts in affine_owner_lists(model, groups).items() if len(parts) == 1}
+
+
+def affine_owner_lists(model: nn.Module, groups: list[Group]) -> dict[int, list[tuple[nn.Module, torch.Tensor]]]:
+    """group id -> ``(module, parameter)`` for each of the group's scaled parameters, when every one is the
+    ``weight`` of such a module (a block whose neuron sums two BatchNorms, Spiking ResNet's downsampling)."""
     by_param = {id(m.weight): m for m in model.modules()
                 if isinstance(m, WEIGHT_LAYERS + NORM_LAYERS) and isinstance(getattr(m, "weight", None), torch.Tensor)}
-    return {id(g): by_param[id(g.params[0][1])] for g in groups
-            if len(g.params) == 1 and id(g.params[0][1]) in by_param}
+    return {id(g): [(by_param[id(p)], p) for _, p in g.params] for g in groups
+            if g.params and all(id(p) in by_param for _, p in g.params)}
 
 
 def same_values(z: torch.Tensor, out: torch.Tensor) -> bool:
@@ -26,7 +32,7 @@ def same_values(z: torch.Tensor, out: torch.Tensor) -> bool:
     return z is out or (z.numel() == out.numel() and z.dtype == out.dtype and torch.equal(z.reshape(-1), out.reshape(-1)))
 
 
-def _scaled_output(module: nn.Module, param: torch.Tensor, args: tuple, scale: float) -> torch.Tensor:
+def scaled_output(module: nn.Module, param: torch.Tensor, args: tuple, scale: float) -> torch.Tensor:
     """The module's output with ``param`` times ``scale``, by ``functional_call`` on copies: neither the
     parameter nor BatchNorm's running statistics move."""
     name = next(n for n, p in module.named_parameters(recurse=False) if p is param)
@@ -69,8 +75,8 @@ def affine_offset(module: nn.Module, param: torch.Tensor, args: tuple, out: torc
         channels = bias.detach().view(-1, *([1] * (out.dim() - 2))) if isinstance(module, nn.modules.conv._ConvNd) \
             else bias.detach()
         return channels.to(out.dtype).expand_as(out)
-    offset = _scaled_output(module, param, args, 0.0)
-    if not on_a_line(offset, out, _scaled_output(module, param, args, 2.0)):
+    offset = scaled_output(module, param, args, 0.0)
+    if not on_a_line(offset, out, scaled_output(module, param, args, 2.0)):
         return None
     return offset
 

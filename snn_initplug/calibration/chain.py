@@ -20,7 +20,7 @@ from ..planning import WEIGHT_LAYERS, Plan, StateSnapshot, reset_neuron
 from ..reports import LayerCalibration
 from ..running import Group, unit_output
 from ..transaction import SameDraws
-from .search import SearchSettings, silent_cause, spike_rate
+from .search import SearchSettings, off_the_search, silent_cause, spike_rate
 
 
 def _units(module: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
@@ -193,7 +193,7 @@ def chain_mismatch(p: Plan, groups: list[Group], units, calls, results: list[Lay
     wrong = []
     for record in results:
         real = spike_rate(recorded[record.neuron], process_group)
-        if abs(real - record.rate) > options.tolerance * max(record.target, record.rate):
+        if off_the_search(record, real, options.tolerance):
             wrong.append(f"{record.neuron} {real:.4g}, not {record.rate:.4g}")
     if not wrong:
         return []

@@ -211,6 +211,18 @@ def silent_cause(group: Group) -> str:
     return "a silent input? (no spikes reach the layer at any scale)"
 
 
+def off_the_search(record: LayerCalibration, real: float, tolerance: float) -> bool:
+    """A real pass's rate outside the tolerance band around the rate the search reported for the layer: the
+    shortcut the search ran on (a cached or re-run input) did not hold there."""
+    return abs(real - record.rate) > tolerance * max(record.target, record.rate)
+
+
+def shortcut_failed(record: LayerCalibration, real: float, tolerance: float) -> bool:
+    """A search on a shortcut (a re-run module, an input taken as a sum) that a real pass contradicts
+    (:func:`off_the_search`), or that did not reach its target: the shortcut's input may be why."""
+    return record.status != "ok" or off_the_search(record, real, tolerance)
+
+
 def spike_rate(outputs: Sequence[torch.Tensor], group=None) -> float:
     """Spikes per neuron per step: (non-zero entries) / (entries), over batch, neurons and time.
 

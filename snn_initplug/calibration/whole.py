@@ -12,9 +12,10 @@ from ..distributed import all_reduce_counts
 from ..errors import PlanError
 from ..planning import StateSnapshot, first_tensor
 from ..reports import LayerCalibration
+from ..running import Group, unit_output
 from ..transaction import SameDraws
 from .affine import on_a_line
-from .search import SearchSettings, silent_cause
+from .search import SearchSettings, silent_cause, spike_rate
 
 
 class Reached(Exception):
@@ -106,13 +107,15 @@ def search_on_input(group, neuron, direction, offset, busy, settings: SearchSett
     return found.record_of(group, target), s, s * direction + offset
 
 
-def calibrate_on_stopped_input(group, snapshot, run, settings: SearchSettings) -> Optional[tuple[LayerCalibration, float]]:
+def calibrate_on_stopped_input(group, snapshot, run, settings: SearchSettings,
+                               checked: bool = True) -> Optional[tuple[LayerCalibration, float]]:
     """A multi-step neuron whose input is not the scaled module's output (a max-pool after BatchNorm, an identity
     sum) but may still be affine in the scale: its input at scales 0, 1 and 2 from three passes stopped before
     it (not the paused pass's own input at 1, which carries the earlier searches' rounding: an identity path of
     spikes would then differ by whole spikes); if ``z(2) = 2·z(1) − z(0)`` on every rank, the scale is searched
-    on the neuron alone (as in the paused pass) instead of by a pass per evaluation. Leaves the weights scaled;
-    None when the input is not affine."""
+    on the neuron alone (as in the paused pass) instead of by a pass per evaluation. ``checked=False``: two
+    passes, the line through scales 0 and 1 taken as the input (the caller checks the rates found by a real
+    pass). Leaves the weights scaled; None when the input is not affine."""
     originals = [(param, param.detach().clone()) for _, param in group.params]
     seen: list[torch.Tensor] = []
 
@@ -133,10 +136,11 @@ def calibrate_on_stopped_input(group, snapshot, run, settings: SearchSettings) -
 
     handle = group.neuron.register_forward_pre_hook(stop)
     try:
-        z0, z1, z2 = input_at(0.0), input_at(1.0), input_at(2.0)
+        z0, z1 = input_at(0.0), input_at(1.0)
+        z2 = input_at(2.0) if checked else None
     finally:
         handle.remove()
-    affine = z0 is not None and z1 is not None and z2 is not None and on_a_line(z0, z1, z2)
+    affine = z0 is not None and z1 is not None and (not checked or (z2 is not None and on_a_line(z0, z1, z2)))
     if all_reduce_counts([int(not affine)], settings.process_group)[0]:  # every rank takes the same path
         return None
     assert z0 is not None and z1 is not None
@@ -144,3 +148,33 @@ def calibrate_on_stopped_input(group, snapshot, run, settings: SearchSettings) -
     record, s, _ = search_on_input(group, group.neuron, z1 - z0, z0, [False], settings)
     write_scaled(originals, s)
     return record, s
+
+
+def real_rates(groups: list[Group], snapshot: StateSnapshot, run, settings: SearchSettings,
+               drew: bool = True) -> list[float]:
+    """Every group's rate in one real pass of the model from rest, with the weights as they are now: the check
+    of rates a search found on a shortcut (``drew=False``: the passes before it drew nothing from the process
+    RNG, so this one is not watched for draws)."""
+    recorded: dict[int, list[torch.Tensor]] = {id(g.neuron): [] for g in groups}
+
+    def hook(module, args, out):
+        recorded[id(module)].append(unit_output(module, out).detach())
+
+    def once() -> None:
+        for values in recorded.values():
+            values.clear()
+        snapshot.restore()
+        with torch.no_grad():
+            run()
+
+    handles = [neuron.register_forward_hook(hook) for neuron in {id(g.neuron): g.neuron for g in groups}.values()]
+    draws = SameDraws(settings.seed)
+    if not drew:
+        draws.draws = False
+    try:
+        draws.run(once)
+    finally:
+        for handle in handles:
+            handle.remove()
+        snapshot.restore()
+    return [spike_rate(recorded[id(g.neuron)], settings.process_group) for g in groups]
