@@ -275,7 +275,7 @@ def assert_one_call_is_manual(row, recipe):
     ("plain5", "5-layer plain chain: calibrated, relay 0.9, membrane ×0.5"),
     ("plain10", "10-layer plain chain: calibrated, relay 0.9, membrane ×0.5"),
     ("plain100", "100-layer plain chain: calibrated, copy relay (relay 1)"),
-    ("rleaky", "model with recurrent weights: calibrated")])
+    ("rleaky", "model with recurrent weights: calibrated, membrane ×0.5")])
 def test_one_call_is_the_manual_recipe_on_snntorch_rows(row, recipe):
     """The rows of ``benchmarks/one_call.py`` where the method guide's recipe is what the one call picks (every
     snnTorch row): no training needed to know they train alike."""
@@ -285,8 +285,8 @@ def test_one_call_is_the_manual_recipe_on_snntorch_rows(row, recipe):
 @pytest.mark.spikingjelly
 @pytest.mark.filterwarnings("ignore")
 @pytest.mark.parametrize("row, recipe", [
-    ("csnn", "model with normalization: calibrated"),
-    ("sew_resnet18", "model with normalization: calibrated"),
+    ("csnn", "model with normalization: calibrated, membrane ×0.5"),
+    ("sew_resnet18", "model with normalization: calibrated, membrane ×0.5"),
     ("spiking_resnet_nobn", "model with residual sums: calibrated")])
 def test_one_call_is_the_manual_recipe_on_spikingjelly_rows(row, recipe):
     """The same on SpikingJelly's BatchNorm and residual rows (the Spikformer's one call differs on purpose: it
