@@ -80,12 +80,11 @@ def initialize(
     r"""Initialize every weight that feeds a spiking neuron of ``model``; return a :class:`Report`.
 
     ``initialize(model, batch, steps=T)`` is the one call: it plans the model and picks the recipe our
-    measurements found best for it (:mod:`snn_initplug.recipes`): ``calibrated`` everywhere, the relay by
-    length for plain chains of spiking layers (``relay=0.9`` from 2 to 20 layers, the copy relay ``relay=1``
-    beyond), the membrane ×0.5 but with the copy relay or a path it cannot scale, weight-less neurons through
-    their threshold. The report's first line names the recipe and why. Naming a method
-    (``initialize(model, batch, "ikun")``, or the older ``initialize(model, "ikun", batch)``) uses that method
-    instead.
+    measurements found best for it (:mod:`snn_initplug.recipes`): ``calibrated`` everywhere; for plain chains the
+    relay by length (``relay=0.9`` from 2 to 20 layers, the copy relay ``relay=1`` beyond); the membrane ×0.5 but
+    with the copy relay or a path it cannot scale; weight-less neurons through their threshold. The report's first
+    line names the recipe and why. Naming a method (``initialize(model, batch, "ikun")``, or the older
+    ``initialize(model, "ikun", batch)``) uses that method instead.
 
     Args:
         model: an snnTorch / SpikingJelly model (or one with neurons registered by ``register_neuron``).
@@ -102,8 +101,7 @@ def initialize(
             relay); ``spike_aware``'s and ``calibrated``'s start's option.
         membrane: after the init, every neuron's membrane and threshold scaled by this factor
             (:func:`~snn_initplug.scale_membrane`, in the same all-or-nothing write); ``"auto"`` chooses 0.5
-            except for the copy relay and models the scaling cannot keep the spikes of (residual sums into a
-            neuron, weight-less neurons): 1 (none) there.
+            but with the copy relay or a path it cannot scale (then 1: none; :mod:`snn_initplug.recipes`).
         weightless: neurons no weight feeds: ``"threshold"`` (the ``"auto"`` choice when there are any) brings
             them to the target through their threshold, ``"report"`` lists them as not calibrated.
         generator: a CPU ``torch.Generator``; the same seed gives the same weights on every device and dtype.
