@@ -241,3 +241,17 @@ def deep_mlp(depth: int = 20, width: int = 256, beta: float = 0.9, steps: int = 
     """The main job's 20-layer MLP (``examples/deep_snntorch_mnist.py``'s ``DeepLIF``, the same weights for the
     same seed and the same forward pass)."""
     return PlainSNN("mlp", depth, width, channels=0, beta=beta, steps=steps)
+
+
+class ImageEveryStep(nn.Module):
+    """A model that reads [T, B, features] and returns spikes [T, B, classes], fed with images: [B, 1, 28, 28] ->
+    the flattened image at each of T steps (direct coding) -> the output spikes summed over the steps, the class
+    scores (snnTorch's spike-count readout)."""
+
+    def __init__(self, model: nn.Module, T: int):
+        super().__init__()
+        self.model, self.T = model, T
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.flatten(1)
+        return self.model(x.unsqueeze(0).expand(self.T, *x.shape)).sum(0)

@@ -81,10 +81,10 @@ def initialize(
     r"""Initialize every weight that feeds a spiking neuron of ``model``; return a :class:`Report`.
 
     ``initialize(model, batch, steps=T)`` is the one call: it plans the model and picks the recipe our
-    measurements found best for it (:mod:`snn_initplug.recipes`): ``calibrated`` everywhere, the relay by
-    length for plain chains of spiking layers (``relay=0.9`` and the membrane ×0.5 from 10 to 20 layers, the
-    copy relay ``relay=1`` beyond), weight-less neurons through their threshold. The report's first line names
-    the recipe and why. Naming a method (``initialize(model, batch, "ikun")``, or the older
+    measurements found best for it (:mod:`snn_initplug.recipes`): ``calibrated`` everywhere; for plain chains the
+    relay by length (``relay=0.9`` from 2 to 20 layers, the copy relay ``relay=1`` beyond); the membrane ×0.5 but
+    with the copy relay or a path it cannot scale; weight-less neurons through their threshold. The report's first
+    line names the recipe and why. Naming a method (``initialize(model, batch, "ikun")``, or the older
     ``initialize(model, "ikun", batch)``) uses that method instead.
 
     Args:
@@ -102,7 +102,7 @@ def initialize(
             relay); ``spike_aware``'s and ``calibrated``'s start's option.
         membrane: after the init, every neuron's membrane and threshold scaled by this factor
             (:func:`~snn_initplug.scale_membrane`, in the same all-or-nothing write); ``"auto"`` chooses 0.5
-            for plain chains of 10–20 layers, else 1 (none).
+            but with the copy relay or a path it cannot scale (then 1: none; :mod:`snn_initplug.recipes`).
         weightless: neurons no weight feeds: ``"threshold"`` (the ``"auto"`` choice when there are any) brings
             them to the target through their threshold, ``"report"`` lists them as not calibrated.
         generator: a CPU ``torch.Generator``; the same seed gives the same weights on every device and dtype.
@@ -149,7 +149,7 @@ def initialize(
         [('0.weight', 0.0563), ('2.weight', 0.0986)]
         >>> report = sip.initialize(net, x, steps=4)  # the one call
         >>> report.recipe
-        '2-layer plain chain: calibrated'
+        '2-layer plain chain: calibrated, relay 0.9; membrane ×0.5 not applied (see the notes)'
     """
     example_input, method = _method_and_input(example_input, method)
     if isinstance(method, str) and method in ("auto", "calibrated"):  # the number of steps run, not a kernel horizon

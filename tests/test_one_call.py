@@ -65,7 +65,8 @@ def test_sixty_layer_stack_fires_in_every_layer_on_a_fresh_batch():
 @pytest.mark.snntorch
 @requires_snntorch
 @pytest.mark.parametrize("depth, first_line", [
-    (3, "3-layer plain chain: calibrated"),
+    (1, "1-layer plain chain: calibrated"),
+    (3, "3-layer plain chain: calibrated, relay 0.9, membrane ×0.5"),
     (20, "20-layer plain chain: calibrated, relay 0.9, membrane ×0.5"),
     (COPY_ABOVE + 1, f"{COPY_ABOVE + 1}-layer plain chain: calibrated, copy relay (relay 1)"),
 ])
