@@ -223,12 +223,14 @@ class _Copies(TorchDispatchMode):
         return out
 
 
-@pytest.mark.parametrize("method, copies_per_weight", [("ikun", 1), ("spike_aware", 1), ("auto", 3)])
+@pytest.mark.parametrize("method, copies_per_weight", [("ikun", 1), ("spike_aware", 1), ("calibrated", 3), ("auto", 4)])
 def test_the_rollback_holds_one_copy_of_each_weight(method, copies_per_weight):
     """The entry point's state (the guard's copy) is the rollback of the inner all-or-nothing writes too: one
     clone per weight, not one per layer of protection (a 100 M-parameter model is not copied twice). The
     calibration adds two it works with: the start's weights (a chain search redone in model mode restarts from
-    them) and the search's base weights (each trial writes base × scale)."""
+    them) and the search's base weights (each trial writes base × scale); the one call on this 2-layer chain adds
+    the membrane ×0.5, whose compare-and-undo keeps the calibrated weights (the one call goes on without the
+    scaling when the spikes would change)."""
     model = nn.Sequential(nn.Linear(4, 40), MyLIF(), nn.Linear(40, 30), MyLIF())
     weights = [model[0].weight, model[2].weight]
     before = [w.detach().clone() for w in weights]
