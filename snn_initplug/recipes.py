@@ -20,6 +20,10 @@ relay by the chain's length L (number of neuron layers), as measured by ``benchm
   copy relay reaches 0.805 and 0.800 (3 seeds), and c = 0.5 on the copy relay collapses too (0.100, validation).
   Between 20 and 50 layers nothing was measured: the switch sits right after the last length where ρ = 0.9 won.
 
+A plain chain whose neurons take their input a step late (snnTorch's ``Alpha``: K[0] = 0) gets no relay: no
+one-step jump can hand a spike on (:func:`snn_initplug.rules.immediate_input`); it is calibrated and scaled as
+below.
+
 Every other model (normalization, residual sums, recurrent weights, branches) gets no relay and the membrane ×0.5
 after the calibration (BatchNorm networks are calibrated through γ). On validation (``benchmarks/one_call.py --val
 1000``, 1 epoch, Adam) the scaling beat the plain calibration on average in every setting measured: IKUN's CSNN
@@ -42,6 +46,7 @@ from typing import Optional
 
 from .errors import OptionError
 from .planning import LayerPlan, Plan
+from .rules import immediate_input
 
 __all__ = ["Recipe", "choose", "plain_chain_length", "RELAY_FROM", "COPY_ABOVE", "RELAY", "COPY_RELAY", "MEMBRANE"]
 
@@ -139,7 +144,10 @@ def choose(p: Plan, *, relay: Optional[float] = None, membrane: Optional[float] 
         model, auto_relay, auto_membrane = _model_kind(p), 0.0, (1.0 if _unscalable(p) else MEMBRANE)
     else:
         model = f"{length}-layer plain chain"
-        if length < RELAY_FROM:
+        if not all(immediate_input(spec) for _, _, spec in p.neurons):
+            model += " (inputs reach the membrane a step late: no relay)"
+            auto_relay, auto_membrane = 0.0, MEMBRANE
+        elif length < RELAY_FROM:
             auto_relay, auto_membrane = 0.0, 1.0
         elif length <= COPY_ABOVE:
             auto_relay, auto_membrane = RELAY, MEMBRANE

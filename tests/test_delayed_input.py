@@ -55,3 +55,12 @@ def test_no_relay_for_a_late_input():
                for layer in report.layers[1:])  # the first reads the data: no relay anyway
     assert all("relay" not in layer.assumed for layer in report.layers)
     assert all(not torch.equal(model[i].weight, b) for i, b in zip((2, 4), before))  # initialized, no error
+
+
+@pytest.mark.parametrize("depth", [3, 25])
+def test_the_one_call_builds_no_relay_for_a_late_input(depth):
+    """The one call's relay (ρ = 0.9 from 2 layers, the copy relay beyond 20) needs a membrane that takes the
+    input in the step it arrives: an Alpha chain gets the calibration without one, and the first line says why."""
+    report = sip.initialize(alpha_chain(depth), torch.rand(16, 8), steps=4)
+    assert report.recipe.startswith(f"{depth}-layer plain chain (inputs reach the membrane a step late: no relay)")
+    assert "relay" not in report.recipe.split("): ", 1)[1]
