@@ -9,6 +9,13 @@ in place, one pass of the example batch compares, at every call of every copy la
 the spikes its pattern relays (the layer run with :math:`P` as its weight and no bias, on the input it
 received): a copy layer whose spikes differ anywhere is refused, naming the layer, how many spikes differ and
 the likely reason, and the caller puts the model back.
+
+Before anything is drawn, :func:`copy_geometry` refuses a convolution whose pattern cannot copy at all: the
+kernel centre of a "same"-padded, stride-1 convolution reads the output's own position, so channel ``c`` of the
+layer copies channel ``c`` of its input pixel for pixel; a stride, a padding that shrinks or grows the map, an
+even kernel (no centre) or a transposed convolution that sums channels would relay other positions or several
+inputs. A change of the channel count is taken as the Linear path takes a change of width: output channel ``i``
+copies input channel ``i mod C_in`` (within its group).
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from .planning import LayerPlan, neuron_modules, preserved, reset_neuron
 from .running import input_calls, mean_value, runner, unit_output
 from .transaction import Snapshot, agree
 
-__all__ = ["check_copies", "verify_copies"]
+__all__ = ["check_copies", "copy_geometry", "copy_refused", "verify_copies"]
 
 
 def _relayed(layer: LayerPlan, x: torch.Tensor) -> torch.Tensor:
@@ -38,6 +45,43 @@ def _relayed(layer: LayerPlan, x: torch.Tensor) -> torch.Tensor:
     if bias is not None:
         replaced[bias_name] = torch.zeros_like(bias)
     return functional_call(layer.module, replaced, (x,))
+
+
+def copy_geometry(layer: LayerPlan) -> Optional[str]:
+    """Why the layer's relay pattern cannot copy its input position by position (None: it can; any weight
+    that is not a convolution's can, as a Linear's ``P[i, i mod fan_in]`` does)."""
+    owner = layer.module.get_submodule(layer.parameter.rpartition(".")[0])
+    if not isinstance(owner, nn.modules.conv._ConvNd):
+        return None
+    kind, kernel, dilation = type(owner).__name__, owner.kernel_size, owner.dilation
+    if any(s != 1 for s in owner.stride):
+        return f"its {kind} has stride {_dims(owner.stride)}: a copy needs stride 1 (each output pixel its own input's)"
+    if any(k % 2 == 0 for k in kernel):
+        return f"its {kind} kernel {_dims(kernel)} has no centre tap (an even size): the pattern would shift the map"
+    if owner.transposed:
+        if owner.in_channels != owner.out_channels or any(p for p in owner.output_padding):
+            return (f"its {kind} ({owner.in_channels} -> {owner.out_channels} channels, output_padding "
+                    f"{_dims(owner.output_padding)}) would sum several input channels into one or grow the map")
+    if isinstance(owner.padding, str):  # "same" pads d(k-1)/2 on each side for an odd kernel; "valid" none
+        padding = tuple(d * (k // 2) if owner.padding == "same" else 0 for k, d in zip(kernel, dilation))
+    else:
+        padding = tuple(owner.padding)
+    same = tuple(d * (k // 2) for k, d in zip(kernel, dilation))
+    if padding != same:
+        return (f"its {kind} pads {_dims(padding)} where kernel {_dims(kernel)} with dilation {_dims(dilation)} "
+                f"needs {_dims(same)} to keep the map's size (\"same\" padding): the pattern would "
+                f"{'shrink' if any(p < q for p, q in zip(padding, same)) else 'grow'} the map, not copy it")
+    return None
+
+
+def copy_refused(entry: str, name: str, why: str) -> InitError:
+    """The error of a copy layer that cannot or does not copy, with the way out."""
+    return InitError(f"{entry}: relay=1 (the copy relay): {name} {why}; use relay < 1 for this layer "
+                     f"(overrides={{{name!r}: {{'relay': 0.9}}}}) or skip it; the model is unchanged")
+
+
+def _dims(values: Sequence[int]) -> str:
+    return "x".join(str(v) for v in values)
 
 
 def _has_parameter(module: nn.Module, name: str) -> bool:
@@ -88,9 +132,7 @@ def check_copies(model: nn.Module, copies: Sequence[LayerPlan], run: Callable[[]
     for layer in copies:
         problem = _mismatch(layer, inputs[layer.name], outputs[layer.name])
         if problem is not None:
-            raise InitError(f"{entry}: relay=1 (the copy relay): {layer.name} does not copy on the example batch: "
-                            f"{problem}; use relay < 1 for this layer (overrides={{{layer.name!r}: "
-                            "{'relay': 0.9}}) or skip it; the model is unchanged")
+            raise copy_refused(entry, layer.name, f"does not copy on the example batch: {problem}")
 
 
 def _mismatch(layer: LayerPlan, inputs: list[Optional[torch.Tensor]], outputs: list[torch.Tensor]) -> Optional[str]:

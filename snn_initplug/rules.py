@@ -13,6 +13,7 @@ import torch
 
 from . import theory
 from .adapters import surrogate_lever
+from .copycheck import copy_geometry, copy_refused
 from .errors import InitError, NeuronSpecError, SurrogateError
 from .init import calculate_ikun_gain
 from .laws import (
@@ -168,6 +169,8 @@ def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
         assumed["variance_share"] = share
     relay, input_scale, notes, dynamics = 0.0, 1.0, [], None
     if opts.relay and _relays(layer, ctx, share) and not (opts.relay == 1.0 and layer.norm is not None):
+        if opts.relay == 1.0 and (problem := copy_geometry(layer)) is not None:
+            raise copy_refused("initialize", layer.name, f"cannot copy its input: {problem}")
         relay, input_scale = opts.relay, _kernel_sums(layer, "single", "spike_aware")[0]  # one step: K[0] = c
         dynamics = _relay_dynamics(layer, opts.steps, copy=relay == 1.0)
     elif opts.relay:
