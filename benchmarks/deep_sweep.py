@@ -10,6 +10,10 @@
                                                   # docs/depth.md's setting: the membrane scaled after the init
     python benchmarks/deep_sweep.py --dataset fashion_mnist --train 20000 --epochs 3 --depths 2 50 100 \
         --methods calibrated:relay --relay 1 --lr 3e-4    # the copy relay: 50 and 100 layers (docs/depth.md)
+    python benchmarks/deep_sweep.py --dataset fashion_mnist --train 20000 --epochs 0 --depths 100 --seeds 0 \
+        --methods calibrated:relay --relay 1 --scale-membrane per-layer   # gradient flow: a membrane scale per layer
+    python benchmarks/deep_sweep.py --arch conv --channels 8 --dataset fashion_mnist --train 20000 --epochs 3 \
+        --depths 20 50 --seeds 0 --methods calibrated:relay --relay 1 --lr 1e-3   # the copy relay in conv stacks
     python benchmarks/deep_sweep.py --depths 20 --seeds 0 --alpha 1 --lr 3e-4 --threads 1 \
         --methods calibrated:relay spike_aware:relay calibrated spike_aware kaiming_normal default
                                                   # trainability of 20 layers (docs/initializers.md, setting A)
