@@ -12,10 +12,10 @@ the likely reason, and the caller puts the model back.
 
 Before anything is drawn, :func:`copy_geometry` refuses a convolution whose pattern cannot copy at all: the
 kernel centre of a "same"-padded, stride-1 convolution reads the output's own position, so channel ``c`` of the
-layer copies channel ``c`` of its input pixel for pixel; a stride, a padding that shrinks or grows the map, an
-even kernel (no centre) or a transposed convolution that sums channels would relay other positions or several
-inputs. A change of the channel count is taken as the Linear path takes a change of width: output channel ``i``
-copies input channel ``i mod C_in`` (within its group).
+layer copies channel ``c`` of its input pixel for pixel; a padding wider than the kernel's reach (border units
+relaying the padding) or a transposed convolution that sums channels would not copy. A stride or a narrower
+padding copies a subsampled or cropped map, and a change of the channel count copies channel ``i mod C_in``
+(within its group): both are taken as the Linear path takes a narrower or wider layer, with a note.
 """
 from __future__ import annotations
 
@@ -47,31 +47,43 @@ def _relayed(layer: LayerPlan, x: torch.Tensor) -> torch.Tensor:
     return functional_call(layer.module, replaced, (x,))
 
 
-def copy_geometry(layer: LayerPlan) -> Optional[str]:
-    """Why the layer's relay pattern cannot copy its input position by position (None: it can; any weight
-    that is not a convolution's can, as a Linear's ``P[i, i mod fan_in]`` does)."""
+def copy_geometry(layer: LayerPlan) -> tuple[Optional[str], Optional[str]]:
+    """(why the layer's relay pattern cannot copy, what its copy leaves out): ``(None, None)`` for a weight that
+    is not a convolution's, or a "same"-padded stride-1 one, which copies its input map pixel for pixel.
+
+    Output position ``o`` of a convolution relays input position ``o·s − p + d·(k // 2)`` (stride s, padding p,
+    dilation d, kernel k, per dimension). Where that lies outside the input for some ``o`` (a padding wider than
+    ``d·((k − 1) // 2)``, or an even kernel with "same" padding), border units relay the padding: they are silent
+    whatever the input, not a copy, and the layer is refused. A stride, a narrower padding or an even kernel
+    without padding relay one input position each, a subsampled, cropped or shifted map: accepted as a narrower
+    Linear is (``P[i, i mod fan_in]`` drops inputs), with a note. A transposed convolution copies only at
+    stride 1 with as many input as output channels and "same" padding."""
     owner = layer.module.get_submodule(layer.parameter.rpartition(".")[0])
     if not isinstance(owner, nn.modules.conv._ConvNd):
-        return None
-    kind, kernel, dilation = type(owner).__name__, owner.kernel_size, owner.dilation
-    if any(s != 1 for s in owner.stride):
-        return f"its {kind} has stride {_dims(owner.stride)}: a copy needs stride 1 (each output pixel its own input's)"
-    if any(k % 2 == 0 for k in kernel):
-        return f"its {kind} kernel {_dims(kernel)} has no centre tap (an even size): the pattern would shift the map"
+        return None, None
+    kind, kernel, dilation, stride = type(owner).__name__, owner.kernel_size, owner.dilation, owner.stride
+    if owner.padding == "same":
+        same = tuple(d * (k - 1) // 2 == d * (k // 2) for k, d in zip(kernel, dilation))
+        return (None if all(same) else f"its {kind} kernel {_dims(kernel)} with \"same\" padding has no centre "
+                "tap: the border units would relay the padding (silent), not a copy"), None
+    padding = (0,) * len(kernel) if isinstance(owner.padding, str) else tuple(int(p) for p in owner.padding)  # "valid"
+    exact = tuple(d * (k // 2) for k, d in zip(kernel, dilation))
     if owner.transposed:
-        if owner.in_channels != owner.out_channels or any(p for p in owner.output_padding):
-            return (f"its {kind} ({owner.in_channels} -> {owner.out_channels} channels, output_padding "
-                    f"{_dims(owner.output_padding)}) would sum several input channels into one or grow the map")
-    if isinstance(owner.padding, str):  # "same" pads d(k-1)/2 on each side for an odd kernel; "valid" none
-        padding = tuple(d * (k // 2) if owner.padding == "same" else 0 for k, d in zip(kernel, dilation))
-    else:
-        padding = tuple(owner.padding)
-    same = tuple(d * (k // 2) for k, d in zip(kernel, dilation))
-    if padding != same:
+        if any(x != 1 for x in stride) or padding != exact or owner.in_channels != owner.out_channels \
+                or any(owner.output_padding):
+            return (f"its {kind} copies only at stride 1, with as many input as output channels and padding "
+                    f"{_dims(exact)} (it has stride {_dims(stride)}, {owner.in_channels} -> {owner.out_channels} "
+                    f"channels, padding {_dims(padding)}): it would sum several inputs or grow the map"), None
+        return None, None
+    widest = tuple(d * ((k - 1) // 2) for k, d in zip(kernel, dilation))
+    if any(p > w for p, w in zip(padding, widest)):
         return (f"its {kind} pads {_dims(padding)} where kernel {_dims(kernel)} with dilation {_dims(dilation)} "
-                f"needs {_dims(same)} to keep the map's size (\"same\" padding): the pattern would "
-                f"{'shrink' if any(p < q for p, q in zip(padding, same)) else 'grow'} the map, not copy it")
-    return None
+                f"allows at most {_dims(widest)}: the border units would relay the padding (silent), not a copy"), None
+    if padding == exact and all(x == 1 for x in stride):
+        return None, None
+    return None, (f"its {kind} (stride {_dims(stride)}, padding {_dims(padding)}, kernel {_dims(kernel)}) copies a "
+                  "subsampled, cropped or shifted map: each unit one input position, the others left out, as a "
+                  "narrower Linear leaves inputs out")
 
 
 def copy_refused(entry: str, name: str, why: str) -> InitError:

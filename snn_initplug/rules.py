@@ -169,8 +169,11 @@ def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
         assumed["variance_share"] = share
     relay, input_scale, notes, dynamics = 0.0, 1.0, [], None
     if opts.relay and _relays(layer, ctx, share) and not (opts.relay == 1.0 and layer.norm is not None):
-        if opts.relay == 1.0 and (problem := copy_geometry(layer)) is not None:
+        problem, left_out = copy_geometry(layer) if opts.relay == 1.0 else (None, None)
+        if problem is not None:
             raise copy_refused("initialize", layer.name, f"cannot copy its input: {problem}")
+        if left_out is not None:
+            notes.append(f"relay=1: {left_out}")
         relay, input_scale = opts.relay, _kernel_sums(layer, "single", "spike_aware")[0]  # one step: K[0] = c
         dynamics = _relay_dynamics(layer, opts.steps, copy=relay == 1.0)
     elif opts.relay:

@@ -686,17 +686,38 @@ def test_copy_relay_conv_geometries_that_still_copy():
     assert torch.equal(spikes[-1], spikes[0][:, :, torch.arange(8) % 4])
 
 
+@pytest.mark.parametrize("conv,kept", [
+    (nn.Conv2d(4, 4, 3, padding=1, stride=2), (slice(None, None, 2), slice(None, None, 2))),
+    (nn.Conv2d(4, 4, 3, padding=0), (slice(1, -1), slice(1, -1))),
+    (nn.Conv2d(4, 4, 3, padding="valid"), (slice(1, -1), slice(1, -1))),
+    (nn.Conv2d(4, 4, 3, padding=1, dilation=2), (slice(1, -1), slice(1, -1))),
+    (nn.Conv2d(4, 4, (3, 4), padding=1), (slice(None), slice(1, None))),
+])
+def test_copy_relay_conv_that_narrows_the_map_copies_what_it_keeps(conv, kept):
+    """A stride, a narrower padding or an even kernel without overhang relay one input pixel each: the layer's
+    spikes are its input's at the pixels it keeps (sliced by hand), as a narrower Linear copies the inputs it
+    keeps, and the report's note says what is left out."""
+    torch.manual_seed(0)
+    model = _conv_stack("user", [nn.Conv2d(2, 4, 3, padding=1), conv], steps=2)
+    x = torch.rand(4, 2, 10, 10, generator=torch.Generator().manual_seed(1)) * 3
+    report = sip.initialize(model, "spike_aware", x, relay=1.0, steps=2)
+    with torch.no_grad():
+        first, second = (trains > 0.5 for trains in model(x))
+    assert float(first.float().mean()) > 0.05
+    assert torch.equal(second, first[(Ellipsis, *kept)])
+    assert any("subsampled, cropped or shifted" in note for note in report.layers[1].notes)
+
+
 @pytest.mark.parametrize("conv,why", [
-    (nn.Conv2d(4, 4, 3, padding=1, stride=2), "stride 2x2: a copy needs stride 1"),
-    (nn.Conv2d(4, 4, 3, padding=0), "pads 0x0 where kernel 3x3 with dilation 1x1 needs 1x1 .* shrink the map"),
-    (nn.Conv2d(4, 4, 3, padding=1, dilation=2), "needs 2x2 .* shrink the map"),
-    (nn.Conv2d(4, 4, 3, padding=2), "pads 2x2 .* grow the map"),
-    (nn.Conv2d(4, 4, 2, padding="same"), "kernel 2x2 has no centre tap"),
-    (nn.Conv2d(4, 4, (3, 4), padding=1), "kernel 3x4 has no centre tap"),
-    (nn.ConvTranspose2d(4, 2, 3, padding=1), "ConvTranspose2d \\(4 -> 2 channels.* sum several input channels"),
+    (nn.Conv2d(4, 4, 3, padding=2), "pads 2x2 where kernel 3x3 with dilation 1x1 allows at most 1x1"),
+    (nn.Conv2d(4, 4, 3, padding=(1, 3), dilation=(1, 2)), "pads 1x3 .* allows at most 1x2"),
+    (nn.Conv2d(4, 4, 2, padding="same"), "kernel 2x2 with \"same\" padding has no centre tap"),
+    (nn.ConvTranspose2d(4, 2, 3, padding=1), "ConvTranspose2d copies only at stride 1.* 4 -> 2 channels"),
+    (nn.ConvTranspose2d(4, 4, 3, padding=1, stride=2), "ConvTranspose2d copies only at stride 1.* stride 2x2"),
 ])
 def test_copy_relay_refuses_a_conv_that_cannot_copy(conv, why):
-    """Before anything is drawn: the error names the entry point, the layer and the geometry; nothing is written."""
+    """Before anything is drawn: the error names the entry point, the layer and the geometry; nothing is written;
+    the way out it names (relay < 1 for that layer) works."""
     torch.manual_seed(0)
     model = _conv_stack("user", [nn.Conv2d(2, 4, 3, padding=1), conv], steps=2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
