@@ -727,3 +727,18 @@ def test_copy_relay_refuses_a_conv_that_cannot_copy(conv, why):
         sip.initialize(model, "spike_aware", x, relay=1.0, steps=2)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     sip.initialize(model, "spike_aware", x, relay=1.0, steps=2, overrides={"layers.1.weight": {"relay": 0.9}})
+
+
+def test_the_one_call_copies_through_a_strided_conv_in_a_deep_plain_chain():
+    """The one call picks relay=1 for plain chains over 20 layers: a 22-conv chain with one stride-2 layer is
+    initialized (not refused), the strided layer copies the subsampled map and every later layer copies it."""
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(2 if i == 0 else 4, 4, 3, padding=1, stride=2 if i == 5 else 1) for i in range(22)]
+    model = _conv_stack("user", convs, steps=2)
+    x = torch.rand(4, 2, 12, 12, generator=torch.Generator().manual_seed(1)) * 3
+    report = sip.initialize(model, x)
+    assert report.layers[5].relay > 0 and any("subsampled" in note for note in report.layers[5].notes)
+    with torch.no_grad():
+        spikes = [trains > 0.5 for trains in model(x)]
+    assert torch.equal(spikes[5], spikes[4][..., ::2, ::2]) and float(spikes[5].float().mean()) > 0.05
+    assert all(torch.equal(spikes[i], spikes[5]) for i in range(6, 22))
