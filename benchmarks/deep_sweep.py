@@ -10,6 +10,10 @@
                                                   # docs/depth.md's setting: the membrane scaled after the init
     python benchmarks/deep_sweep.py --dataset fashion_mnist --train 20000 --epochs 3 --depths 2 50 100 \
         --methods calibrated:relay --relay 1 --lr 3e-4    # the copy relay: 50 and 100 layers (docs/depth.md)
+    python benchmarks/deep_sweep.py --dataset fashion_mnist --train 20000 --epochs 0 --depths 100 --seeds 0 \
+        --methods calibrated:relay --relay 1 --scale-membrane per-layer   # gradient flow: a membrane scale per layer
+    python benchmarks/deep_sweep.py --arch conv --channels 8 --dataset fashion_mnist --train 20000 --epochs 3 \
+        --depths 20 50 --seeds 0 --methods calibrated:relay --relay 1 --lr 1e-3   # the copy relay in conv stacks
     python benchmarks/deep_sweep.py --depths 20 --seeds 0 --alpha 1 --lr 3e-4 --threads 1 \
         --methods calibrated:relay spike_aware:relay calibrated spike_aware kaiming_normal default
                                                   # trainability of 20 layers (docs/initializers.md, setting A)
@@ -45,6 +49,7 @@ import sys
 import time
 import warnings
 from collections.abc import Iterator
+from typing import Optional
 from pathlib import Path
 
 import torch
@@ -63,7 +68,8 @@ from deep_snntorch_mnist import accuracy  # noqa: E402  (the main job's test acc
 METHODS = ["default", "kaiming_normal", "spike_aware:relay", "calibrated:relay"]
 
 
-def initialized(name: str, depth: int, batch: torch.Tensor, seed: int, args) -> tuple[PlainSNN, float]:
+def initialized(name: str, depth: int, batch: torch.Tensor, seed: int, args,
+                labels: Optional[torch.Tensor] = None) -> tuple[PlainSNN, float]:
     torch.manual_seed(seed)
     model = PlainSNN(args.arch, depth, args.width, args.channels, args.beta, args.steps, args.alpha)
     method, options = split_method(name, args.relay)
@@ -79,12 +85,47 @@ def initialized(name: str, depth: int, batch: torch.Tensor, seed: int, args) -> 
                            **options)
     if args.scale_membrane == "balanced":  # the factor that flattens the weight-gradient norms over depth
         model.balance = sip.balance_gradients(model, batch, seed=seed)
+    elif args.scale_membrane == "per-layer":  # one factor per layer, from the cross-entropy's gradients
+        model.per_layer = flatten_gradients(model, batch, labels)
     elif args.scale_membrane != 1.0:  # weights, biases and thresholds times c: the same spikes, a wider surrogate
         sip.scale_membrane(model, args.scale_membrane, batch)
     if args.centred:  # after the init and the scaling: a training-side change of the hidden layers, not an initialization
         for i in range(1, depth):
             model.layers[i] = CentredLinear(model.layers[i], args.target)
     return model, time.perf_counter() - start
+
+
+def flatten_gradients(model: PlainSNN, batch: torch.Tensor, labels: Optional[torch.Tensor], iterations: int = 12,
+                      step: float = 0.5) -> list[float]:
+    """``--scale-membrane per-layer``: a membrane scale c_l per layer (layer l's weight, bias and threshold times
+    c_l: the same spikes, its surrogate 1/c_l times wider) that flattens the norms g_l of the weight gradients of
+    the cross-entropy over the layers 2 to L. The weight of layer l + 1 carries the gradient back to layer l, so
+    its log-scale moves against the growth log g_l - log g_(l+1); a fixed-point iteration, one backward pass
+    each. The first layer and the second (whose weight carries the first's gradient) stay at 1: the first
+    reads pixels, not spikes, a difference that is not depth's (flattening it too, measured, set c = 0.11 and
+    0.29 there, and Adam's steps relative to those weights 9 and 3 times larger). Returns the factors, checked
+    to leave every rate of the batch as it was."""
+    if labels is None:
+        raise ValueError("--scale-membrane per-layer needs the batch's labels")
+    base = [(layer.weight.detach().clone(), layer.bias.detach().clone(), neuron.threshold.detach().clone())
+            for layer, neuron in zip(model.layers, model.neurons)]
+    before = [layer.rate for layer in sip.diagnose(model, batch).layers]
+    log_c = torch.zeros(len(base))
+    for i in range(iterations + 1):
+        with torch.no_grad():
+            for (weight, bias, threshold), layer, neuron, c in zip(base, model.layers, model.neurons, log_c.exp()):
+                layer.weight.copy_(weight * c)
+                layer.bias.copy_(bias * c)
+                neuron.threshold = threshold * c
+        if i == iterations:
+            break
+        norms = torch.tensor([layer.grad_norm for layer in sip.diagnose(model, batch, labels).layers]).log()
+        if not bool(torch.isfinite(norms).all()):
+            break  # a zero (or underflowed) norm: nothing to flatten against
+        log_c[2:] -= step * (norms[1:-1] - norms[2:])
+    after = [layer.rate for layer in sip.diagnose(model, batch).layers]
+    assert max(abs(a - b) for a, b in zip(before, after)) < 1e-3, "a per-layer scale changed the spikes"
+    return [float(c) for c in log_c.exp()]
 
 
 def horizon(text: str):
@@ -100,7 +141,8 @@ def readout_probe(name: str, depth: int, seed: int, data, args) -> float:
     """Accuracy of a ridge-regression readout on the untrained network's time-averaged last-layer spikes: how
     much of the input survives ``depth`` layers at init (no training of the hidden layers)."""
     x_tr, y_tr, x_ev, y_ev = data
-    model, _ = initialized(name, depth, x_tr[: args.calib_batch or args.batch], seed, args)
+    calib = args.calib_batch or args.batch
+    model, _ = initialized(name, depth, x_tr[:calib], seed, args, y_tr[:calib])
 
     def features(x):
         with torch.no_grad():
@@ -113,21 +155,29 @@ def readout_probe(name: str, depth: int, seed: int, data, args) -> float:
 
 
 def membrane_factor(text: str):
-    """``--scale-membrane``: a positive finite number (the main job's ``-membrane`` parser) or ``balanced``."""
-    return text if text == "balanced" else positive_finite(text)
+    """``--scale-membrane``: a positive finite number (the main job's ``-membrane`` parser), ``balanced`` or
+    ``per-layer``."""
+    return text if text in ("balanced", "per-layer") else positive_finite(text)
 
 
-def at_init(model: PlainSNN, batch, labels, fresh, target: float) -> dict:
-    """Rates on the batch and on a fresh batch, and the spread of the weight gradients over the layers."""
-    diagnosis = sip.diagnose(model, batch, labels)
+def at_init(model: PlainSNN, batch, labels, fresh, fresh_labels, target: float) -> dict:
+    """Rates on the batch and on a fresh batch, and the spread of the weight gradients of the cross-entropy
+    (through the readout) over the layers, on both: the largest norm over the smallest."""
+    diagnosis, fresh_diagnosis = sip.diagnose(model, batch, labels), sip.diagnose(model, fresh, fresh_labels)
     rates = [layer.rate for layer in diagnosis.layers]
-    fresh_rates = [layer.rate for layer in sip.diagnose(model, fresh).layers]
+    fresh_rates = [layer.rate for layer in fresh_diagnosis.layers]
     grads = [layer.grad_norm for layer in diagnosis.layers if layer.grad_norm is not None]
-    positive = [g for g in grads if g > 0]
     return {"rates": rates, "fresh_rates": fresh_rates, "grad_norms": grads,
             "silent_layers": sum(r < 1e-3 for r in rates),
             "fresh_worst": max((abs(r / target - 1) for r in fresh_rates), default=None),
-            "grad_ratio": (max(positive) / min(positive)) if len(positive) == len(grads) and grads else math.inf}
+            "grad_ratio": spread(grads), "fresh_grad_ratio": spread([layer.grad_norm for layer in fresh_diagnosis.layers
+                                                                     if layer.grad_norm is not None])}
+
+
+def spread(norms: list[float]) -> float:
+    """Largest over smallest norm (infinite when one is 0: a layer that does not learn)."""
+    positive = [g for g in norms if g > 0]
+    return max(positive) / min(positive) if norms and len(positive) == len(norms) else math.inf
 
 
 def traced(model: PlainSNN, step: int, losses: list[float], x_ev, y_ev, fresh: int) -> dict:
@@ -159,10 +209,11 @@ def epoch_steps(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Ten
 def run(name: str, depth: int, seed: int, lr: float, data, args) -> dict:
     x_tr, y_tr, x_ev, y_ev = data
     calib = args.calib_batch or args.batch
-    model, init_s = initialized(name, depth, x_tr[:calib], seed, args)
-    record = {"method": name, "depth": depth, "seed": seed, "lr": lr, "init_s": init_s,
-              "membrane_factor": model.balance.factor if hasattr(model, "balance") else args.scale_membrane,
-              **at_init(model, x_tr[: args.batch], y_tr[: args.batch], x_tr[calib: calib + args.fresh], args.target)}
+    model, init_s = initialized(name, depth, x_tr[:calib], seed, args, y_tr[:calib])
+    factor = model.balance.factor if hasattr(model, "balance") else getattr(model, "per_layer", args.scale_membrane)
+    record = {"method": name, "depth": depth, "seed": seed, "lr": lr, "init_s": init_s, "membrane_factor": factor,
+              **at_init(model, x_tr[: args.batch], y_tr[: args.batch], x_tr[calib: calib + args.fresh],
+                         y_tr[calib: calib + args.fresh], args.target)}
     optimizer = (torch.optim.Adam(model.parameters(), lr=lr) if args.optimizer == "adam"
                  else torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9))
     order = torch.Generator().manual_seed(seed)
@@ -199,18 +250,19 @@ def summary(records: list[dict]) -> list[dict]:
         rows.append({"method": method, "depth": depth, "lr": lr, "final": final,
                      "mean": statistics.fmean(final), "rates": (min(first["rates"]), max(first["rates"])),
                      "silent": first["silent_layers"], "fresh_worst": first["fresh_worst"],
-                     "grad_ratio": first["grad_ratio"]})
+                     "grad_ratio": first["grad_ratio"], "fresh_grad_ratio": first["fresh_grad_ratio"]})
     return rows
 
 
 def table(rows: list[dict], evaluated_on: str) -> str:
     lines = [f"{'method':<20} {'depth':>5} {'lr':>7}  {evaluated_on + ' accuracy (seeds)':<34} {'rates at init':<13} "
-             f"{'silent':>6} {'fresh batch':>11} {'grad max/min':>12}"]
+             f"{'silent':>6} {'fresh batch':>11} {'grad max/min':>12} {'(fresh)':>9}"]
     for r in sorted(rows, key=lambda r: (r["method"], r["depth"], r["lr"])):
         fresh = "n/a" if r["fresh_worst"] is None else f"±{r['fresh_worst']:.0%}"
         accs = f"{r['mean']:.3f} ({' '.join(f'{a:.3f}' for a in r['final'])})"
         lines.append(f"{r['method']:<20} {r['depth']:>5} {r['lr']:>7.0e}  {accs:<34} "
-                     f"{r['rates'][0]:.3f}-{r['rates'][1]:.3f}  {r['silent']:>6} {fresh:>11} {r['grad_ratio']:>12.3g}")
+                     f"{r['rates'][0]:.3f}-{r['rates'][1]:.3f}  {r['silent']:>6} {fresh:>11} {r['grad_ratio']:>12.3g} "
+                     f"{r['fresh_grad_ratio']:>9.3g}")
     return "\n".join(lines)
 
 
@@ -281,7 +333,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--scale-membrane", type=membrane_factor, default=1.0,
                    help="after init, sip.scale_membrane(model, C): every hidden layer's weight and bias and every "
                         "threshold times C (the same spikes; the surrogate 1/C times wider relative to θ); "
-                        "'balanced': the C of sip.balance_gradients (flat weight-gradient norms over depth)")
+                        "'balanced': the C of sip.balance_gradients (flat weight-gradient norms over depth); "
+                        "'per-layer': one C per layer flattening the cross-entropy's weight-gradient norms")
     p.add_argument("--alpha", type=positive_finite, default=None,
                    help="an ATan surrogate of this alpha (default: snnTorch's own, ATan alpha 2; 1 is twice as wide)")
     p.add_argument("--probe-depths", type=int, nargs="+", default=None,
@@ -319,7 +372,8 @@ def main(argv=None) -> list[dict]:
                           f"{' '.join(f'{a:.3f}' for a in r['accuracy'])}; rates L1/L10/last {rates_l1_l10_last(r)}, "
                           f"{min(r['rates']):.3f}-"
                           f"{max(r['rates']):.3f} (after training {min(r['rates_after']):.3f}-{max(r['rates_after']):.3f}), "
-                          f"grad max/min {r['grad_ratio']:.3g} ({r['train_s']:.0f} s)",
+                          f"grad max/min {r['grad_ratio']:.3g} (fresh batch {r['fresh_grad_ratio']:.3g}) "
+                          f"({r['train_s']:.0f} s)",
                           flush=True)
     rows = summary(records)
     print(table(rows, evaluated_on))

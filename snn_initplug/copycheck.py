@@ -9,6 +9,13 @@ in place, one pass of the example batch compares, at every call of every copy la
 the spikes its pattern relays (the layer run with :math:`P` as its weight and no bias, on the input it
 received): a copy layer whose spikes differ anywhere is refused, naming the layer, how many spikes differ and
 the likely reason, and the caller puts the model back.
+
+Before anything is drawn, :func:`copy_geometry` refuses a convolution whose pattern cannot copy at all: the
+kernel centre of a "same"-padded, stride-1 convolution reads the output's own position, so channel ``c`` of the
+layer copies channel ``c`` of its input pixel for pixel; a padding wider than the kernel's reach (border units
+relaying the padding) or a transposed convolution that sums channels would not copy. A stride or a narrower
+padding copies a subsampled or cropped map, and a change of the channel count copies channel ``i mod C_in``
+(within its group): both are taken as the Linear path takes a narrower or wider layer, with a note.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from .planning import LayerPlan, neuron_modules, preserved, reset_neuron
 from .running import input_calls, mean_value, runner, unit_output
 from .transaction import Snapshot, agree
 
-__all__ = ["check_copies", "verify_copies"]
+__all__ = ["check_copies", "copy_geometry", "copy_refused", "verify_copies"]
 
 
 def _relayed(layer: LayerPlan, x: torch.Tensor) -> torch.Tensor:
@@ -38,6 +45,55 @@ def _relayed(layer: LayerPlan, x: torch.Tensor) -> torch.Tensor:
     if bias is not None:
         replaced[bias_name] = torch.zeros_like(bias)
     return functional_call(layer.module, replaced, (x,))
+
+
+def copy_geometry(layer: LayerPlan) -> tuple[Optional[str], Optional[str]]:
+    """(why the layer's relay pattern cannot copy, what its copy leaves out): ``(None, None)`` for a weight that
+    is not a convolution's, or a "same"-padded stride-1 one, which copies its input map pixel for pixel.
+
+    Output position ``o`` of a convolution relays input position ``o·s − p + d·(k // 2)`` (stride s, padding p,
+    dilation d, kernel k, per dimension). Where that lies outside the input for some ``o`` (a padding wider than
+    ``d·((k − 1) // 2)``, or an even kernel with "same" padding), border units relay the padding: they are silent
+    whatever the input, not a copy, and the layer is refused. A stride, a narrower padding or an even kernel
+    without padding relay one input position each, a subsampled, cropped or shifted map: accepted as a narrower
+    Linear is (``P[i, i mod fan_in]`` drops inputs), with a note. A transposed convolution copies only at
+    stride 1 with as many input as output channels and "same" padding."""
+    owner = layer.module.get_submodule(layer.parameter.rpartition(".")[0])
+    if not isinstance(owner, nn.modules.conv._ConvNd):
+        return None, None
+    kind, kernel, dilation, stride = type(owner).__name__, owner.kernel_size, owner.dilation, owner.stride
+    if owner.padding == "same":
+        same = tuple(d * (k - 1) // 2 == d * (k // 2) for k, d in zip(kernel, dilation))
+        return (None if all(same) else f"its {kind} kernel {_dims(kernel)} with \"same\" padding has no centre "
+                "tap: the border units would relay the padding (silent), not a copy"), None
+    padding = (0,) * len(kernel) if isinstance(owner.padding, str) else tuple(int(p) for p in owner.padding)  # "valid"
+    exact = tuple(d * (k // 2) for k, d in zip(kernel, dilation))
+    if owner.transposed:
+        if any(x != 1 for x in stride) or padding != exact or owner.in_channels != owner.out_channels \
+                or any(owner.output_padding):
+            return (f"its {kind} copies only at stride 1, with as many input as output channels and padding "
+                    f"{_dims(exact)} (it has stride {_dims(stride)}, {owner.in_channels} -> {owner.out_channels} "
+                    f"channels, padding {_dims(padding)}): it would sum several inputs or grow the map"), None
+        return None, None
+    widest = tuple(d * ((k - 1) // 2) for k, d in zip(kernel, dilation))
+    if any(p > w for p, w in zip(padding, widest)):
+        return (f"its {kind} pads {_dims(padding)} where kernel {_dims(kernel)} with dilation {_dims(dilation)} "
+                f"allows at most {_dims(widest)}: the border units would relay the padding (silent), not a copy"), None
+    if padding == exact and all(x == 1 for x in stride):
+        return None, None
+    return None, (f"its {kind} (stride {_dims(stride)}, padding {_dims(padding)}, kernel {_dims(kernel)}) copies a "
+                  "subsampled, cropped or shifted map: each unit one input position, the others left out, as a "
+                  "narrower Linear leaves inputs out")
+
+
+def copy_refused(entry: str, name: str, why: str) -> InitError:
+    """The error of a copy layer that cannot or does not copy, with the way out."""
+    return InitError(f"{entry}: relay=1 (the copy relay): {name} {why}; use relay < 1 for this layer "
+                     f"(overrides={{{name!r}: {{'relay': 0.9}}}}) or skip it; the model is unchanged")
+
+
+def _dims(values: Sequence[int]) -> str:
+    return "x".join(str(v) for v in values)
 
 
 def _has_parameter(module: nn.Module, name: str) -> bool:
@@ -88,9 +144,7 @@ def check_copies(model: nn.Module, copies: Sequence[LayerPlan], run: Callable[[]
     for layer in copies:
         problem = _mismatch(layer, inputs[layer.name], outputs[layer.name])
         if problem is not None:
-            raise InitError(f"{entry}: relay=1 (the copy relay): {layer.name} does not copy on the example batch: "
-                            f"{problem}; use relay < 1 for this layer (overrides={{{layer.name!r}: "
-                            "{'relay': 0.9}}) or skip it; the model is unchanged")
+            raise copy_refused(entry, layer.name, f"does not copy on the example batch: {problem}")
 
 
 def _mismatch(layer: LayerPlan, inputs: list[Optional[torch.Tensor]], outputs: list[torch.Tensor]) -> Optional[str]:

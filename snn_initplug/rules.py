@@ -13,6 +13,7 @@ import torch
 
 from . import theory
 from .adapters import surrogate_lever
+from .copycheck import copy_geometry, copy_refused
 from .errors import InitError, NeuronSpecError, SurrogateError
 from .init import calculate_ikun_gain
 from .laws import (
@@ -191,6 +192,11 @@ def _spike_aware_rule(layer: LayerPlan, opts: SpikeAwareOptions, ctx: _Context):
         assumed["variance_share"] = share
     relay, input_scale, notes, dynamics = 0.0, 1.0, _delay_notes(layer, opts.steps, "spike_aware"), None
     if opts.relay and _relays(layer, ctx, share) and not (opts.relay == 1.0 and layer.norm is not None):
+        problem, left_out = copy_geometry(layer) if opts.relay == 1.0 else (None, None)
+        if problem is not None:
+            raise copy_refused("initialize", layer.name, f"cannot copy its input: {problem}")
+        if left_out is not None:
+            notes.append(f"relay=1: {left_out}")
         relay, input_scale = opts.relay, _kernel_sums(layer, "single", "spike_aware")[0]  # one step: K[0] = c
         dynamics = _relay_dynamics(layer, opts.steps, copy=relay == 1.0)
     elif opts.relay:

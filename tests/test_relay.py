@@ -618,3 +618,127 @@ def test_copy_relay_with_per_neuron_decays_copies_for_every_decay():
         spikes = model(x)
     assert float(spikes[0].mean()) > 0.05
     assert all(torch.equal(spikes[layer], spikes[0]) for layer in range(1, depth))
+
+
+# --- the copy relay in convolution stacks (issue 27, part 3) -------------------------------------------
+def _conv_stack(framework, convs, steps):
+    """``convs`` each followed by a neuron of ``framework``; called on one image batch, it returns every neuron
+    layer's spikes over ``steps`` calls of the framework's own neurons, from rest: one (steps, ...) per layer."""
+    class Stack(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.ModuleList(convs)
+            self.neurons = nn.ModuleList(make_neuron(framework) for _ in convs)
+
+        def forward(self, x):
+            reset_states(self.neurons)
+            out: list[list[torch.Tensor]] = [[] for _ in convs]
+            for _ in range(steps):
+                h = x
+                for trains, layer, neuron in zip(out, self.layers, self.neurons):
+                    h = neuron(layer(h))
+                    trains.append(h)
+            return [torch.stack(trains) for trains in out]
+
+    return Stack()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_copy_relay_conv_stack_hands_the_first_layers_spikes_to_the_last(framework):
+    """10 same-padded 3 × 3 convolutions of 8 channels, T = 4, relay=1: every later layer's spike maps are the
+    first layer's, channel by channel and pixel by pixel, run by the framework's own neurons; the copies' biases
+    are 0 and their weights the centre tap alone."""
+    depth, channels, steps = 10, 8, 4
+    torch.manual_seed(0)
+    model = _conv_stack(framework, [nn.Conv2d(3 if i == 0 else channels, channels, 3, padding=1)
+                                    for i in range(depth)], steps)
+    x = torch.rand(16, 3, 12, 12, generator=torch.Generator().manual_seed(1)) * 3
+    report = sip.initialize(model, "calibrated", x, relay=1.0, target_rate=0.2,
+                            generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        spikes = [trains > 0.5 for trains in model(x)]
+    assert 0.1 < float(spikes[0].float().mean()) < 0.3
+    for layer in range(1, depth):
+        assert torch.equal(spikes[layer], spikes[0]), layer
+        weight = model.layers[layer].weight
+        assert torch.equal(weight != 0, relay_pattern(weight.shape) != 0) and float(weight.detach().max()) > 1.0
+        assert float(model.layers[layer].bias.detach().abs().max()) == 0.0
+    assert [row.relay > 0 for row in report.layers] == [False] + [True] * (depth - 1)
+
+
+def test_copy_relay_conv_geometries_that_still_copy():
+    """A dilated 3 × 3 (padding 2), a grouped and a depthwise convolution, a 'same' string padding, a circular
+    padding and a stride-1 transposed convolution keep every pixel in place: each copies its input exactly; a
+    channel change copies as a Linear width change does (output channel i: input channel i mod 4)."""
+    copy_layers = [nn.Conv2d(4, 4, 3, padding=2, dilation=2), nn.Conv2d(4, 4, 3, padding=1, groups=2),
+                   nn.Conv2d(4, 4, 5, padding=2, groups=4), nn.Conv2d(4, 4, 3, padding="same", dilation=3),
+                   nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular"), nn.ConvTranspose2d(4, 4, 3, padding=1),
+                   nn.Conv2d(4, 8, 3, padding=1)]
+    torch.manual_seed(0)
+    model = _conv_stack("user", [nn.Conv2d(2, 4, 3, padding=1), *copy_layers], steps=3)
+    x = torch.rand(8, 2, 10, 10, generator=torch.Generator().manual_seed(1)) * 3
+    sip.initialize(model, "spike_aware", x, relay=1.0, steps=3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        spikes = [trains > 0.5 for trains in model(x)]
+    assert float(spikes[0].float().mean()) > 0.05
+    for i, layer in enumerate(copy_layers[:-1], start=1):
+        assert torch.equal(spikes[i], spikes[0]), layer
+    assert torch.equal(spikes[-1], spikes[0][:, :, torch.arange(8) % 4])
+
+
+@pytest.mark.parametrize("conv,kept", [
+    (nn.Conv2d(4, 4, 3, padding=1, stride=2), (slice(None, None, 2), slice(None, None, 2))),
+    (nn.Conv2d(4, 4, 3, padding=0), (slice(1, -1), slice(1, -1))),
+    (nn.Conv2d(4, 4, 3, padding="valid"), (slice(1, -1), slice(1, -1))),
+    (nn.Conv2d(4, 4, 3, padding=1, dilation=2), (slice(1, -1), slice(1, -1))),
+    (nn.Conv2d(4, 4, (3, 4), padding=1), (slice(None), slice(1, None))),
+])
+def test_copy_relay_conv_that_narrows_the_map_copies_what_it_keeps(conv, kept):
+    """A stride, a narrower padding or an even kernel without overhang relay one input pixel each: the layer's
+    spikes are its input's at the pixels it keeps (sliced by hand), as a narrower Linear copies the inputs it
+    keeps, and the report's note says what is left out."""
+    torch.manual_seed(0)
+    model = _conv_stack("user", [nn.Conv2d(2, 4, 3, padding=1), conv], steps=2)
+    x = torch.rand(4, 2, 10, 10, generator=torch.Generator().manual_seed(1)) * 3
+    report = sip.initialize(model, "spike_aware", x, relay=1.0, steps=2)
+    with torch.no_grad():
+        first, second = (trains > 0.5 for trains in model(x))
+    assert float(first.float().mean()) > 0.05
+    assert torch.equal(second, first[(Ellipsis, *kept)])
+    assert any("subsampled, cropped or shifted" in note for note in report.layers[1].notes)
+
+
+@pytest.mark.parametrize("conv,why", [
+    (nn.Conv2d(4, 4, 3, padding=2), "pads 2x2 where kernel 3x3 with dilation 1x1 allows at most 1x1"),
+    (nn.Conv2d(4, 4, 3, padding=(1, 3), dilation=(1, 2)), "pads 1x3 .* allows at most 1x2"),
+    (nn.Conv2d(4, 4, 2, padding="same"), "kernel 2x2 with \"same\" padding has no centre tap"),
+    (nn.ConvTranspose2d(4, 2, 3, padding=1), "ConvTranspose2d copies only at stride 1.* 4 -> 2 channels"),
+    (nn.ConvTranspose2d(4, 4, 3, padding=1, stride=2), "ConvTranspose2d copies only at stride 1.* stride 2x2"),
+])
+def test_copy_relay_refuses_a_conv_that_cannot_copy(conv, why):
+    """Before anything is drawn: the error names the entry point, the layer and the geometry; nothing is written;
+    the way out it names (relay < 1 for that layer) works."""
+    torch.manual_seed(0)
+    model = _conv_stack("user", [nn.Conv2d(2, 4, 3, padding=1), conv], steps=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(4, 2, 10, 10, generator=torch.Generator().manual_seed(1)) * 3
+    with pytest.raises(sip.InitError, match=f"^initialize: relay=1 \\(the copy relay\\): layers.1.weight cannot "
+                                            f"copy its input: .*{why}.*the model is unchanged"):
+        sip.initialize(model, "spike_aware", x, relay=1.0, steps=2)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    sip.initialize(model, "spike_aware", x, relay=1.0, steps=2, overrides={"layers.1.weight": {"relay": 0.9}})
+
+
+def test_the_one_call_copies_through_a_strided_conv_in_a_deep_plain_chain():
+    """The one call picks relay=1 for plain chains over 20 layers: a 22-conv chain with one stride-2 layer is
+    initialized (not refused), the strided layer copies the subsampled map and every later layer copies it."""
+    torch.manual_seed(0)
+    convs = [nn.Conv2d(2 if i == 0 else 4, 4, 3, padding=1, stride=2 if i == 5 else 1) for i in range(22)]
+    model = _conv_stack("user", convs, steps=2)
+    x = torch.rand(4, 2, 12, 12, generator=torch.Generator().manual_seed(1)) * 3
+    report = sip.initialize(model, x)
+    assert report.layers[5].relay > 0 and any("subsampled" in note for note in report.layers[5].notes)
+    with torch.no_grad():
+        spikes = [trains > 0.5 for trains in model(x)]
+    assert torch.equal(spikes[5], spikes[4][..., ::2, ::2]) and float(spikes[5].float().mean()) > 0.05
+    assert all(torch.equal(spikes[i], spikes[5]) for i in range(6, 22))
