@@ -53,8 +53,8 @@ import torch.nn.functional as F
 from .errors import DiagnoseError
 from .guard import entry_point
 from .observation import SUPPORT_FRACTION, MembraneStats, Observation, SpikeCounter, unobserved_notes
-from .planning import Plan, first_tensor, plan, preserved, run_model
-from .running import input_calls, mean_value, stepped_forward
+from .planning import Plan, first_tensor, preserved, run_model
+from .running import input_calls, mean_value, plan_for_input, stepped_forward
 from .tables import render_table, short_number
 from .transaction import all_finite
 
@@ -286,10 +286,9 @@ def diagnose(model: nn.Module, example_input: Any = None, target: Any = None,
     calls = input_calls("diagnose", example_input, steps) if forward is None else [example_input]
     if not calls:
         raise DiagnoseError("diagnose: example_input is an empty list (give one input per time step)")
-    if len(calls) > 1 or steps is not None:
+    p = plan_for_input(model, example_input, calls, forward)
+    if forward is None and (len(calls) > 1 or steps is not None):  # as runner() decides, with the outputs stacked
         forward = stepped_forward(calls)
-    p = plan(model, calls[0] if len(calls) > 1 or steps is not None else example_input,
-             forward=None if len(calls) > 1 or steps is not None else forward)
     feeding = _weights_by_neuron(p)
     want_grad = target is not None or loss_fn is not None
     observed = Observation()

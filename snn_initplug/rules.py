@@ -96,9 +96,7 @@ def _kernel_sums(layer: LayerPlan, horizon: Any, method: str) -> tuple[float, fl
     membrane only after a step (K[0] = 0: snnTorch's Alpha) takes the infinite horizon (:func:`_delay_notes`)."""
     try:
         steps = horizon_steps(method, horizon)
-        sums = layer.spec.kernel_sums(steps)
-        if steps == 1 and mean_value(sums[1]) == 0:
-            sums = layer.spec.kernel_sums(None)
+        sums = layer.spec.kernel_sums(None if steps == 1 and not immediate_input(layer.spec) else steps)
     except NeuronSpecError as exc:
         raise InitError(f"{method}: {layer.name}: {exc}") from exc
     return mean_value(sums[0]), mean_value(sums[1])
@@ -106,7 +104,7 @@ def _kernel_sums(layer: LayerPlan, horizon: Any, method: str) -> tuple[float, fl
 
 def _delay_notes(layer: LayerPlan, horizon: Any, method: str) -> list[str]:
     """The note of :func:`_kernel_sums`'s fallback, when it applies."""
-    if horizon_steps(method, horizon) != 1 or mean_value(layer.spec.kernel_sums(1)[1]) != 0:
+    if horizon_steps(method, horizon) != 1 or immediate_input(layer.spec):
         return []
     return [f"steps='single': the input reaches the membrane of {layer.neuron_name} only after the first step "
             "(K[0] = 0); the stationary kernel sums are used (give steps=T for a T-step horizon)"]
@@ -149,9 +147,10 @@ def _relays(layer: LayerPlan, ctx: _Context, share: float) -> bool:
 
 
 def immediate_input(spec: Any) -> bool:
-    """Whether an input reaches the neuron's membrane in the step it arrives (the impulse response's K[0] > 0)."""
+    """Whether an input reaches the neuron's membrane in the step it arrives (the impulse response's K[0] ≠ 0,
+    from the one-step ΣK²): the one rule behind the one-step horizon's fallback, the relay and the recipe."""
     try:
-        return mean_value(spec.kernel_sums(1)[0]) > 0
+        return mean_value(spec.kernel_sums(1)[1]) > 0
     except NeuronSpecError:
         return False
 

@@ -30,8 +30,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from .distributed import collective_device, is_distributed, rank, torch_distributed, world_size
 from .errors import ConcurrentUseError, DistributedError, InitError, PlanError
 
-__all__ = ["check_writable", "write_all", "Snapshot", "same_values", "held_copies", "agree", "fingerprint", "exclusive", "SameDraws",
-           "same_call", "ProcessDraws", "process_rng_kept"]
+__all__ = ["check_writable", "write_all", "Snapshot", "same_values", "held_copies", "agree", "fingerprint",
+           "exclusive", "SameDraws", "same_call", "ProcessDraws", "process_rng_kept"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
