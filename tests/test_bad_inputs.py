@@ -147,13 +147,10 @@ def lever_mlp() -> nn.Sequential:
 
 def with_lever(call):
     def run(model):
-        from user_neuron import register, unregister
+        from user_neuron import registered
 
-        register(threshold_lever=True)
-        try:
+        with registered(threshold_lever=True):
             return call(model)
-        finally:
-            unregister()
     return run
 
 
